@@ -1,0 +1,134 @@
+//! Apple's token kinds: claim sets and lifetime rules. Pure: no PKCS#11, no I/O.
+//!
+//! Each kind is a struct describing *what* to sign; its `sign` method takes any
+//! [`Es256Signer`](crate::Es256Signer) and the current time.
+
+pub mod connect;
+pub mod server;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::jws::{self, Header};
+use crate::{Error, Es256Signer, KeyId};
+
+/// The `aud` of App Store Connect API and App Store Server API tokens.
+pub const AUD_APP_STORE_CONNECT: &str = "appstoreconnect-v1";
+
+/// When a token starts and ends: `iat = now - skew`, `exp = now + ttl`.
+///
+/// The default is 10 minutes from now with `iat` backdated 60 s, so a signer whose
+/// clock runs a little ahead of Apple's still gets accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetime {
+    /// Seconds from now until `exp`.
+    pub ttl: u64,
+    /// Seconds `iat` is backdated.
+    pub skew: u64,
+}
+
+impl Default for Lifetime {
+    fn default() -> Self {
+        Lifetime { ttl: 600, skew: 60 }
+    }
+}
+
+/// A token's `iat` and `exp`, UNIX seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    /// Issued at.
+    pub iat: u64,
+    /// Expires at.
+    pub exp: u64,
+}
+
+impl Lifetime {
+    /// The times for a token signed at `now`, refusing a lifetime whose `exp - iat`
+    /// exceeds `limit` seconds: never shortened silently.
+    pub fn times(&self, now: SystemTime, api: &'static str, limit: u64) -> Result<Times, Error> {
+        if self.ttl == 0 {
+            return Err(Error::LifetimeZero);
+        }
+        if self.ttl.saturating_add(self.skew) > limit {
+            return Err(Error::LifetimeTooLong {
+                api,
+                ttl: self.ttl,
+                skew: self.skew,
+                limit,
+            });
+        }
+        let now = now.duration_since(UNIX_EPOCH).map_err(|_| Error::Clock)?.as_secs();
+        let iat = now.checked_sub(self.skew).ok_or(Error::Clock)?;
+        Ok(Times {
+            iat,
+            exp: now + self.ttl,
+        })
+    }
+}
+
+/// A signed token and what it is good for.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedToken {
+    /// The compact JWS.
+    pub token: String,
+    /// The key that signed it.
+    pub key_id: KeyId,
+    /// `iat`, UNIX seconds.
+    pub issued_at: u64,
+    /// `exp`, UNIX seconds.
+    pub expires_at: u64,
+}
+
+/// Signs a `{"alg":"ES256","kid":…,"typ":"JWT"}` token with `claims`.
+fn sign_jwt<C: Serialize>(
+    signer: &dyn Es256Signer,
+    claims: &C,
+    times: Times,
+) -> Result<SignedToken, Error> {
+    let key_id = signer.key_id().clone();
+    let token = jws::sign(signer, &Header::jwt(key_id.as_str()), claims)?;
+    Ok(SignedToken {
+        token,
+        key_id,
+        issued_at: times.iat,
+        expires_at: times.exp,
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use std::time::Duration;
+
+    pub(crate) const NOW: u64 = 1_700_000_000;
+
+    pub(crate) fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW)
+    }
+
+    /// Decodes a token's header and claims as JSON text.
+    pub(crate) fn parts(token: &str) -> (String, String) {
+        let mut it = token.split('.');
+        let mut next = || String::from_utf8(URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap()).unwrap();
+        (next(), next())
+    }
+
+    #[test]
+    fn default_lifetime_is_ten_minutes_backdated_a_minute() {
+        let t = Lifetime::default().times(now(), "x", 1200).unwrap();
+        assert_eq!(t, Times { iat: NOW - 60, exp: NOW + 600 });
+    }
+
+    #[test]
+    fn lifetime_over_the_limit_is_an_error_not_a_silent_change() {
+        let at_limit = Lifetime { ttl: 1140, skew: 60 };
+        assert_eq!(at_limit.times(now(), "x", 1200).unwrap().exp - at_limit.times(now(), "x", 1200).unwrap().iat, 1200);
+        let over = Lifetime { ttl: 1141, skew: 60 };
+        assert!(matches!(over.times(now(), "x", 1200), Err(Error::LifetimeTooLong { limit: 1200, .. })));
+        let zero = Lifetime { ttl: 0, skew: 60 };
+        assert!(matches!(zero.times(now(), "x", 1200), Err(Error::LifetimeZero)));
+    }
+}

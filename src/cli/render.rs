@@ -1,0 +1,115 @@
+//! The one error renderer: a line saying what happened, then a hint line saying what
+//! to do, on stderr; and the documented exit codes.
+
+use std::process::ExitCode;
+
+use p8hsm::p8::P8Error;
+use p8hsm::Error;
+
+use super::run::Failure;
+
+/// Exit codes, as documented in the README.
+pub mod code {
+    /// Unexpected failure: a PKCS#11 call failed, output could not be written.
+    pub const FAILURE: u8 = 1;
+    /// Usage error: bad or missing options (clap uses 2 as well).
+    pub const USAGE: u8 = 2;
+    /// Bad input: key file, IDs, scope, lifetime.
+    pub const INPUT: u8 = 3;
+    /// PIN: wrong, locked, or the PIN source failed.
+    pub const PIN: u8 = 4;
+    /// Module or token not found or not loadable.
+    pub const TOKEN: u8 = 5;
+    /// Key not found on the token.
+    pub const KEY_NOT_FOUND: u8 = 6;
+    /// Import refused: the key ID or label is already on the token.
+    pub const KEY_EXISTS: u8 = 7;
+    /// Import check failed (the created objects were destroyed).
+    pub const IMPORT_CHECK: u8 = 8;
+}
+
+/// Prints the failure to stderr and returns its exit code.
+pub fn error(failure: &Failure) -> ExitCode {
+    let (message, hint, status) = match failure {
+        Failure::P8hsm(e) => (e.to_string(), hint(e), exit_code(e)),
+        Failure::Usage(message) => (message.clone(), None, code::USAGE),
+        Failure::Output(e) => (format!("cannot write the result: {e}"), None, code::FAILURE),
+    };
+    eprintln!("error: {message}");
+    if let Some(hint) = hint {
+        eprintln!("{hint}");
+    }
+    ExitCode::from(status)
+}
+
+fn exit_code(e: &Error) -> u8 {
+    use Error::*;
+    match e {
+        KeyFile(_) | KeyFileUnreadable { .. } | KeyIdMismatch { .. } | KeyIdUnknown
+        | InvalidKeyId { .. } | InvalidIssuerId { .. } | InvalidBundleId { .. }
+        | InvalidLabel { .. } | InvalidScope { .. } | LifetimeTooLong { .. } | LifetimeZero => {
+            code::INPUT
+        }
+        PinSource { .. } | PinIncorrect | PinLocked => code::PIN,
+        NoModule { .. } | ModuleNotFound { .. } | ModuleLoad { .. } | TokenNotFound { .. }
+        | TokenAmbiguous { .. } => code::TOKEN,
+        KeyNotFound { .. } | PublicKeyMissing { .. } | NotP256 { .. } => code::KEY_NOT_FOUND,
+        DuplicateKey { .. } | KeyAmbiguous { .. } => code::KEY_EXISTS,
+        ImportCheck { .. } | ImportLeftObjects { .. } => code::IMPORT_CHECK,
+        _ => code::FAILURE,
+    }
+}
+
+fn hint(e: &Error) -> Option<String> {
+    use Error::*;
+    let text = match e {
+        KeyFile(P8Error::Encrypted) => "hint: decrypt it into the import without a file: \
+             openssl pkcs8 -in KEY.p8 | p8hsm import --key-id ID -"
+            .to_owned(),
+        KeyFile(P8Error::SeveralBlocks(_)) => {
+            "hint: keep only the private key block (openssl ecparam -genkey also writes EC PARAMETERS)"
+                .to_owned()
+        }
+        KeyFile(_) => "hint: Apple's .p8 files are PEM \"PRIVATE KEY\" EC P-256 keys, as downloaded \
+             from App Store Connect"
+            .to_owned(),
+        KeyIdUnknown => "hint: pass --key-id ID (App Store Connect shows it next to the key)".to_owned(),
+        KeyIdMismatch { .. } => {
+            "hint: Apple names the file after the key ID; drop --key-id or check the file".to_owned()
+        }
+        LifetimeTooLong { limit, skew, .. } if limit > skew => format!(
+            "hint: use --ttl {} or less with --skew {skew}, or lower --skew",
+            limit - skew
+        ),
+        NoModule { .. } => "hint: install SoftHSM (apt-get install softhsm2) or name your module \
+             with --module PATH or P8HSM_MODULE"
+            .to_owned(),
+        ModuleNotFound { .. } => "hint: check --module, P8HSM_MODULE and PKCS11_MODULE_PATH".to_owned(),
+        ModuleLoad { .. } => "hint: is this a PKCS#11 module built for this machine? \
+             For SoftHSM, is SOFTHSM2_CONF pointing at a readable config?"
+            .to_owned(),
+        TokenNotFound { .. } => "hint: choose the token with --token LABEL or P8HSM_TOKEN; \
+             for SoftHSM, run scripts/softhsm-init.sh and export the SOFTHSM2_CONF it prints"
+            .to_owned(),
+        PinSource { .. } => {
+            "hint: give --pin-source file:PATH, env:VAR or prompt (or set P8HSM_PIN_SOURCE)".to_owned()
+        }
+        PinIncorrect => "warning: repeated wrong PINs can lock a hardware token; p8hsm tried once \
+             and will not retry: check the PIN source before running again"
+            .to_owned(),
+        PinLocked => "hint: the security officer must unlock or reset the user PIN".to_owned(),
+        KeyNotFound { .. } => "hint: `p8hsm keys` lists the keys; `p8hsm import AuthKey_<ID>.p8` adds one"
+            .to_owned(),
+        DuplicateKey { .. } => "hint: `p8hsm keys` lists what is there; to replace a key, \
+             delete it first with `p8hsm delete --key-id ID --yes`"
+            .to_owned(),
+        ImportLeftObjects { key_id, .. } => {
+            format!("hint: remove what is left with `p8hsm delete --key-id {key_id} --yes`")
+        }
+        PublicKeyMissing { .. } => {
+            "hint: this token keeps no public object for the key; use the public key Apple shows".to_owned()
+        }
+        _ => return None,
+    };
+    Some(text)
+}

@@ -1,0 +1,210 @@
+//! The one error type of the library. Each variant names a situation; the CLI adds
+//! the hint saying what to do about it.
+
+use std::path::PathBuf;
+
+use crate::p8::P8Error;
+
+/// Everything that can go wrong in p8hsm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key file was refused.
+    #[error("{0}")]
+    KeyFile(#[from] P8Error),
+    /// A key file could not be read.
+    #[error("cannot read the key file {path}: {reason}")]
+    KeyFileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The key ID given and the one in Apple's file name differ.
+    #[error("--key-id {given} does not match the key ID {in_name} in the file name")]
+    KeyIdMismatch {
+        /// From `--key-id`.
+        given: String,
+        /// From `AuthKey_<ID>.p8`.
+        in_name: String,
+    },
+    /// No key ID was given and none could be inferred.
+    #[error("no key ID: the file name is not AuthKey_<ID>.p8 or SubscriptionKey_<ID>.p8")]
+    KeyIdUnknown,
+    /// Not a valid Apple key ID.
+    #[error("invalid key ID {value}: Apple key IDs are 10 characters A-Z and 0-9")]
+    InvalidKeyId {
+        /// The rejected value, quoted.
+        value: String,
+    },
+    /// Not a valid issuer ID.
+    #[error("invalid issuer ID {value}: issuer IDs are UUIDs like 57246542-96fe-1a63-e053-0824d011072a")]
+    InvalidIssuerId {
+        /// The rejected value, quoted.
+        value: String,
+    },
+    /// Not a valid bundle ID.
+    #[error("invalid bundle ID {value}: it must be non-empty, without spaces or control characters")]
+    InvalidBundleId {
+        /// The rejected value, quoted.
+        value: String,
+    },
+    /// Not a usable CKA_LABEL.
+    #[error("invalid label {value}: use 1 to 64 bytes without control characters")]
+    InvalidLabel {
+        /// The rejected value, quoted.
+        value: String,
+    },
+    /// Not a valid App Store Connect scope entry.
+    #[error("invalid scope {value}: a scope is \"METHOD /path\", e.g. \"GET /v1/apps\"")]
+    InvalidScope {
+        /// The rejected value, quoted.
+        value: String,
+    },
+    /// The requested lifetime breaks the API's limit.
+    #[error("{api} tokens may live at most {limit} s from iat to exp, but --ttl {ttl} with --skew {skew} gives {}", ttl + skew)]
+    LifetimeTooLong {
+        /// The API's name.
+        api: &'static str,
+        /// Requested seconds from now to exp.
+        ttl: u64,
+        /// Seconds iat is backdated.
+        skew: u64,
+        /// The API's limit on exp - iat.
+        limit: u64,
+    },
+    /// A zero lifetime.
+    #[error("--ttl must be at least 1 second")]
+    LifetimeZero,
+    /// The system clock is before 1970 or absurdly far ahead.
+    #[error("the system clock is not usable")]
+    Clock,
+
+    /// No PKCS#11 module was named and none was found at the standard paths.
+    #[error("no PKCS#11 module found (looked in {})", searched.join(", "))]
+    NoModule {
+        /// The paths tried.
+        searched: Vec<String>,
+    },
+    /// The named module file does not exist.
+    #[error("PKCS#11 module {path} does not exist")]
+    ModuleNotFound {
+        /// The module path.
+        path: PathBuf,
+    },
+    /// The module exists but could not be loaded or initialized.
+    #[error("cannot load PKCS#11 module {path}: {reason}")]
+    ModuleLoad {
+        /// The module path.
+        path: PathBuf,
+        /// What the loader or C_Initialize said.
+        reason: String,
+    },
+    /// No token has the label.
+    #[error("no token labelled \"{label}\" ({})", describe_tokens(available))]
+    TokenNotFound {
+        /// The label asked for.
+        label: String,
+        /// Labels of the tokens that exist.
+        available: Vec<String>,
+    },
+    /// Several tokens have the label.
+    #[error("{count} tokens are labelled \"{label}\"")]
+    TokenAmbiguous {
+        /// The label asked for.
+        label: String,
+        /// How many tokens carry it.
+        count: usize,
+    },
+
+    /// The PIN source could not give a PIN.
+    #[error("cannot read the PIN: {reason}")]
+    PinSource {
+        /// Why.
+        reason: String,
+    },
+    /// C_Login said the PIN is wrong.
+    #[error("the token refused the PIN (wrong PIN)")]
+    PinIncorrect,
+    /// The token's PIN is locked.
+    #[error("the token's user PIN is locked")]
+    PinLocked,
+
+    /// No private key with that key ID.
+    #[error("no key with key ID {key_id} on the token")]
+    KeyNotFound {
+        /// The key ID.
+        key_id: String,
+    },
+    /// Several private keys share the key ID.
+    #[error("{count} private keys on the token have key ID {key_id}")]
+    KeyAmbiguous {
+        /// The key ID.
+        key_id: String,
+        /// How many.
+        count: usize,
+    },
+    /// The key exists but has no public key object.
+    #[error("key {key_id} has no public key object on the token")]
+    PublicKeyMissing {
+        /// The key ID.
+        key_id: String,
+    },
+    /// The object on the token is not a P-256 key.
+    #[error("key {key_id} on the token is not an EC P-256 key")]
+    NotP256 {
+        /// The key ID.
+        key_id: String,
+    },
+    /// An import would duplicate an existing object.
+    #[error("the token already holds {what}; nothing was written")]
+    DuplicateKey {
+        /// What clashes, e.g. `an object with CKA_ID "ABC"`.
+        what: String,
+    },
+    /// The import's proof failed; the created objects were destroyed.
+    #[error("import check failed: {reason}; the objects created were destroyed")]
+    ImportCheck {
+        /// What did not hold.
+        reason: String,
+    },
+    /// An import failed and the objects it created could not all be removed.
+    #[error("import of {key_id} failed and left objects on the token: {reason}")]
+    ImportLeftObjects {
+        /// The key ID.
+        key_id: String,
+        /// What failed, then what the cleanup said.
+        reason: String,
+    },
+    /// The token returned a signature that is not 64 bytes R||S.
+    #[error("the token returned a {len}-byte signature, not a 64-byte ECDSA P-256 R||S")]
+    BadSignature {
+        /// Its length.
+        len: usize,
+    },
+    /// Any other PKCS#11 failure.
+    #[error("{operation} failed: {rv}")]
+    Pkcs11 {
+        /// What p8hsm was doing.
+        operation: &'static str,
+        /// The return value's name, e.g. `CKR_DEVICE_ERROR`.
+        rv: String,
+    },
+    /// A bug: something that cannot happen did.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
+        Error::Internal(e.to_string())
+    }
+}
+
+fn describe_tokens(labels: &[String]) -> String {
+    if labels.is_empty() {
+        "the module has no initialized token".to_owned()
+    } else {
+        format!("tokens present: {}", labels.join(", "))
+    }
+}

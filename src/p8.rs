@@ -1,0 +1,358 @@
+//! Parsing Apple's `.p8` private keys.
+//!
+//! Accepts PEM `PRIVATE KEY` (PKCS#8 v0 wrapping an SEC1 `ECPrivateKey` on P-256, with
+//! or without the optional curve parameters and public key), DER PKCS#8, and SEC1
+//! `EC PRIVATE KEY` PEM. Everything else is refused with a [`P8Error`] that names the
+//! problem. The parsed scalar lives only in zeroizing types and never reaches `Debug`.
+
+use std::fmt;
+
+use der::asn1::ObjectIdentifier as Oid;
+use der::{Decode, Sequence};
+use p256::pkcs8::EncodePublicKey;
+use p256::{PublicKey, SecretKey};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// The largest key file p8hsm reads; a real `.p8` is about 250 bytes.
+pub const MAX_KEY_FILE_BYTES: usize = 64 * 1024;
+
+const ID_EC_PUBLIC_KEY: Oid = Oid::new_unwrap("1.2.840.10045.2.1");
+const PRIME256V1: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
+
+/// Why a key file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum P8Error {
+    /// The input is empty or only whitespace.
+    #[error("the key file is empty")]
+    Empty,
+    /// The input is larger than [`MAX_KEY_FILE_BYTES`].
+    #[error("the key file is over {} KiB; a .p8 is a few hundred bytes", MAX_KEY_FILE_BYTES / 1024)]
+    TooLarge,
+    /// Neither PEM nor DER.
+    #[error("the key file is neither PEM nor DER")]
+    NotPemOrDer,
+    /// The PEM framing or its base64 body is broken.
+    #[error("the key file's PEM body is corrupt or truncated ({0})")]
+    Pem(String),
+    /// More than one `-----BEGIN` block.
+    #[error("the key file holds {0} PEM blocks; a .p8 holds exactly one")]
+    SeveralBlocks(usize),
+    /// A PEM block that is not a private key (a certificate, a public key…).
+    #[error("the key file holds a \"{0}\" PEM block, not a private key")]
+    NotAPrivateKey(String),
+    /// An encrypted PKCS#8 key.
+    #[error("the key file is an encrypted PKCS#8 key")]
+    Encrypted,
+    /// The DER structure is invalid or cut short.
+    #[error("the key file's DER structure is invalid ({0})")]
+    Malformed(String),
+    /// Not an elliptic-curve key.
+    #[error("the key file holds {0} key, not an EC P-256 key")]
+    UnsupportedAlgorithm(&'static str),
+    /// An EC key on another curve.
+    #[error("the key file holds an EC key on {0}, not P-256")]
+    UnsupportedCurve(String),
+    /// A standalone SEC1 key that does not name its curve.
+    #[error("the EC private key does not name its curve")]
+    MissingCurve,
+    /// The private scalar is zero or not below the group order.
+    #[error("the private scalar is out of range for P-256")]
+    ScalarOutOfRange,
+    /// The embedded public key is not the one the private scalar gives.
+    #[error("the key file's public key does not match its private key")]
+    PublicKeyMismatch,
+}
+
+/// A parsed P-256 private key and its public key.
+///
+/// The secret scalar is zeroized on drop and redacted from `Debug`.
+pub struct P8Key {
+    secret: SecretKey,
+    public: PublicKey,
+}
+
+impl P8Key {
+    /// Parses a key file's bytes (PEM or DER), refusing anything that is not a valid
+    /// P-256 private key.
+    pub fn parse(input: &[u8]) -> Result<P8Key, P8Error> {
+        if input.len() > MAX_KEY_FILE_BYTES {
+            return Err(P8Error::TooLarge);
+        }
+        let trimmed = input.trim_ascii();
+        if trimmed.is_empty() {
+            return Err(P8Error::Empty);
+        }
+        if trimmed.starts_with(b"-----BEGIN ") {
+            return parse_pem(trimmed);
+        }
+        if trimmed.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(P8Error::NotPemOrDer);
+        }
+        if input[0] == 0x30 {
+            return parse_pkcs8_der(input);
+        }
+        Err(P8Error::NotPemOrDer)
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// The private scalar as 32 big-endian bytes, in a buffer wiped on drop.
+    pub(crate) fn scalar_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let bytes = Zeroizing::new(self.secret.to_bytes());
+        Zeroizing::new(bytes.to_vec())
+    }
+}
+
+impl fmt::Debug for P8Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("P8Key")
+            .field("public", &fingerprint(&self.public))
+            .field("secret", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// The SHA-256 fingerprint of a public key's SubjectPublicKeyInfo DER, as
+/// `sha256:<64 lowercase hex digits>`.
+pub fn fingerprint(public: &PublicKey) -> String {
+    // SPKI encoding of a valid P-256 point cannot fail.
+    let spki = public
+        .to_public_key_der()
+        .expect("a P-256 public key always encodes as SPKI");
+    let digest = Sha256::digest(spki.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn parse_pem(text: &[u8]) -> Result<P8Key, P8Error> {
+    let blocks = text.windows(11).filter(|w| w == b"-----BEGIN ").count();
+    if blocks > 1 {
+        return Err(P8Error::SeveralBlocks(blocks));
+    }
+    let (label, der) = der::pem::decode_vec(text).map_err(|e| P8Error::Pem(e.to_string()))?;
+    let der = Zeroizing::new(der);
+    match label {
+        "PRIVATE KEY" => parse_pkcs8_der(&der),
+        "EC PRIVATE KEY" => parse_sec1(&der, None),
+        "ENCRYPTED PRIVATE KEY" => Err(P8Error::Encrypted),
+        "RSA PRIVATE KEY" => Err(P8Error::UnsupportedAlgorithm("an RSA")),
+        other => Err(P8Error::NotAPrivateKey(other.to_owned())),
+    }
+}
+
+/// EncryptedPrivateKeyInfo (RFC 5958): only recognised, never decrypted.
+#[derive(Sequence)]
+struct EncryptedPrivateKeyInfo<'a> {
+    algorithm: spki::AlgorithmIdentifierRef<'a>,
+    encrypted_data: der::asn1::OctetStringRef<'a>,
+}
+
+fn parse_pkcs8_der(der: &[u8]) -> Result<P8Key, P8Error> {
+    let info = match pkcs8::PrivateKeyInfo::from_der(der) {
+        Ok(info) => info,
+        Err(_) if EncryptedPrivateKeyInfo::from_der(der).is_ok() => return Err(P8Error::Encrypted),
+        Err(e) => return Err(P8Error::Malformed(e.to_string())),
+    };
+    let algorithm = info.algorithm.oid;
+    if algorithm != ID_EC_PUBLIC_KEY {
+        return Err(P8Error::UnsupportedAlgorithm(algorithm_name(algorithm)));
+    }
+    let curve = info
+        .algorithm
+        .parameters_oid()
+        .map_err(|_| P8Error::MissingCurve)?;
+    check_curve(curve)?;
+    parse_sec1(info.private_key, Some(curve))
+}
+
+fn parse_sec1(der: &[u8], outer_curve: Option<Oid>) -> Result<P8Key, P8Error> {
+    let ec = sec1::EcPrivateKey::from_der(der).map_err(|e| P8Error::Malformed(e.to_string()))?;
+    let inner_curve = ec.parameters.and_then(|p| p.named_curve());
+    match (outer_curve, inner_curve) {
+        (_, Some(inner)) => check_curve(inner)?,
+        (None, None) => return Err(P8Error::MissingCurve),
+        (Some(_), None) => {}
+    }
+    if ec.private_key.len() > 32 {
+        return Err(P8Error::UnsupportedCurve(format!(
+            "a curve with {}-byte scalars",
+            ec.private_key.len()
+        )));
+    }
+    let secret = SecretKey::from_slice(ec.private_key).map_err(|_| P8Error::ScalarOutOfRange)?;
+    let public = secret.public_key();
+    if let Some(embedded) = ec.public_key {
+        if PublicKey::from_sec1_bytes(embedded).ok() != Some(public) {
+            return Err(P8Error::PublicKeyMismatch);
+        }
+    }
+    Ok(P8Key { secret, public })
+}
+
+fn check_curve(curve: Oid) -> Result<(), P8Error> {
+    if curve == PRIME256V1 {
+        return Ok(());
+    }
+    let name = match curve.to_string().as_str() {
+        "1.3.132.0.34" => "P-384".to_owned(),
+        "1.3.132.0.35" => "P-521".to_owned(),
+        "1.3.132.0.10" => "secp256k1".to_owned(),
+        "1.3.36.3.3.2.8.1.1.7" => "brainpoolP256r1".to_owned(),
+        other => format!("the curve {other}"),
+    };
+    Err(P8Error::UnsupportedCurve(name))
+}
+
+fn algorithm_name(oid: Oid) -> &'static str {
+    match oid.to_string().as_str() {
+        "1.2.840.113549.1.1.1" | "1.2.840.113549.1.1.10" => "an RSA",
+        "1.3.101.112" => "an Ed25519",
+        "1.3.101.113" => "an Ed448",
+        "1.3.101.110" | "1.3.101.111" => "an X25519/X448",
+        "1.2.840.10040.4.1" => "a DSA",
+        _ => "a non-EC",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+
+    fn key() -> SecretKey {
+        SecretKey::from_slice(&[7u8; 32]).unwrap()
+    }
+
+    fn pkcs8_pem() -> String {
+        key().to_pkcs8_pem(LineEnding::LF).unwrap().to_string()
+    }
+
+    /// PKCS#8 DER around a hand-built SEC1 key, to vary the optional fields.
+    fn pkcs8_around(sec1_der: &[u8]) -> Vec<u8> {
+        use der::Encode;
+        let algorithm = spki::AlgorithmIdentifierRef {
+            oid: ID_EC_PUBLIC_KEY,
+            parameters: Some(der::asn1::AnyRef::from(&PRIME256V1)),
+        };
+        pkcs8::PrivateKeyInfo::new(algorithm, sec1_der)
+            .to_der()
+            .unwrap()
+    }
+
+    fn sec1_der(scalar: &[u8], params: bool, public: Option<&[u8]>) -> Vec<u8> {
+        use der::Encode;
+        sec1::EcPrivateKey {
+            private_key: scalar,
+            parameters: params.then_some(sec1::EcParameters::NamedCurve(PRIME256V1)),
+            public_key: public,
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap()
+    }
+
+    fn public_point() -> Vec<u8> {
+        key().public_key().to_sec1_bytes().to_vec()
+    }
+
+    #[test]
+    fn accepts_apple_pem_and_its_variants() {
+        let expected = key().public_key();
+        let scalar = key().to_bytes();
+        let point = public_point();
+        let variants = [
+            pkcs8_pem(),
+            pkcs8_pem().replace('\n', "\r\n"),
+            format!("\n  \t{}\n\n", pkcs8_pem()),
+            pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, true, Some(&point)))),
+            pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, false, Some(&point)))),
+            pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, true, None))),
+            pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, false, None))),
+            pem("EC PRIVATE KEY", &sec1_der(&scalar, true, Some(&point))),
+        ];
+        for (i, text) in variants.iter().enumerate() {
+            let parsed = P8Key::parse(text.as_bytes()).unwrap_or_else(|e| panic!("variant {i}: {e}"));
+            assert_eq!(parsed.public_key(), &expected, "variant {i}");
+        }
+        let der = key().to_pkcs8_der().unwrap();
+        assert_eq!(P8Key::parse(der.as_bytes()).unwrap().public_key(), &expected);
+    }
+
+    #[test]
+    fn refuses_each_bad_input_with_its_own_error() {
+        let scalar = key().to_bytes();
+        let other_point = SecretKey::from_slice(&[9u8; 32]).unwrap().public_key().to_sec1_bytes();
+        let order: [u8; 32] = [
+            0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+            0xFF, 0xFF, 0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2,
+            0xFC, 0x63, 0x25, 0x51,
+        ];
+        let good = pkcs8_pem();
+        let body_start = good.find('\n').unwrap() + 1;
+        let mut corrupt = good.clone();
+        corrupt.replace_range(body_start + 5..body_start + 6, "!");
+        let full_der = key().to_pkcs8_der().unwrap();
+        let truncated_der = &full_der.as_bytes()[..60];
+        let cases: Vec<(Vec<u8>, P8Error)> = vec![
+            (b"".to_vec(), P8Error::Empty),
+            (b" \n\r\n".to_vec(), P8Error::Empty),
+            (b"hello".to_vec(), P8Error::NotPemOrDer),
+            (vec![b'A'; MAX_KEY_FILE_BYTES + 1], P8Error::TooLarge),
+            (format!("{good}{good}").into_bytes(), P8Error::SeveralBlocks(2)),
+            (corrupt.into_bytes(), P8Error::Pem(String::new())),
+            (pem("PRIVATE KEY", truncated_der).into_bytes(), P8Error::Malformed(String::new())),
+            (truncated_der.to_vec(), P8Error::Malformed(String::new())),
+            (pem("ENCRYPTED PRIVATE KEY", &[0x30, 0x00]).into_bytes(), P8Error::Encrypted),
+            (pem("CERTIFICATE", &[0x30, 0x00]).into_bytes(), P8Error::NotAPrivateKey(String::new())),
+            (
+                pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&[0u8; 32], true, None))).into_bytes(),
+                P8Error::ScalarOutOfRange,
+            ),
+            (
+                pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&order, true, None))).into_bytes(),
+                P8Error::ScalarOutOfRange,
+            ),
+            (
+                pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, true, Some(&other_point))))
+                    .into_bytes(),
+                P8Error::PublicKeyMismatch,
+            ),
+            (pem("EC PRIVATE KEY", &sec1_der(&scalar, false, None)).into_bytes(), P8Error::MissingCurve),
+        ];
+        for (i, (input, expected)) in cases.iter().enumerate() {
+            let err = P8Key::parse(input).expect_err(&format!("case {i} accepted"));
+            assert_eq!(
+                std::mem::discriminant(&err),
+                std::mem::discriminant(expected),
+                "case {i}: got {err}"
+            );
+            assert!(!err.to_string().contains('\n'), "case {i}: multi-line error");
+        }
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let parsed = P8Key::parse(pkcs8_pem().as_bytes()).unwrap();
+        let debug = format!("{parsed:?}");
+        let scalar_hex: String = key().to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        assert!(debug.contains("[REDACTED]"), "{debug}");
+        assert!(!debug.contains(&scalar_hex), "{debug}");
+        assert!(!debug.contains("7, 7, 7"), "{debug}");
+        assert!(!debug.to_lowercase().contains("0707"), "{debug}");
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_of_spki() {
+        let fp = fingerprint(&key().public_key());
+        let spki = key().public_key().to_public_key_der().unwrap();
+        let hex: String = Sha256::digest(spki.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(fp, format!("sha256:{hex}"));
+    }
+}

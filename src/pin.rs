@@ -1,0 +1,154 @@
+//! Where the user PIN comes from. There is deliberately no way to give the PIN
+//! itself: only a file, an environment variable, or a prompt on a terminal.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// The most a PIN file may hold.
+const MAX_PIN_FILE_BYTES: u64 = 4096;
+
+/// A PIN source: `file:PATH`, `env:VAR` or `prompt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSource {
+    /// The first line of a file (a trailing newline is dropped).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// Asked on the terminal, without echo.
+    Prompt,
+}
+
+impl FromStr for PinSource {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if let Some(path) = s.strip_prefix("file:").filter(|p| !p.is_empty()) {
+            Ok(PinSource::File(PathBuf::from(path)))
+        } else if let Some(var) = s.strip_prefix("env:").filter(|v| !v.is_empty()) {
+            Ok(PinSource::Env(var.to_owned()))
+        } else if s == "prompt" {
+            Ok(PinSource::Prompt)
+        } else {
+            Err(Error::PinSource {
+                // The value is not echoed: it may be a PIN typed in the wrong place.
+                reason: "the PIN source is not file:PATH, env:VAR or prompt".to_owned(),
+            })
+        }
+    }
+}
+
+impl PinSource {
+    /// Reads the PIN.
+    pub fn read(&self, token_label: &str) -> Result<SecretString, Error> {
+        let pin = match self {
+            PinSource::File(path) => read_file(path)?,
+            PinSource::Env(var) => Zeroizing::new(std::env::var(var).map_err(|_| Error::PinSource {
+                reason: format!("environment variable {var} is not set or not UTF-8"),
+            })?),
+            PinSource::Prompt => {
+                if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+                    return Err(Error::PinSource {
+                        reason: "prompt needs a terminal, and there is none".to_owned(),
+                    });
+                }
+                Zeroizing::new(
+                    rpassword::prompt_password(format!("User PIN for token \"{token_label}\": "))
+                        .map_err(|e| Error::PinSource {
+                            reason: format!("cannot read from the terminal: {e}"),
+                        })?,
+                )
+            }
+        };
+        if pin.is_empty() {
+            return Err(Error::PinSource {
+                reason: format!("{} gave an empty PIN", self.describe()),
+            });
+        }
+        Ok(SecretString::from(pin.as_str()))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PinSource::File(path) => format!("file {}", path.display()),
+            PinSource::Env(var) => format!("environment variable {var}"),
+            PinSource::Prompt => "the prompt".to_owned(),
+        }
+    }
+}
+
+fn read_file(path: &PathBuf) -> Result<Zeroizing<String>, Error> {
+    let unreadable = |e: std::io::Error| Error::PinSource {
+        reason: format!("cannot read PIN file {}: {e}", path.display()),
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(MAX_PIN_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_PIN_FILE_BYTES {
+        return Err(Error::PinSource {
+            reason: format!("PIN file {} is larger than a PIN", path.display()),
+        });
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| Error::PinSource {
+        reason: format!("PIN file {} is not UTF-8", path.display()),
+    })?;
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.contains('\n') {
+        return Err(Error::PinSource {
+            reason: format!("PIN file {} holds more than one line", path.display()),
+        });
+    }
+    Ok(Zeroizing::new(line.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::io::Write;
+
+    #[test]
+    fn parses_the_three_sources_and_nothing_else() {
+        assert_eq!("file:/run/pin".parse::<PinSource>().unwrap(), PinSource::File("/run/pin".into()));
+        assert_eq!("env:MY_PIN".parse::<PinSource>().unwrap(), PinSource::Env("MY_PIN".into()));
+        assert_eq!("prompt".parse::<PinSource>().unwrap(), PinSource::Prompt);
+        for bad in ["1234", "pin:1234", "file:", "env:", ""] {
+            assert!(bad.parse::<PinSource>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn file_pin_drops_one_trailing_newline() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"1234\r\n").unwrap();
+        let pin = PinSource::File(f.path().into()).read("t").unwrap();
+        assert_eq!(pin.expose_secret(), "1234");
+    }
+
+    #[test]
+    fn empty_and_multi_line_pin_files_are_refused() {
+        for content in [&b""[..], b"\n", b"12\n34\n"] {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(content).unwrap();
+            assert!(matches!(
+                PinSource::File(f.path().into()).read("t"),
+                Err(Error::PinSource { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn pin_source_error_does_not_echo_a_pin_given_by_mistake() {
+        let err = "12345678".parse::<PinSource>().unwrap_err().to_string();
+        assert!(err.contains("not file:PATH"), "{err}");
+        assert!(!err.contains("12345678"), "{err}");
+    }
+}

@@ -1,0 +1,212 @@
+//! Finding, listing, signing with and deleting EC P-256 keys on a token.
+
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use der::asn1::OctetStringRef;
+use der::{Decode, Encode};
+use p256::ecdsa::Signature;
+use p256::PublicKey;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{ck, Token};
+use crate::{fingerprint, Error, Es256Signer, KeyId};
+
+/// DER of the prime256v1 OID: CKA_EC_PARAMS of a P-256 key.
+pub(super) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+
+/// A P-256 private key on the token, found by its Apple key ID. Signs through the
+/// token: the private key never leaves it.
+#[derive(Debug)]
+pub struct HsmKey<'t> {
+    token: &'t Token,
+    handle: ObjectHandle,
+    key_id: KeyId,
+}
+
+impl Es256Signer for HsmKey<'_> {
+    fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    fn sign_es256(&self, message: &[u8]) -> Result<Signature, Error> {
+        let digest = Sha256::digest(message);
+        self.token.sign_digest(self.handle, &digest)
+    }
+}
+
+/// What `keys` reports about one EC P-256 key on the token.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// CKA_ID as text (the Apple key ID for keys p8hsm imported), or hex when not
+    /// printable.
+    pub id: String,
+    /// CKA_LABEL.
+    pub label: String,
+    /// SHA-256 fingerprint of the public key's SPKI DER, when the public half exists.
+    pub fingerprint: Option<String>,
+    /// CKA_SENSITIVE.
+    pub sensitive: bool,
+    /// CKA_EXTRACTABLE.
+    pub extractable: bool,
+    /// Whether a public key object with the same CKA_ID exists.
+    pub has_public_key: bool,
+}
+
+impl Token {
+    /// The private key with CKA_ID `key_id`, ready to sign.
+    pub fn key(&self, key_id: &KeyId) -> Result<HsmKey<'_>, Error> {
+        Ok(HsmKey {
+            token: self,
+            handle: self.private_key(key_id)?,
+            key_id: key_id.clone(),
+        })
+    }
+
+    /// The EC P-256 private keys on the token.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>, Error> {
+        let handles = self.find(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+        ])?;
+        let mut keys = Vec::new();
+        for handle in handles {
+            let attributes = self
+                .session
+                .get_attributes(
+                    handle,
+                    &[
+                        AttributeType::Id,
+                        AttributeType::Label,
+                        AttributeType::EcParams,
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                    ],
+                )
+                .map_err(ck("C_GetAttributeValue"))?;
+            let (mut id, mut label, mut p256, mut sensitive, mut extractable) =
+                (Vec::new(), String::new(), false, false, true);
+            for attribute in attributes {
+                match attribute {
+                    Attribute::Id(v) => id = v,
+                    Attribute::Label(v) => label = String::from_utf8_lossy(&v).into_owned(),
+                    Attribute::EcParams(v) => p256 = v == P256_PARAMS,
+                    Attribute::Sensitive(v) => sensitive = v,
+                    Attribute::Extractable(v) => extractable = v,
+                    _ => {}
+                }
+            }
+            if !p256 {
+                continue;
+            }
+            let public = self.public_key_by_id(&id)?;
+            keys.push(KeyInfo {
+                id: id_text(&id),
+                label,
+                fingerprint: public.as_ref().map(fingerprint),
+                sensitive,
+                extractable,
+                has_public_key: public.is_some(),
+            });
+        }
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(keys)
+    }
+
+    /// The public key of `key_id`, read from its public key object.
+    pub fn public_key(&self, key_id: &KeyId) -> Result<PublicKey, Error> {
+        self.private_key(key_id)?;
+        self.public_key_by_id(key_id.as_str().as_bytes())?
+            .ok_or_else(|| Error::PublicKeyMissing {
+                key_id: key_id.to_string(),
+            })
+    }
+
+    /// Destroys the private and public key objects of `key_id`.
+    pub fn delete(&self, key_id: &KeyId) -> Result<(), Error> {
+        let private = self.private_key(key_id)?;
+        for public in self.public_objects(key_id.as_str().as_bytes())? {
+            self.destroy(public)?;
+        }
+        self.destroy(private)
+    }
+
+    pub(super) fn destroy(&self, object: ObjectHandle) -> Result<(), Error> {
+        self.session
+            .destroy_object(object)
+            .map_err(ck("C_DestroyObject"))
+    }
+
+    /// ECDSA over a 32-byte digest with CKM_ECDSA; the token returns R||S.
+    pub(super) fn sign_digest(&self, key: ObjectHandle, digest: &[u8]) -> Result<Signature, Error> {
+        let raw = self
+            .session
+            .sign(&Mechanism::Ecdsa, key, digest)
+            .map_err(ck("C_Sign"))?;
+        Signature::from_slice(&raw).map_err(|_| Error::BadSignature { len: raw.len() })
+    }
+
+    fn public_key_by_id(&self, id: &[u8]) -> Result<Option<PublicKey>, Error> {
+        for handle in self.public_objects(id)? {
+            if let Some(Attribute::EcPoint(point)) = self.attribute(handle, AttributeType::EcPoint)? {
+                if let Some(key) = decode_ec_point(&point) {
+                    return Ok(Some(key));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// CKA_EC_POINT as PKCS#11 wants it: a DER OCTET STRING around the uncompressed point.
+pub(super) fn encode_ec_point(public: &PublicKey) -> Vec<u8> {
+    let point = public.to_sec1_bytes();
+    OctetStringRef::new(&point)
+        .and_then(|s| s.to_der())
+        .expect("a 65-byte point always encodes")
+}
+
+/// Reads CKA_EC_POINT in DER form (`04 41 04…`) or, as some tokens return it, raw.
+fn decode_ec_point(bytes: &[u8]) -> Option<PublicKey> {
+    let raw = match OctetStringRef::from_der(bytes) {
+        Ok(inner) => inner.as_bytes(),
+        Err(_) => bytes,
+    };
+    PublicKey::from_sec1_bytes(raw).ok()
+}
+
+fn id_text(id: &[u8]) -> String {
+    match std::str::from_utf8(id) {
+        Ok(text) if text.chars().all(|c| c.is_ascii_graphic()) => text.to_owned(),
+        _ => id.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::SecretKey;
+
+    #[test]
+    fn ec_point_is_der_wrapped_and_both_forms_decode() {
+        let public = SecretKey::from_slice(&[3u8; 32]).unwrap().public_key();
+        let der = encode_ec_point(&public);
+        assert_eq!(&der[..3], &[0x04, 0x41, 0x04]);
+        assert_eq!(der.len(), 67);
+        assert_eq!(decode_ec_point(&der), Some(public));
+        assert_eq!(decode_ec_point(&der[2..]), Some(public));
+        assert_eq!(decode_ec_point(&der[..40]), None);
+    }
+
+    #[test]
+    fn p256_params_are_the_prime256v1_oid() {
+        let oid = der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+        assert_eq!(oid.to_der().unwrap(), P256_PARAMS);
+    }
+
+    #[test]
+    fn ids_print_as_text_or_hex() {
+        assert_eq!(id_text(b"2X9R4HXF34"), "2X9R4HXF34");
+        assert_eq!(id_text(&[0, 1]), "0001");
+    }
+}

@@ -1,0 +1,190 @@
+//! Test fixtures: each test gets its own SoftHSM token store (a temporary directory
+//! with its own SOFTHSM2_CONF), created by scripts/softhsm-init.sh, and drives the real
+//! `p8hsm` binary against it.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+use p256::elliptic_curve::rand_core::OsRng;
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use p256::SecretKey;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const ISSUER: &str = "57246542-96fe-1a63-e053-0824d011072a";
+
+/// A fresh SoftHSM token labelled `p8hsm` in a directory of its own.
+pub struct Hsm {
+    pub dir: TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+/// What a `p8hsm` run produced.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().expect("p8hsm was killed by a signal"),
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    pub fn ok(self) -> String {
+        assert_eq!(self.code, 0, "p8hsm failed: {}", self.stderr);
+        self.stdout
+    }
+
+    /// Asserts the exit code, that stdout is empty, and that stderr is an `error:`
+    /// line (plus at most a hint or warning line) containing `message`.
+    pub fn fails(&self, code: i32, message: &str) {
+        assert_eq!(self.code, code, "stderr: {}", self.stderr);
+        assert_eq!(self.stdout, "", "nothing on stdout when failing");
+        assert!(self.stderr.contains(message), "expected {message:?} in {:?}", self.stderr);
+        let lines: Vec<_> = self.stderr.lines().collect();
+        assert!(lines[0].starts_with("error: "), "{:?}", self.stderr);
+        assert!(lines.len() <= 2, "at most an error and a hint line: {:?}", self.stderr);
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+    }
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Hsm {
+    pub fn new() -> Hsm {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let output = Command::new(root().join("scripts/softhsm-init.sh"))
+            .env("P8HSM_SOFTHSM_DIR", dir.path())
+            .env_remove("P8HSM_TOKEN")
+            .env_remove("P8HSM_MODULE")
+            .output()
+            .expect("run scripts/softhsm-init.sh");
+        assert!(
+            output.status.success(),
+            "softhsm-init.sh failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let env = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let (k, v) = line.strip_prefix("export ").unwrap().split_once('=').unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        Hsm { dir, env }
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        &self.env.iter().find(|(k, _)| k == name).unwrap().1
+    }
+
+    pub fn pin(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("user.pin"))
+            .unwrap()
+            .trim_end()
+            .to_owned()
+    }
+
+    /// `p8hsm` with this token's environment and nothing from the caller's.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_p8hsm"));
+        command.args(args).stdin(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("P8HSM_") || k == "PKCS11_MODULE_PATH" || k == "SOFTHSM2_CONF" {
+                command.env_remove(k);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(args).output().expect("run p8hsm"))
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn p8hsm");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    }
+
+    /// Writes a fresh key as `name` in the token's directory.
+    pub fn write_key(&self, name: &str) -> (PathBuf, SecretKey) {
+        let key = SecretKey::random(&mut OsRng);
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+        (path, key)
+    }
+
+    /// Imports a fresh key with key ID `key_id` from `AuthKey_<key_id>.p8`.
+    pub fn import_new_key(&self, key_id: &str) -> SecretKey {
+        let (path, key) = self.write_key(&format!("AuthKey_{key_id}.p8"));
+        self.run(&["import", path.to_str().unwrap()]).ok();
+        key
+    }
+
+    /// Every object on the token, counted by OpenSC's pkcs11-tool (logged in).
+    pub fn object_count(&self) -> usize {
+        let output = Command::new("pkcs11-tool")
+            .args(["--module", self.var("P8HSM_MODULE"), "--token-label", "p8hsm"])
+            .args(["--login", "--pin", "env:P8HSM_TEST_PIN", "--list-objects"])
+            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
+            .env("P8HSM_TEST_PIN", self.pin())
+            .output()
+            .expect("run pkcs11-tool (apt-get install opensc)");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.contains(" Object;"))
+            .count()
+    }
+}
+
+/// Verifies a compact JWS ES256 signature with `key`'s public key and returns the
+/// decoded header and claims.
+pub fn verify_jwt(token: &str, key: &SecretKey) -> (Value, Value) {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "three parts: {token}");
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).expect("base64url signature");
+    assert_eq!(signature.len(), 64, "ES256 signatures are 64-byte R||S");
+    let signature = Signature::from_slice(&signature).unwrap();
+    VerifyingKey::from(key.public_key())
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .expect("signature verifies with the .p8's public key");
+    let json = |part: &str| -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
+    };
+    (json(parts[0]), json(parts[1]))
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}

@@ -1,0 +1,113 @@
+//! Failures a user meets: wrong PIN (exactly one C_Login, counted by OpenSC's
+//! pkcs11-spy), missing module, token, key and PIN source.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Hsm, ISSUER};
+
+const SPY_PATHS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
+    "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so",
+    "/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
+    "/usr/lib/aarch64-linux-gnu/pkcs11/pkcs11-spy.so",
+];
+
+#[test]
+fn a_wrong_pin_is_tried_exactly_once_and_reported_with_a_warning() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let spy = SPY_PATHS
+        .iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("pkcs11-spy.so from OpenSC (apt-get install opensc)");
+    let log = hsm.dir.path().join("spy.log");
+    let wrong_pin = hsm.dir.path().join("wrong.pin");
+    std::fs::write(&wrong_pin, "00000000\n").unwrap();
+    let output = hsm
+        .command(&["token", "connect", "--key-id", "2X9R4HXF34", "--issuer", ISSUER])
+        .env("P8HSM_MODULE", spy)
+        .env("PKCS11SPY", hsm.var("P8HSM_MODULE"))
+        .env("PKCS11SPY_OUTPUT", &log)
+        .env("P8HSM_PIN_SOURCE", format!("file:{}", wrong_pin.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        stderr,
+        "error: the token refused the PIN (wrong PIN)\nwarning: repeated wrong PINs can lock a hardware \
+         token; p8hsm tried once and will not retry: check the PIN source before running again\n"
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let logins = calls.lines().filter(|l| l.contains("C_Login")).count();
+    assert_eq!(logins, 1, "exactly one C_Login:\n{calls}");
+    assert!(calls.contains("CKR_PIN_INCORRECT"), "the spy saw the refusal");
+    assert!(!calls.contains("C_Sign"), "nothing signed after a failed login");
+}
+
+#[test]
+fn the_pin_never_appears_in_output_or_arguments() {
+    let hsm = Hsm::new();
+    let (path, _) = hsm.write_key("AuthKey_2X9R4HXF34.p8");
+    let pin = hsm.pin();
+    for run in [
+        hsm.run(&["import", path.to_str().unwrap()]),
+        hsm.run(&["keys"]),
+        hsm.run(&["token", "connect", "--key-id", "2X9R4HXF34", "--individual", "--json"]),
+    ] {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(!run.stdout.contains(&pin) && !run.stderr.contains(&pin));
+    }
+    let run = hsm.run(&["--pin-source", &pin, "keys"]);
+    run.fails(4, "the PIN source is not file:PATH, env:VAR or prompt");
+    assert!(!run.stderr.contains(&pin), "the mistaken PIN is not echoed: {}", run.stderr);
+    let run = hsm.run(&["--pin", &pin, "keys"]);
+    assert_eq!(run.code, 2, "there is no --pin option");
+    assert!(!run.stderr.contains(&pin), "{}", run.stderr);
+}
+
+#[test]
+fn missing_module_token_key_and_pin_source_each_have_their_own_message() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    hsm.run(&["--module", "/nonexistent/libpkcs11.so", "keys"])
+        .fails(5, "PKCS#11 module /nonexistent/libpkcs11.so does not exist");
+    hsm.run(&["--token", "elsewhere", "keys"])
+        .fails(5, "no token labelled \"elsewhere\" (tokens present: p8hsm)");
+    hsm.run(&["token", "connect", "--key-id", "ABCDEFGH12", "--individual"])
+        .fails(6, "no key with key ID ABCDEFGH12 on the token");
+    hsm.run(&["pubkey", "--key-id", "ABCDEFGH12"]).fails(6, "no key with key ID ABCDEFGH12");
+    hsm.run(&["--pin-source", "env:P8HSM_NO_SUCH_VARIABLE", "keys"])
+        .fails(4, "environment variable P8HSM_NO_SUCH_VARIABLE is not set");
+    hsm.run(&["--pin-source", "file:/nonexistent/pin", "keys"])
+        .fails(4, "cannot read PIN file /nonexistent/pin");
+    let run = hsm.command(&["keys"]).env_remove("P8HSM_PIN_SOURCE").output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("prompt needs a terminal"), "{stderr}");
+    assert!(stderr.contains("hint: give --pin-source"), "{stderr}");
+}
+
+#[test]
+fn module_from_pkcs11_module_path_when_p8hsm_module_is_unset() {
+    let hsm = Hsm::new();
+    let module = hsm.var("P8HSM_MODULE").to_owned();
+    let run = hsm
+        .command(&["keys"])
+        .env_remove("P8HSM_MODULE")
+        .env("PKCS11_MODULE_PATH", "/nonexistent/from-env.so")
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("/nonexistent/from-env.so"));
+    let run = hsm
+        .command(&["keys"])
+        .env_remove("P8HSM_MODULE")
+        .env("PKCS11_MODULE_PATH", &module)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+}
