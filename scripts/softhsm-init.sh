@@ -47,10 +47,11 @@ else
     export P8HSM_INIT_SO_PIN P8HSM_INIT_USER_PIN
     printf '%s\n' "$P8HSM_INIT_SO_PIN" >"$dir/so.pin.tmp"
     printf '%s\n' "$P8HSM_INIT_USER_PIN" >"$dir/user.pin.tmp"
-    pkcs11-tool --module "$module" --init-token --label "$label" \
-        --so-pin env:P8HSM_INIT_SO_PIN >/dev/null
-    pkcs11-tool --module "$module" --token-label "$label" --login --login-type so \
-        --so-pin env:P8HSM_INIT_SO_PIN --init-pin --pin env:P8HSM_INIT_USER_PIN >/dev/null
+    quietly() { local out; out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }; }
+    quietly pkcs11-tool --module "$module" --init-token --label "$label" \
+        --so-pin env:P8HSM_INIT_SO_PIN
+    quietly pkcs11-tool --module "$module" --token-label "$label" --login --login-type so \
+        --so-pin env:P8HSM_INIT_SO_PIN --init-pin --pin env:P8HSM_INIT_USER_PIN
     unset P8HSM_INIT_SO_PIN P8HSM_INIT_USER_PIN
     mv "$dir/so.pin.tmp" "$dir/so.pin"
     mv "$dir/user.pin.tmp" "$dir/user.pin"

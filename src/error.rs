@@ -38,13 +38,17 @@ pub enum Error {
         value: String,
     },
     /// Not a valid issuer ID.
-    #[error("invalid issuer ID {value}: issuer IDs are UUIDs like 57246542-96fe-1a63-e053-0824d011072a")]
+    #[error(
+        "invalid issuer ID {value}: issuer IDs are UUIDs like 57246542-96fe-1a63-e053-0824d011072a"
+    )]
     InvalidIssuerId {
         /// The rejected value, quoted.
         value: String,
     },
     /// Not a valid bundle ID.
-    #[error("invalid bundle ID {value}: it must be non-empty, without spaces or control characters")]
+    #[error(
+        "invalid bundle ID {value}: it must be non-empty, without spaces or control characters"
+    )]
     InvalidBundleId {
         /// The rejected value, quoted.
         value: String,

@@ -38,7 +38,10 @@ impl FromStr for KeyId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        if s.len() == 10 && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+        if s.len() == 10
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
             Ok(KeyId(s.to_owned()))
         } else {
             Err(Error::InvalidKeyId {
@@ -91,7 +94,9 @@ impl FromStr for BundleId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        if !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        if !s.is_empty()
+            && s.len() <= 255
+            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             Ok(BundleId(s.to_owned()))
         } else {
@@ -121,7 +126,12 @@ display_as_str!(KeyId, IssuerId, BundleId);
 /// Quotes a rejected value for an error message, escaping control characters so a
 /// message stays one line, and cutting it short.
 pub(crate) fn printable(s: &str) -> String {
-    let mut out: String = s.chars().take(64).collect::<String>().escape_debug().collect();
+    let mut out: String = s
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .collect();
     if s.chars().count() > 64 {
         out.push('…');
     }
@@ -135,7 +145,14 @@ mod tests {
     #[test]
     fn key_ids_are_ten_uppercase_alphanumerics() {
         assert!("2X9R4HXF34".parse::<KeyId>().is_ok());
-        for bad in ["", "2x9r4hxf34", "2X9R4HXF3", "2X9R4HXF345", "2X9R4HXF3-", "2X9R4HXF3\n"] {
+        for bad in [
+            "",
+            "2x9r4hxf34",
+            "2X9R4HXF3",
+            "2X9R4HXF345",
+            "2X9R4HXF3-",
+            "2X9R4HXF3\n",
+        ] {
             assert!(bad.parse::<KeyId>().is_err(), "{bad:?} accepted");
         }
     }
@@ -143,8 +160,14 @@ mod tests {
     #[test]
     fn key_id_is_inferred_from_apple_file_names() {
         let id = |p: &str| KeyId::from_file_name(Path::new(p)).map(|k| k.to_string());
-        assert_eq!(id("/x/AuthKey_2X9R4HXF34.p8").as_deref(), Some("2X9R4HXF34"));
-        assert_eq!(id("SubscriptionKey_ABCDEFGH12.p8").as_deref(), Some("ABCDEFGH12"));
+        assert_eq!(
+            id("/x/AuthKey_2X9R4HXF34.p8").as_deref(),
+            Some("2X9R4HXF34")
+        );
+        assert_eq!(
+            id("SubscriptionKey_ABCDEFGH12.p8").as_deref(),
+            Some("ABCDEFGH12")
+        );
         assert_eq!(id("AuthKey_2X9R4HXF34.pem"), None);
         assert_eq!(id("key.p8"), None);
         assert_eq!(id("AuthKey_short.p8"), None);
@@ -154,7 +177,12 @@ mod tests {
     fn issuer_ids_are_hyphenated_uuids_kept_lowercase() {
         let id: IssuerId = "57246542-96FE-1A63-E053-0824D011072A".parse().unwrap();
         assert_eq!(id.as_str(), "57246542-96fe-1a63-e053-0824d011072a");
-        for bad in ["", "5724654296fe1a63e0530824d011072a", "not-a-uuid", "{57246542-96fe-1a63-e053-0824d011072a}"] {
+        for bad in [
+            "",
+            "5724654296fe1a63e0530824d011072a",
+            "not-a-uuid",
+            "{57246542-96fe-1a63-e053-0824d011072a}",
+        ] {
             assert!(bad.parse::<IssuerId>().is_err(), "{bad:?} accepted");
         }
     }

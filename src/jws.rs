@@ -49,7 +49,10 @@ pub fn sign<C: Serialize>(
 ) -> Result<String, Error> {
     let input = signing_input(header, claims)?;
     let signature = signer.sign_es256(input.as_bytes())?;
-    Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes())))
+    Ok(format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.to_bytes())
+    ))
 }
 
 #[cfg(test)]
@@ -93,7 +96,15 @@ pub(crate) mod tests {
     fn compact_jws_is_pinned_byte_for_byte() {
         let signer = MemorySigner::new();
         let header = Header::jwt(signer.kid.as_str());
-        let token = sign(&signer, &header, &Claims { iss: "me", iat: 1528407600 }).unwrap();
+        let token = sign(
+            &signer,
+            &header,
+            &Claims {
+                iss: "me",
+                iat: 1528407600,
+            },
+        )
+        .unwrap();
         // header {"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}, claims {"iss":"me","iat":1528407600}
         let expected_input = "eyJhbGciOiJFUzI1NiIsImtpZCI6IjJYOVI0SFhGMzQiLCJ0eXAiOiJKV1QifQ\
                               .eyJpc3MiOiJtZSIsImlhdCI6MTUyODQwNzYwMH0";
@@ -115,9 +126,15 @@ pub(crate) mod tests {
 
     #[test]
     fn header_without_typ_omits_it() {
-        let header = Header { alg: "ES256", kid: "2X9R4HXF34", typ: None };
+        let header = Header {
+            alg: "ES256",
+            kid: "2X9R4HXF34",
+            typ: None,
+        };
         let input = signing_input(&header, &serde_json::json!({})).unwrap();
-        let decoded = URL_SAFE_NO_PAD.decode(input.split('.').next().unwrap()).unwrap();
+        let decoded = URL_SAFE_NO_PAD
+            .decode(input.split('.').next().unwrap())
+            .unwrap();
         assert_eq!(decoded, br#"{"alg":"ES256","kid":"2X9R4HXF34"}"#);
     }
 }

@@ -271,24 +271,40 @@ mod tests {
             pkcs8_pem(),
             pkcs8_pem().replace('\n', "\r\n"),
             format!("\n  \t{}\n\n", pkcs8_pem()),
-            pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, true, Some(&point)))),
-            pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, false, Some(&point)))),
+            pem(
+                "PRIVATE KEY",
+                &pkcs8_around(&sec1_der(&scalar, true, Some(&point))),
+            ),
+            pem(
+                "PRIVATE KEY",
+                &pkcs8_around(&sec1_der(&scalar, false, Some(&point))),
+            ),
             pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, true, None))),
-            pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, false, None))),
+            pem(
+                "PRIVATE KEY",
+                &pkcs8_around(&sec1_der(&scalar, false, None)),
+            ),
             pem("EC PRIVATE KEY", &sec1_der(&scalar, true, Some(&point))),
         ];
         for (i, text) in variants.iter().enumerate() {
-            let parsed = P8Key::parse(text.as_bytes()).unwrap_or_else(|e| panic!("variant {i}: {e}"));
+            let parsed =
+                P8Key::parse(text.as_bytes()).unwrap_or_else(|e| panic!("variant {i}: {e}"));
             assert_eq!(parsed.public_key(), &expected, "variant {i}");
         }
         let der = key().to_pkcs8_der().unwrap();
-        assert_eq!(P8Key::parse(der.as_bytes()).unwrap().public_key(), &expected);
+        assert_eq!(
+            P8Key::parse(der.as_bytes()).unwrap().public_key(),
+            &expected
+        );
     }
 
     #[test]
     fn refuses_each_bad_input_with_its_own_error() {
         let scalar = key().to_bytes();
-        let other_point = SecretKey::from_slice(&[9u8; 32]).unwrap().public_key().to_sec1_bytes();
+        let other_point = SecretKey::from_slice(&[9u8; 32])
+            .unwrap()
+            .public_key()
+            .to_sec1_bytes();
         let order: [u8; 32] = [
             0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
             0xFF, 0xFF, 0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2,
@@ -305,14 +321,30 @@ mod tests {
             (b" \n\r\n".to_vec(), P8Error::Empty),
             (b"hello".to_vec(), P8Error::NotPemOrDer),
             (vec![b'A'; MAX_KEY_FILE_BYTES + 1], P8Error::TooLarge),
-            (format!("{good}{good}").into_bytes(), P8Error::SeveralBlocks(2)),
-            (corrupt.into_bytes(), P8Error::Pem(String::new())),
-            (pem("PRIVATE KEY", truncated_der).into_bytes(), P8Error::Malformed(String::new())),
-            (truncated_der.to_vec(), P8Error::Malformed(String::new())),
-            (pem("ENCRYPTED PRIVATE KEY", &[0x30, 0x00]).into_bytes(), P8Error::Encrypted),
-            (pem("CERTIFICATE", &[0x30, 0x00]).into_bytes(), P8Error::NotAPrivateKey(String::new())),
             (
-                pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&[0u8; 32], true, None))).into_bytes(),
+                format!("{good}{good}").into_bytes(),
+                P8Error::SeveralBlocks(2),
+            ),
+            (corrupt.into_bytes(), P8Error::Pem(String::new())),
+            (
+                pem("PRIVATE KEY", truncated_der).into_bytes(),
+                P8Error::Malformed(String::new()),
+            ),
+            (truncated_der.to_vec(), P8Error::Malformed(String::new())),
+            (
+                pem("ENCRYPTED PRIVATE KEY", &[0x30, 0x00]).into_bytes(),
+                P8Error::Encrypted,
+            ),
+            (
+                pem("CERTIFICATE", &[0x30, 0x00]).into_bytes(),
+                P8Error::NotAPrivateKey(String::new()),
+            ),
+            (
+                pem(
+                    "PRIVATE KEY",
+                    &pkcs8_around(&sec1_der(&[0u8; 32], true, None)),
+                )
+                .into_bytes(),
                 P8Error::ScalarOutOfRange,
             ),
             (
@@ -320,11 +352,17 @@ mod tests {
                 P8Error::ScalarOutOfRange,
             ),
             (
-                pem("PRIVATE KEY", &pkcs8_around(&sec1_der(&scalar, true, Some(&other_point))))
-                    .into_bytes(),
+                pem(
+                    "PRIVATE KEY",
+                    &pkcs8_around(&sec1_der(&scalar, true, Some(&other_point))),
+                )
+                .into_bytes(),
                 P8Error::PublicKeyMismatch,
             ),
-            (pem("EC PRIVATE KEY", &sec1_der(&scalar, false, None)).into_bytes(), P8Error::MissingCurve),
+            (
+                pem("EC PRIVATE KEY", &sec1_der(&scalar, false, None)).into_bytes(),
+                P8Error::MissingCurve,
+            ),
         ];
         for (i, (input, expected)) in cases.iter().enumerate() {
             let err = P8Key::parse(input).expect_err(&format!("case {i} accepted"));
@@ -333,7 +371,10 @@ mod tests {
                 std::mem::discriminant(expected),
                 "case {i}: got {err}"
             );
-            assert!(!err.to_string().contains('\n'), "case {i}: multi-line error");
+            assert!(
+                !err.to_string().contains('\n'),
+                "case {i}: multi-line error"
+            );
         }
     }
 
@@ -341,7 +382,11 @@ mod tests {
     fn debug_is_redacted() {
         let parsed = P8Key::parse(pkcs8_pem().as_bytes()).unwrap();
         let debug = format!("{parsed:?}");
-        let scalar_hex: String = key().to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let scalar_hex: String = key()
+            .to_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert!(debug.contains("[REDACTED]"), "{debug}");
         assert!(!debug.contains(&scalar_hex), "{debug}");
         assert!(!debug.contains("7, 7, 7"), "{debug}");
@@ -352,7 +397,10 @@ mod tests {
     fn fingerprint_is_sha256_of_spki() {
         let fp = fingerprint(&key().public_key());
         let spki = key().public_key().to_public_key_der().unwrap();
-        let hex: String = Sha256::digest(spki.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = Sha256::digest(spki.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(fp, format!("sha256:{hex}"));
     }
 }

@@ -48,9 +48,11 @@ impl PinSource {
     pub fn read(&self, token_label: &str) -> Result<SecretString, Error> {
         let pin = match self {
             PinSource::File(path) => read_file(path)?,
-            PinSource::Env(var) => Zeroizing::new(std::env::var(var).map_err(|_| Error::PinSource {
-                reason: format!("environment variable {var} is not set or not UTF-8"),
-            })?),
+            PinSource::Env(var) => {
+                Zeroizing::new(std::env::var(var).map_err(|_| Error::PinSource {
+                    reason: format!("environment variable {var} is not set or not UTF-8"),
+                })?)
+            }
             PinSource::Prompt => {
                 if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
                     return Err(Error::PinSource {
@@ -60,8 +62,8 @@ impl PinSource {
                 Zeroizing::new(
                     rpassword::prompt_password(format!("User PIN for token \"{token_label}\": "))
                         .map_err(|e| Error::PinSource {
-                            reason: format!("cannot read from the terminal: {e}"),
-                        })?,
+                        reason: format!("cannot read from the terminal: {e}"),
+                    })?,
                 )
             }
         };
@@ -117,8 +119,14 @@ mod tests {
 
     #[test]
     fn parses_the_three_sources_and_nothing_else() {
-        assert_eq!("file:/run/pin".parse::<PinSource>().unwrap(), PinSource::File("/run/pin".into()));
-        assert_eq!("env:MY_PIN".parse::<PinSource>().unwrap(), PinSource::Env("MY_PIN".into()));
+        assert_eq!(
+            "file:/run/pin".parse::<PinSource>().unwrap(),
+            PinSource::File("/run/pin".into())
+        );
+        assert_eq!(
+            "env:MY_PIN".parse::<PinSource>().unwrap(),
+            PinSource::Env("MY_PIN".into())
+        );
         assert_eq!("prompt".parse::<PinSource>().unwrap(), PinSource::Prompt);
         for bad in ["1234", "pin:1234", "file:", "env:", ""] {
             assert!(bad.parse::<PinSource>().is_err(), "{bad:?} accepted");

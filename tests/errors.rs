@@ -26,7 +26,14 @@ fn a_wrong_pin_is_tried_exactly_once_and_reported_with_a_warning() {
     let wrong_pin = hsm.dir.path().join("wrong.pin");
     std::fs::write(&wrong_pin, "00000000\n").unwrap();
     let output = hsm
-        .command(&["token", "connect", "--key-id", "2X9R4HXF34", "--issuer", ISSUER])
+        .command(&[
+            "token",
+            "connect",
+            "--key-id",
+            "2X9R4HXF34",
+            "--issuer",
+            ISSUER,
+        ])
         .env("P8HSM_MODULE", spy)
         .env("PKCS11SPY", hsm.var("P8HSM_MODULE"))
         .env("PKCS11SPY_OUTPUT", &log)
@@ -44,8 +51,14 @@ fn a_wrong_pin_is_tried_exactly_once_and_reported_with_a_warning() {
     let calls = std::fs::read_to_string(&log).unwrap();
     let logins = calls.lines().filter(|l| l.contains("C_Login")).count();
     assert_eq!(logins, 1, "exactly one C_Login:\n{calls}");
-    assert!(calls.contains("CKR_PIN_INCORRECT"), "the spy saw the refusal");
-    assert!(!calls.contains("C_Sign"), "nothing signed after a failed login");
+    assert!(
+        calls.contains("CKR_PIN_INCORRECT"),
+        "the spy saw the refusal"
+    );
+    assert!(
+        !calls.contains("C_Sign"),
+        "nothing signed after a failed login"
+    );
 }
 
 #[test]
@@ -56,14 +69,25 @@ fn the_pin_never_appears_in_output_or_arguments() {
     for run in [
         hsm.run(&["import", path.to_str().unwrap()]),
         hsm.run(&["keys"]),
-        hsm.run(&["token", "connect", "--key-id", "2X9R4HXF34", "--individual", "--json"]),
+        hsm.run(&[
+            "token",
+            "connect",
+            "--key-id",
+            "2X9R4HXF34",
+            "--individual",
+            "--json",
+        ]),
     ] {
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert!(!run.stdout.contains(&pin) && !run.stderr.contains(&pin));
     }
     let run = hsm.run(&["--pin-source", &pin, "keys"]);
     run.fails(4, "the PIN source is not file:PATH, env:VAR or prompt");
-    assert!(!run.stderr.contains(&pin), "the mistaken PIN is not echoed: {}", run.stderr);
+    assert!(
+        !run.stderr.contains(&pin),
+        "the mistaken PIN is not echoed: {}",
+        run.stderr
+    );
     let run = hsm.run(&["--pin", &pin, "keys"]);
     assert_eq!(run.code, 2, "there is no --pin option");
     assert!(!run.stderr.contains(&pin), "{}", run.stderr);
@@ -79,12 +103,17 @@ fn missing_module_token_key_and_pin_source_each_have_their_own_message() {
         .fails(5, "no token labelled \"elsewhere\" (tokens present: p8hsm)");
     hsm.run(&["token", "connect", "--key-id", "ABCDEFGH12", "--individual"])
         .fails(6, "no key with key ID ABCDEFGH12 on the token");
-    hsm.run(&["pubkey", "--key-id", "ABCDEFGH12"]).fails(6, "no key with key ID ABCDEFGH12");
+    hsm.run(&["pubkey", "--key-id", "ABCDEFGH12"])
+        .fails(6, "no key with key ID ABCDEFGH12");
     hsm.run(&["--pin-source", "env:P8HSM_NO_SUCH_VARIABLE", "keys"])
         .fails(4, "environment variable P8HSM_NO_SUCH_VARIABLE is not set");
     hsm.run(&["--pin-source", "file:/nonexistent/pin", "keys"])
         .fails(4, "cannot read PIN file /nonexistent/pin");
-    let run = hsm.command(&["keys"]).env_remove("P8HSM_PIN_SOURCE").output().unwrap();
+    let run = hsm
+        .command(&["keys"])
+        .env_remove("P8HSM_PIN_SOURCE")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("prompt needs a terminal"), "{stderr}");
@@ -109,5 +138,9 @@ fn module_from_pkcs11_module_path_when_p8hsm_module_is_unset() {
         .env("PKCS11_MODULE_PATH", &module)
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 }

@@ -10,7 +10,10 @@ use sha2::{Digest, Sha256};
 
 fn fingerprint(key: &p256::SecretKey) -> String {
     let spki = key.public_key().to_public_key_der().unwrap();
-    let hex: String = Sha256::digest(spki.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = Sha256::digest(spki.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("sha256:{hex}")
 }
 
@@ -41,22 +44,41 @@ fn import_infers_the_key_id_and_reports_what_it_created() {
         }])
     );
     let table = hsm.run(&["keys"]).ok();
-    assert!(table.contains("2X9R4HXF34") && table.contains(&fingerprint(&key)), "{table}");
+    assert!(
+        table.contains("2X9R4HXF34") && table.contains(&fingerprint(&key)),
+        "{table}"
+    );
 
     let pem = hsm.run(&["pubkey", "--key-id", "2X9R4HXF34"]).ok();
-    assert_eq!(pem, key.public_key().to_public_key_pem(LineEnding::LF).unwrap());
+    assert_eq!(
+        pem,
+        key.public_key().to_public_key_pem(LineEnding::LF).unwrap()
+    );
 }
 
 #[test]
 fn subscription_key_names_stdin_and_labels() {
     let hsm = Hsm::new();
     let (path, _) = hsm.write_key("SubscriptionKey_ABCDEFGH12.p8");
-    assert!(hsm.run(&["import", path_str(&path)]).ok().starts_with("key_id       ABCDEFGH12\n"));
+    assert!(hsm
+        .run(&["import", path_str(&path)])
+        .ok()
+        .starts_with("key_id       ABCDEFGH12\n"));
 
     let (path, _) = hsm.write_key("whatever.p8");
     let bytes = std::fs::read(&path).unwrap();
     let out = hsm
-        .run_with_stdin(&["import", "-", "--key-id", "ZZZZZZZZZ1", "--label", "ops signing key"], &bytes)
+        .run_with_stdin(
+            &[
+                "import",
+                "-",
+                "--key-id",
+                "ZZZZZZZZZ1",
+                "--label",
+                "ops signing key",
+            ],
+            &bytes,
+        )
         .ok();
     assert!(out.contains("label        ops signing key\n"), "{out}");
     let keys = hsm.run(&["keys", "--json"]).ok();
@@ -68,15 +90,25 @@ fn subscription_key_names_stdin_and_labels() {
 fn key_id_problems_are_refused_before_the_token_is_touched() {
     let hsm = Hsm::new();
     let (path, _) = hsm.write_key("key.p8");
-    hsm.run(&["import", path_str(&path)]).fails(3, "no key ID: the file name is not AuthKey_<ID>.p8");
-    hsm.run_with_stdin(&["import", "-"], b"x").fails(3, "no key ID");
+    hsm.run(&["import", path_str(&path)])
+        .fails(3, "no key ID: the file name is not AuthKey_<ID>.p8");
+    hsm.run_with_stdin(&["import", "-"], b"x")
+        .fails(3, "no key ID");
     let (path, _) = hsm.write_key("AuthKey_2X9R4HXF34.p8");
     hsm.run(&["import", path_str(&path), "--key-id", "ABCDEFGH12"])
-        .fails(3, "--key-id ABCDEFGH12 does not match the key ID 2X9R4HXF34");
+        .fails(
+            3,
+            "--key-id ABCDEFGH12 does not match the key ID 2X9R4HXF34",
+        );
     let run = hsm.run(&["import", path_str(&path), "--key-id", "short"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("Apple key IDs are 10 characters"), "{}", run.stderr);
-    hsm.run(&["import", path_str(&path), "--label", ""]).fails(3, "invalid label");
+    assert!(
+        run.stderr.contains("Apple key IDs are 10 characters"),
+        "{}",
+        run.stderr
+    );
+    hsm.run(&["import", path_str(&path), "--label", ""])
+        .fails(3, "invalid label");
     assert_eq!(hsm.object_count(), 0);
 }
 
@@ -87,18 +119,30 @@ fn duplicate_import_is_refused_and_writes_nothing() {
     assert_eq!(hsm.object_count(), 2);
 
     let (path, _) = hsm.write_key("AuthKey_2X9R4HXF34.p8");
-    hsm.run(&["import", path_str(&path)])
-        .fails(7, "the token already holds an object with key ID 2X9R4HXF34; nothing was written");
+    hsm.run(&["import", path_str(&path)]).fails(
+        7,
+        "the token already holds an object with key ID 2X9R4HXF34; nothing was written",
+    );
     let (path, _) = hsm.write_key("AuthKey_ABCDEFGH12.p8");
     hsm.run(&["import", path_str(&path), "--label", "2X9R4HXF34"])
-        .fails(7, "the token already holds an object labelled \"2X9R4HXF34\"");
+        .fails(
+            7,
+            "the token already holds an object labelled \"2X9R4HXF34\"",
+        );
     assert_eq!(hsm.object_count(), 2);
 }
 
 /// Runs openssl to make a key file of another kind.
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let output = Command::new("openssl").args(args).output().expect("openssl is installed");
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output.stdout
 }
 
@@ -107,7 +151,15 @@ fn every_bad_key_file_is_refused_with_its_own_error_and_nothing_written() {
     let hsm = Hsm::new();
     let (good_path, _) = hsm.write_key("good.p8");
     let good = std::fs::read_to_string(&good_path).unwrap();
-    let ec = |curve: &str| openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", &format!("ec_paramgen_curve:{curve}")]);
+    let ec = |curve: &str| {
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            &format!("ec_paramgen_curve:{curve}"),
+        ])
+    };
     let p256_key = ec("P-256");
     let mut corrupt = good.clone();
     corrupt.replace_range(40..41, "*");
@@ -115,14 +167,44 @@ fn every_bad_key_file_is_refused_with_its_own_error_and_nothing_written() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", vec![], "the key file is empty"),
         ("text", b"not a key at all".to_vec(), "neither PEM nor DER"),
-        ("binary", vec![0xde, 0xad, 0xbe, 0xef], "neither PEM nor DER"),
+        (
+            "binary",
+            vec![0xde, 0xad, 0xbe, 0xef],
+            "neither PEM nor DER",
+        ),
         ("huge", vec![b'A'; 70 * 1024], "over 64 KiB"),
-        ("corrupt base64", corrupt.into_bytes(), "corrupt or truncated"),
+        (
+            "corrupt base64",
+            corrupt.into_bytes(),
+            "corrupt or truncated",
+        ),
         ("truncated", truncated.into_bytes(), "corrupt or truncated"),
-        ("two blocks", format!("{good}{good}").into_bytes(), "holds 2 PEM blocks"),
-        ("rsa", openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"]), "an RSA key"),
-        ("rsa traditional", openssl(&["genrsa", "-traditional", "1024"]), "an RSA key"),
-        ("ed25519", openssl(&["genpkey", "-algorithm", "ED25519"]), "an Ed25519 key"),
+        (
+            "two blocks",
+            format!("{good}{good}").into_bytes(),
+            "holds 2 PEM blocks",
+        ),
+        (
+            "rsa",
+            openssl(&[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:1024",
+            ]),
+            "an RSA key",
+        ),
+        (
+            "rsa traditional",
+            openssl(&["genrsa", "-traditional", "1024"]),
+            "an RSA key",
+        ),
+        (
+            "ed25519",
+            openssl(&["genpkey", "-algorithm", "ED25519"]),
+            "an Ed25519 key",
+        ),
         ("p384", ec("P-384"), "on P-384"),
         ("p521", ec("P-521"), "on P-521"),
         ("secp256k1", ec("secp256k1"), "on secp256k1"),
@@ -131,21 +213,40 @@ fn every_bad_key_file_is_refused_with_its_own_error_and_nothing_written() {
             {
                 let path = hsm.dir.path().join("plain.pem");
                 std::fs::write(&path, &p256_key).unwrap();
-                openssl(&["pkcs8", "-topk8", "-in", path_str(&path), "-passout", "pass:secret"])
+                openssl(&[
+                    "pkcs8",
+                    "-topk8",
+                    "-in",
+                    path_str(&path),
+                    "-passout",
+                    "pass:secret",
+                ])
             },
             "encrypted PKCS#8",
         ),
-        ("certificate", b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n".to_vec(), "\"CERTIFICATE\" PEM block"),
+        (
+            "certificate",
+            b"-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n".to_vec(),
+            "\"CERTIFICATE\" PEM block",
+        ),
     ];
     for (name, bytes, message) in cases {
         let path = hsm.dir.path().join(format!("AuthKey_{}.p8", "ABCDEFGH12"));
         std::fs::write(&path, &bytes).unwrap();
         let run = hsm.run(&["import", path_str(&path)]);
         assert_eq!(run.code, 3, "{name}: {}", run.stderr);
-        assert!(run.stderr.contains(message), "{name}: expected {message:?} in {:?}", run.stderr);
+        assert!(
+            run.stderr.contains(message),
+            "{name}: expected {message:?} in {:?}",
+            run.stderr
+        );
         run.fails(3, message);
     }
-    assert_eq!(hsm.object_count(), 0, "no bad key file left anything on the token");
+    assert_eq!(
+        hsm.object_count(),
+        0,
+        "no bad key file left anything on the token"
+    );
 
     // And the openssl-made P-256 keys are accepted: PKCS#8 and SEC1 "EC PRIVATE KEY".
     let path = hsm.dir.path().join("AuthKey_ABCDEFGH12.p8");
@@ -154,7 +255,8 @@ fn every_bad_key_file_is_refused_with_its_own_error_and_nothing_written() {
     let (other, _) = hsm.write_key("other.p8");
     let sec1 = openssl(&["ec", "-in", path_str(&other)]);
     assert!(String::from_utf8_lossy(&sec1).contains("BEGIN EC PRIVATE KEY"));
-    hsm.run_with_stdin(&["import", "-", "--key-id", "SEC1KEY001"], &sec1).ok();
+    hsm.run_with_stdin(&["import", "-", "--key-id", "SEC1KEY001"], &sec1)
+        .ok();
     assert_eq!(hsm.object_count(), 4);
 }
 
@@ -163,13 +265,49 @@ fn delete_needs_yes_then_destroys_both_objects() {
     let hsm = Hsm::new();
     hsm.import_new_key("2X9R4HXF34");
     hsm.import_new_key("ABCDEFGH12");
-    hsm.run(&["delete", "--key-id", "2X9R4HXF34"]).fails(2, "add --yes to confirm");
+    hsm.run(&["delete", "--key-id", "2X9R4HXF34"])
+        .fails(2, "add --yes to confirm");
     assert_eq!(hsm.object_count(), 4);
     let run = hsm.run(&["delete", "--key-id", "2X9R4HXF34", "--yes"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.stdout, "");
     assert_eq!(hsm.object_count(), 2);
     let keys = hsm.run(&["keys", "--json"]).ok();
-    assert!(!keys.contains("2X9R4HXF34") && keys.contains("ABCDEFGH12"), "{keys}");
-    hsm.run(&["delete", "--key-id", "2X9R4HXF34", "--yes"]).fails(6, "no key with key ID 2X9R4HXF34");
+    assert!(
+        !keys.contains("2X9R4HXF34") && keys.contains("ABCDEFGH12"),
+        "{keys}"
+    );
+    hsm.run(&["delete", "--key-id", "2X9R4HXF34", "--yes"])
+        .fails(6, "no key with key ID 2X9R4HXF34");
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn an_import_failing_midway_destroys_what_it_created() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("ABCDEFGH12");
+    let (path, _) = hsm.write_key("AuthKey_2X9R4HXF34.p8");
+    for step in ["private-key", "public-key"] {
+        let run = hsm
+            .command(&["import", path_str(&path)])
+            .env("P8HSM_FAULT_AFTER", step)
+            .output()
+            .unwrap();
+        assert_eq!(
+            run.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&run.stderr).contains(&format!("fault injected after {step}"))
+        );
+        assert_eq!(
+            hsm.object_count(),
+            2,
+            "after a fault at {step}, only the earlier key remains"
+        );
+    }
+    hsm.run(&["import", path_str(&path)]).ok();
+    assert_eq!(hsm.object_count(), 4);
 }

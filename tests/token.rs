@@ -9,7 +9,12 @@ use serde_json::json;
 const KEY_ID: &str = "2X9R4HXF34";
 
 fn keys_of(value: &serde_json::Value) -> Vec<&str> {
-    let mut keys: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = value
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
     keys
 }
@@ -18,7 +23,10 @@ fn keys_of(value: &serde_json::Value) -> Vec<&str> {
 fn assert_times(claims: &serde_json::Value, before: i64, after: i64, ttl: i64, skew: i64) {
     let iat = claims["iat"].as_i64().unwrap();
     let exp = claims["exp"].as_i64().unwrap();
-    assert!((before - skew..=after - skew).contains(&iat), "iat {iat} not now - {skew}");
+    assert!(
+        (before - skew..=after - skew).contains(&iat),
+        "iat {iat} not now - {skew}"
+    );
     assert_eq!(exp - iat, ttl + skew, "exp - iat");
 }
 
@@ -28,16 +36,33 @@ fn connect_team_token_verifies_and_has_exactly_apples_claims() {
     let key = hsm.import_new_key(KEY_ID);
     let before = now();
     let out = hsm
-        .run(&["token", "connect", "--key-id", KEY_ID, "--issuer", ISSUER, "--scope", "GET /v1/apps", "--scope", "GET /v1/builds?limit=2"])
+        .run(&[
+            "token",
+            "connect",
+            "--key-id",
+            KEY_ID,
+            "--issuer",
+            ISSUER,
+            "--scope",
+            "GET /v1/apps",
+            "--scope",
+            "GET /v1/builds?limit=2",
+        ])
         .ok();
     let after = now();
-    assert!(out.ends_with('\n') && out.lines().count() == 1, "stdout is the token and a newline: {out:?}");
+    assert!(
+        out.ends_with('\n') && out.lines().count() == 1,
+        "stdout is the token and a newline: {out:?}"
+    );
     let (header, claims) = verify_jwt(out.trim_end(), &key);
     assert_eq!(header, json!({"alg": "ES256", "kid": KEY_ID, "typ": "JWT"}));
     assert_eq!(keys_of(&claims), ["aud", "exp", "iat", "iss", "scope"]);
     assert_eq!(claims["iss"], ISSUER);
     assert_eq!(claims["aud"], "appstoreconnect-v1");
-    assert_eq!(claims["scope"], json!(["GET /v1/apps", "GET /v1/builds?limit=2"]));
+    assert_eq!(
+        claims["scope"],
+        json!(["GET /v1/apps", "GET /v1/builds?limit=2"])
+    );
     assert_times(&claims, before, after, 600, 60);
 }
 
@@ -45,14 +70,28 @@ fn connect_team_token_verifies_and_has_exactly_apples_claims() {
 fn connect_individual_token_has_sub_user_and_no_iss() {
     let hsm = Hsm::new();
     let key = hsm.import_new_key(KEY_ID);
-    let out = hsm.run(&["token", "connect", "--key-id", KEY_ID, "--individual"]).ok();
+    let out = hsm
+        .run(&["token", "connect", "--key-id", KEY_ID, "--individual"])
+        .ok();
     let (_, claims) = verify_jwt(out.trim_end(), &key);
     assert_eq!(keys_of(&claims), ["aud", "exp", "iat", "sub"]);
     assert_eq!(claims["sub"], "user");
 
     let run = hsm.run(&["token", "connect", "--key-id", KEY_ID]);
-    assert_eq!(run.code, 2, "--issuer or --individual is required: {}", run.stderr);
-    let run = hsm.run(&["token", "connect", "--key-id", KEY_ID, "--individual", "--issuer", ISSUER]);
+    assert_eq!(
+        run.code, 2,
+        "--issuer or --individual is required: {}",
+        run.stderr
+    );
+    let run = hsm.run(&[
+        "token",
+        "connect",
+        "--key-id",
+        KEY_ID,
+        "--individual",
+        "--issuer",
+        ISSUER,
+    ]);
     assert_eq!(run.code, 2, "not both: {}", run.stderr);
 }
 
@@ -62,11 +101,26 @@ fn server_token_has_bid_and_json_output_describes_it() {
     let key = hsm.import_new_key(KEY_ID);
     let before = now();
     let out = hsm
-        .run(&["token", "server", "--key-id", KEY_ID, "--issuer", ISSUER, "--bundle-id", "com.example.app", "--ttl", "3000", "--json"])
+        .run(&[
+            "token",
+            "server",
+            "--key-id",
+            KEY_ID,
+            "--issuer",
+            ISSUER,
+            "--bundle-id",
+            "com.example.app",
+            "--ttl",
+            "3000",
+            "--json",
+        ])
         .ok();
     let after = now();
     let result: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(keys_of(&result), ["expires_at", "issued_at", "key_id", "token"]);
+    assert_eq!(
+        keys_of(&result),
+        ["expires_at", "issued_at", "key_id", "token"]
+    );
     assert_eq!(result["key_id"], KEY_ID);
     let (header, claims) = verify_jwt(result["token"].as_str().unwrap(), &key);
     assert_eq!(header, json!({"alg": "ES256", "kid": KEY_ID, "typ": "JWT"}));
@@ -88,16 +142,43 @@ fn lifetimes_over_the_limit_are_errors_never_silently_shortened() {
         hsm.run(&args)
     };
     let (_, claims) = verify_jwt(connect(&["--ttl", "1140"]).ok().trim_end(), &key);
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 1200);
-    let (_, claims) = verify_jwt(connect(&["--ttl", "1200", "--skew", "0"]).ok().trim_end(), &key);
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 1200);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        1200
+    );
+    let (_, claims) = verify_jwt(
+        connect(&["--ttl", "1200", "--skew", "0"]).ok().trim_end(),
+        &key,
+    );
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        1200
+    );
 
     let run = connect(&["--ttl", "1200"]);
-    run.fails(3, "App Store Connect API tokens may live at most 1200 s from iat to exp");
-    assert!(run.stderr.contains("hint: use --ttl 1140 or less"), "{}", run.stderr);
+    run.fails(
+        3,
+        "App Store Connect API tokens may live at most 1200 s from iat to exp",
+    );
+    assert!(
+        run.stderr.contains("hint: use --ttl 1140 or less"),
+        "{}",
+        run.stderr
+    );
     connect(&["--ttl", "0"]).fails(3, "--ttl must be at least 1 second");
-    hsm.run(&["token", "server", "--key-id", KEY_ID, "--issuer", ISSUER, "--bundle-id", "a.b", "--ttl", "3541"])
-        .fails(3, "App Store Server API tokens may live at most 3600 s");
+    hsm.run(&[
+        "token",
+        "server",
+        "--key-id",
+        KEY_ID,
+        "--issuer",
+        ISSUER,
+        "--bundle-id",
+        "a.b",
+        "--ttl",
+        "3541",
+    ])
+    .fails(3, "App Store Server API tokens may live at most 3600 s");
 }
 
 #[test]
@@ -105,7 +186,9 @@ fn a_bad_lifetime_is_refused_before_any_pin_is_read() {
     let hsm = Hsm::new();
     hsm.import_new_key(KEY_ID);
     let run = hsm
-        .command(&["token", "connect", "--key-id", KEY_ID, "--issuer", ISSUER, "--ttl", "99999"])
+        .command(&[
+            "token", "connect", "--key-id", KEY_ID, "--issuer", ISSUER, "--ttl", "99999",
+        ])
         .env("P8HSM_PIN_SOURCE", "env:P8HSM_UNSET_PIN_VARIABLE")
         .output()
         .unwrap();
@@ -119,18 +202,38 @@ fn issuer_comes_from_the_environment_and_inputs_are_validated() {
     let hsm = Hsm::new();
     let key = hsm.import_new_key(KEY_ID);
     let out = hsm
-        .command(&["token", "server", "--key-id", KEY_ID, "--bundle-id", "com.example.app"])
+        .command(&[
+            "token",
+            "server",
+            "--key-id",
+            KEY_ID,
+            "--bundle-id",
+            "com.example.app",
+        ])
         .env("P8HSM_ISSUER", ISSUER)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, claims) = verify_jwt(String::from_utf8(out.stdout).unwrap().trim_end(), &key);
     assert_eq!(claims["iss"], ISSUER);
 
     for (args, message) in [
-        (vec!["--key-id", KEY_ID, "--issuer", "not-a-uuid"], "invalid issuer ID"),
-        (vec!["--key-id", KEY_ID, "--issuer", ISSUER, "--scope", "apps"], "invalid scope"),
-        (vec!["--key-id", "lowercase1", "--issuer", ISSUER], "invalid key ID"),
+        (
+            vec!["--key-id", KEY_ID, "--issuer", "not-a-uuid"],
+            "invalid issuer ID",
+        ),
+        (
+            vec!["--key-id", KEY_ID, "--issuer", ISSUER, "--scope", "apps"],
+            "invalid scope",
+        ),
+        (
+            vec!["--key-id", "lowercase1", "--issuer", ISSUER],
+            "invalid key ID",
+        ),
     ] {
         let mut all = vec!["token", "connect"];
         all.extend(args);
@@ -138,7 +241,16 @@ fn issuer_comes_from_the_environment_and_inputs_are_validated() {
         assert_eq!(run.code, 2, "{}", run.stderr);
         assert!(run.stderr.contains(message), "{message}: {}", run.stderr);
     }
-    let run = hsm.run(&["token", "server", "--key-id", KEY_ID, "--issuer", ISSUER, "--bundle-id", "has space"]);
+    let run = hsm.run(&[
+        "token",
+        "server",
+        "--key-id",
+        KEY_ID,
+        "--issuer",
+        ISSUER,
+        "--bundle-id",
+        "has space",
+    ]);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("invalid bundle ID"), "{}", run.stderr);
 }

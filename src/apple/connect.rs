@@ -38,7 +38,9 @@ impl std::str::FromStr for Scope {
         if valid {
             Ok(Scope(s.to_owned()))
         } else {
-            Err(Error::InvalidScope { value: printable(s) })
+            Err(Error::InvalidScope {
+                value: printable(s),
+            })
         }
     }
 }
@@ -71,7 +73,8 @@ impl ConnectToken {
     /// The token's `iat` and `exp` if signed at `now`; an error if the lifetime
     /// breaks the API's limit. Lets a caller check a request before logging in.
     pub fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        self.lifetime.times(now, "App Store Connect API", MAX_LIFETIME)
+        self.lifetime
+            .times(now, "App Store Connect API", MAX_LIFETIME)
     }
 
     /// Builds the claims and has `signer` sign them.
@@ -130,7 +133,10 @@ mod tests {
         let (_, claims) = parts(&request.sign(&MemorySigner::new(), now()).unwrap().token);
         assert_eq!(
             claims,
-            format!(r#"{{"sub":"user","iat":{NOW},"exp":{},"aud":"appstoreconnect-v1"}}"#, NOW + 300)
+            format!(
+                r#"{{"sub":"user","iat":{NOW},"exp":{},"aud":"appstoreconnect-v1"}}"#,
+                NOW + 300
+            )
         );
     }
 
@@ -151,7 +157,14 @@ mod tests {
     #[test]
     fn scopes_are_method_and_path() {
         assert!("GET /v1/apps".parse::<Scope>().is_ok());
-        for bad in ["", "GET", "get /v1/apps", "GET v1/apps", "GET /v1/apps extra", "GET /v1/\napps"] {
+        for bad in [
+            "",
+            "GET",
+            "get /v1/apps",
+            "GET v1/apps",
+            "GET /v1/apps extra",
+            "GET /v1/\napps",
+        ] {
             assert!(bad.parse::<Scope>().is_err(), "{bad:?} accepted");
         }
     }

@@ -58,7 +58,10 @@ impl Lifetime {
                 limit,
             });
         }
-        let now = now.duration_since(UNIX_EPOCH).map_err(|_| Error::Clock)?.as_secs();
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| Error::Clock)?
+            .as_secs();
         let iat = now.checked_sub(self.skew).ok_or(Error::Clock)?;
         Ok(Times {
             iat,
@@ -112,23 +115,46 @@ pub(crate) mod tests {
     /// Decodes a token's header and claims as JSON text.
     pub(crate) fn parts(token: &str) -> (String, String) {
         let mut it = token.split('.');
-        let mut next = || String::from_utf8(URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap()).unwrap();
+        let mut next =
+            || String::from_utf8(URL_SAFE_NO_PAD.decode(it.next().unwrap()).unwrap()).unwrap();
         (next(), next())
     }
 
     #[test]
     fn default_lifetime_is_ten_minutes_backdated_a_minute() {
         let t = Lifetime::default().times(now(), "x", 1200).unwrap();
-        assert_eq!(t, Times { iat: NOW - 60, exp: NOW + 600 });
+        assert_eq!(
+            t,
+            Times {
+                iat: NOW - 60,
+                exp: NOW + 600
+            }
+        );
     }
 
     #[test]
     fn lifetime_over_the_limit_is_an_error_not_a_silent_change() {
-        let at_limit = Lifetime { ttl: 1140, skew: 60 };
-        assert_eq!(at_limit.times(now(), "x", 1200).unwrap().exp - at_limit.times(now(), "x", 1200).unwrap().iat, 1200);
-        let over = Lifetime { ttl: 1141, skew: 60 };
-        assert!(matches!(over.times(now(), "x", 1200), Err(Error::LifetimeTooLong { limit: 1200, .. })));
+        let at_limit = Lifetime {
+            ttl: 1140,
+            skew: 60,
+        };
+        assert_eq!(
+            at_limit.times(now(), "x", 1200).unwrap().exp
+                - at_limit.times(now(), "x", 1200).unwrap().iat,
+            1200
+        );
+        let over = Lifetime {
+            ttl: 1141,
+            skew: 60,
+        };
+        assert!(matches!(
+            over.times(now(), "x", 1200),
+            Err(Error::LifetimeTooLong { limit: 1200, .. })
+        ));
         let zero = Lifetime { ttl: 0, skew: 60 };
-        assert!(matches!(zero.times(now(), "x", 1200), Err(Error::LifetimeZero)));
+        assert!(matches!(
+            zero.times(now(), "x", 1200),
+            Err(Error::LifetimeZero)
+        ));
     }
 }

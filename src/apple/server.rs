@@ -34,7 +34,8 @@ impl ServerToken {
     /// The token's `iat` and `exp` if signed at `now`; an error if the lifetime
     /// breaks the API's limit. Lets a caller check a request before logging in.
     pub fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        self.lifetime.times(now, "App Store Server API", MAX_LIFETIME)
+        self.lifetime
+            .times(now, "App Store Server API", MAX_LIFETIME)
     }
 
     /// Builds the claims and has `signer` sign them.
@@ -67,7 +68,12 @@ mod tests {
 
     #[test]
     fn server_token_has_iss_iat_exp_aud_bid() {
-        let (header, claims) = parts(&request(600).sign(&MemorySigner::new(), now()).unwrap().token);
+        let (header, claims) = parts(
+            &request(600)
+                .sign(&MemorySigner::new(), now())
+                .unwrap()
+                .token,
+        );
         assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
         assert_eq!(
             claims,

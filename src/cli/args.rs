@@ -15,12 +15,24 @@ pub struct Cli {
     pub module: Option<PathBuf>,
 
     /// Label of the token to use (tokens are chosen by label, never by slot number)
-    #[arg(long, global = true, env = "P8HSM_TOKEN", value_name = "LABEL", default_value = "p8hsm")]
+    #[arg(
+        long,
+        global = true,
+        env = "P8HSM_TOKEN",
+        value_name = "LABEL",
+        default_value = "p8hsm"
+    )]
     pub token: String,
 
     /// Where the user PIN comes from: file:PATH, env:VAR or prompt [default: prompt]
     // Parsed after clap, whose errors would echo a PIN typed here by mistake.
-    #[arg(long, global = true, env = "P8HSM_PIN_SOURCE", value_name = "SOURCE", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "P8HSM_PIN_SOURCE",
+        value_name = "SOURCE",
+        hide_env_values = true
+    )]
     pub pin_source: Option<String>,
 
     #[command(subcommand)]

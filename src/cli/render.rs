@@ -45,13 +45,22 @@ pub fn error(failure: &Failure) -> ExitCode {
 fn exit_code(e: &Error) -> u8 {
     use Error::*;
     match e {
-        KeyFile(_) | KeyFileUnreadable { .. } | KeyIdMismatch { .. } | KeyIdUnknown
-        | InvalidKeyId { .. } | InvalidIssuerId { .. } | InvalidBundleId { .. }
-        | InvalidLabel { .. } | InvalidScope { .. } | LifetimeTooLong { .. } | LifetimeZero => {
-            code::INPUT
-        }
+        KeyFile(_)
+        | KeyFileUnreadable { .. }
+        | KeyIdMismatch { .. }
+        | KeyIdUnknown
+        | InvalidKeyId { .. }
+        | InvalidIssuerId { .. }
+        | InvalidBundleId { .. }
+        | InvalidLabel { .. }
+        | InvalidScope { .. }
+        | LifetimeTooLong { .. }
+        | LifetimeZero => code::INPUT,
         PinSource { .. } | PinIncorrect | PinLocked => code::PIN,
-        NoModule { .. } | ModuleNotFound { .. } | ModuleLoad { .. } | TokenNotFound { .. }
+        NoModule { .. }
+        | ModuleNotFound { .. }
+        | ModuleLoad { .. }
+        | TokenNotFound { .. }
         | TokenAmbiguous { .. } => code::TOKEN,
         KeyNotFound { .. } | PublicKeyMissing { .. } | NotP256 { .. } => code::KEY_NOT_FOUND,
         DuplicateKey { .. } | KeyAmbiguous { .. } => code::KEY_EXISTS,

@@ -142,7 +142,11 @@ fn lifetime(args: &TokenArgs) -> Lifetime {
 fn read_key(args: &ImportArgs) -> Result<(P8Key, KeyId), Error> {
     let path = args.file.as_path();
     let stdin = path == Path::new("-");
-    let in_name = if stdin { None } else { KeyId::from_file_name(path) };
+    let in_name = if stdin {
+        None
+    } else {
+        KeyId::from_file_name(path)
+    };
     let key_id = match (&args.key_id, in_name) {
         (Some(given), Some(in_name)) if *given != in_name => {
             return Err(Error::KeyIdMismatch {

@@ -44,7 +44,12 @@ impl Token {
     /// label. Then proves the import: the private value is not readable, the key is
     /// sensitive and not extractable, and a random probe signed by the token verifies
     /// with the `.p8`'s public key. On any failure the created objects are destroyed.
-    pub fn import(&self, key: &P8Key, key_id: &KeyId, label: Option<&str>) -> Result<Imported, Error> {
+    pub fn import(
+        &self,
+        key: &P8Key,
+        key_id: &KeyId,
+        label: Option<&str>,
+    ) -> Result<Imported, Error> {
         let label = label.unwrap_or(key_id.as_str());
         let id = key_id.as_str().as_bytes().to_vec();
         if !self.find(&[Attribute::Id(id.clone())])?.is_empty() {
@@ -52,7 +57,10 @@ impl Token {
                 what: format!("an object with key ID {key_id}"),
             });
         }
-        if !self.find(&[Attribute::Label(label.as_bytes().to_vec())])?.is_empty() {
+        if !self
+            .find(&[Attribute::Label(label.as_bytes().to_vec())])?
+            .is_empty()
+        {
             return Err(Error::DuplicateKey {
                 what: format!("an object labelled \"{label}\""),
             });
@@ -105,13 +113,16 @@ impl Token {
             Attribute::Unwrap(false),
         ]);
         private.0.extend(common.iter().cloned());
-        private.0.push(Attribute::Value(key.scalar_bytes().to_vec()));
+        private
+            .0
+            .push(Attribute::Value(key.scalar_bytes().to_vec()));
         let private_key = self
             .session
             .create_object(&private.0)
             .map_err(ck("creating the private key (C_CreateObject)"))?;
         drop(private);
         created.push(private_key);
+        fault("private-key")?;
 
         let mut public = vec![
             Attribute::Class(ObjectClass::PUBLIC_KEY),
@@ -127,6 +138,7 @@ impl Token {
             .create_object(&public)
             .map_err(ck("creating the public key (C_CreateObject)"))?;
         created.push(public_key);
+        fault("public-key")?;
 
         self.prove(private_key, key)
     }
@@ -145,7 +157,11 @@ impl Token {
             .session
             .get_attributes(
                 private_key,
-                &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Value],
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Value,
+                ],
             )
             .map_err(ck("reading the key's attributes (C_GetAttributeValue)"))?;
         check(
@@ -171,4 +187,20 @@ impl Token {
             "a probe signed by the token does not verify with the .p8's public key",
         )
     }
+}
+
+/// Fault injection for the tests of the cleanup path: with the `fault-injection`
+/// feature (never in release builds), `P8HSM_FAULT_AFTER=<step>` fails the import
+/// right after that step.
+#[cfg(feature = "fault-injection")]
+fn fault(step: &str) -> Result<(), Error> {
+    match std::env::var("P8HSM_FAULT_AFTER") {
+        Ok(at) if at == step => Err(Error::Internal(format!("fault injected after {step}"))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn fault(_: &str) -> Result<(), Error> {
+    Ok(())
 }

@@ -148,7 +148,9 @@ impl Token {
 
     fn public_key_by_id(&self, id: &[u8]) -> Result<Option<PublicKey>, Error> {
         for handle in self.public_objects(id)? {
-            if let Some(Attribute::EcPoint(point)) = self.attribute(handle, AttributeType::EcPoint)? {
+            if let Some(Attribute::EcPoint(point)) =
+                self.attribute(handle, AttributeType::EcPoint)?
+            {
                 if let Some(key) = decode_ec_point(&point) {
                     return Ok(Some(key));
                 }

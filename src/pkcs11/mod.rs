@@ -99,7 +99,10 @@ impl Token {
 
         let mut available = Vec::new();
         let mut matching = Vec::new();
-        for slot in ctx.get_slots_with_initialized_token().map_err(ck("C_GetSlotList"))? {
+        for slot in ctx
+            .get_slots_with_initialized_token()
+            .map_err(ck("C_GetSlotList"))?
+        {
             let info = ctx.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
             let slot_label = info.label().trim_end().to_owned();
             if slot_label == label {
@@ -178,7 +181,11 @@ impl Token {
     }
 
     /// One attribute of an object, `None` where the token does not reveal it.
-    fn attribute(&self, object: ObjectHandle, kind: AttributeType) -> Result<Option<Attribute>, Error> {
+    fn attribute(
+        &self,
+        object: ObjectHandle,
+        kind: AttributeType,
+    ) -> Result<Option<Attribute>, Error> {
         Ok(self
             .session
             .get_attributes(object, &[kind])

@@ -52,10 +52,18 @@ impl Run {
     pub fn fails(&self, code: i32, message: &str) {
         assert_eq!(self.code, code, "stderr: {}", self.stderr);
         assert_eq!(self.stdout, "", "nothing on stdout when failing");
-        assert!(self.stderr.contains(message), "expected {message:?} in {:?}", self.stderr);
+        assert!(
+            self.stderr.contains(message),
+            "expected {message:?} in {:?}",
+            self.stderr
+        );
         let lines: Vec<_> = self.stderr.lines().collect();
         assert!(lines[0].starts_with("error: "), "{:?}", self.stderr);
-        assert!(lines.len() <= 2, "at most an error and a hint line: {:?}", self.stderr);
+        assert!(
+            lines.len() <= 2,
+            "at most an error and a hint line: {:?}",
+            self.stderr
+        );
         assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
     }
 }
@@ -82,7 +90,11 @@ impl Hsm {
             .unwrap()
             .lines()
             .map(|line| {
-                let (k, v) = line.strip_prefix("export ").unwrap().split_once('=').unwrap();
+                let (k, v) = line
+                    .strip_prefix("export ")
+                    .unwrap()
+                    .split_once('=')
+                    .unwrap();
                 (k.to_owned(), v.to_owned())
             })
             .collect();
@@ -147,13 +159,22 @@ impl Hsm {
     /// Every object on the token, counted by OpenSC's pkcs11-tool (logged in).
     pub fn object_count(&self) -> usize {
         let output = Command::new("pkcs11-tool")
-            .args(["--module", self.var("P8HSM_MODULE"), "--token-label", "p8hsm"])
+            .args([
+                "--module",
+                self.var("P8HSM_MODULE"),
+                "--token-label",
+                "p8hsm",
+            ])
             .args(["--login", "--pin", "env:P8HSM_TEST_PIN", "--list-objects"])
             .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
             .env("P8HSM_TEST_PIN", self.pin())
             .output()
             .expect("run pkcs11-tool (apt-get install opensc)");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter(|line| line.contains(" Object;"))
@@ -166,7 +187,9 @@ impl Hsm {
 pub fn verify_jwt(token: &str, key: &SecretKey) -> (Value, Value) {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "three parts: {token}");
-    let signature = URL_SAFE_NO_PAD.decode(parts[2]).expect("base64url signature");
+    let signature = URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .expect("base64url signature");
     assert_eq!(signature.len(), 64, "ES256 signatures are 64-byte R||S");
     let signature = Signature::from_slice(&signature).unwrap();
     VerifyingKey::from(key.public_key())

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# p8hsm end to end on the embedded SoftHSM token: import a key once, sign an App Store
+# Connect token inside the token, and check the signature with openssl against the
+# public key the token holds.
+#   scripts/demo.sh
+# P8HSM_SOFTHSM_DIR chooses another token store than softhsm/ (scripts/test.sh uses one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+command -v cargo >/dev/null || { echo "error: cargo is missing; hint: install Rust with rustup" >&2; exit 1; }
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "building p8hsm (release)"
+cargo build --release --quiet
+p8hsm=$PWD/target/release/p8hsm
+
+step "SoftHSM token"
+eval "$(scripts/softhsm-init.sh)"
+echo "SOFTHSM2_CONF=$SOFTHSM2_CONF token=$P8HSM_TOKEN pin-source=$P8HSM_PIN_SOURCE"
+
+umask 077
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+key_id=DEMOKEY001
+issuer=57246542-96fe-1a63-e053-0824d011072a
+
+step "a throwaway key standing in for Apple's AuthKey_$key_id.p8"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/AuthKey_$key_id.p8"
+if "$p8hsm" keys --json | grep -q "\"id\":\"$key_id\""; then
+    echo "replacing the demo key left by an earlier run"
+    "$p8hsm" delete --key-id "$key_id" --yes
+fi
+
+step "p8hsm import $work/AuthKey_$key_id.p8"
+"$p8hsm" import "$work/AuthKey_$key_id.p8"
+rm -f "$work/AuthKey_$key_id.p8"
+echo "(the .p8 is deleted: the key now exists only inside the token)"
+
+step "p8hsm keys"
+"$p8hsm" keys
+
+step "p8hsm token connect --key-id $key_id --issuer $issuer --scope 'GET /v1/apps'"
+token=$("$p8hsm" token connect --key-id "$key_id" --issuer "$issuer" --scope "GET /v1/apps")
+echo "$token"
+
+b64url_decode() {
+    local s=${1//-/+}
+    s=${s//_//}
+    case $((${#s} % 4)) in 2) s+="==" ;; 3) s+="=" ;; esac
+    printf '%s' "$s" | base64 -d
+}
+IFS=. read -r header claims signature <<<"$token"
+
+step "decoded"
+printf 'header: %s\nclaims: %s\n' "$(b64url_decode "$header")" "$(b64url_decode "$claims")"
+
+step "verifying the ES256 signature with openssl against p8hsm pubkey"
+"$p8hsm" pubkey --key-id "$key_id" >"$work/public.pem"
+cat "$work/public.pem"
+hex=$(b64url_decode "$signature" | od -An -tx1 -v | tr -d ' \n')
+[ ${#hex} -eq 128 ] || { echo "error: the signature is not 64 bytes R||S" >&2; exit 1; }
+# JWS carries R||S; openssl wants the DER SEQUENCE { INTEGER r, INTEGER s }.
+printf 'asn1=SEQUENCE:sig\n[sig]\nr=INTEGER:0x%s\ns=INTEGER:0x%s\n' "${hex:0:64}" "${hex:64}" >"$work/sig.conf"
+openssl asn1parse -genconf "$work/sig.conf" -out "$work/sig.der" -noout
+printf '%s' "$header.$claims" | openssl dgst -sha256 -verify "$work/public.pem" -signature "$work/sig.der"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the tests need (SoftHSM, OpenSC, openssl), then checks formatting and
+# lints and runs the whole suite against real SoftHSM tokens, then the demo.
+#   scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+
+cargo fmt --check
+cargo clippy --all-targets --all-features -- -D warnings
+# --all-features turns on fault-injection, which only the cleanup test uses.
+cargo test --all-features
+
+echo "== scripts/demo.sh on a token store of its own"
+demo_dir=$(mktemp -d)
+trap 'rm -rf "$demo_dir"' EXIT
+P8HSM_SOFTHSM_DIR=$demo_dir scripts/demo.sh
+
+echo "== examples/sign_token.rs against the demo's token"
+eval "$(P8HSM_SOFTHSM_DIR=$demo_dir scripts/softhsm-init.sh 2>/dev/null)"
+cargo run --quiet --all-features --example sign_token -- DEMOKEY001 57246542-96fe-1a63-e053-0824d011072a
