@@ -254,3 +254,18 @@ fn issuer_comes_from_the_environment_and_inputs_are_validated() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("invalid bundle ID"), "{}", run.stderr);
 }
+
+#[test]
+fn a_closed_stdout_pipe_is_not_an_error() {
+    let hsm = Hsm::new();
+    hsm.import_new_key(KEY_ID);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = hsm
+        .command(&["token", "connect", "--key-id", KEY_ID, "--individual"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
