@@ -43,8 +43,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Import(args) => {
             // Read and check the key before touching the token: bad input writes nothing.
             let (key, key_id) = read_key(args)?;
-            let label = args.label.as_deref().map(check_label).transpose()?;
-            let imported = open()?.import(&key, &key_id, label)?;
+            let imported = open()?.import(&key, &key_id, args.label.as_deref())?;
             print(&format!(
                 "key_id       {}\nlabel        {}\nfingerprint  {}\n",
                 imported.key_id, imported.label, imported.fingerprint
@@ -174,16 +173,6 @@ fn read_key(args: &ImportArgs) -> Result<(P8Key, KeyId), Error> {
     }
     .map_err(unreadable)?;
     Ok((P8Key::parse(&bytes)?, key_id))
-}
-
-fn check_label(label: &str) -> Result<&str, Error> {
-    if !label.is_empty() && label.len() <= 64 && !label.chars().any(char::is_control) {
-        Ok(label)
-    } else {
-        Err(Error::InvalidLabel {
-            value: format!("{label:?}"),
-        })
-    }
 }
 
 fn keys_table(keys: &[pkcs11::KeyInfo]) -> String {

@@ -51,6 +51,11 @@ impl Token {
         label: Option<&str>,
     ) -> Result<Imported, Error> {
         let label = label.unwrap_or(key_id.as_str());
+        if label.is_empty() || label.len() > 64 || label.chars().any(char::is_control) {
+            return Err(Error::InvalidLabel {
+                value: crate::ids::printable(label),
+            });
+        }
         let id = key_id.as_str().as_bytes().to_vec();
         if !self.find(&[Attribute::Id(id.clone())])?.is_empty() {
             return Err(Error::DuplicateKey {
