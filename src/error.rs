@@ -31,27 +31,15 @@ pub enum Error {
     /// No key ID was given and none could be inferred.
     #[error("no key ID: the file name is not AuthKey_<ID>.p8 or SubscriptionKey_<ID>.p8")]
     KeyIdUnknown,
-    /// Not a valid Apple key ID.
-    #[error("invalid key ID {value}: Apple key IDs are 10 characters A-Z and 0-9")]
-    InvalidKeyId {
+    /// An identifier that is not well formed.
+    #[error("invalid {what} {value}: {rule}")]
+    InvalidId {
+        /// What it should have been, e.g. `key ID`.
+        what: &'static str,
         /// The rejected value, quoted.
         value: String,
-    },
-    /// Not a valid issuer ID.
-    #[error(
-        "invalid issuer ID {value}: issuer IDs are UUIDs like 57246542-96fe-1a63-e053-0824d011072a"
-    )]
-    InvalidIssuerId {
-        /// The rejected value, quoted.
-        value: String,
-    },
-    /// Not a valid bundle ID.
-    #[error(
-        "invalid bundle ID {value}: it must be non-empty, without spaces or control characters"
-    )]
-    InvalidBundleId {
-        /// The rejected value, quoted.
-        value: String,
+        /// The rule it breaks.
+        rule: &'static str,
     },
     /// Not a usable CKA_LABEL.
     #[error("invalid label {value}: use 1 to 64 bytes without control characters")]

@@ -9,19 +9,90 @@ use serde::Serialize;
 
 use crate::Error;
 
-/// An Apple key ID: 10 characters, `A`–`Z` and `0`–`9` (e.g. `2X9R4HXF34`).
-///
-/// It is the JWT header's `kid` and, on the token, the key objects' `CKA_ID`.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct KeyId(String);
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $rule:expr, $valid:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The value as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+
+            fn from_str(s: &str) -> Result<Self, Error> {
+                let valid: fn(&str) -> Option<String> = $valid;
+                valid(s).map($name).ok_or_else(|| Error::InvalidId {
+                    what: $what,
+                    value: printable(s),
+                    rule: $rule,
+                })
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+const TEXT_RULE: &str = "it must be non-empty, without spaces or control characters";
+
+id_type!(
+    /// An Apple key ID: 10 characters, `A`–`Z` and `0`–`9` (e.g. `2X9R4HXF34`).
+    ///
+    /// It is the JWT header's `kid` and, on the token, the key objects' `CKA_ID`.
+    KeyId, "key ID", "Apple key IDs are 10 characters A-Z and 0-9", apple_ten
+);
+id_type!(
+    /// An Apple Developer Team ID: 10 characters, `A`–`Z` and `0`–`9`.
+    TeamId, "Team ID", "Team IDs are 10 characters A-Z and 0-9", apple_ten
+);
+id_type!(
+    /// An App Store Connect issuer ID: a UUID, kept in its lowercase hyphenated form.
+    IssuerId, "issuer ID", "issuer IDs are UUIDs like 57246542-96fe-1a63-e053-0824d011072a",
+    hyphenated_uuid
+);
+id_type!(
+    /// An app's bundle ID (e.g. `com.example.app`).
+    BundleId, "bundle ID", TEXT_RULE, text
+);
+id_type!(
+    /// A Sign in with Apple client ID: an App ID or a Services ID (case-sensitive).
+    ClientId, "client ID", TEXT_RULE, text
+);
+id_type!(
+    /// A WeatherKit Service ID.
+    ServiceId, "Service ID", TEXT_RULE, text
+);
+id_type!(
+    /// An In-App Purchase product ID.
+    ProductId, "product ID", TEXT_RULE, text
+);
+id_type!(
+    /// A subscription offer's identifier.
+    OfferId, "offer ID", TEXT_RULE, text
+);
+id_type!(
+    /// An App Store transaction ID.
+    TransactionId, "transaction ID", TEXT_RULE, text
+);
 
 impl KeyId {
-    /// The key ID as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// Infers the key ID from Apple's download names `AuthKey_<ID>.p8` and
     /// `SubscriptionKey_<ID>.p8`; `None` when the name is not one of them.
     pub fn from_file_name(path: &Path) -> Option<KeyId> {
@@ -34,104 +105,28 @@ impl KeyId {
     }
 }
 
-impl FromStr for KeyId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        if s.len() == 10
-            && s.bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        {
-            Ok(KeyId(s.to_owned()))
-        } else {
-            Err(Error::InvalidKeyId {
-                value: printable(s),
-            })
-        }
-    }
+/// 10 characters `A`–`Z`, `0`–`9`: Apple's key IDs and Team IDs.
+fn apple_ten(s: &str) -> Option<String> {
+    (s.len() == 10 && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+        .then(|| s.to_owned())
 }
 
-/// An App Store Connect issuer ID: a UUID, kept in its lowercase hyphenated form.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct IssuerId(String);
-
-impl IssuerId {
-    /// The issuer ID as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+/// Only the hyphenated 36-character form Apple shows, lower-cased.
+fn hyphenated_uuid(s: &str) -> Option<String> {
+    let uuid = uuid::Uuid::try_parse(s).ok().filter(|_| s.len() == 36)?;
+    Some(uuid.hyphenated().to_string())
 }
 
-impl FromStr for IssuerId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        // Only the hyphenated 36-character form Apple shows in App Store Connect.
-        match uuid::Uuid::try_parse(s) {
-            Ok(uuid) if s.len() == 36 => Ok(IssuerId(uuid.hyphenated().to_string())),
-            _ => Err(Error::InvalidIssuerId {
-                value: printable(s),
-            }),
-        }
-    }
+/// Non-empty, at most 255 bytes, no whitespace or control characters.
+fn text(s: &str) -> Option<String> {
+    let ok = !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then(|| s.to_owned())
 }
-
-/// An app's bundle ID (e.g. `com.example.app`): non-empty, no whitespace or
-/// control characters.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct BundleId(String);
-
-impl BundleId {
-    /// The bundle ID as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for BundleId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        if !s.is_empty()
-            && s.len() <= 255
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            Ok(BundleId(s.to_owned()))
-        } else {
-            Err(Error::InvalidBundleId {
-                value: printable(s),
-            })
-        }
-    }
-}
-
-macro_rules! display_as_str {
-    ($($t:ty),*) => {$(
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-        impl fmt::Debug for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($t), self.0)
-            }
-        }
-    )*};
-}
-display_as_str!(KeyId, IssuerId, BundleId);
 
 /// Quotes a rejected value for an error message, escaping control characters so a
 /// message stays one line, and cutting it short.
 pub(crate) fn printable(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .take(64)
-        .collect::<String>()
-        .escape_debug()
-        .collect();
+    let mut out: String = s.chars().take(64).collect::<String>().escape_debug().collect();
     if s.chars().count() > 64 {
         out.push('…');
     }

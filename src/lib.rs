@@ -45,7 +45,9 @@ pub mod pkcs11;
 mod signer;
 
 pub use error::Error;
-pub use ids::{BundleId, IssuerId, KeyId};
+pub use ids::{
+    BundleId, ClientId, IssuerId, KeyId, OfferId, ProductId, ServiceId, TeamId, TransactionId,
+};
 pub use p8::{fingerprint, P8Key};
 pub use pin::PinSource;
 pub use pkcs11::{HsmKey, Token};

@@ -49,9 +49,7 @@ fn exit_code(e: &Error) -> u8 {
         | KeyFileUnreadable { .. }
         | KeyIdMismatch { .. }
         | KeyIdUnknown
-        | InvalidKeyId { .. }
-        | InvalidIssuerId { .. }
-        | InvalidBundleId { .. }
+        | InvalidId { .. }
         | InvalidLabel { .. }
         | InvalidScope { .. }
         | LifetimeTooLong { .. }
