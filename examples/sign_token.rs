@@ -17,8 +17,8 @@ use base64::Engine;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p8hsm::apple::connect::{ConnectToken, Issuer};
-use p8hsm::apple::server::ServerToken;
-use p8hsm::apple::Lifetime;
+use p8hsm::apple::server::{ServerApi, ServerToken};
+use p8hsm::apple::{AppleToken, Lifetime};
 use p8hsm::{pkcs11, Error, IssuerId, KeyId, PinSource, Token};
 
 fn main() -> ExitCode {
@@ -61,6 +61,7 @@ fn run() -> Result<(), Error> {
     }
     .sign(&key, SystemTime::now())?;
     let server = ServerToken {
+        api: ServerApi::AppStoreServer,
         issuer,
         bundle_id: "com.example.app".parse()?,
         lifetime: Lifetime {

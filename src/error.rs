@@ -12,9 +12,9 @@ pub enum Error {
     /// The key file was refused.
     #[error("{0}")]
     KeyFile(#[from] P8Error),
-    /// A key file could not be read.
-    #[error("cannot read the key file {path}: {reason}")]
-    KeyFileUnreadable {
+    /// An input file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    FileUnreadable {
         /// The file.
         path: PathBuf,
         /// The I/O error.
@@ -64,6 +64,73 @@ pub enum Error {
         skew: u64,
         /// The API's limit on exp - iat.
         limit: u64,
+    },
+    /// A lifetime over 20 minutes with a scope Apple does not allow for it.
+    #[error("a long-lived App Store Connect token refuses scope {scope}: {reason}")]
+    LongLivedScope {
+        /// The offending scope entry.
+        scope: String,
+        /// Why.
+        reason: String,
+    },
+    /// Something a request needs was not given.
+    #[error("{what} is required: {why}")]
+    MissingInput {
+        /// The option, e.g. `--origin`.
+        what: &'static str,
+        /// Why it is needed.
+        why: &'static str,
+    },
+    /// A backdate that would make a provider token older than Apple accepts.
+    #[error("--skew {skew} makes a {api} token older than the {limit} s Apple accepts")]
+    SkewTooLarge {
+        /// The token kind.
+        api: &'static str,
+        /// The requested backdate.
+        skew: u64,
+        /// How long Apple accepts the token after iat.
+        limit: u64,
+    },
+    /// An Advanced Commerce request body that is not a JSON object.
+    #[error("invalid Advanced Commerce request: {reason}")]
+    InvalidRequest {
+        /// Why.
+        reason: String,
+    },
+    /// Key metadata that does not fit the key's kind.
+    #[error("{0}")]
+    InvalidMetadata(String),
+    /// The key's recorded kind does not allow the command.
+    #[error("key {key_id} is recorded as {recorded} key; `{command}` needs {expected} key")]
+    KeyKindMismatch {
+        /// The key ID.
+        key_id: String,
+        /// The recorded kind, e.g. `an in-app-purchase`.
+        recorded: String,
+        /// The command, e.g. `token apns`.
+        command: String,
+        /// What it needs, e.g. `a developer`.
+        expected: String,
+    },
+    /// A value given on the command line contradicts the one recorded with the key.
+    #[error("{what} {given} contradicts the {what} {recorded} recorded with key {key_id}")]
+    MetadataContradiction {
+        /// `--issuer` or `--team-id`.
+        what: &'static str,
+        /// The value given.
+        given: String,
+        /// The value recorded.
+        recorded: String,
+        /// The key ID.
+        key_id: String,
+    },
+    /// Stored metadata that cannot be read.
+    #[error("the metadata recorded with key {key_id} is unreadable: {reason}")]
+    MetadataUnreadable {
+        /// The key ID.
+        key_id: String,
+        /// Why.
+        reason: String,
     },
     /// A zero lifetime.
     #[error("--ttl must be at least 1 second")]

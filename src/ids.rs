@@ -5,16 +5,30 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $rule:expr, $valid:expr) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
-        #[serde(transparent)]
+        #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+
+            fn try_from(s: String) -> Result<Self, Error> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
 
         impl $name {
             /// The value as text.
@@ -92,6 +106,11 @@ id_type!(
     TransactionId, "transaction ID", TEXT_RULE, text
 );
 
+id_type!(
+    /// A web origin a MusicKit or MapKit token is limited to, e.g. `https://example.com`.
+    Origin, "origin", TEXT_RULE, text
+);
+
 impl KeyId {
     /// Infers the key ID from Apple's download names `AuthKey_<ID>.p8` and
     /// `SubscriptionKey_<ID>.p8`; `None` when the name is not one of them.
@@ -107,8 +126,10 @@ impl KeyId {
 
 /// 10 characters `A`–`Z`, `0`–`9`: Apple's key IDs and Team IDs.
 fn apple_ten(s: &str) -> Option<String> {
-    (s.len() == 10 && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
-        .then(|| s.to_owned())
+    (s.len() == 10
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+    .then(|| s.to_owned())
 }
 
 /// Only the hyphenated 36-character form Apple shows, lower-cased.
@@ -119,14 +140,20 @@ fn hyphenated_uuid(s: &str) -> Option<String> {
 
 /// Non-empty, at most 255 bytes, no whitespace or control characters.
 fn text(s: &str) -> Option<String> {
-    let ok = !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    let ok =
+        !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_whitespace() || c.is_control());
     ok.then(|| s.to_owned())
 }
 
 /// Quotes a rejected value for an error message, escaping control characters so a
 /// message stays one line, and cutting it short.
 pub(crate) fn printable(s: &str) -> String {
-    let mut out: String = s.chars().take(64).collect::<String>().escape_debug().collect();
+    let mut out: String = s
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .collect();
     if s.chars().count() > 64 {
         out.push('…');
     }

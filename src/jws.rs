@@ -17,6 +17,9 @@ pub struct Header<'a> {
     /// `JWT` where Apple's token kind has it; omitted otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typ: Option<&'static str>,
+    /// WeatherKit's `<TeamID>.<ServiceID>`; omitted otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
 }
 
 impl<'a> Header<'a> {
@@ -26,6 +29,7 @@ impl<'a> Header<'a> {
             alg: "ES256",
             kid,
             typ: Some("JWT"),
+            id: None,
         }
     }
 }
@@ -86,6 +90,11 @@ pub(crate) mod tests {
         }
     }
 
+    /// The 64-byte R||S signature of `message` by `signer`.
+    pub(crate) fn sign_raw(signer: &MemorySigner, message: &[u8]) -> Vec<u8> {
+        signer.sign_es256(message).unwrap().to_bytes().to_vec()
+    }
+
     #[derive(Serialize)]
     struct Claims {
         iss: &'static str,
@@ -130,6 +139,7 @@ pub(crate) mod tests {
             alg: "ES256",
             kid: "2X9R4HXF34",
             typ: None,
+            id: None,
         };
         let input = signing_input(&header, &serde_json::json!({})).unwrap();
         let decoded = URL_SAFE_NO_PAD

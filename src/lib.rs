@@ -16,6 +16,7 @@
 //! ```no_run
 //! use std::time::SystemTime;
 //! use p8hsm::apple::connect::{ConnectToken, Issuer};
+//! use p8hsm::apple::AppleToken;
 //! use p8hsm::{pkcs11, Token};
 //!
 //! # fn main() -> Result<(), p8hsm::Error> {
@@ -46,7 +47,8 @@ mod signer;
 
 pub use error::Error;
 pub use ids::{
-    BundleId, ClientId, IssuerId, KeyId, OfferId, ProductId, ServiceId, TeamId, TransactionId,
+    BundleId, ClientId, IssuerId, KeyId, OfferId, Origin, ProductId, ServiceId, TeamId,
+    TransactionId,
 };
 pub use p8::{fingerprint, P8Key};
 pub use pin::PinSource;

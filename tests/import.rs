@@ -41,6 +41,9 @@ fn import_infers_the_key_id_and_reports_what_it_created() {
             "sensitive": true,
             "extractable": false,
             "has_public_key": true,
+            "kind": null,
+            "issuer": null,
+            "team_id": null,
         }])
     );
     let table = hsm.run(&["keys"]).ok();

@@ -1,15 +1,45 @@
-//! App Store Connect API tokens (team and individual keys).
+//! App Store Connect API tokens (team and individual keys) and Enterprise Program API
+//! tokens.
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{sign_jwt, Lifetime, SignedToken, Times, AUD_APP_STORE_CONNECT};
+use super::{
+    sign_jwt, AppleToken, HeaderStyle, Lifetime, SignedToken, Times, AUD_APP_STORE_CONNECT,
+    AUD_ENTERPRISE,
+};
 use crate::ids::printable;
 use crate::{Error, Es256Signer, IssuerId};
 
 /// The most an App Store Connect token may live, `exp - iat`, in seconds.
 pub const MAX_LIFETIME: u64 = 20 * 60;
+/// The most a long-lived (scoped, GET-only) App Store Connect token may live: 6 months,
+/// counted as 180 days.
+pub const MAX_LONG_LIVED_LIFETIME: u64 = 180 * 24 * 60 * 60;
+/// The most an Enterprise Program API token may live (no long-lived exception).
+pub const MAX_ENTERPRISE_LIFETIME: u64 = 20 * 60;
+
+/// The App Store Connect resources Apple lets long-lived tokens read: Build Actions,
+/// Build Runs, Git References, Issues, macOS Versions, Products, Providers, Power and
+/// Performance Metrics and Logs, Pull Requests, Repositories, Test Results, Workflows,
+/// Xcode Versions — by their resource types in request paths.
+pub const LONG_LIVED_RESOURCES: &[&str] = &[
+    "ciBuildActions",
+    "ciBuildRuns",
+    "scmGitReferences",
+    "ciIssues",
+    "ciMacOsVersions",
+    "ciProducts",
+    "scmProviders",
+    "perfPowerMetrics",
+    "diagnosticSignatures",
+    "scmPullRequests",
+    "scmRepositories",
+    "ciTestResults",
+    "ciWorkflows",
+    "ciXcodeVersions",
+];
 
 /// Who the token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +54,42 @@ pub enum Issuer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Scope(String);
+
+impl Scope {
+    /// The entry as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this entry may appear in a long-lived token.
+    pub(crate) fn allows_long_lived(&self) -> bool {
+        self.long_lived_refusal().is_none()
+    }
+
+    /// Why this entry may not appear in a long-lived token, if it may not.
+    fn long_lived_refusal(&self) -> Option<String> {
+        let (method, target) = self.0.split_once(' ')?;
+        if method != "GET" {
+            return Some(format!("{method} is not GET"));
+        }
+        let path = target.split('?').next().unwrap_or(target);
+        let mut segments = path.split('/').filter(|s| !s.is_empty());
+        let _version = segments.next();
+        let segments: Vec<&str> = segments.collect();
+        let allowed = segments
+            .first()
+            .is_some_and(|first| LONG_LIVED_RESOURCES.contains(first))
+            || segments
+                .iter()
+                .any(|s| *s == "perfPowerMetrics" || *s == "diagnosticSignatures");
+        (!allowed).then(|| {
+            format!(
+                "{} is not a resource that allows long-lived tokens",
+                segments.first().unwrap_or(&path)
+            )
+        })
+    }
+}
 
 impl std::str::FromStr for Scope {
     type Err = Error;
@@ -52,12 +118,13 @@ pub struct ConnectToken {
     pub issuer: Issuer,
     /// Optional scope: the requests the token is good for.
     pub scope: Vec<Scope>,
-    /// Lifetime; `exp - iat` at most [`MAX_LIFETIME`].
+    /// Lifetime; `exp - iat` at most [`MAX_LIFETIME`], or [`MAX_LONG_LIVED_LIFETIME`]
+    /// when every scope entry is a GET on a [`LONG_LIVED_RESOURCES`] resource.
     pub lifetime: Lifetime,
 }
 
 #[derive(Serialize)]
-struct Claims<'a> {
+struct ConnectClaims<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<&'a IssuerId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,22 +136,38 @@ struct Claims<'a> {
     scope: &'a [Scope],
 }
 
-impl ConnectToken {
-    /// The token's `iat` and `exp` if signed at `now`; an error if the lifetime
-    /// breaks the API's limit. Lets a caller check a request before logging in.
-    pub fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        self.lifetime
-            .times(now, "App Store Connect API", MAX_LIFETIME)
+const CONNECT_API: &str = "App Store Connect API";
+
+impl AppleToken for ConnectToken {
+    fn times(&self, now: SystemTime) -> Result<Times, Error> {
+        let lifetime = self.lifetime.ttl.saturating_add(self.lifetime.skew);
+        if lifetime <= MAX_LIFETIME || self.scope.is_empty() {
+            return self.lifetime.times(now, CONNECT_API, MAX_LIFETIME);
+        }
+        if let Some((scope, reason)) = self
+            .scope
+            .iter()
+            .find_map(|s| s.long_lived_refusal().map(|r| (s, r)))
+        {
+            return Err(Error::LongLivedScope {
+                scope: scope.0.clone(),
+                reason,
+            });
+        }
+        self.lifetime.times(
+            now,
+            "long-lived App Store Connect API",
+            MAX_LONG_LIVED_LIFETIME,
+        )
     }
 
-    /// Builds the claims and has `signer` sign them.
-    pub fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
+    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
         let times = self.times(now)?;
         let (iss, sub) = match &self.issuer {
             Issuer::Team(id) => (Some(id), None),
             Issuer::Individual => (None, Some("user")),
         };
-        let claims = Claims {
+        let claims = ConnectClaims {
             iss,
             sub,
             iat: times.iat,
@@ -92,7 +175,47 @@ impl ConnectToken {
             aud: AUD_APP_STORE_CONNECT,
             scope: &self.scope,
         };
-        sign_jwt(signer, &claims, times)
+        sign_jwt(signer, HeaderStyle::Jwt, &claims, times)
+    }
+}
+
+/// An Enterprise Program API token request.
+#[derive(Debug, Clone)]
+pub struct EnterpriseToken {
+    /// The issuer ID.
+    pub issuer: IssuerId,
+    /// Optional scope.
+    pub scope: Vec<Scope>,
+    /// Lifetime; `exp - iat` at most [`MAX_ENTERPRISE_LIFETIME`].
+    pub lifetime: Lifetime,
+}
+
+#[derive(Serialize)]
+struct EnterpriseClaims<'a> {
+    iss: &'a IssuerId,
+    iat: u64,
+    exp: u64,
+    aud: &'static str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    scope: &'a [Scope],
+}
+
+impl AppleToken for EnterpriseToken {
+    fn times(&self, now: SystemTime) -> Result<Times, Error> {
+        self.lifetime
+            .times(now, "Enterprise Program API", MAX_ENTERPRISE_LIFETIME)
+    }
+
+    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
+        let times = self.times(now)?;
+        let claims = EnterpriseClaims {
+            iss: &self.issuer,
+            iat: times.iat,
+            exp: times.exp,
+            aud: AUD_ENTERPRISE,
+            scope: &self.scope,
+        };
+        sign_jwt(signer, HeaderStyle::Jwt, &claims, times)
     }
 }
 
@@ -167,5 +290,78 @@ mod tests {
         ] {
             assert!(bad.parse::<Scope>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    fn long_lived(scope: &[&str], ttl: u64) -> Result<Times, Error> {
+        ConnectToken {
+            issuer: Issuer::Individual,
+            scope: scope.iter().map(|s| s.parse().unwrap()).collect(),
+            lifetime: Lifetime { ttl, skew: 60 },
+        }
+        .times(now())
+    }
+
+    #[test]
+    fn long_lived_tokens_need_get_scopes_on_listed_resources() {
+        let month = 30 * 24 * 3600;
+        let ok = long_lived(
+            &["GET /v1/ciProducts", "GET /v1/apps/1/perfPowerMetrics"],
+            month,
+        )
+        .unwrap();
+        assert_eq!(ok.exp - ok.iat, month + 60);
+        assert!(long_lived(
+            &["GET /v1/ciWorkflows/9?limit=5"],
+            MAX_LONG_LIVED_LIFETIME - 60
+        )
+        .is_ok());
+        let refused = |scope: &[&str], ttl| match long_lived(scope, ttl) {
+            Err(Error::LongLivedScope { scope, reason }) => format!("{scope}: {reason}"),
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            long_lived(&[], month),
+            Err(Error::LifetimeTooLong { limit: 1200, .. })
+        ));
+        assert_eq!(
+            refused(&["GET /v1/ciProducts", "POST /v1/ciBuildRuns"], month),
+            "POST /v1/ciBuildRuns: POST is not GET"
+        );
+        assert_eq!(
+            refused(&["GET /v1/apps"], month),
+            "GET /v1/apps: apps is not a resource that allows long-lived tokens"
+        );
+        assert!(matches!(
+            long_lived(&["GET /v1/ciProducts"], MAX_LONG_LIVED_LIFETIME),
+            Err(Error::LifetimeTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn enterprise_token_has_its_own_aud_and_no_long_lived_exception() {
+        let request = |ttl| EnterpriseToken {
+            issuer: "57246542-96fe-1a63-e053-0824d011072a".parse().unwrap(),
+            scope: vec![],
+            lifetime: Lifetime { ttl, skew: 60 },
+        };
+        let (header, claims) = parts(
+            &request(600)
+                .sign(&MemorySigner::new(), now())
+                .unwrap()
+                .token,
+        );
+        assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
+        assert_eq!(
+            claims,
+            format!(
+                r#"{{"iss":"57246542-96fe-1a63-e053-0824d011072a","iat":{},"exp":{},"aud":"apple-developer-enterprise-v1"}}"#,
+                NOW - 60,
+                NOW + 600
+            )
+        );
+        assert!(matches!(
+            request(1141).times(now()),
+            Err(Error::LifetimeTooLong { limit: 1200, .. })
+        ));
     }
 }

@@ -1,10 +1,15 @@
 //! Apple's token kinds: claim sets and lifetime rules. Pure: no PKCS#11, no I/O.
 //!
-//! Each kind is a struct describing *what* to sign; its `sign` method takes any
-//! [`Es256Signer`](crate::Es256Signer) and the current time.
+//! Each kind is a struct describing *what* to sign; [`AppleToken::sign`] takes any
+//! [`Es256Signer`](crate::Es256Signer) and the current time. Every rule is checked before
+//! the signer is asked for anything, so a token Apple would reject is never signed.
 
+pub mod check;
 pub mod connect;
+pub mod developer;
+pub mod metadata;
 pub mod server;
+pub mod storekit;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,8 +18,23 @@ use serde::Serialize;
 use crate::jws::{self, Header};
 use crate::{Error, Es256Signer, KeyId};
 
-/// The `aud` of App Store Connect API and App Store Server API tokens.
+/// The `aud` of App Store Connect API and App Store Server API family tokens.
 pub const AUD_APP_STORE_CONNECT: &str = "appstoreconnect-v1";
+/// The `aud` of Enterprise Program API tokens.
+pub const AUD_ENTERPRISE: &str = "apple-developer-enterprise-v1";
+/// The `aud` of Sign in with Apple client secrets.
+pub const AUD_SIGN_IN_WITH_APPLE: &str = "https://appleid.apple.com";
+
+/// A token Apple accepts, described by its claims and lifetime.
+pub trait AppleToken {
+    /// The token's `iat` and `exp` if signed at `now`, or the rule the request breaks.
+    /// Signing checks the same; calling it first lets a caller refuse a request before
+    /// logging in to a token.
+    fn times(&self, now: SystemTime) -> Result<Times, Error>;
+
+    /// Checks the request and has `signer` sign it.
+    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error>;
+}
 
 /// When a token starts and ends: `iat = now - skew`, `exp = now + ttl`.
 ///
@@ -34,7 +54,8 @@ impl Default for Lifetime {
     }
 }
 
-/// A token's `iat` and `exp`, UNIX seconds.
+/// A token's `iat` and `exp`, UNIX seconds. For kinds without an `exp` claim (APNs,
+/// DeviceCheck), `exp` is when Apple stops accepting the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Times {
     /// Issued at.
@@ -58,16 +79,20 @@ impl Lifetime {
                 limit,
             });
         }
-        let now = now
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| Error::Clock)?
-            .as_secs();
-        let iat = now.checked_sub(self.skew).ok_or(Error::Clock)?;
+        let iat = unix(now)?.checked_sub(self.skew).ok_or(Error::Clock)?;
         Ok(Times {
             iat,
-            exp: now + self.ttl,
+            exp: iat + self.skew + self.ttl,
         })
     }
+}
+
+/// Seconds since the UNIX epoch.
+pub(crate) fn unix(now: SystemTime) -> Result<u64, Error> {
+    Ok(now
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| Error::Clock)?
+        .as_secs())
 }
 
 /// A signed token and what it is good for.
@@ -79,18 +104,39 @@ pub struct SignedToken {
     pub key_id: KeyId,
     /// `iat`, UNIX seconds.
     pub issued_at: u64,
-    /// `exp`, UNIX seconds.
+    /// `exp`, UNIX seconds (for APNs and DeviceCheck: when Apple stops accepting it).
     pub expires_at: u64,
 }
 
-/// Signs a `{"alg":"ES256","kid":…,"typ":"JWT"}` token with `claims`.
-fn sign_jwt<C: Serialize>(
+/// Which JOSE header a kind uses besides `alg` and `kid`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HeaderStyle<'a> {
+    /// `typ: "JWT"`.
+    Jwt,
+    /// `alg` and `kid` only.
+    Plain,
+    /// WeatherKit: `id: "<TeamID>.<ServiceID>"`.
+    WithId(&'a str),
+}
+
+/// Signs `claims` under the header `style` and wraps the result.
+pub(crate) fn sign_jwt<C: Serialize>(
     signer: &dyn Es256Signer,
+    style: HeaderStyle<'_>,
     claims: &C,
     times: Times,
 ) -> Result<SignedToken, Error> {
     let key_id = signer.key_id().clone();
-    let token = jws::sign(signer, &Header::jwt(key_id.as_str()), claims)?;
+    let mut header = Header::jwt(key_id.as_str());
+    match style {
+        HeaderStyle::Jwt => {}
+        HeaderStyle::Plain => header.typ = None,
+        HeaderStyle::WithId(id) => {
+            header.typ = None;
+            header.id = Some(id);
+        }
+    }
+    let token = jws::sign(signer, &header, claims)?;
     Ok(SignedToken {
         token,
         key_id,
@@ -138,11 +184,8 @@ pub(crate) mod tests {
             ttl: 1140,
             skew: 60,
         };
-        assert_eq!(
-            at_limit.times(now(), "x", 1200).unwrap().exp
-                - at_limit.times(now(), "x", 1200).unwrap().iat,
-            1200
-        );
+        let times = at_limit.times(now(), "x", 1200).unwrap();
+        assert_eq!(times.exp - times.iat, 1200);
         let over = Lifetime {
             ttl: 1141,
             skew: 60,

@@ -1,18 +1,50 @@
-//! App Store Server API tokens (In-App Purchase keys).
+//! App Store Server API family tokens (In-App Purchase keys): the App Store Server API,
+//! External Purchase Server API, Advanced Commerce API and Retention Messaging API share
+//! one claim set and limit.
 
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::{sign_jwt, Lifetime, SignedToken, Times, AUD_APP_STORE_CONNECT};
+use super::{
+    sign_jwt, AppleToken, HeaderStyle, Lifetime, SignedToken, Times, AUD_APP_STORE_CONNECT,
+};
 use crate::{BundleId, Error, Es256Signer, IssuerId};
 
-/// The most an App Store Server API token may live, `exp - iat`, in seconds.
+/// The most a token of this family may live, `exp - iat`, in seconds.
 pub const MAX_LIFETIME: u64 = 60 * 60;
 
-/// An App Store Server API token request.
+/// Which API of the family the token is for (the claims are the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerApi {
+    /// App Store Server API.
+    #[default]
+    AppStoreServer,
+    /// External Purchase Server API.
+    ExternalPurchase,
+    /// Advanced Commerce API (server calls).
+    AdvancedCommerce,
+    /// Retention Messaging API.
+    RetentionMessaging,
+}
+
+impl ServerApi {
+    /// The API's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerApi::AppStoreServer => "App Store Server API",
+            ServerApi::ExternalPurchase => "External Purchase Server API",
+            ServerApi::AdvancedCommerce => "Advanced Commerce API",
+            ServerApi::RetentionMessaging => "Retention Messaging API",
+        }
+    }
+}
+
+/// An App Store Server API family token request.
 #[derive(Debug, Clone)]
 pub struct ServerToken {
+    /// Which API.
+    pub api: ServerApi,
     /// The issuer ID from App Store Connect's In-App Purchase keys page.
     pub issuer: IssuerId,
     /// The app's bundle ID (`bid`).
@@ -30,16 +62,12 @@ struct Claims<'a> {
     bid: &'a BundleId,
 }
 
-impl ServerToken {
-    /// The token's `iat` and `exp` if signed at `now`; an error if the lifetime
-    /// breaks the API's limit. Lets a caller check a request before logging in.
-    pub fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        self.lifetime
-            .times(now, "App Store Server API", MAX_LIFETIME)
+impl AppleToken for ServerToken {
+    fn times(&self, now: SystemTime) -> Result<Times, Error> {
+        self.lifetime.times(now, self.api.name(), MAX_LIFETIME)
     }
 
-    /// Builds the claims and has `signer` sign them.
-    pub fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
+    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
         let times = self.times(now)?;
         let claims = Claims {
             iss: &self.issuer,
@@ -48,7 +76,7 @@ impl ServerToken {
             aud: AUD_APP_STORE_CONNECT,
             bid: &self.bundle_id,
         };
-        sign_jwt(signer, &claims, times)
+        sign_jwt(signer, HeaderStyle::Jwt, &claims, times)
     }
 }
 
@@ -58,8 +86,9 @@ mod tests {
     use crate::apple::tests::{now, parts, NOW};
     use crate::jws::tests::MemorySigner;
 
-    fn request(ttl: u64) -> ServerToken {
+    fn request(api: ServerApi, ttl: u64) -> ServerToken {
         ServerToken {
+            api,
             issuer: "57246542-96fe-1a63-e053-0824d011072a".parse().unwrap(),
             bundle_id: "com.example.app".parse().unwrap(),
             lifetime: Lifetime { ttl, skew: 60 },
@@ -67,30 +96,40 @@ mod tests {
     }
 
     #[test]
-    fn server_token_has_iss_iat_exp_aud_bid() {
-        let (header, claims) = parts(
-            &request(600)
-                .sign(&MemorySigner::new(), now())
-                .unwrap()
-                .token,
-        );
-        assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
-        assert_eq!(
-            claims,
-            format!(
-                r#"{{"iss":"57246542-96fe-1a63-e053-0824d011072a","iat":{},"exp":{},"aud":"appstoreconnect-v1","bid":"com.example.app"}}"#,
-                NOW - 60,
-                NOW + 600
-            )
-        );
+    fn every_api_of_the_family_has_iss_iat_exp_aud_bid() {
+        for api in [
+            ServerApi::AppStoreServer,
+            ServerApi::ExternalPurchase,
+            ServerApi::AdvancedCommerce,
+            ServerApi::RetentionMessaging,
+        ] {
+            let signed = request(api, 600).sign(&MemorySigner::new(), now()).unwrap();
+            let (header, claims) = parts(&signed.token);
+            assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
+            assert_eq!(
+                claims,
+                format!(
+                    r#"{{"iss":"57246542-96fe-1a63-e053-0824d011072a","iat":{},"exp":{},"aud":"appstoreconnect-v1","bid":"com.example.app"}}"#,
+                    NOW - 60,
+                    NOW + 600
+                )
+            );
+        }
     }
 
     #[test]
     fn lifetime_limit_is_an_hour_including_the_backdate() {
-        assert!(request(3540).sign(&MemorySigner::new(), now()).is_ok());
-        assert!(matches!(
-            request(3541).sign(&MemorySigner::new(), now()),
-            Err(Error::LifetimeTooLong { limit: 3600, .. })
-        ));
+        assert!(request(ServerApi::AppStoreServer, 3540)
+            .times(now())
+            .is_ok());
+        match request(ServerApi::RetentionMessaging, 3541).times(now()) {
+            Err(e @ Error::LifetimeTooLong { limit: 3600, .. }) => {
+                assert!(
+                    e.to_string().starts_with("Retention Messaging API tokens"),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use p8hsm::apple::connect::Scope;
-use p8hsm::{BundleId, IssuerId, KeyId};
+use p8hsm::apple::metadata::KeyKind;
+use p8hsm::apple::storekit::Nonce;
+use p8hsm::{
+    BundleId, ClientId, IssuerId, KeyId, OfferId, Origin, ProductId, ServiceId, TeamId,
+    TransactionId,
+};
 
 /// Sign Apple API tokens with a .p8 key kept inside a PKCS#11 token.
 #[derive(Debug, Parser)]
@@ -55,7 +60,7 @@ pub enum Command {
         #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
         key_id: KeyId,
     },
-    /// Destroy a key's private and public objects on the token
+    /// Destroy a key's private and public objects (and its metadata) on the token
     Delete {
         /// Apple key ID
         #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
@@ -64,9 +69,14 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Sign an Apple API token with a key on the token
+    /// Sign an Apple API token (JWT) with a key on the token
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make a StoreKit signature with an In-App Purchase key on the token
+    #[command(subcommand)]
+    Sign(SignCommand),
+    /// List every reason Apple would reject a token
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,42 +90,44 @@ pub struct ImportArgs {
     /// CKA_LABEL of the objects [default: the key ID]
     #[arg(long, value_name = "L")]
     pub label: Option<String>,
+    /// Record what the key is for: connect, connect-individual, in-app-purchase,
+    /// enterprise or developer
+    #[arg(long, value_name = "KIND", value_parser = parse::<KeyKind>)]
+    pub kind: Option<KeyKind>,
+    /// Record the key's issuer ID (connect, in-app-purchase and enterprise keys)
+    #[arg(long, value_name = "UUID", value_parser = parse::<IssuerId>, requires = "kind")]
+    pub issuer: Option<IssuerId>,
+    /// Record the key's Team ID (developer keys)
+    #[arg(long, value_name = "ID", value_parser = parse::<TeamId>, requires = "kind")]
+    pub team_id: Option<TeamId>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// App Store Connect API token (team or individual key)
+    /// App Store Connect API (team or individual key)
     Connect(ConnectArgs),
-    /// App Store Server API token (In-App Purchase key)
-    Server(ServerArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ConnectArgs {
-    #[command(flatten)]
-    pub common: TokenArgs,
-    /// Issuer ID of a team key (a UUID)
-    #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>,
-          required_unless_present = "individual", conflicts_with = "individual")]
-    pub issuer: Option<IssuerId>,
-    /// The key is an individual key: the token carries sub "user" instead of iss
-    #[arg(long)]
-    pub individual: bool,
-    /// Limit the token to a request, e.g. "GET /v1/apps" (repeatable)
-    #[arg(long, value_name = "\"METHOD /path\"", value_parser = parse::<Scope>)]
-    pub scope: Vec<Scope>,
-}
-
-#[derive(Debug, Args)]
-pub struct ServerArgs {
-    #[command(flatten)]
-    pub common: TokenArgs,
-    /// Issuer ID (a UUID)
-    #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>)]
-    pub issuer: IssuerId,
-    /// The app's bundle ID (claim bid)
-    #[arg(long, value_name = "BUNDLE", value_parser = parse::<BundleId>)]
-    pub bundle_id: BundleId,
+    /// App Store Server API (In-App Purchase key)
+    Server(InAppPurchaseArgs),
+    /// External Purchase Server API (In-App Purchase key)
+    ExternalPurchase(InAppPurchaseArgs),
+    /// Advanced Commerce API server calls (In-App Purchase key)
+    AdvancedCommerce(InAppPurchaseArgs),
+    /// Retention Messaging API (In-App Purchase key)
+    RetentionMessaging(InAppPurchaseArgs),
+    /// Enterprise Program API
+    Enterprise(EnterpriseArgs),
+    /// APNs provider token (no exp; Apple accepts it for an hour)
+    Apns(TeamArgs),
+    /// DeviceCheck / App Attest server token (no exp; accepted for an hour)
+    Devicecheck(TeamArgs),
+    /// Sign in with Apple client secret
+    SignInWithApple(SignInWithAppleArgs),
+    /// MusicKit developer token
+    Musickit(MusicKitArgs),
+    /// WeatherKit REST API token
+    Weatherkit(WeatherKitArgs),
+    /// MapKit JS or Maps Server API token
+    Mapkit(MapKitArgs),
 }
 
 /// Options every token kind shares.
@@ -124,13 +136,221 @@ pub struct TokenArgs {
     /// Apple key ID of the signing key
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
     pub key_id: KeyId,
-    /// Seconds from now until exp
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub ttl: u64,
+    /// Seconds from now until exp [default: 600; 3600 for Sign in with Apple, WeatherKit
+    /// and MapKit; 86400 for MusicKit]
+    #[arg(long, value_name = "SECONDS")]
+    pub ttl: Option<u64>,
     /// Seconds iat is backdated, for clocks slightly ahead of Apple's; exp - iat = ttl + skew
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub skew: u64,
     /// Print {"token","key_id","issued_at","expires_at"} as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: TokenArgs,
+    /// Issuer ID of a team key (a UUID) [default: recorded with the key]
+    #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>,
+          conflicts_with = "individual")]
+    pub issuer: Option<IssuerId>,
+    /// The key is an individual key: the token carries sub "user" instead of iss
+    #[arg(long)]
+    pub individual: bool,
+    /// Limit the token to a request, e.g. "GET /v1/apps" (repeatable); a token living over
+    /// 20 minutes needs scopes that are all GETs on resources allowing long-lived tokens
+    #[arg(long, value_name = "\"METHOD /path\"", value_parser = parse::<Scope>)]
+    pub scope: Vec<Scope>,
+}
+
+#[derive(Debug, Args)]
+pub struct InAppPurchaseArgs {
+    #[command(flatten)]
+    pub common: TokenArgs,
+    /// Issuer ID (a UUID) [default: recorded with the key]
+    #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>)]
+    pub issuer: Option<IssuerId>,
+    /// The app's bundle ID (claim bid)
+    #[arg(long, value_name = "BUNDLE", value_parser = parse::<BundleId>)]
+    pub bundle_id: BundleId,
+}
+
+#[derive(Debug, Args)]
+pub struct EnterpriseArgs {
+    #[command(flatten)]
+    pub common: TokenArgs,
+    /// Issuer ID (a UUID) [default: recorded with the key]
+    #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>)]
+    pub issuer: Option<IssuerId>,
+    /// Limit the token to a request (repeatable)
+    #[arg(long, value_name = "\"METHOD /path\"", value_parser = parse::<Scope>)]
+    pub scope: Vec<Scope>,
+}
+
+#[derive(Debug, Args)]
+pub struct TeamArgs {
+    #[command(flatten)]
+    pub common: TokenArgs,
+    /// Team ID (claim iss) [default: recorded with the key]
+    #[arg(long, env = "P8HSM_TEAM_ID", value_name = "ID", value_parser = parse::<TeamId>)]
+    pub team_id: Option<TeamId>,
+}
+
+#[derive(Debug, Args)]
+pub struct SignInWithAppleArgs {
+    #[command(flatten)]
+    pub team: TeamArgs,
+    /// Client ID (claim sub): the App ID or Services ID, case-sensitive
+    #[arg(long, value_name = "ID", value_parser = parse::<ClientId>)]
+    pub client_id: ClientId,
+}
+
+#[derive(Debug, Args)]
+pub struct MusicKitArgs {
+    #[command(flatten)]
+    pub team: TeamArgs,
+    /// Limit the token to an origin (repeatable)
+    #[arg(long, value_name = "ORIGIN", value_parser = parse::<Origin>)]
+    pub origin: Vec<Origin>,
+}
+
+#[derive(Debug, Args)]
+pub struct WeatherKitArgs {
+    #[command(flatten)]
+    pub team: TeamArgs,
+    /// WeatherKit Service ID (claim sub; header id = <TeamID>.<ServiceID>)
+    #[arg(long, value_name = "ID", value_parser = parse::<ServiceId>)]
+    pub service_id: ServiceId,
+}
+
+#[derive(Debug, Args)]
+pub struct MapKitArgs {
+    #[command(flatten)]
+    pub team: TeamArgs,
+    /// Limit the token to an origin (required with --mapkit-js)
+    #[arg(long, value_name = "ORIGIN", value_parser = parse::<Origin>)]
+    pub origin: Option<Origin>,
+    /// A dynamically signed MapKit JS token (adds scope "mapkit_js")
+    #[arg(long)]
+    pub mapkit_js: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SignCommand {
+    /// Promotional offer signature (V2 JWS)
+    PromoOffer(PromoOfferArgs),
+    /// Introductory-offer eligibility signature (JWS)
+    IntroOfferEligibility(IntroOfferArgs),
+    /// Advanced Commerce in-app request signature (JWS)
+    AdvancedCommerceRequest(AdvancedCommerceArgs),
+    /// Legacy (StoreKit 1) promotional offer signature: DER, base64
+    PromoOfferLegacy(LegacyOfferArgs),
+}
+
+/// Options every StoreKit JWS shares.
+#[derive(Debug, Args)]
+pub struct StoreKitArgs {
+    /// Apple key ID of the In-App Purchase key
+    #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
+    pub key_id: KeyId,
+    /// Issuer ID (a UUID) [default: recorded with the key]
+    #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>)]
+    pub issuer: Option<IssuerId>,
+    /// The app's bundle ID (claim bid)
+    #[arg(long, value_name = "BUNDLE", value_parser = parse::<BundleId>)]
+    pub bundle_id: BundleId,
+    /// The one-time nonce, a UUID [default: a fresh random one]
+    #[arg(long, value_name = "UUID", value_parser = parse::<Nonce>)]
+    pub nonce: Option<Nonce>,
+    /// Print {"token","key_id","nonce","issued_at"} as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoOfferArgs {
+    #[command(flatten)]
+    pub common: StoreKitArgs,
+    /// Product ID of the subscription
+    #[arg(long, value_name = "ID", value_parser = parse::<ProductId>)]
+    pub product_id: ProductId,
+    /// Identifier of the promotional offer
+    #[arg(long, value_name = "ID", value_parser = parse::<OfferId>)]
+    pub offer_id: OfferId,
+    /// The customer's transaction ID (recommended)
+    #[arg(long, value_name = "ID", value_parser = parse::<TransactionId>)]
+    pub transaction_id: Option<TransactionId>,
+}
+
+#[derive(Debug, Args)]
+pub struct IntroOfferArgs {
+    #[command(flatten)]
+    pub common: StoreKitArgs,
+    /// Product ID of the subscription
+    #[arg(long, value_name = "ID", value_parser = parse::<ProductId>)]
+    pub product_id: ProductId,
+    /// Whether the customer may have the introductory offer
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    pub allow_intro_offer: bool,
+    /// The customer's transaction ID
+    #[arg(long, value_name = "ID", value_parser = parse::<TransactionId>)]
+    pub transaction_id: TransactionId,
+}
+
+#[derive(Debug, Args)]
+pub struct AdvancedCommerceArgs {
+    #[command(flatten)]
+    pub common: StoreKitArgs,
+    /// The JSON request body, from a file or - for standard input
+    #[arg(long, value_name = "FILE|-")]
+    pub request_file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LegacyOfferArgs {
+    /// Apple key ID of the In-App Purchase key
+    #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
+    pub key_id: KeyId,
+    /// The app's bundle ID
+    #[arg(long, value_name = "BUNDLE", value_parser = parse::<BundleId>)]
+    pub bundle_id: BundleId,
+    /// Product ID of the subscription
+    #[arg(long, value_name = "ID", value_parser = parse::<ProductId>)]
+    pub product_id: ProductId,
+    /// Identifier of the promotional offer
+    #[arg(long, value_name = "ID", value_parser = parse::<OfferId>)]
+    pub offer_id: OfferId,
+    /// The app account token / application username (lower-cased) [default: empty]
+    #[arg(long, value_name = "TOKEN", default_value = "")]
+    pub app_account_token: String,
+    /// The one-time nonce, a UUID [default: a fresh random one]
+    #[arg(long, value_name = "UUID", value_parser = parse::<Nonce>)]
+    pub nonce: Option<Nonce>,
+    /// UNIX time in milliseconds [default: now]
+    #[arg(long, value_name = "MS")]
+    pub timestamp: Option<u64>,
+    /// Print {"signature","key_id","nonce","timestamp"} as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The token, or - to read it from standard input
+    #[arg(value_name = "JWT|-")]
+    pub token: String,
+    /// Which API the token is for, where its aud is shared [default: from aud and claims]
+    #[arg(long, value_name = "KIND", value_parser = parse::<p8hsm::apple::check::Kind>)]
+    pub kind: Option<p8hsm::apple::check::Kind>,
+    /// Also verify the signature with this key's public key on the token
+    #[arg(long, value_name = "ID", value_parser = parse::<KeyId>, conflicts_with = "pubkey")]
+    pub key_id: Option<KeyId>,
+    /// Also verify the signature with the public key in this PEM file
+    #[arg(long, value_name = "FILE")]
+    pub pubkey: Option<PathBuf>,
+    /// Print the findings as JSON
     #[arg(long)]
     pub json: bool,
 }

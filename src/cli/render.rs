@@ -26,6 +26,10 @@ pub mod code {
     pub const KEY_EXISTS: u8 = 7;
     /// Import check failed (the created objects were destroyed).
     pub const IMPORT_CHECK: u8 = 8;
+    /// `check` found reasons Apple would reject the token.
+    pub const FINDINGS: u8 = 9;
+    /// The key's recorded kind or identity contradicts the command.
+    pub const KEY_KIND: u8 = 10;
 }
 
 /// Prints the failure to stderr and returns its exit code.
@@ -33,6 +37,14 @@ pub fn error(failure: &Failure) -> ExitCode {
     let (message, hint, status) = match failure {
         Failure::P8hsm(e) => (e.to_string(), hint(e), exit_code(e)),
         Failure::Usage(message) => (message.clone(), None, code::USAGE),
+        Failure::Findings(n) => (
+            format!(
+                "Apple would reject this token: {n} problem{} listed above",
+                if *n == 1 { "" } else { "s" }
+            ),
+            None,
+            code::FINDINGS,
+        ),
         Failure::Output(e) => (format!("cannot write the result: {e}"), None, code::FAILURE),
     };
     eprintln!("error: {message}");
@@ -46,14 +58,22 @@ fn exit_code(e: &Error) -> u8 {
     use Error::*;
     match e {
         KeyFile(_)
-        | KeyFileUnreadable { .. }
+        | FileUnreadable { .. }
         | KeyIdMismatch { .. }
         | KeyIdUnknown
         | InvalidId { .. }
         | InvalidLabel { .. }
         | InvalidScope { .. }
         | LifetimeTooLong { .. }
+        | LongLivedScope { .. }
+        | SkewTooLarge { .. }
+        | MissingInput { .. }
+        | InvalidRequest { .. }
+        | InvalidMetadata(_)
         | LifetimeZero => code::INPUT,
+        KeyKindMismatch { .. } | MetadataContradiction { .. } | MetadataUnreadable { .. } => {
+            code::KEY_KIND
+        }
         PinSource { .. } | PinIncorrect | PinLocked => code::PIN,
         NoModule { .. }
         | ModuleNotFound { .. }
@@ -84,6 +104,16 @@ fn hint(e: &Error) -> Option<String> {
         KeyIdMismatch { .. } => {
             "hint: Apple names the file after the key ID; drop --key-id or check the file".to_owned()
         }
+        LifetimeTooLong {
+            limit: 1200,
+            skew,
+            api: "App Store Connect API",
+            ..
+        } if *skew < 1200 => format!(
+            "hint: use --ttl {} or less with --skew {skew}; only tokens whose --scope entries are all \
+             GETs on resources Apple allows may live longer",
+            1200 - skew
+        ),
         LifetimeTooLong { limit, skew, .. } if limit > skew => format!(
             "hint: use --ttl {} or less with --skew {skew}, or lower --skew",
             limit - skew
@@ -112,6 +142,15 @@ fn hint(e: &Error) -> Option<String> {
             .to_owned(),
         ImportLeftObjects { key_id, .. } => {
             format!("hint: remove what is left with `p8hsm delete --key-id {key_id} --yes`")
+        }
+        LongLivedScope { .. } => "hint: tokens over 20 minutes need --scope entries that are all GET requests \
+             on resources Apple lists for long-lived tokens (e.g. GET /v1/ciProducts)"
+            .to_owned(),
+        KeyKindMismatch { .. } => "hint: use the key Apple issued for this API; \
+             `p8hsm keys` shows what each key is recorded as"
+            .to_owned(),
+        MetadataContradiction { what, .. } => {
+            format!("hint: omit {what} to use the recorded value, or use the key it belongs to")
         }
         PublicKeyMissing { .. } => {
             "hint: this token keeps no public object for the key; use the public key Apple shows".to_owned()

@@ -4,15 +4,28 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use p256::pkcs8::{EncodePublicKey, LineEnding};
-use p8hsm::apple::connect::{ConnectToken, Issuer};
-use p8hsm::apple::server::ServerToken;
-use p8hsm::apple::{Lifetime, SignedToken, Times};
+use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
+use p8hsm::apple::check::{self, Finding};
+use p8hsm::apple::connect::{ConnectToken, EnterpriseToken, Issuer};
+use p8hsm::apple::developer::{
+    MapKitToken, MusicKitToken, ProviderService, ProviderToken, SignInWithAppleToken,
+    WeatherKitToken,
+};
+use p8hsm::apple::metadata::{KeyKind, KeyMetadata};
+use p8hsm::apple::server::{ServerApi, ServerToken};
+use p8hsm::apple::storekit::{
+    AdvancedCommerceRequest, LegacyPromotionalOffer, StoreKitRequest, StoreKitSignature,
+};
+use p8hsm::apple::{AppleToken, Lifetime};
 use p8hsm::p8::MAX_KEY_FILE_BYTES;
-use p8hsm::{pkcs11, Error, Es256Signer, KeyId, P8Key, PinSource, Token};
+use p8hsm::{pkcs11, Error, IssuerId, KeyId, P8Key, PinSource, TeamId, Token};
+use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::args::{Cli, Command, ImportArgs, TokenArgs, TokenCommand};
+use super::args::{
+    CheckArgs, Cli, Command, ImportArgs, SignCommand, StoreKitArgs, TeamArgs, TokenArgs,
+    TokenCommand,
+};
 
 /// A failure of the command, or of writing its result.
 pub enum Failure {
@@ -20,6 +33,8 @@ pub enum Failure {
     P8hsm(Error),
     /// The command was used wrongly in a way clap cannot see.
     Usage(String),
+    /// `check` found reasons Apple would reject the token.
+    Findings(usize),
     /// stdout could not be written.
     Output(io::Error),
 }
@@ -29,6 +44,9 @@ impl From<Error> for Failure {
         Failure::P8hsm(e)
     }
 }
+
+/// Opens the token the global options name; each command does this at most once.
+type Open<'a> = &'a dyn Fn() -> Result<Token, Error>;
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let open = || -> Result<Token, Error> {
@@ -40,23 +58,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Token::open(&module, &cli.token, &pin)
     };
     match &cli.command {
-        Command::Import(args) => {
-            // Read and check the key before touching the token: bad input writes nothing.
-            let (key, key_id) = read_key(args)?;
-            let imported = open()?.import(&key, &key_id, args.label.as_deref())?;
-            print(&format!(
-                "key_id       {}\nlabel        {}\nfingerprint  {}\n",
-                imported.key_id, imported.label, imported.fingerprint
-            ))
-        }
-        Command::Keys { json } => {
-            let keys = open()?.keys()?;
-            if *json {
-                print(&json_line(&keys)?)
-            } else {
-                print(&keys_table(&keys))
-            }
-        }
+        Command::Import(args) => import(args, &open),
+        Command::Keys { json } => keys(*json, &open),
         Command::Pubkey { key_id } => {
             let public = open()?.public_key(key_id)?;
             let pem = public
@@ -74,74 +77,446 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             eprintln!("deleted key {key_id}");
             Ok(())
         }
-        Command::Token(kind) => {
-            let (common, request) = match kind {
-                TokenCommand::Connect(args) => (
-                    &args.common,
-                    Request::Connect(ConnectToken {
-                        issuer: match &args.issuer {
-                            Some(id) => Issuer::Team(id.clone()),
-                            None => Issuer::Individual,
-                        },
-                        scope: args.scope.clone(),
-                        lifetime: lifetime(&args.common),
-                    }),
-                ),
-                TokenCommand::Server(args) => (
-                    &args.common,
-                    Request::Server(ServerToken {
-                        issuer: args.issuer.clone(),
-                        bundle_id: args.bundle_id.clone(),
-                        lifetime: lifetime(&args.common),
-                    }),
-                ),
+        Command::Token(kind) => token(kind, &open),
+        Command::Sign(kind) => sign(kind, &open),
+        Command::Check(args) => check(args, &open),
+    }
+}
+
+fn import(args: &ImportArgs, open: Open) -> Result<(), Failure> {
+    // Read and check everything before touching the token: bad input writes nothing.
+    let (key, key_id) = read_key(args)?;
+    let metadata = match args.kind {
+        Some(kind) => Some(KeyMetadata::new(
+            kind,
+            args.issuer.clone(),
+            args.team_id.clone(),
+        )?),
+        None => None,
+    };
+    let imported = open()?.import(
+        &key,
+        &key_id,
+        args.label.as_deref(),
+        metadata.as_ref().map(KeyMetadata::to_bytes).as_deref(),
+    )?;
+    let mut out = format!(
+        "key_id       {}\nlabel        {}\nfingerprint  {}\n",
+        imported.key_id, imported.label, imported.fingerprint
+    );
+    if let Some(meta) = metadata {
+        out.push_str(&format!("kind         {}\n", meta.kind));
+        if let Some(issuer) = meta.issuer {
+            out.push_str(&format!("issuer       {issuer}\n"));
+        }
+        if let Some(team_id) = meta.team_id {
+            out.push_str(&format!("team_id      {team_id}\n"));
+        }
+    }
+    print(&out)
+}
+
+/// One row of `keys`: what the token reports plus the recorded metadata.
+#[derive(Serialize)]
+struct KeyRow {
+    #[serde(flatten)]
+    info: pkcs11::KeyInfo,
+    kind: Option<KeyKind>,
+    issuer: Option<IssuerId>,
+    team_id: Option<TeamId>,
+}
+
+fn keys(json: bool, open: Open) -> Result<(), Failure> {
+    let rows: Vec<KeyRow> = open()?
+        .keys()?
+        .into_iter()
+        .map(|info| {
+            let meta = info.metadata.as_deref().and_then(|bytes| {
+                let key_id = info.id.parse::<KeyId>().ok()?;
+                KeyMetadata::from_bytes(&key_id, bytes)
+                    .map_err(|e| eprintln!("warning: {e}"))
+                    .ok()
+            });
+            KeyRow {
+                kind: meta.as_ref().map(|m| m.kind),
+                issuer: meta.as_ref().and_then(|m| m.issuer.clone()),
+                team_id: meta.and_then(|m| m.team_id),
+                info,
+            }
+        })
+        .collect();
+    if json {
+        return print(&json_line(&rows)?);
+    }
+    let mut out = String::new();
+    if !rows.is_empty() {
+        out.push_str("KEY ID      LABEL       KIND                ISSUER / TEAM                         SENSITIVE  EXTRACTABLE  PUBLIC  FINGERPRINT\n");
+    }
+    for row in &rows {
+        let identity = row
+            .issuer
+            .as_ref()
+            .map(ToString::to_string)
+            .or_else(|| row.team_id.as_ref().map(ToString::to_string))
+            .unwrap_or_else(|| "-".to_owned());
+        out.push_str(&format!(
+            "{:<11} {:<11} {:<19} {:<37} {:<10} {:<12} {:<7} {}\n",
+            row.info.id,
+            row.info.label,
+            row.kind.map_or("-", KeyKind::name),
+            identity,
+            yes_no(row.info.sensitive),
+            yes_no(row.info.extractable),
+            yes_no(row.info.has_public_key),
+            row.info.fingerprint.as_deref().unwrap_or("-")
+        ));
+    }
+    print(&out)
+}
+
+/// The command's name, its common options and the key kinds it may use.
+fn describe(command: &TokenCommand) -> (&'static str, &TokenArgs, &'static [KeyKind]) {
+    use TokenCommand::*;
+    const IAP: &[KeyKind] = &[KeyKind::InAppPurchase];
+    const DEV: &[KeyKind] = &[KeyKind::Developer];
+    match command {
+        Connect(a) => (
+            "token connect",
+            &a.common,
+            &[KeyKind::Connect, KeyKind::ConnectIndividual],
+        ),
+        Server(a) => ("token server", &a.common, IAP),
+        ExternalPurchase(a) => ("token external-purchase", &a.common, IAP),
+        AdvancedCommerce(a) => ("token advanced-commerce", &a.common, IAP),
+        RetentionMessaging(a) => ("token retention-messaging", &a.common, IAP),
+        Enterprise(a) => ("token enterprise", &a.common, &[KeyKind::Enterprise]),
+        Apns(a) => ("token apns", &a.common, DEV),
+        Devicecheck(a) => ("token devicecheck", &a.common, DEV),
+        SignInWithApple(a) => ("token sign-in-with-apple", &a.team.common, DEV),
+        Musickit(a) => ("token musickit", &a.team.common, DEV),
+        Weatherkit(a) => ("token weatherkit", &a.team.common, DEV),
+        Mapkit(a) => ("token mapkit", &a.team.common, DEV),
+    }
+}
+
+fn token(command: &TokenCommand, open: Open) -> Result<(), Failure> {
+    let (name, common, allowed) = describe(command);
+    if matches!(
+        command,
+        TokenCommand::Apns(_) | TokenCommand::Devicecheck(_)
+    ) && common.ttl.is_some()
+    {
+        return Err(Failure::Usage(format!(
+            "`{name}` tokens carry no exp (Apple accepts them for an hour): --ttl does not apply"
+        )));
+    }
+    // Refuse a request that breaks Apple's rules before asking for the PIN, when all
+    // it needs was given on the command line.
+    if let Ok(request) = build_token(command, None) {
+        request.times(SystemTime::now())?;
+    }
+    let token = open()?;
+    let key = token.key(&common.key_id)?;
+    let meta = metadata(&token, &common.key_id, name, allowed)?;
+    let request = build_token(command, meta.as_ref())?;
+    let signed = request.sign(&key, SystemTime::now())?;
+    if common.json {
+        print(&json_line(&signed)?)
+    } else {
+        print(&format!("{}\n", signed.token))
+    }
+}
+
+/// The key's recorded metadata, refusing a command for another kind of key.
+fn metadata(
+    token: &Token,
+    key_id: &KeyId,
+    command: &str,
+    allowed: &[KeyKind],
+) -> Result<Option<KeyMetadata>, Error> {
+    let Some(bytes) = token.key_metadata(key_id)? else {
+        return Ok(None);
+    };
+    let meta = KeyMetadata::from_bytes(key_id, &bytes)?;
+    meta.allow(key_id, command, allowed)?;
+    Ok(Some(meta))
+}
+
+fn build_token(
+    command: &TokenCommand,
+    meta: Option<&KeyMetadata>,
+) -> Result<Box<dyn AppleToken>, Error> {
+    use TokenCommand::*;
+    let (_, common, _) = describe(command);
+    let lifetime = |default_ttl: u64| Lifetime {
+        ttl: common.ttl.unwrap_or(default_ttl),
+        skew: common.skew,
+    };
+    let key_id = &common.key_id;
+    let server = |api: ServerApi,
+                  a: &super::args::InAppPurchaseArgs|
+     -> Result<Box<dyn AppleToken>, Error> {
+        Ok(Box::new(ServerToken {
+            api,
+            issuer: issuer(&a.issuer, meta, key_id)?,
+            bundle_id: a.bundle_id.clone(),
+            lifetime: lifetime(600),
+        }))
+    };
+    Ok(match command {
+        Connect(a) => {
+            let individual = match meta.map(|m| m.kind) {
+                Some(KeyKind::ConnectIndividual) if a.issuer.is_some() => {
+                    return Err(Error::InvalidMetadata(format!(
+                        "key {key_id} is recorded as an individual key: its tokens carry sub \"user\", not --issuer"
+                    )))
+                }
+                Some(KeyKind::Connect) if a.individual => {
+                    return Err(Error::InvalidMetadata(format!(
+                        "key {key_id} is recorded as a team key: drop --individual"
+                    )))
+                }
+                Some(kind) => kind == KeyKind::ConnectIndividual,
+                None => a.individual,
             };
-            // Refuse a bad lifetime before asking for the PIN.
-            request.times(SystemTime::now())?;
+            Box::new(ConnectToken {
+                issuer: if individual {
+                    Issuer::Individual
+                } else {
+                    Issuer::Team(issuer(&a.issuer, meta, key_id)?)
+                },
+                scope: a.scope.clone(),
+                lifetime: lifetime(600),
+            })
+        }
+        Server(a) => server(ServerApi::AppStoreServer, a)?,
+        ExternalPurchase(a) => server(ServerApi::ExternalPurchase, a)?,
+        AdvancedCommerce(a) => server(ServerApi::AdvancedCommerce, a)?,
+        RetentionMessaging(a) => server(ServerApi::RetentionMessaging, a)?,
+        Enterprise(a) => Box::new(EnterpriseToken {
+            issuer: issuer(&a.issuer, meta, key_id)?,
+            scope: a.scope.clone(),
+            lifetime: lifetime(600),
+        }),
+        Apns(a) | Devicecheck(a) => Box::new(ProviderToken {
+            service: if matches!(command, Apns(_)) {
+                ProviderService::Apns
+            } else {
+                ProviderService::DeviceCheck
+            },
+            team_id: team_id(a, meta)?,
+            skew: common.skew,
+        }),
+        SignInWithApple(a) => Box::new(SignInWithAppleToken {
+            team_id: team_id(&a.team, meta)?,
+            client_id: a.client_id.clone(),
+            lifetime: lifetime(3600),
+        }),
+        Musickit(a) => Box::new(MusicKitToken {
+            team_id: team_id(&a.team, meta)?,
+            origins: a.origin.clone(),
+            lifetime: lifetime(86400),
+        }),
+        Weatherkit(a) => Box::new(WeatherKitToken {
+            team_id: team_id(&a.team, meta)?,
+            service_id: a.service_id.clone(),
+            lifetime: lifetime(3600),
+        }),
+        Mapkit(a) => Box::new(MapKitToken {
+            team_id: team_id(&a.team, meta)?,
+            origin: a.origin.clone(),
+            mapkit_js: a.mapkit_js,
+            lifetime: lifetime(3600),
+        }),
+    })
+}
+
+/// The issuer given or recorded with the key.
+fn issuer(
+    given: &Option<IssuerId>,
+    meta: Option<&KeyMetadata>,
+    key_id: &KeyId,
+) -> Result<IssuerId, Error> {
+    let resolved = match meta {
+        Some(meta) => meta.issuer(key_id, given.clone())?,
+        None => given.clone(),
+    };
+    resolved.ok_or(Error::MissingInput {
+        what: "--issuer",
+        why:
+            "give it, set P8HSM_ISSUER, or record it with `p8hsm import --kind KIND --issuer UUID`",
+    })
+}
+
+/// The Team ID given or recorded with the key.
+fn team_id(args: &TeamArgs, meta: Option<&KeyMetadata>) -> Result<TeamId, Error> {
+    let resolved = match meta {
+        Some(meta) => meta.team_id(&args.common.key_id, args.team_id.clone())?,
+        None => args.team_id.clone(),
+    };
+    resolved.ok_or(Error::MissingInput {
+        what: "--team-id",
+        why: "give it, set P8HSM_TEAM_ID, or record it with `p8hsm import --kind developer --team-id ID`",
+    })
+}
+
+fn sign(command: &SignCommand, open: Open) -> Result<(), Failure> {
+    const IAP: &[KeyKind] = &[KeyKind::InAppPurchase];
+    let (common, request) = match command {
+        SignCommand::PromoOffer(a) => (
+            &a.common,
+            StoreKitRequest::PromotionalOffer {
+                product_id: a.product_id.clone(),
+                offer_id: a.offer_id.clone(),
+                transaction_id: a.transaction_id.clone(),
+            },
+        ),
+        SignCommand::IntroOfferEligibility(a) => (
+            &a.common,
+            StoreKitRequest::IntroductoryOfferEligibility {
+                product_id: a.product_id.clone(),
+                allow_introductory_offer: a.allow_intro_offer,
+                transaction_id: a.transaction_id.clone(),
+            },
+        ),
+        SignCommand::AdvancedCommerceRequest(a) => {
+            let text = read_limited(&a.request_file, p8hsm::apple::storekit::MAX_REQUEST_BYTES)?;
+            let text = String::from_utf8(text.to_vec()).map_err(|_| Error::InvalidRequest {
+                reason: "it is not UTF-8".to_owned(),
+            })?;
+            (
+                &a.common,
+                StoreKitRequest::AdvancedCommerce {
+                    request: AdvancedCommerceRequest::new(&text)?,
+                },
+            )
+        }
+        SignCommand::PromoOfferLegacy(a) => {
+            let offer = LegacyPromotionalOffer {
+                bundle_id: a.bundle_id.clone(),
+                product_id: a.product_id.clone(),
+                offer_id: a.offer_id.clone(),
+                app_account_token: a.app_account_token.clone(),
+                nonce: a.nonce.clone(),
+                timestamp_ms: a.timestamp,
+            };
             let token = open()?;
-            let signed = request.sign(&token.key(&common.key_id)?, SystemTime::now())?;
-            if common.json {
+            let key = token.key(&a.key_id)?;
+            metadata(&token, &a.key_id, "sign promo-offer-legacy", IAP)?;
+            let signed = offer.sign(&key, SystemTime::now())?;
+            return if a.json {
                 print(&json_line(&signed)?)
             } else {
-                print(&format!("{}\n", signed.token))
+                print(&format!("{}\n", signed.signature))
+            };
+        }
+    };
+    let StoreKitArgs {
+        key_id,
+        issuer: given_issuer,
+        bundle_id,
+        nonce,
+        json,
+    } = common;
+    let token = open()?;
+    let key = token.key(key_id)?;
+    let meta = metadata(&token, key_id, "sign", IAP)?;
+    let signature = StoreKitSignature {
+        issuer: issuer(given_issuer, meta.as_ref(), key_id)?,
+        bundle_id: bundle_id.clone(),
+        request,
+        nonce: nonce.clone(),
+    };
+    let signed = signature.sign(&key, SystemTime::now())?;
+    if *json {
+        print(&json_line(&signed)?)
+    } else {
+        print(&format!("{}\n", signed.token))
+    }
+}
+
+#[derive(Serialize)]
+struct CheckOutput<'a> {
+    #[serde(flatten)]
+    report: &'a check::Report,
+    signature_verified: Option<bool>,
+}
+
+fn check(args: &CheckArgs, open: Open) -> Result<(), Failure> {
+    let text = if args.token == "-" {
+        let bytes = read_limited(Path::new("-"), 64 * 1024)?;
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        args.token.clone()
+    };
+    let now = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| Error::Clock)?
+        .as_secs();
+    let mut report = check::check(&text, args.kind, now);
+    let key = match (&args.key_id, &args.pubkey) {
+        (Some(key_id), _) => Some((open()?.public_key(key_id)?, format!("key {key_id}"))),
+        (None, Some(path)) => {
+            let pem = read_limited(path, 64 * 1024)?;
+            let key = std::str::from_utf8(&pem)
+                .ok()
+                .and_then(|pem| p256::PublicKey::from_public_key_pem(pem).ok())
+                .ok_or_else(|| Error::FileUnreadable {
+                    path: path.clone(),
+                    reason: "not a P-256 public key in SPKI PEM (\"PUBLIC KEY\")".to_owned(),
+                })?;
+            Some((key, path.display().to_string()))
+        }
+        (None, None) => None,
+    };
+    let verified = key.map(|(key, whose)| {
+        let ok = check::verify_signature(&text, &key);
+        if !ok {
+            report.findings.push(Finding {
+                code: "signature-mismatch",
+                message: format!("the signature does not verify with {whose}'s public key"),
+            });
+        }
+        ok
+    });
+    if args.json {
+        print(&json_line(&CheckOutput {
+            report: &report,
+            signature_verified: verified,
+        })?)?;
+    } else {
+        let mut out = String::new();
+        if let Some(kind) = report.kind {
+            out.push_str(&format!("kind    {kind}\n"));
+        }
+        for (name, value) in [("header", &report.header), ("claims", &report.claims)] {
+            if let Some(value) = value {
+                out.push_str(&format!("{name}  {value}\n"));
             }
         }
-    }
-}
-
-/// The token kinds the CLI signs.
-enum Request {
-    Connect(ConnectToken),
-    Server(ServerToken),
-}
-
-impl Request {
-    fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        match self {
-            Request::Connect(r) => r.times(now),
-            Request::Server(r) => r.times(now),
+        for note in &report.notes {
+            out.push_str(&format!("note: {note}\n"));
         }
-    }
-
-    fn sign(&self, key: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
-        match self {
-            Request::Connect(r) => r.sign(key, now),
-            Request::Server(r) => r.sign(key, now),
+        if verified == Some(true) {
+            out.push_str("✓ the signature verifies\n");
         }
+        for finding in &report.findings {
+            out.push_str(&format!("✗ {}: {}\n", finding.code, finding.message));
+        }
+        if report.findings.is_empty() {
+            out.push_str("✓ no reason found for Apple to reject this token\n");
+        }
+        print(&out)?;
     }
-}
-
-fn lifetime(args: &TokenArgs) -> Lifetime {
-    Lifetime {
-        ttl: args.ttl,
-        skew: args.skew,
+    match report.findings.len() {
+        0 => Ok(()),
+        n => Err(Failure::Findings(n)),
     }
 }
 
 fn read_key(args: &ImportArgs) -> Result<(P8Key, KeyId), Error> {
     let path = args.file.as_path();
-    let stdin = path == Path::new("-");
-    let in_name = if stdin {
+    let in_name = if path == Path::new("-") {
         None
     } else {
         KeyId::from_file_name(path)
@@ -157,13 +532,20 @@ fn read_key(args: &ImportArgs) -> Result<(P8Key, KeyId), Error> {
         (None, Some(in_name)) => in_name,
         (None, None) => return Err(Error::KeyIdUnknown),
     };
-    let unreadable = |e: io::Error| Error::KeyFileUnreadable {
+    let bytes = read_limited(path, MAX_KEY_FILE_BYTES)?;
+    Ok((P8Key::parse(&bytes)?, key_id))
+}
+
+/// Reads a file, or standard input for `-`, into a buffer wiped on drop: at most
+/// `limit + 1` bytes, so the caller can tell an oversized input.
+fn read_limited(path: &Path, limit: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let unreadable = |e: io::Error| Error::FileUnreadable {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
     let mut bytes = Zeroizing::new(Vec::with_capacity(1024));
-    let limit = MAX_KEY_FILE_BYTES as u64 + 1;
-    if stdin {
+    let limit = limit as u64 + 1;
+    if path == Path::new("-") {
         io::stdin().lock().take(limit).read_to_end(&mut bytes)
     } else {
         std::fs::File::open(path)
@@ -172,27 +554,7 @@ fn read_key(args: &ImportArgs) -> Result<(P8Key, KeyId), Error> {
             .read_to_end(&mut bytes)
     }
     .map_err(unreadable)?;
-    Ok((P8Key::parse(&bytes)?, key_id))
-}
-
-fn keys_table(keys: &[pkcs11::KeyInfo]) -> String {
-    let mut out = String::new();
-    if keys.is_empty() {
-        return out;
-    }
-    out.push_str("KEY ID      LABEL       SENSITIVE  EXTRACTABLE  PUBLIC  FINGERPRINT\n");
-    for key in keys {
-        out.push_str(&format!(
-            "{:<11} {:<11} {:<10} {:<12} {:<7} {}\n",
-            key.id,
-            key.label,
-            yes_no(key.sensitive),
-            yes_no(key.extractable),
-            yes_no(key.has_public_key),
-            key.fingerprint.as_deref().unwrap_or("-")
-        ));
-    }
-    out
+    Ok(bytes)
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -203,7 +565,7 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-fn json_line<T: serde::Serialize>(value: &T) -> Result<String, Error> {
+fn json_line<T: Serialize>(value: &T) -> Result<String, Error> {
     let mut text = serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))?;
     text.push('\n');
     Ok(text)

@@ -44,11 +44,14 @@ impl Token {
     /// label. Then proves the import: the private value is not readable, the key is
     /// sensitive and not extractable, and a random probe signed by the token verifies
     /// with the `.p8`'s public key. On any failure the created objects are destroyed.
+    ///
+    /// `metadata`, when given, is recorded beside the key (see [`Token::key_metadata`]).
     pub fn import(
         &self,
         key: &P8Key,
         key_id: &KeyId,
         label: Option<&str>,
+        metadata: Option<&[u8]>,
     ) -> Result<Imported, Error> {
         let label = label.unwrap_or(key_id.as_str());
         if label.is_empty() || label.len() > 64 || label.chars().any(char::is_control) {
@@ -72,7 +75,14 @@ impl Token {
         }
 
         let mut created = Vec::new();
-        let result = self.create_and_prove(key, &id, label, &mut created);
+        let result = self
+            .create_and_prove(key, &id, label, &mut created)
+            .and_then(|()| match metadata {
+                Some(bytes) => self
+                    .create_metadata(key_id, bytes)
+                    .map(|object| created.push(object)),
+                None => Ok(()),
+            });
         if let Err(error) = result {
             let leftovers: Vec<_> = created
                 .into_iter()

@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 use super::{ck, Token};
 use crate::{fingerprint, Error, Es256Signer, KeyId};
 
+/// CKA_APPLICATION of the data objects that hold key metadata.
+const METADATA_APPLICATION: &[u8] = b"p8hsm";
+
 /// DER of the prime256v1 OID: CKA_EC_PARAMS of a P-256 key.
 pub(super) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 
@@ -51,6 +54,9 @@ pub struct KeyInfo {
     pub extractable: bool,
     /// Whether a public key object with the same CKA_ID exists.
     pub has_public_key: bool,
+    /// The metadata recorded beside the key, if any.
+    #[serde(skip)]
+    pub metadata: Option<Vec<u8>>,
 }
 
 impl Token {
@@ -100,6 +106,7 @@ impl Token {
                 continue;
             }
             let public = self.public_key_by_id(&id)?;
+            let metadata = self.metadata_by_id(&id)?;
             keys.push(KeyInfo {
                 id: id_text(&id),
                 label,
@@ -107,6 +114,7 @@ impl Token {
                 sensitive,
                 extractable,
                 has_public_key: public.is_some(),
+                metadata,
             });
         }
         keys.sort_by(|a, b| a.id.cmp(&b.id));
@@ -122,13 +130,59 @@ impl Token {
             })
     }
 
-    /// Destroys the private and public key objects of `key_id`.
+    /// Destroys the private and public key objects of `key_id` and its metadata.
     pub fn delete(&self, key_id: &KeyId) -> Result<(), Error> {
         let private = self.private_key(key_id)?;
-        for public in self.public_objects(key_id.as_str().as_bytes())? {
-            self.destroy(public)?;
+        let id = key_id.as_str().as_bytes();
+        for object in self
+            .public_objects(id)?
+            .into_iter()
+            .chain(self.metadata_objects(id)?)
+        {
+            self.destroy(object)?;
         }
         self.destroy(private)
+    }
+
+    /// The metadata recorded beside `key_id` at import, if any: opaque bytes in a data
+    /// object (CKA_APPLICATION `p8hsm`, CKA_LABEL the key ID).
+    pub fn key_metadata(&self, key_id: &KeyId) -> Result<Option<Vec<u8>>, Error> {
+        self.private_key(key_id)?;
+        self.metadata_by_id(key_id.as_str().as_bytes())
+    }
+
+    pub(super) fn create_metadata(
+        &self,
+        key_id: &KeyId,
+        bytes: &[u8],
+    ) -> Result<ObjectHandle, Error> {
+        self.session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Application(METADATA_APPLICATION.to_vec()),
+                Attribute::Label(key_id.as_str().as_bytes().to_vec()),
+                Attribute::Value(bytes.to_vec()),
+            ])
+            .map_err(ck("recording the key's metadata (C_CreateObject)"))
+    }
+
+    fn metadata_objects(&self, id: &[u8]) -> Result<Vec<ObjectHandle>, Error> {
+        self.find(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Application(METADATA_APPLICATION.to_vec()),
+            Attribute::Label(id.to_vec()),
+        ])
+    }
+
+    fn metadata_by_id(&self, id: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        for handle in self.metadata_objects(id)? {
+            if let Some(Attribute::Value(bytes)) = self.attribute(handle, AttributeType::Value)? {
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
     }
 
     pub(super) fn destroy(&self, object: ObjectHandle) -> Result<(), Error> {

@@ -1,0 +1,1024 @@
+//! `check`: every reason Apple would reject a token. Apple answers them all with the
+//! same 401, so this names each one. Pure: the caller supplies the time and, to verify
+//! the signature, the public key.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+use p256::PublicKey;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::connect::{self, Scope};
+use super::developer::{MAX_DEVELOPER_LIFETIME, PROVIDER_TOKEN_VALIDITY};
+use super::storekit::{
+    AUD_ADVANCED_COMMERCE, AUD_INTRODUCTORY_OFFER_ELIGIBILITY, AUD_PROMOTIONAL_OFFER,
+};
+use super::{server, AUD_APP_STORE_CONNECT, AUD_ENTERPRISE, AUD_SIGN_IN_WITH_APPLE};
+use crate::ids::printable;
+use crate::{Error, IssuerId, KeyId, TeamId};
+
+/// The token kinds `check` knows, named as the `token` and `sign` commands name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// App Store Connect API.
+    Connect,
+    /// App Store Server API.
+    Server,
+    /// External Purchase Server API.
+    ExternalPurchase,
+    /// Advanced Commerce API server calls.
+    AdvancedCommerce,
+    /// Retention Messaging API.
+    RetentionMessaging,
+    /// Enterprise Program API.
+    Enterprise,
+    /// APNs provider token.
+    Apns,
+    /// DeviceCheck server token.
+    Devicecheck,
+    /// Sign in with Apple client secret.
+    SignInWithApple,
+    /// MusicKit developer token.
+    Musickit,
+    /// WeatherKit token.
+    Weatherkit,
+    /// MapKit token.
+    Mapkit,
+    /// StoreKit promotional offer (V2) JWS.
+    PromoOffer,
+    /// StoreKit introductory-offer eligibility JWS.
+    IntroOfferEligibility,
+    /// StoreKit Advanced Commerce in-app request JWS.
+    AdvancedCommerceRequest,
+}
+
+const KINDS: [(Kind, &str); 15] = [
+    (Kind::Connect, "connect"),
+    (Kind::Server, "server"),
+    (Kind::ExternalPurchase, "external-purchase"),
+    (Kind::AdvancedCommerce, "advanced-commerce"),
+    (Kind::RetentionMessaging, "retention-messaging"),
+    (Kind::Enterprise, "enterprise"),
+    (Kind::Apns, "apns"),
+    (Kind::Devicecheck, "devicecheck"),
+    (Kind::SignInWithApple, "sign-in-with-apple"),
+    (Kind::Musickit, "musickit"),
+    (Kind::Weatherkit, "weatherkit"),
+    (Kind::Mapkit, "mapkit"),
+    (Kind::PromoOffer, "promo-offer"),
+    (Kind::IntroOfferEligibility, "intro-offer-eligibility"),
+    (Kind::AdvancedCommerceRequest, "advanced-commerce-request"),
+];
+
+impl Kind {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        KINDS
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("", |(_, n)| n)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        KINDS
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(k, _)| *k)
+            .ok_or_else(|| Error::InvalidId {
+                what: "token kind",
+                value: printable(s),
+                rule: "use a `p8hsm token` or `p8hsm sign` kind, e.g. connect, server, apns, promo-offer",
+            })
+    }
+}
+
+/// One reason Apple would reject the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// A stable identifier, e.g. `lifetime`.
+    pub code: &'static str,
+    /// What is wrong, in one line.
+    pub message: String,
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The kind checked against, when known.
+    pub kind: Option<Kind>,
+    /// The decoded header.
+    pub header: Option<Value>,
+    /// The decoded claims.
+    pub claims: Option<Value>,
+    /// Every reason Apple would reject the token; empty when clean.
+    pub findings: Vec<Finding>,
+    /// Remarks that are not rejections (e.g. the kind could not be told).
+    pub notes: Vec<String>,
+}
+
+/// Which header and claims a kind has.
+struct Shape {
+    typ: bool,
+    aud: Option<&'static str>,
+    required: &'static [&'static str],
+    optional: &'static [&'static str],
+    /// The most `exp - iat` may be; `None` where Apple documents no limit.
+    limit: Option<u64>,
+    /// `iss` is an issuer ID (UUID) rather than a Team ID.
+    issuer_id: bool,
+}
+
+fn shape(kind: Kind) -> Shape {
+    const SERVER: &[&str] = &["iss", "iat", "exp", "aud", "bid"];
+    const STOREKIT: [&str; 5] = ["iss", "iat", "aud", "bid", "nonce"];
+    let server = Shape {
+        typ: true,
+        aud: Some(AUD_APP_STORE_CONNECT),
+        required: SERVER,
+        optional: &[],
+        limit: Some(server::MAX_LIFETIME),
+        issuer_id: true,
+    };
+    match kind {
+        Kind::Connect => Shape {
+            typ: true,
+            aud: Some(AUD_APP_STORE_CONNECT),
+            required: &["iat", "exp", "aud"],
+            optional: &["iss", "sub", "scope"],
+            limit: Some(connect::MAX_LIFETIME),
+            issuer_id: true,
+        },
+        Kind::Server
+        | Kind::ExternalPurchase
+        | Kind::AdvancedCommerce
+        | Kind::RetentionMessaging => server,
+        Kind::Enterprise => Shape {
+            typ: true,
+            aud: Some(AUD_ENTERPRISE),
+            required: &["iss", "iat", "exp", "aud"],
+            optional: &["scope"],
+            limit: Some(connect::MAX_ENTERPRISE_LIFETIME),
+            issuer_id: true,
+        },
+        Kind::Apns | Kind::Devicecheck => Shape {
+            typ: false,
+            aud: None,
+            required: &["iss", "iat"],
+            optional: &[],
+            limit: None,
+            issuer_id: false,
+        },
+        Kind::SignInWithApple => Shape {
+            typ: false,
+            aud: Some(AUD_SIGN_IN_WITH_APPLE),
+            required: &["iss", "iat", "exp", "aud", "sub"],
+            optional: &[],
+            limit: Some(MAX_DEVELOPER_LIFETIME),
+            issuer_id: false,
+        },
+        Kind::Musickit => Shape {
+            typ: false,
+            aud: None,
+            required: &["iss", "iat", "exp"],
+            optional: &["origin"],
+            limit: Some(MAX_DEVELOPER_LIFETIME),
+            issuer_id: false,
+        },
+        Kind::Weatherkit => Shape {
+            typ: false,
+            aud: None,
+            required: &["iss", "iat", "exp", "sub"],
+            optional: &[],
+            limit: None,
+            issuer_id: false,
+        },
+        Kind::Mapkit => Shape {
+            typ: false,
+            aud: None,
+            required: &["iss", "iat", "exp"],
+            optional: &["origin", "scope"],
+            limit: None,
+            issuer_id: false,
+        },
+        Kind::PromoOffer => Shape {
+            typ: true,
+            aud: Some(AUD_PROMOTIONAL_OFFER),
+            required: &[
+                STOREKIT[0],
+                STOREKIT[1],
+                STOREKIT[2],
+                STOREKIT[3],
+                STOREKIT[4],
+                "productId",
+                "offerIdentifier",
+            ],
+            optional: &["transactionId"],
+            limit: None,
+            issuer_id: true,
+        },
+        Kind::IntroOfferEligibility => Shape {
+            typ: true,
+            aud: Some(AUD_INTRODUCTORY_OFFER_ELIGIBILITY),
+            required: &[
+                STOREKIT[0],
+                STOREKIT[1],
+                STOREKIT[2],
+                STOREKIT[3],
+                STOREKIT[4],
+                "productId",
+                "allowIntroductoryOffer",
+                "transactionId",
+            ],
+            optional: &[],
+            limit: None,
+            issuer_id: true,
+        },
+        Kind::AdvancedCommerceRequest => Shape {
+            typ: true,
+            aud: Some(AUD_ADVANCED_COMMERCE),
+            required: &[
+                STOREKIT[0],
+                STOREKIT[1],
+                STOREKIT[2],
+                STOREKIT[3],
+                STOREKIT[4],
+                "request",
+            ],
+            optional: &[],
+            limit: None,
+            issuer_id: true,
+        },
+    }
+}
+
+fn is_storekit(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::PromoOffer | Kind::IntroOfferEligibility | Kind::AdvancedCommerceRequest
+    )
+}
+
+/// Times above this are milliseconds, not seconds (year 5138 in seconds).
+const MAX_SECONDS: i64 = 100_000_000_000;
+
+/// Checks `token` as Apple would at UNIX time `now`, against `kind` or the kind its
+/// claims show.
+pub fn check(token: &str, kind: Option<Kind>, now: u64) -> Report {
+    let mut report = Report {
+        kind,
+        header: None,
+        claims: None,
+        findings: Vec::new(),
+        notes: Vec::new(),
+    };
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    if parts.len() != 3 {
+        report.find(
+            "malformed",
+            "not a compact JWS: three base64url parts separated by dots".into(),
+        );
+        return report;
+    }
+    let header = decode_object(parts[0]);
+    let claims = decode_object(parts[1]);
+    let (Some(header), Some(claims)) = (header, claims) else {
+        report.find(
+            "malformed",
+            "the header or claims are not base64url-encoded JSON objects".into(),
+        );
+        return report;
+    };
+    check_signature_encoding(&mut report, parts[2]);
+    let kind = kind.or_else(|| detect(&header, &claims, &mut report));
+    report.kind = kind;
+    check_header(&mut report, &header, kind);
+    check_times(&mut report, &claims, kind, now);
+    if let Some(kind) = kind {
+        check_claims(&mut report, &header, &claims, kind);
+    }
+    report.header = Some(Value::Object(header));
+    report.claims = Some(Value::Object(claims));
+    report
+}
+
+/// Whether the token's R||S signature verifies with `key` (false when malformed).
+pub fn verify_signature(token: &str, key: &PublicKey) -> bool {
+    let Some((input, signature)) = token.trim().rsplit_once('.') else {
+        return false;
+    };
+    URL_SAFE_NO_PAD
+        .decode(signature)
+        .ok()
+        .and_then(|bytes| Signature::from_slice(&bytes).ok())
+        .is_some_and(|sig| {
+            VerifyingKey::from(key)
+                .verify(input.as_bytes(), &sig)
+                .is_ok()
+        })
+}
+
+impl Report {
+    fn find(&mut self, code: &'static str, message: String) {
+        self.findings.push(Finding { code, message });
+    }
+}
+
+fn decode_object(part: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+fn check_signature_encoding(report: &mut Report, signature: &str) {
+    match URL_SAFE_NO_PAD.decode(signature) {
+        Ok(bytes) if bytes.len() == 64 => {}
+        Ok(bytes) if bytes.first() == Some(&0x30) && (8..=72).contains(&bytes.len()) => report
+            .find(
+                "der-signature",
+                format!(
+                    "the signature is DER ({} bytes); ES256 in a JWS is the 64-byte R||S",
+                    bytes.len()
+                ),
+            ),
+        Ok(bytes) => report.find(
+            "signature",
+            format!(
+                "the signature is {} bytes; ES256 is 64 bytes R||S",
+                bytes.len()
+            ),
+        ),
+        Err(_) => report.find("signature", "the signature is not base64url".into()),
+    }
+}
+
+fn detect(
+    header: &Map<String, Value>,
+    claims: &Map<String, Value>,
+    report: &mut Report,
+) -> Option<Kind> {
+    let kind = match claims.get("aud") {
+        Some(Value::String(aud)) => match aud.as_str() {
+            AUD_APP_STORE_CONNECT if claims.contains_key("bid") => Some(Kind::Server),
+            AUD_APP_STORE_CONNECT => Some(Kind::Connect),
+            AUD_ENTERPRISE => Some(Kind::Enterprise),
+            AUD_SIGN_IN_WITH_APPLE => Some(Kind::SignInWithApple),
+            AUD_PROMOTIONAL_OFFER => Some(Kind::PromoOffer),
+            AUD_INTRODUCTORY_OFFER_ELIGIBILITY => Some(Kind::IntroOfferEligibility),
+            AUD_ADVANCED_COMMERCE => Some(Kind::AdvancedCommerceRequest),
+            other => {
+                report.find("aud", format!("unknown aud {}", printable(other)));
+                return None;
+            }
+        },
+        Some(other) => {
+            report.find(
+                "aud",
+                format!("aud is {other}, not one of Apple's audience strings"),
+            );
+            return None;
+        }
+        None if header.contains_key("id") => Some(Kind::Weatherkit),
+        None if claims.keys().all(|k| k == "iss" || k == "iat") => Some(Kind::Apns),
+        None if claims.get("origin").is_some_and(Value::is_array) => Some(Kind::Musickit),
+        None if claims.contains_key("scope")
+            || claims.get("origin").is_some_and(Value::is_string) =>
+        {
+            Some(Kind::Mapkit)
+        }
+        None => None,
+    };
+    if kind.is_none() {
+        report.notes.push(
+            "cannot tell which API the token is for (MusicKit or MapKit?); give --kind".into(),
+        );
+    }
+    kind
+}
+
+fn check_header(report: &mut Report, header: &Map<String, Value>, kind: Option<Kind>) {
+    match header.get("alg") {
+        Some(Value::String(alg)) if alg == "ES256" => {}
+        Some(alg) => report.find("alg", format!("alg is {alg}; Apple accepts only ES256")),
+        None => report.find(
+            "alg",
+            "the header has no alg; Apple accepts only ES256".into(),
+        ),
+    }
+    match header.get("kid") {
+        Some(Value::String(kid)) if kid.parse::<KeyId>().is_ok() => {}
+        Some(kid) => report.find(
+            "kid",
+            format!("kid {kid} is not an Apple key ID (10 characters A-Z and 0-9)"),
+        ),
+        None => report.find("kid", "the header has no kid (the Apple key ID)".into()),
+    }
+    match header.get("typ") {
+        Some(Value::String(typ)) if typ == "JWT" => {}
+        Some(typ) => report.find("typ", format!("typ is {typ}, not \"JWT\"")),
+        None if kind.is_some_and(|k| shape(k).typ) => report.find(
+            "typ",
+            "the header has no typ; this API's tokens carry typ \"JWT\"".into(),
+        ),
+        None => {}
+    }
+}
+
+fn time(report: &mut Report, claims: &Map<String, Value>, name: &'static str) -> Option<i64> {
+    let value = claims.get(name)?;
+    let Some(t) = value.as_i64() else {
+        report.find(
+            "time",
+            format!("{name} is {value}, not a whole number of seconds"),
+        );
+        return None;
+    };
+    if t > MAX_SECONDS {
+        report.find(
+            "milliseconds",
+            format!("{name} {t} is in milliseconds; Apple wants UNIX seconds"),
+        );
+        return None;
+    }
+    Some(t)
+}
+
+fn check_times(report: &mut Report, claims: &Map<String, Value>, kind: Option<Kind>, now: u64) {
+    let now = now as i64;
+    let iat = time(report, claims, "iat");
+    let exp = time(report, claims, "exp");
+    if let Some(iat) = iat.filter(|iat| *iat > now) {
+        report.find(
+            "iat-future",
+            format!(
+                "iat is {} s in the future; Apple rejects tokens issued after its clock",
+                iat - now
+            ),
+        );
+    }
+    if let Some(exp) = exp.filter(|exp| *exp <= now) {
+        report.find("expired", format!("exp passed {} s ago", now - exp));
+    }
+    let Some(kind) = kind else { return };
+    if matches!(kind, Kind::Apns | Kind::Devicecheck) {
+        if let Some(iat) = iat.filter(|iat| now - iat > PROVIDER_TOKEN_VALIDITY as i64) {
+            report.find(
+                "expired",
+                format!("iat is {} s old; Apple accepts provider tokens for {PROVIDER_TOKEN_VALIDITY} s", now - iat),
+            );
+        }
+    }
+    let (Some(iat), Some(exp)) = (iat, exp) else {
+        return;
+    };
+    let limit = match kind {
+        Kind::Connect if long_lived_scope(claims) => Some(connect::MAX_LONG_LIVED_LIFETIME),
+        _ => shape(kind).limit,
+    };
+    if let Some(limit) = limit.filter(|limit| exp - iat > *limit as i64) {
+        report.find(
+            "lifetime",
+            format!(
+                "exp - iat is {} s; a {kind} token may live at most {limit} s",
+                exp - iat
+            ),
+        );
+    }
+    if exp <= iat {
+        report.find("lifetime", "exp is not after iat".into());
+    }
+}
+
+/// Whether every scope entry allows a long-lived App Store Connect token.
+fn long_lived_scope(claims: &Map<String, Value>) -> bool {
+    let Some(Value::Array(entries)) = claims.get("scope") else {
+        return false;
+    };
+    !entries.is_empty()
+        && entries.iter().all(|e| {
+            e.as_str()
+                .and_then(|s| s.parse::<Scope>().ok())
+                .is_some_and(|s| s.allows_long_lived())
+        })
+}
+
+fn check_claims(
+    report: &mut Report,
+    header: &Map<String, Value>,
+    claims: &Map<String, Value>,
+    kind: Kind,
+) {
+    let shape = shape(kind);
+    let present: BTreeSet<&str> = claims.keys().map(String::as_str).collect();
+    for name in shape.required.iter().filter(|n| !present.contains(*n)) {
+        report.find(
+            "claim-missing",
+            format!("a {kind} token needs the claim {name}"),
+        );
+    }
+    for name in present
+        .iter()
+        .filter(|n| !shape.required.contains(n) && !shape.optional.contains(n))
+    {
+        if *name == "exp" && is_storekit(kind) {
+            report.find(
+                "exp-in-storekit",
+                "StoreKit signatures must not carry exp: Apple derives expiry from iat".into(),
+            );
+        } else {
+            report.find("claim-extra", format!("a {kind} token has no claim {name}"));
+        }
+    }
+    if let (Some(expected), Some(aud)) = (shape.aud, claims.get("aud")) {
+        if aud != expected {
+            report.find(
+                "aud",
+                format!("aud is {aud}; a {kind} token has aud \"{expected}\""),
+            );
+        }
+    }
+    if let Some(iss) = claims.get("iss") {
+        let ok = iss.as_str().is_some_and(|s| {
+            if shape.issuer_id {
+                s.parse::<IssuerId>().is_ok()
+            } else {
+                s.parse::<TeamId>().is_ok()
+            }
+        });
+        if !ok {
+            let want = if shape.issuer_id {
+                "an issuer ID (UUID)"
+            } else {
+                "a Team ID"
+            };
+            report.find("iss", format!("iss {iss} is not {want}"));
+        }
+    }
+    match kind {
+        Kind::Connect => check_connect_issuer(report, claims),
+        Kind::Weatherkit => {
+            let expected = match (claims.get("iss"), claims.get("sub")) {
+                (Some(Value::String(iss)), Some(Value::String(sub))) => format!("{iss}.{sub}"),
+                _ => String::new(),
+            };
+            if header.get("id").and_then(Value::as_str) != Some(expected.as_str()) {
+                report.find(
+                    "weatherkit-id",
+                    "the header id must be \"<TeamID>.<ServiceID>\" (iss.sub)".into(),
+                );
+            }
+        }
+        Kind::Mapkit => match claims.get("scope") {
+            None => {}
+            Some(Value::String(s)) if s == "mapkit_js" && !claims.contains_key("origin") => report
+                .find(
+                    "origin",
+                    "a MapKit JS token (scope mapkit_js) needs origin".into(),
+                ),
+            Some(Value::String(s)) if s == "mapkit_js" => {}
+            Some(other) => report.find(
+                "scope",
+                format!("MapKit scope is {other}, not \"mapkit_js\""),
+            ),
+        },
+        Kind::Musickit if claims.get("origin").is_some_and(|o| !is_string_array(o)) => report.find(
+            "origin",
+            "MusicKit origin must be an array of strings".into(),
+        ),
+        Kind::PromoOffer | Kind::IntroOfferEligibility | Kind::AdvancedCommerceRequest => {
+            check_storekit(report, claims)
+        }
+        _ => {}
+    }
+    if matches!(kind, Kind::Connect | Kind::Enterprise) {
+        check_scope(report, claims);
+    }
+}
+
+fn check_connect_issuer(report: &mut Report, claims: &Map<String, Value>) {
+    match (claims.get("iss"), claims.get("sub")) {
+        (Some(_), Some(_)) => report.find(
+            "iss-and-sub",
+            "the token has both iss (team key) and sub (individual key)".into(),
+        ),
+        (None, None) => report.find(
+            "claim-missing",
+            "an App Store Connect token needs iss (team key) or sub \"user\" (individual key)"
+                .into(),
+        ),
+        (None, Some(sub)) if sub != "user" => report.find(
+            "sub",
+            format!("sub is {sub}; individual keys use sub \"user\""),
+        ),
+        _ => {}
+    }
+}
+
+fn check_scope(report: &mut Report, claims: &Map<String, Value>) {
+    let Some(scope) = claims.get("scope") else {
+        return;
+    };
+    let Some(entries) = scope.as_array() else {
+        report.find(
+            "scope",
+            "scope must be an array of \"METHOD /path\" strings".into(),
+        );
+        return;
+    };
+    for entry in entries {
+        if entry
+            .as_str()
+            .and_then(|s| s.parse::<Scope>().ok())
+            .is_none()
+        {
+            report.find(
+                "scope",
+                format!("scope entry {entry} is not \"METHOD /path\""),
+            );
+        }
+    }
+}
+
+fn check_storekit(report: &mut Report, claims: &Map<String, Value>) {
+    let nonce_ok = claims
+        .get("nonce")
+        .and_then(Value::as_str)
+        .is_none_or(|n| n.len() == 36 && uuid::Uuid::try_parse(n).is_ok() && n == n.to_lowercase());
+    if !nonce_ok {
+        report.find("nonce", "nonce must be a lowercase UUID".into());
+    }
+    if let Some(allow) = claims
+        .get("allowIntroductoryOffer")
+        .filter(|v| !v.is_boolean())
+    {
+        report.find(
+            "allow-intro-offer",
+            format!("allowIntroductoryOffer is {allow}, not a JSON boolean"),
+        );
+    }
+    if let Some(request) = claims.get("request") {
+        let ok = request
+            .as_str()
+            .and_then(|s| STANDARD.decode(s).ok())
+            .is_some_and(|bytes| {
+                serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.is_object())
+            });
+        if !ok {
+            report.find(
+                "request",
+                "request must be standard base64 of a JSON object".into(),
+            );
+        }
+    }
+}
+
+fn is_string_array(value: &Value) -> bool {
+    value
+        .as_array()
+        .is_some_and(|a| a.iter().all(Value::is_string))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apple::connect::{ConnectToken, Issuer};
+    use crate::apple::tests::{now, NOW};
+    use crate::apple::{AppleToken, Lifetime};
+    use crate::jws;
+    use crate::jws::tests::MemorySigner;
+    use p256::ecdsa::SigningKey;
+
+    fn codes(report: &Report) -> Vec<&'static str> {
+        report.findings.iter().map(|f| f.code).collect()
+    }
+
+    /// A token with these header and claims, signed by the test key.
+    fn token(header: Value, claims: Value) -> String {
+        let signer = MemorySigner::new();
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let sig = jws::tests::sign_raw(&signer, input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    fn jwt() -> Value {
+        serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34", "typ": "JWT"})
+    }
+
+    const ISS: &str = "57246542-96fe-1a63-e053-0824d011072a";
+
+    #[test]
+    fn a_token_p8hsm_signs_is_clean_and_verifies() {
+        let signed = ConnectToken {
+            issuer: Issuer::Team(ISS.parse().unwrap()),
+            scope: vec![],
+            lifetime: Lifetime::default(),
+        }
+        .sign(&MemorySigner::new(), now())
+        .unwrap();
+        let report = check(&signed.token, None, NOW);
+        assert_eq!(report.kind, Some(Kind::Connect));
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        let public = SigningKey::from_slice(&[0x11; 32])
+            .unwrap()
+            .verifying_key()
+            .into();
+        assert!(verify_signature(&signed.token, &public));
+        let other = SigningKey::from_slice(&[0x12; 32])
+            .unwrap()
+            .verifying_key()
+            .into();
+        assert!(!verify_signature(&signed.token, &other));
+    }
+
+    #[test]
+    fn each_bad_token_gets_its_own_finding() {
+        let t = NOW as i64;
+        let connect = |claims: Value| token(jwt(), claims);
+        let cases: Vec<(String, Option<Kind>, &str)> = vec![
+            ("abc".into(), None, "malformed"),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v2"}),
+                ),
+                None,
+                "aud",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t - 60, "exp": t + 1200, "aud": "appstoreconnect-v1"}),
+                ),
+                None,
+                "lifetime",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t + 120, "exp": t + 600, "aud": "appstoreconnect-v1"}),
+                ),
+                None,
+                "iat-future",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t - 900, "exp": t - 10, "aud": "appstoreconnect-v1"}),
+                ),
+                None,
+                "expired",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t * 1000, "exp": (t + 600) * 1000, "aud": "appstoreconnect-v1"}),
+                ),
+                None,
+                "milliseconds",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "sub": "user", "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1"}),
+                ),
+                None,
+                "iss-and-sub",
+            ),
+            (
+                connect(serde_json::json!({"iat": t, "exp": t + 600, "aud": "appstoreconnect-v1"})),
+                None,
+                "claim-missing",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1", "scope": "GET /v1/apps"}),
+                ),
+                None,
+                "scope",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1", "scope": ["apps"]}),
+                ),
+                None,
+                "scope",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1", "jti": "x"}),
+                ),
+                None,
+                "claim-extra",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1"}),
+                ),
+                Some(Kind::Server),
+                "claim-missing",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1", "bid": "a.b"}),
+                ),
+                Some(Kind::Server),
+                "none",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 4000, "aud": "appstoreconnect-v1", "bid": "a.b"}),
+                ),
+                None,
+                "lifetime",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": "A1B2C3D4E5", "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1", "bid": "a.b"}),
+                ),
+                None,
+                "iss",
+            ),
+            (
+                token(
+                    serde_json::json!({"alg": "RS256", "kid": "2X9R4HXF34", "typ": "JWT"}),
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1"}),
+                ),
+                None,
+                "alg",
+            ),
+            (
+                token(
+                    serde_json::json!({"alg": "ES256", "typ": "JWT"}),
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1"}),
+                ),
+                None,
+                "kid",
+            ),
+            (
+                token(
+                    serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34", "typ": "JOSE"}),
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1"}),
+                ),
+                None,
+                "typ",
+            ),
+            (
+                token(
+                    serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34", "id": "A1B2C3D4E5.com.x"}),
+                    serde_json::json!({"iss": "A1B2C3D4E5", "iat": t, "exp": t + 600, "sub": "com.y"}),
+                ),
+                None,
+                "weatherkit-id",
+            ),
+            (
+                token(
+                    serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34", "id": "A1B2C3D4E5.com.x"}),
+                    serde_json::json!({"iss": "A1B2C3D4E5", "iat": t, "exp": t + 600, "sub": "com.x", "aud": "x"}),
+                ),
+                Some(Kind::Weatherkit),
+                "claim-extra",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "promotional-offer", "bid": "a.b", "nonce": "3e1bd4a2-1b50-4c1f-9d5f-2d1e5a0c8f11", "productId": "p", "offerIdentifier": "o"}),
+                ),
+                None,
+                "exp-in-storekit",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "aud": "promotional-offer", "bid": "a.b", "nonce": "3E1BD4A2-1B50-4C1F-9D5F-2D1E5A0C8F11", "productId": "p", "offerIdentifier": "o"}),
+                ),
+                None,
+                "nonce",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "aud": "introductory-offer-eligibility", "bid": "a.b", "nonce": "3e1bd4a2-1b50-4c1f-9d5f-2d1e5a0c8f11", "productId": "p", "allowIntroductoryOffer": "true", "transactionId": "1"}),
+                ),
+                None,
+                "allow-intro-offer",
+            ),
+            (
+                connect(
+                    serde_json::json!({"iss": ISS, "iat": t, "aud": "advanced-commerce-api", "bid": "a.b", "nonce": "3e1bd4a2-1b50-4c1f-9d5f-2d1e5a0c8f11", "request": "not base64!"}),
+                ),
+                None,
+                "request",
+            ),
+            (
+                token(
+                    serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34"}),
+                    serde_json::json!({"iss": "A1B2C3D4E5", "iat": t - 4000}),
+                ),
+                None,
+                "expired",
+            ),
+            (
+                token(
+                    serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34", "typ": "JWT"}),
+                    serde_json::json!({"iss": "A1B2C3D4E5", "iat": t, "exp": t + 600, "scope": "mapkit_js"}),
+                ),
+                None,
+                "origin",
+            ),
+        ];
+        for (i, (token, kind, expected)) in cases.iter().enumerate() {
+            let report = check(token, *kind, NOW);
+            if *expected == "none" {
+                assert!(
+                    report.findings.is_empty(),
+                    "case {i}: {:?}",
+                    report.findings
+                );
+            } else {
+                assert!(
+                    codes(&report).contains(expected),
+                    "case {i}: expected {expected}, got {:?}",
+                    report.findings
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_der_signature_is_named_as_such() {
+        let good = ConnectToken {
+            issuer: Issuer::Individual,
+            scope: vec![],
+            lifetime: Lifetime::default(),
+        }
+        .sign(&MemorySigner::new(), now())
+        .unwrap()
+        .token;
+        let (input, sig) = good.rsplit_once('.').unwrap();
+        let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(sig).unwrap()).unwrap();
+        let der = format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(sig.to_der().as_bytes())
+        );
+        assert_eq!(codes(&check(&der, None, NOW)), ["der-signature"]);
+    }
+
+    #[test]
+    fn long_lived_scoped_gets_are_within_the_limit() {
+        let t = NOW as i64;
+        let claims = |scope: &str| serde_json::json!({"sub": "user", "iat": t, "exp": t + 86400, "aud": "appstoreconnect-v1", "scope": [scope]});
+        assert!(
+            check(&token(jwt(), claims("GET /v1/ciProducts")), None, NOW)
+                .findings
+                .is_empty()
+        );
+        assert_eq!(
+            codes(&check(&token(jwt(), claims("GET /v1/apps")), None, NOW)),
+            ["lifetime"]
+        );
+    }
+
+    #[test]
+    fn the_kind_is_told_from_aud_and_claims() {
+        let t = NOW as i64;
+        let kind = |header: Value, claims: Value| check(&token(header, claims), None, NOW).kind;
+        let plain = serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34"});
+        assert_eq!(
+            kind(
+                plain.clone(),
+                serde_json::json!({"iss": "A1B2C3D4E5", "iat": t})
+            ),
+            Some(Kind::Apns)
+        );
+        assert_eq!(
+            kind(
+                plain.clone(),
+                serde_json::json!({"iss": "A1B2C3D4E5", "iat": t, "exp": t + 60, "origin": ["x"]})
+            ),
+            Some(Kind::Musickit)
+        );
+        let report = check(
+            &token(
+                plain,
+                serde_json::json!({"iss": "A1B2C3D4E5", "iat": t, "exp": t + 60}),
+            ),
+            None,
+            NOW,
+        );
+        assert_eq!(report.kind, None);
+        assert!(report.findings.is_empty() && !report.notes.is_empty());
+    }
+}
