@@ -340,7 +340,7 @@ pub struct LegacyOfferArgs {
 pub struct CheckArgs {
     /// The token, or - to read it from standard input
     #[arg(value_name = "JWT|-")]
-    pub token: String,
+    pub jwt: String,
     /// Which API the token is for, where its aud is shared [default: from aud and claims]
     #[arg(long, value_name = "KIND", value_parser = parse::<p8hsm::apple::check::Kind>)]
     pub kind: Option<p8hsm::apple::check::Kind>,

@@ -443,11 +443,11 @@ struct CheckOutput<'a> {
 }
 
 fn check(args: &CheckArgs, open: Open) -> Result<(), Failure> {
-    let text = if args.token == "-" {
+    let text = if args.jwt == "-" {
         let bytes = read_limited(Path::new("-"), 64 * 1024)?;
         String::from_utf8_lossy(&bytes).into_owned()
     } else {
-        args.token.clone()
+        args.jwt.clone()
     };
     let now = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -177,7 +177,7 @@ impl Hsm {
         );
         String::from_utf8_lossy(&output.stdout)
             .lines()
-            .filter(|line| line.contains(" Object;"))
+            .filter(|line| line.contains(" Object;") || line.starts_with("Data object"))
             .count()
     }
 }
