@@ -61,7 +61,9 @@ fn set<'a>(names: &[&'a str]) -> BTreeSet<&'a str> {
 fn every_token_kind_verifies_with_jsonwebtoken_and_has_apples_shape() {
     let hsm = Hsm::new();
     let key = hsm.import_new_key(KEY_ID);
-    let cases: Vec<(Vec<&str>, Option<&str>, Vec<&str>, Vec<&str>)> = vec![
+    // (token command and its flags, aud, header names, claim names)
+    type Case<'a> = (Vec<&'a str>, Option<&'a str>, Vec<&'a str>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             vec!["connect", "--issuer", ISSUER],
             Some("appstoreconnect-v1"),
