@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (SoftHSM, OpenSC, openssl), then checks formatting and
-# lints and runs the whole suite against real SoftHSM tokens, then the demo.
+# lints, runs the whole suite against real SoftHSM tokens, the interop checks against
+# PyJWT and Apple's library (when python3 is there), the demo and the library example.
 #   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,13 @@ cargo fmt --check
 cargo clippy --all-targets --all-features -- -D warnings
 # --all-features turns on fault-injection, which only the cleanup test uses.
 cargo test --all-features
+
+echo "== scripts/interop.sh: PyJWT and Apple's App Store Server Library"
+if command -v python3 >/dev/null; then
+    scripts/interop.sh
+else
+    echo "skipped: python3 is not installed (apt-get install python3 python3-venv to run it)"
+fi
 
 echo "== scripts/demo.sh on a token store of its own"
 demo_dir=$(mktemp -d)

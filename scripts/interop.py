@@ -1,0 +1,186 @@
+"""Interop: PyJWT verifies every token kind p8hsm signs, and Apple's App Store Server
+Library builds the same tokens and signatures from the same key, so that p8hsm's
+headers and claim names can be compared with Apple's (times and nonces aside).
+
+Run by scripts/interop.sh, which prepares the token, the key and the environment:
+    python interop.py P8HSM_BINARY KEY_PEM KEY_ID
+"""
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import jwt
+from attr import define
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from appstoreserverlibrary.api_client import AppStoreServerAPIClient
+from appstoreserverlibrary.jws_signature_creator import (
+    AdvancedCommerceAPIInAppRequest,
+    AdvancedCommerceAPIInAppSignatureCreator,
+    IntroductoryOfferEligibilitySignatureCreator,
+    PromotionalOfferV2SignatureCreator,
+)
+from appstoreserverlibrary.models.Environment import Environment
+from appstoreserverlibrary.promotional_offer import PromotionalOfferSignatureCreator
+
+P8HSM, KEY_PEM, KEY_ID = sys.argv[1:4]
+ISSUER = "57246542-96fe-1a63-e053-0824d011072a"
+TEAM = "A1B2C3D4E5"
+BUNDLE = "com.example.app"
+
+passed = 0
+failed = 0
+
+
+def check(name, condition, detail=""):
+    global passed, failed
+    if condition:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+
+
+def p8hsm(*args, stdin=None):
+    result = subprocess.run([P8HSM, *args], input=stdin, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"p8hsm {' '.join(args)} failed: {result.stderr.decode()}")
+    return result.stdout.decode().strip()
+
+
+def parts(token):
+    def decode(part):
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+    header, claims, _ = token.split(".")
+    return decode(header), decode(claims)
+
+
+with open(KEY_PEM, "rb") as f:
+    signing_key = f.read()
+public_pem = p8hsm("pubkey", "--key-id", KEY_ID).encode()
+public_key = serialization.load_pem_public_key(public_pem)
+
+# 1. PyJWT verifies every JWT kind p8hsm signs.
+kinds = [
+    (["token", "connect", "--issuer", ISSUER, "--scope", "GET /v1/apps"], "appstoreconnect-v1"),
+    (["token", "connect", "--individual"], "appstoreconnect-v1"),
+    (["token", "server", "--issuer", ISSUER, "--bundle-id", BUNDLE], "appstoreconnect-v1"),
+    (["token", "external-purchase", "--issuer", ISSUER, "--bundle-id", BUNDLE], "appstoreconnect-v1"),
+    (["token", "advanced-commerce", "--issuer", ISSUER, "--bundle-id", BUNDLE], "appstoreconnect-v1"),
+    (["token", "retention-messaging", "--issuer", ISSUER, "--bundle-id", BUNDLE], "appstoreconnect-v1"),
+    (["token", "enterprise", "--issuer", ISSUER], "apple-developer-enterprise-v1"),
+    (["token", "apns", "--team-id", TEAM], None),
+    (["token", "devicecheck", "--team-id", TEAM], None),
+    (["token", "sign-in-with-apple", "--team-id", TEAM, "--client-id", "com.example.web"], "https://appleid.apple.com"),
+    (["token", "musickit", "--team-id", TEAM, "--origin", "https://example.com"], None),
+    (["token", "weatherkit", "--team-id", TEAM, "--service-id", "com.example.weather"], None),
+    (["token", "mapkit", "--team-id", TEAM, "--origin", "https://example.com", "--mapkit-js"], None),
+    (["sign", "promo-offer", "--issuer", ISSUER, "--bundle-id", BUNDLE, "--product-id", "p", "--offer-id", "o"], "promotional-offer"),
+    (["sign", "intro-offer-eligibility", "--issuer", ISSUER, "--bundle-id", BUNDLE, "--product-id", "p",
+      "--allow-intro-offer", "true", "--transaction-id", "1"], "introductory-offer-eligibility"),
+]
+for args, aud in kinds:
+    token = p8hsm(*args, "--key-id", KEY_ID)
+    try:
+        claims = jwt.decode(
+            token,
+            public_key,
+            algorithms=["ES256"],
+            audience=aud,
+            options={"verify_aud": aud is not None, "require": ["iat"]},
+        )
+        header = jwt.get_unverified_header(token)
+        check(f"PyJWT verifies {' '.join(args[:2])}", header["kid"] == KEY_ID and claims["iat"] <= time.time())
+    except jwt.PyJWTError as e:
+        check(f"PyJWT verifies {' '.join(args[:2])}", False, repr(e))
+
+# 2. Apple's library builds the same tokens: same header, same claim names and values
+#    (times and nonces aside).
+def compare(name, ours, apples, ignore=("iat", "exp", "nonce"), ours_only=()):
+    our_header, our_claims = parts(ours)
+    apple_header, apple_claims = parts(apples)
+    check(f"{name}: header matches Apple's", our_header == apple_header, f"{our_header} != {apple_header}")
+    names_ok = set(our_claims) - set(ours_only) == set(apple_claims) and set(ours_only) <= set(our_claims)
+    check(f"{name}: claim names match Apple's", names_ok, f"{sorted(our_claims)} vs {sorted(apple_claims)}")
+    values = {k: v for k, v in our_claims.items() if k not in ignore and k not in ours_only}
+    apple_values = {k: v for k, v in apple_claims.items() if k not in ignore}
+    check(f"{name}: claim values match Apple's", values == apple_values, f"{values} != {apple_values}")
+
+
+client = AppStoreServerAPIClient(signing_key, KEY_ID, ISSUER, BUNDLE, Environment.SANDBOX)
+compare(
+    "App Store Server API token",
+    p8hsm("token", "server", "--key-id", KEY_ID, "--issuer", ISSUER, "--bundle-id", BUNDLE),
+    client._generate_token(),
+    # Apple's Python library sends no iat; p8hsm sends one, backdated 60 s.
+    ours_only=("iat",),
+)
+
+compare(
+    "promotional offer V2",
+    p8hsm("sign", "promo-offer", "--key-id", KEY_ID, "--issuer", ISSUER, "--bundle-id", BUNDLE,
+          "--product-id", "com.example.monthly", "--offer-id", "WINBACK", "--transaction-id", "2000000123"),
+    PromotionalOfferV2SignatureCreator(signing_key, KEY_ID, ISSUER, BUNDLE).create_signature(
+        "com.example.monthly", "WINBACK", "2000000123"),
+)
+
+compare(
+    "introductory-offer eligibility",
+    p8hsm("sign", "intro-offer-eligibility", "--key-id", KEY_ID, "--issuer", ISSUER, "--bundle-id", BUNDLE,
+          "--product-id", "com.example.monthly", "--allow-intro-offer", "false", "--transaction-id", "2000000123"),
+    IntroductoryOfferEligibilitySignatureCreator(signing_key, KEY_ID, ISSUER, BUNDLE).create_signature(
+        "com.example.monthly", False, "2000000123"),
+)
+
+
+@define
+class Request(AdvancedCommerceAPIInAppRequest):
+    operation: str
+    version: str
+
+
+request = Request(operation="CREATE_SUBSCRIPTION", version="1")
+request_json = json.dumps({"operation": "CREATE_SUBSCRIPTION", "version": "1"})
+compare(
+    "Advanced Commerce in-app request",
+    p8hsm("sign", "advanced-commerce-request", "--key-id", KEY_ID, "--issuer", ISSUER, "--bundle-id", BUNDLE,
+          "--request-file", "-", stdin=request_json.encode()),
+    AdvancedCommerceAPIInAppSignatureCreator(signing_key, KEY_ID, ISSUER, BUNDLE).create_signature(request),
+)
+
+# 3. The legacy promotional offer signature, verified with `cryptography` over the payload
+#    Apple's server rebuilds; Apple's own signature passes the same verification.
+def verify_legacy(signature_b64, nonce, timestamp, username):
+    payload = "\u2063".join([BUNDLE, KEY_ID, "com.example.monthly", "WINBACK", username.lower(),
+                             str(nonce).lower(), str(timestamp)])
+    try:
+        public_key.verify(base64.b64decode(signature_b64), payload.encode(), ec.ECDSA(hashes.SHA256()))
+        return True
+    except InvalidSignature:
+        return False
+
+
+nonce = uuid.uuid4()
+timestamp = int(time.time() * 1000)
+username = "ABCDEF01-0000-4000-8000-000000000000"
+apples = PromotionalOfferSignatureCreator(signing_key, KEY_ID, BUNDLE).create_signature(
+    "com.example.monthly", "WINBACK", username, nonce, timestamp)
+check("legacy: Apple's own signature passes this verifier", verify_legacy(apples, nonce, timestamp, username))
+ours = json.loads(p8hsm("sign", "promo-offer-legacy", "--key-id", KEY_ID, "--bundle-id", BUNDLE,
+                        "--product-id", "com.example.monthly", "--offer-id", "WINBACK",
+                        "--app-account-token", username, "--json"))
+check("legacy: p8hsm's signature verifies as Apple's server would",
+      verify_legacy(ours["signature"], ours["nonce"], ours["timestamp"], username))
+check("legacy: a different payload does not verify",
+      not verify_legacy(ours["signature"], ours["nonce"], ours["timestamp"] + 1, username))
+
+print(f"interop: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
