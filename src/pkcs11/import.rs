@@ -132,7 +132,7 @@ impl Token {
             .0
             .push(Attribute::Value(key.scalar_bytes().to_vec()));
         let private_key = self
-            .session
+            .session()?
             .create_object(&private.0)
             .map_err(ck("creating the private key (C_CreateObject)"))?;
         drop(private);
@@ -149,7 +149,7 @@ impl Token {
         ];
         public.extend(common);
         let public_key = self
-            .session
+            .session()?
             .create_object(&public)
             .map_err(ck("creating the public key (C_CreateObject)"))?;
         created.push(public_key);
@@ -169,7 +169,7 @@ impl Token {
             }
         };
         let attributes = self
-            .session
+            .session()?
             .get_attributes(
                 private_key,
                 &[

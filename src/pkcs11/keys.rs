@@ -9,7 +9,9 @@ use p256::PublicKey;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{ck, Token};
+use std::sync::Mutex;
+
+use super::{ck, lock, private_key, OpError, Token};
 use crate::{fingerprint, Error, Es256Signer, KeyId};
 
 /// CKA_APPLICATION of the data objects that hold key metadata.
@@ -20,10 +22,13 @@ pub(super) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D
 
 /// A P-256 private key on the token, found by its Apple key ID. Signs through the
 /// token: the private key never leaves it.
+///
+/// If a signature fails because the session, the key handle or the device went away,
+/// it is retried once on a fresh session with the key found again.
 #[derive(Debug)]
 pub struct HsmKey<'t> {
     token: &'t Token,
-    handle: ObjectHandle,
+    handle: Mutex<ObjectHandle>,
     key_id: KeyId,
 }
 
@@ -34,7 +39,19 @@ impl Es256Signer for HsmKey<'_> {
 
     fn sign_es256(&self, message: &[u8]) -> Result<Signature, Error> {
         let digest = Sha256::digest(message);
-        self.token.sign_digest(self.handle, &digest)
+        let raw = self.token.with_recovery(|session, retry| {
+            let handle = if retry {
+                let handle = private_key(session, &self.key_id)?;
+                *lock(&self.handle) = handle;
+                handle
+            } else {
+                *lock(&self.handle)
+            };
+            session
+                .sign(&Mechanism::Ecdsa, handle, &digest)
+                .map_err(|e| OpError::Call("C_Sign", e))
+        })?;
+        Signature::from_slice(&raw).map_err(|_| Error::BadSignature { len: raw.len() })
     }
 }
 
@@ -64,7 +81,7 @@ impl Token {
     pub fn key(&self, key_id: &KeyId) -> Result<HsmKey<'_>, Error> {
         Ok(HsmKey {
             token: self,
-            handle: self.private_key(key_id)?,
+            handle: Mutex::new(self.private_key(key_id)?),
             key_id: key_id.clone(),
         })
     }
@@ -78,7 +95,7 @@ impl Token {
         let mut keys = Vec::new();
         for handle in handles {
             let attributes = self
-                .session
+                .session()?
                 .get_attributes(
                     handle,
                     &[
@@ -156,7 +173,7 @@ impl Token {
         key_id: &KeyId,
         bytes: &[u8],
     ) -> Result<ObjectHandle, Error> {
-        self.session
+        self.session()?
             .create_object(&[
                 Attribute::Class(ObjectClass::DATA),
                 Attribute::Token(true),
@@ -186,7 +203,7 @@ impl Token {
     }
 
     pub(super) fn destroy(&self, object: ObjectHandle) -> Result<(), Error> {
-        self.session
+        self.session()?
             .destroy_object(object)
             .map_err(ck("C_DestroyObject"))
     }
@@ -194,7 +211,7 @@ impl Token {
     /// ECDSA over a 32-byte digest with CKM_ECDSA; the token returns R||S.
     pub(super) fn sign_digest(&self, key: ObjectHandle, digest: &[u8]) -> Result<Signature, Error> {
         let raw = self
-            .session
+            .session()?
             .sign(&Mechanism::Ecdsa, key, digest)
             .map_err(ck("C_Sign"))?;
         Signature::from_slice(&raw).map_err(|_| Error::BadSignature { len: raw.len() })

@@ -1,16 +1,26 @@
 //! PKCS#11: loading a module, selecting a token by label, logging in once, and the
 //! key operations p8hsm needs. Knows nothing about Apple's token kinds.
+//!
+//! One PKCS#11 context per module per process (C_Initialize once; never finalized, so
+//! several [`Token`]s on one module can coexist). A [`Token`] keeps a pool of logged-in
+//! sessions and the PIN it logged in with, so that a signature failing because the
+//! session or the device went away is retried once on a fresh session.
 
 mod import;
 mod keys;
 
+use std::collections::HashMap;
 use std::fmt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
 
 pub use import::Imported;
 pub use keys::{HsmKey, KeyInfo};
@@ -50,27 +60,48 @@ pub fn locate_module(explicit: Option<&Path>) -> Result<PathBuf, Error> {
         })
 }
 
-/// A logged-in session on one token. Dropping it closes the session and finalizes
-/// the module.
-pub struct Token {
-    session: Session,
-    label: String,
-    // Declared after `session`, so it finalizes only once the session has closed.
-    _context: Context,
-}
-
-struct Context {
-    pkcs11: Pkcs11,
-    owned: bool,
-}
-
-impl Drop for Context {
-    fn drop(&mut self) {
-        if self.owned {
-            // Nothing useful can be done with a failure while dropping.
-            let _ = self.pkcs11.clone().finalize();
-        }
+/// The initialized PKCS#11 context of each module loaded in this process.
+fn context(module: &Path) -> Result<Pkcs11, Error> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let key = std::fs::canonicalize(module).unwrap_or_else(|_| module.to_path_buf());
+    let mut contexts = lock(CONTEXTS.get_or_init(Default::default));
+    if let Some(pkcs11) = contexts.get(&key) {
+        return Ok(pkcs11.clone());
     }
+    let load_error = |reason: String| Error::ModuleLoad {
+        path: module.to_path_buf(),
+        reason,
+    };
+    let pkcs11 = Pkcs11::new(module).map_err(|e| load_error(e.to_string()))?;
+    initialize(&pkcs11).map_err(|e| load_error(rv_name(&e)))?;
+    contexts.insert(key, pkcs11.clone());
+    Ok(pkcs11)
+}
+
+/// C_Initialize, tolerating a module another part of the process initialized.
+fn initialize(pkcs11: &Pkcs11) -> Result<(), CkError> {
+    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A mutex guard, whether or not another thread panicked while holding it: the data
+/// guarded here (idle sessions, a slot, a handle) stays consistent either way.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A logged-in token: a pool of sessions on the slot whose token has the label, and
+/// the PIN, kept in a secret type, to log in again after the device comes back.
+pub struct Token {
+    pkcs11: Pkcs11,
+    label: String,
+    slot: Mutex<Slot>,
+    pin: SecretString,
+    idle: Mutex<Vec<Session>>,
 }
 
 impl fmt::Debug for Token {
@@ -79,66 +110,99 @@ impl fmt::Debug for Token {
     }
 }
 
+/// A session borrowed from the pool; it goes back when dropped.
+pub(crate) struct Lease<'t> {
+    token: &'t Token,
+    session: Option<Session>,
+}
+
+impl Deref for Lease<'_> {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        // Only `discard` takes the session out, and it consumes the lease.
+        self.session
+            .as_ref()
+            .expect("a lease holds its session until dropped")
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            lock(&self.token.idle).push(session);
+        }
+    }
+}
+
+impl Lease<'_> {
+    /// Closes the session instead of returning it to the pool.
+    fn discard(mut self) {
+        drop(self.session.take());
+    }
+}
+
+/// A failure inside an operation that [`Token::with_recovery`] runs.
+pub(crate) enum OpError {
+    /// A PKCS#11 call failed; recoverable ones are retried on a fresh session.
+    Call(&'static str, CkError),
+    /// Anything else; never retried.
+    Other(Error),
+}
+
+impl From<Error> for OpError {
+    fn from(e: Error) -> Self {
+        OpError::Other(e)
+    }
+}
+
+impl OpError {
+    fn into_error(self) -> Error {
+        match self {
+            OpError::Call(operation, e) => ck(operation)(e),
+            OpError::Other(e) => e,
+        }
+    }
+
+    /// Failures a fresh session (and a fresh look-up of the key) can cure.
+    fn recoverable(&self) -> bool {
+        matches!(
+            self,
+            OpError::Call(
+                _,
+                CkError::Pkcs11(
+                    RvError::SessionHandleInvalid
+                        | RvError::SessionClosed
+                        | RvError::DeviceRemoved
+                        | RvError::DeviceError
+                        | RvError::TokenNotPresent
+                        | RvError::OperationActive
+                        | RvError::ObjectHandleInvalid
+                        | RvError::KeyHandleInvalid
+                        | RvError::UserNotLoggedIn,
+                    _,
+                )
+            )
+        )
+    }
+}
+
 impl Token {
     /// Loads `module`, finds the token labelled `label`, opens a read-write session
     /// and logs in as the user with the PIN from `pin`: exactly one C_Login attempt,
     /// never retried, since hardware tokens lock after repeated failures.
     pub fn open(module: &Path, label: &str, pin: &PinSource) -> Result<Token, Error> {
-        let load_error = |reason: String| Error::ModuleLoad {
-            path: module.to_path_buf(),
-            reason,
-        };
-        let pkcs11 = Pkcs11::new(module).map_err(|e| load_error(e.to_string()))?;
-        let owned = match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) => true,
-            Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => false,
-            Err(e) => return Err(load_error(rv_name(&e))),
-        };
-        let context = Context { pkcs11, owned };
-        let ctx = &context.pkcs11;
-
-        let mut available = Vec::new();
-        let mut matching = Vec::new();
-        for slot in ctx
-            .get_slots_with_initialized_token()
-            .map_err(ck("C_GetSlotList"))?
-        {
-            let info = ctx.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
-            let slot_label = info.label().trim_end().to_owned();
-            if slot_label == label {
-                matching.push(slot);
-            }
-            available.push(slot_label);
-        }
-        let slot = match matching.as_slice() {
-            [slot] => *slot,
-            [] => {
-                return Err(Error::TokenNotFound {
-                    label: label.to_owned(),
-                    available,
-                })
-            }
-            many => {
-                return Err(Error::TokenAmbiguous {
-                    label: label.to_owned(),
-                    count: many.len(),
-                })
-            }
-        };
+        let pkcs11 = context(module)?;
+        let slot = find_slot(&pkcs11, label)?;
         let pin = pin.read(label)?;
-        let session = ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
-        match session.login(UserType::User, Some(&pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-                return Err(Error::PinIncorrect)
-            }
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => return Err(Error::PinLocked),
-            Err(e) => return Err(ck("C_Login")(e)),
-        }
+        let session = pkcs11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+        login(&session, &pin)?;
         Ok(Token {
-            session,
+            pkcs11,
             label: label.to_owned(),
-            _context: context,
+            slot: Mutex::new(slot),
+            pin,
+            idle: Mutex::new(vec![session]),
         })
     }
 
@@ -147,29 +211,96 @@ impl Token {
         &self.label
     }
 
+    /// A session from the pool, or a new one.
+    pub(crate) fn session(&self) -> Result<Lease<'_>, Error> {
+        let idle = lock(&self.idle).pop();
+        let session = match idle {
+            Some(session) => session,
+            None => self
+                .pkcs11
+                .open_rw_session(*lock(&self.slot))
+                .map_err(ck("C_OpenSession"))?,
+        };
+        Ok(Lease {
+            token: self,
+            session: Some(session),
+        })
+    }
+
+    /// Runs `op` on a pooled session. If it fails in a way a fresh session can cure
+    /// (session or object handle invalid, device removed, not logged in…), the pool is
+    /// emptied, a new session is opened — on the slot found again by label, logged in
+    /// again with the kept PIN if the token forgot the login — and `op` runs once more
+    /// with `retry` set, so it can find its objects again. A wrong PIN is never retried.
+    pub(crate) fn with_recovery<T>(
+        &self,
+        mut op: impl FnMut(&Session, bool) -> Result<T, OpError>,
+    ) -> Result<T, Error> {
+        // An empty pool whose new session fails to open is treated like a failed call:
+        // the device may have gone away.
+        if let Ok(lease) = self.session() {
+            match op(&lease, false) {
+                Ok(value) => return Ok(value),
+                Err(e) if !e.recoverable() => return Err(e.into_error()),
+                Err(_) => lease.discard(),
+            }
+        }
+        lock(&self.idle).clear();
+        let lease = self.reopen()?;
+        op(&lease, true).map_err(OpError::into_error)
+    }
+
+    /// A fresh, logged-in session after a failure: on the same slot; else on the slot
+    /// found again by label; else, when the module itself lost its device (p11-kit's
+    /// client after its server restarted), after finalizing and initializing the
+    /// module again. Logs in again with the kept PIN when the token forgot the login.
+    fn reopen(&self) -> Result<Lease<'_>, Error> {
+        let current = *lock(&self.slot);
+        let session = match self.pkcs11.open_rw_session(current).ok() {
+            Some(session) => session,
+            None => {
+                let slot = match find_slot(&self.pkcs11, &self.label) {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        // Nothing useful can be done if finalizing a lost module fails.
+                        let _ = self.pkcs11.clone().finalize();
+                        initialize(&self.pkcs11)
+                            .map_err(|e| ck("C_Initialize after the device went away")(e))?;
+                        find_slot(&self.pkcs11, &self.label)?
+                    }
+                };
+                *lock(&self.slot) = slot;
+                self.pkcs11
+                    .open_rw_session(slot)
+                    .map_err(ck("C_OpenSession"))?
+            }
+        };
+        let logged_in = session
+            .get_session_info()
+            .map(|info| {
+                matches!(
+                    info.session_state(),
+                    SessionState::RwUser | SessionState::RoUser
+                )
+            })
+            .unwrap_or(false);
+        if !logged_in {
+            login(&session, &self.pin)?;
+        }
+        Ok(Lease {
+            token: self,
+            session: Some(session),
+        })
+    }
+
     /// Object handles matching `template`.
     fn find(&self, template: &[Attribute]) -> Result<Vec<ObjectHandle>, Error> {
-        self.session
-            .find_objects(template)
-            .map_err(ck("C_FindObjects"))
+        find(&*self.session()?, template).map_err(OpError::into_error)
     }
 
     /// The one private key whose CKA_ID is the key ID.
     fn private_key(&self, key_id: &KeyId) -> Result<ObjectHandle, Error> {
-        let found = self.find(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(key_id.as_str().as_bytes().to_vec()),
-        ])?;
-        match found.as_slice() {
-            [handle] => Ok(*handle),
-            [] => Err(Error::KeyNotFound {
-                key_id: key_id.to_string(),
-            }),
-            many => Err(Error::KeyAmbiguous {
-                key_id: key_id.to_string(),
-                count: many.len(),
-            }),
-        }
+        private_key(&*self.session()?, key_id).map_err(OpError::into_error)
     }
 
     /// The public key objects whose CKA_ID is `id`.
@@ -187,11 +318,80 @@ impl Token {
         kind: AttributeType,
     ) -> Result<Option<Attribute>, Error> {
         Ok(self
-            .session
+            .session()?
             .get_attributes(object, &[kind])
             .map_err(ck("C_GetAttributeValue"))?
             .into_iter()
             .next())
+    }
+}
+
+fn find(session: &Session, template: &[Attribute]) -> Result<Vec<ObjectHandle>, OpError> {
+    session
+        .find_objects(template)
+        .map_err(|e| OpError::Call("C_FindObjects", e))
+}
+
+/// The one private key whose CKA_ID is the key ID.
+fn private_key(session: &Session, key_id: &KeyId) -> Result<ObjectHandle, OpError> {
+    let found = find(
+        session,
+        &[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(key_id.as_str().as_bytes().to_vec()),
+        ],
+    )?;
+    match found.as_slice() {
+        [handle] => Ok(*handle),
+        [] => Err(Error::KeyNotFound {
+            key_id: key_id.to_string(),
+        }
+        .into()),
+        many => Err(Error::KeyAmbiguous {
+            key_id: key_id.to_string(),
+            count: many.len(),
+        }
+        .into()),
+    }
+}
+
+/// The one slot whose token has `label`.
+fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot, Error> {
+    let mut available = Vec::new();
+    let mut matching = Vec::new();
+    for slot in pkcs11
+        .get_slots_with_initialized_token()
+        .map_err(ck("C_GetSlotList"))?
+    {
+        let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+        let slot_label = info.label().trim_end().to_owned();
+        if slot_label == label {
+            matching.push(slot);
+        }
+        available.push(slot_label);
+    }
+    match matching.as_slice() {
+        [slot] => Ok(*slot),
+        [] => Err(Error::TokenNotFound {
+            label: label.to_owned(),
+            available,
+        }),
+        many => Err(Error::TokenAmbiguous {
+            label: label.to_owned(),
+            count: many.len(),
+        }),
+    }
+}
+
+/// One C_Login as the user.
+fn login(session: &Session, pin: &SecretString) -> Result<(), Error> {
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
+            Err(Error::PinIncorrect)
+        }
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked),
+        Err(e) => Err(ck("C_Login")(e)),
     }
 }
 

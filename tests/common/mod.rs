@@ -211,3 +211,68 @@ pub fn now() -> i64 {
 pub fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// Runs scripts/softhsm-server.sh for the fixture's token store and returns the
+/// environment it prints.
+fn softhsm_server(hsm: &Hsm, args: &[&str]) -> Vec<(String, String)> {
+    let output = Command::new(root().join("scripts/softhsm-server.sh"))
+        .args(args)
+        .env("P8HSM_SOFTHSM_DIR", hsm.dir.path())
+        .output()
+        .expect("run scripts/softhsm-server.sh");
+    assert!(
+        output.status.success(),
+        "softhsm-server.sh failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_exports(&output.stdout)
+}
+
+fn parse_exports(stdout: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|line| {
+            let (k, v) = line
+                .strip_prefix("export ")
+                .unwrap()
+                .split_once('=')
+                .unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// The fixture's token served by `p11-kit server`; stopped when dropped.
+pub struct P11KitServer<'a> {
+    hsm: &'a Hsm,
+    pub env: Vec<(String, String)>,
+}
+
+impl Hsm {
+    pub fn serve(&self) -> P11KitServer<'_> {
+        P11KitServer {
+            hsm: self,
+            env: softhsm_server(self, &[]),
+        }
+    }
+}
+
+impl P11KitServer<'_> {
+    pub fn var(&self, name: &str) -> &str {
+        &self.env.iter().find(|(k, _)| k == name).unwrap().1
+    }
+
+    pub fn stop(&self) {
+        softhsm_server(self.hsm, &["--stop"]);
+    }
+
+    pub fn start(&self) {
+        softhsm_server(self.hsm, &[]);
+    }
+}
+
+impl Drop for P11KitServer<'_> {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,177 @@
+//! Key custody: while a p8hsm signer signs through p11-kit's client module, its memory
+//! holds no copy of the private scalar; with SoftHSM loaded in-process, it does (the
+//! control that shows the scan finds the key when it is there).
+//!
+//! Runs without the test harness: the binary re-executes itself with `--signer` as the
+//! process under inspection, which never sees the .p8, only the token.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use common::Hsm;
+use p8hsm::apple::developer::{ProviderService, ProviderToken};
+use p8hsm::apple::AppleToken;
+use p8hsm::{pkcs11, PinSource, Token};
+
+/// Signatures made before the scans; the signer keeps signing between them.
+const WARM_UP: usize = 2000;
+/// Snapshots of the signer's memory. SoftHSM holds the decrypted scalar only while a
+/// signature is under way, so a snapshot catches it in-process only some of the time.
+const SNAPSHOTS: usize = 40;
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--signer") {
+        return signer();
+    }
+    let hsm = Hsm::new();
+    let key = hsm.import_new_key("2X9R4HXF34");
+    let scalar: Vec<u8> = key.to_bytes().to_vec();
+
+    let in_process = copies(&scalar, &hsm.env, true);
+    let server = hsm.serve();
+    let isolated = copies(&scalar, &server.env, false);
+    drop(server);
+
+    println!(
+        "custody: while signing (after {WARM_UP} signatures), {} snapshots of the signer's memory \
+         through p11-kit's client held {} copies of the private scalar; with SoftHSM in-process, \
+         {} of {} snapshots held it ({} copies in all)",
+        isolated.snapshots,
+        isolated.copies,
+        in_process.hits,
+        in_process.snapshots,
+        in_process.copies
+    );
+    let (isolated, in_process) = (isolated.copies, in_process.copies);
+    let passed = [
+        (
+            "no copy of the scalar in the signer through p11-kit",
+            isolated == 0,
+        ),
+        (
+            "the scan finds the scalar with SoftHSM in-process",
+            in_process > 0,
+        ),
+    ];
+    for (name, ok) in &passed {
+        println!("{} {name}", if *ok { "ok  " } else { "FAIL" });
+    }
+    let failed = passed.iter().filter(|(_, ok)| !ok).count();
+    println!("custody: {} passed, {failed} failed", passed.len() - failed);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// What the snapshots of one signer found.
+struct Scan {
+    snapshots: usize,
+    /// Snapshots that held at least one copy.
+    hits: usize,
+    /// Copies over all snapshots.
+    copies: usize,
+}
+
+/// Starts the signer with `env`, waits until it has signed, then takes snapshots of its
+/// memory while it signs and counts the copies of `scalar` (big-endian, and
+/// byte-reversed as a little-endian bignum) in them; stops at the first hit when
+/// `until_found`.
+fn copies(scalar: &[u8], env: &[(String, String)], until_found: bool) -> Scan {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--signer")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the signer");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n", "the signer signed");
+    let pid = child.id().to_string();
+    let reversed: Vec<u8> = scalar.iter().rev().copied().collect();
+    let mut result = Scan {
+        snapshots: 0,
+        hits: 0,
+        copies: 0,
+    };
+    while result.snapshots < SNAPSHOTS && !(until_found && result.hits > 0) {
+        // Stopped while scanned, so the memory does not change under the scan.
+        Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+        let found = scan(&pid, &[scalar, &reversed]);
+        Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+        result.snapshots += 1;
+        result.hits += usize::from(found > 0);
+        result.copies += found;
+        std::thread::sleep(std::time::Duration::from_millis(
+            3 + (result.snapshots as u64 * 7) % 11,
+        ));
+    }
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "the signer ran cleanly");
+    result
+}
+
+/// Occurrences of any of `needles` in the readable mappings of process `pid`.
+fn scan(pid: &str, needles: &[&[u8]]) -> usize {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut count = 0;
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (range, perms) = (fields.next().unwrap(), fields.next().unwrap());
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut region = vec![0u8; (end - start) as usize];
+        use std::io::{Seek, SeekFrom};
+        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut region).is_err() {
+            continue;
+        }
+        for needle in needles {
+            count += region.windows(needle.len()).filter(|w| w == needle).count();
+        }
+    }
+    count
+}
+
+/// The process under inspection: signs through the token until its stdin closes.
+fn signer() -> ExitCode {
+    let var = |name: &str| std::env::var(name).unwrap();
+    let module = pkcs11::locate_module(Some(var("P8HSM_MODULE").as_ref())).unwrap();
+    let pin: PinSource = var("P8HSM_PIN_SOURCE").parse().unwrap();
+    let token = Token::open(&module, &var("P8HSM_TOKEN"), &pin).unwrap();
+    let key = token.key(&"2X9R4HXF34".parse().unwrap()).unwrap();
+    let request = ProviderToken {
+        service: ProviderService::Apns,
+        team_id: "A1B2C3D4E5".parse().unwrap(),
+        skew: 0,
+    };
+    let sign = || request.sign(&key, SystemTime::now()).unwrap();
+    for _ in 0..WARM_UP {
+        sign();
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let stdin_closed = done.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        stdin_closed.store(true, Ordering::SeqCst);
+    });
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    while !done.load(Ordering::SeqCst) {
+        sign();
+    }
+    ExitCode::SUCCESS
+}
