@@ -1,27 +1,45 @@
 #!/usr/bin/env bash
 # p8hsm end to end on the embedded SoftHSM token: import a key once, sign an App Store
 # Connect token inside the token, and check the signature with openssl against the
-# public key the token holds.
+# public key the token holds. The token is served by `p11-kit server`, so p8hsm talks to
+# it through p11-kit's client module and never holds the key in its own memory.
 #   scripts/demo.sh
-# P8HSM_SOFTHSM_DIR chooses another token store than softhsm/ (scripts/test.sh uses one).
+# P8HSM_SOFTHSM_DIR chooses another token store than softhsm/ (scripts/test.sh uses one);
+# P8HSM_DEMO_IN_PROCESS=1 loads SoftHSM into p8hsm instead of using the p11-kit server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 command -v cargo >/dev/null || { echo "error: cargo is missing; hint: install Rust with rustup" >&2; exit 1; }
 
 step() { printf '\n== %s\n' "$*"; }
+stop_server=
 
 step "building p8hsm (release)"
 cargo build --release --quiet
 p8hsm=$PWD/target/release/p8hsm
 
-step "SoftHSM token"
-eval "$(scripts/softhsm-init.sh)"
-echo "SOFTHSM2_CONF=$SOFTHSM2_CONF token=$P8HSM_TOKEN pin-source=$P8HSM_PIN_SOURCE"
-
 umask 077
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+    rm -rf "$work"
+    if [ -n "${stop_server:-}" ]; then scripts/softhsm-server.sh --stop; fi
+}
+trap cleanup EXIT
+
+if [ -n "${P8HSM_DEMO_IN_PROCESS:-}" ]; then
+    step "SoftHSM token, loaded in-process"
+    eval "$(scripts/softhsm-init.sh)"
+    echo "module=$P8HSM_MODULE SOFTHSM2_CONF=$SOFTHSM2_CONF"
+else
+    step "SoftHSM token, served by p11-kit server"
+    server_dir=${P8HSM_SOFTHSM_DIR:-$PWD/softhsm}
+    # Stop the server this demo starts; leave one that was already running.
+    [ -f "$server_dir/server/p11-kit.pid" ] || stop_server=1
+    eval "$(scripts/softhsm-server.sh)"
+    echo "module=$P8HSM_MODULE $P11_KIT_SERVER_ADDRESS"
+fi
+echo "token=$P8HSM_TOKEN pin-source=$P8HSM_PIN_SOURCE"
+
 key_id=DEMOKEY001
 issuer=57246542-96fe-1a63-e053-0824d011072a
 
