@@ -19,6 +19,7 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use p8hsm::apple::connect::{ConnectToken, Issuer};
 use p8hsm::apple::server::{ServerApi, ServerToken};
 use p8hsm::apple::{AppleToken, Lifetime};
+use p8hsm::pkcs11::TokenSelector;
 use p8hsm::{pkcs11, Error, IssuerId, KeyId, PinSource, Token};
 
 fn main() -> ExitCode {
@@ -44,13 +45,14 @@ fn run() -> Result<(), Error> {
         std::env::var_os("P8HSM_MODULE")
             .as_deref()
             .map(AsRef::as_ref),
+        None,
     )?;
     let label = std::env::var("P8HSM_TOKEN").unwrap_or_else(|_| "p8hsm".into());
     let pin: PinSource = std::env::var("P8HSM_PIN_SOURCE")
         .unwrap_or_else(|_| "prompt".into())
         .parse()?;
 
-    let token = Token::open(&module, &label, &pin)?;
+    let token = Token::open(&module, &TokenSelector::label(&label), &pin)?;
     let key = token.key(&key_id)?;
     let public = VerifyingKey::from(token.public_key(&key_id)?);
 

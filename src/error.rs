@@ -139,6 +139,12 @@ pub enum Error {
     #[error("the system clock is not usable")]
     Clock,
 
+    /// A PKCS#11 URI that cannot be used.
+    #[error("invalid PKCS#11 URI: {reason}")]
+    InvalidUri {
+        /// What is wrong, naming the attribute.
+        reason: String,
+    },
     /// No PKCS#11 module was named and none was found at the standard paths.
     #[error("no PKCS#11 module found (looked in {})", searched.join(", "))]
     NoModule {
@@ -159,19 +165,19 @@ pub enum Error {
         /// What the loader or C_Initialize said.
         reason: String,
     },
-    /// No token has the label.
-    #[error("no token labelled \"{label}\" ({})", describe_tokens(available))]
+    /// No token matches.
+    #[error("no token {wanted} ({})", describe_tokens(available))]
     TokenNotFound {
-        /// The label asked for.
-        label: String,
+        /// What was asked for, e.g. `labelled "p8hsm"`.
+        wanted: String,
         /// Labels of the tokens that exist.
         available: Vec<String>,
     },
-    /// Several tokens have the label.
-    #[error("{count} tokens are labelled \"{label}\"")]
+    /// Several tokens match.
+    #[error("{count} tokens match: {wanted}")]
     TokenAmbiguous {
-        /// The label asked for.
-        label: String,
+        /// What was asked for.
+        wanted: String,
         /// How many tokens carry it.
         count: usize,
     },

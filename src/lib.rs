@@ -17,11 +17,13 @@
 //! use std::time::SystemTime;
 //! use p8hsm::apple::connect::{ConnectToken, Issuer};
 //! use p8hsm::apple::AppleToken;
+//! use p8hsm::pkcs11::TokenSelector;
 //! use p8hsm::{pkcs11, Token};
 //!
 //! # fn main() -> Result<(), p8hsm::Error> {
-//! let module = pkcs11::locate_module(None)?;
-//! let token = Token::open(&module, "p8hsm", &"file:/run/secrets/p8hsm-pin".parse()?)?;
+//! let module = pkcs11::locate_module(None, None)?;
+//! let pin = "file:/run/secrets/p8hsm-pin".parse()?;
+//! let token = Token::open(&module, &TokenSelector::label("p8hsm"), &pin)?;
 //! let key = token.key(&"2X9R4HXF34".parse()?)?;
 //! let request = ConnectToken {
 //!     issuer: Issuer::Team("57246542-96fe-1a63-e053-0824d011072a".parse()?),

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -13,8 +13,9 @@ use crate::Error;
 /// The most a PIN file may hold.
 const MAX_PIN_FILE_BYTES: u64 = 4096;
 
-/// A PIN source: `file:PATH`, `env:VAR` or `prompt`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A PIN source: `file:PATH`, `env:VAR` or `prompt` — or a PIN already in memory, as
+/// a PKCS#11 URI's `pin-value` gives it.
+#[derive(Debug, Clone)]
 pub enum PinSource {
     /// The first line of a file (a trailing newline is dropped).
     File(PathBuf),
@@ -22,6 +23,8 @@ pub enum PinSource {
     Env(String),
     /// Asked on the terminal, without echo.
     Prompt,
+    /// A PIN already held in a secret type (a URI's `pin-value`).
+    Value(SecretString),
 }
 
 impl FromStr for PinSource {
@@ -53,6 +56,7 @@ impl PinSource {
                     reason: format!("environment variable {var} is not set or not UTF-8"),
                 })?)
             }
+            PinSource::Value(pin) => Zeroizing::new(pin.expose_secret().to_owned()),
             PinSource::Prompt => {
                 if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
                     return Err(Error::PinSource {
@@ -80,6 +84,7 @@ impl PinSource {
             PinSource::File(path) => format!("file {}", path.display()),
             PinSource::Env(var) => format!("environment variable {var}"),
             PinSource::Prompt => "the prompt".to_owned(),
+            PinSource::Value(_) => "the URI's pin-value".to_owned(),
         }
     }
 }
@@ -114,20 +119,16 @@ fn read_file(path: &PathBuf) -> Result<Zeroizing<String>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::ExposeSecret;
     use std::io::Write;
+    use std::path::Path;
 
     #[test]
     fn parses_the_three_sources_and_nothing_else() {
-        assert_eq!(
-            "file:/run/pin".parse::<PinSource>().unwrap(),
-            PinSource::File("/run/pin".into())
+        assert!(
+            matches!("file:/run/pin".parse(), Ok(PinSource::File(p)) if p == Path::new("/run/pin"))
         );
-        assert_eq!(
-            "env:MY_PIN".parse::<PinSource>().unwrap(),
-            PinSource::Env("MY_PIN".into())
-        );
-        assert_eq!("prompt".parse::<PinSource>().unwrap(), PinSource::Prompt);
+        assert!(matches!("env:MY_PIN".parse(), Ok(PinSource::Env(v)) if v == "MY_PIN"));
+        assert!(matches!("prompt".parse(), Ok(PinSource::Prompt)));
         for bad in ["1234", "pin:1234", "file:", "env:", ""] {
             assert!(bad.parse::<PinSource>().is_err(), "{bad:?} accepted");
         }

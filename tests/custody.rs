@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use common::Hsm;
 use p8hsm::apple::developer::{ProviderService, ProviderToken};
 use p8hsm::apple::AppleToken;
+use p8hsm::pkcs11::TokenSelector;
 use p8hsm::{pkcs11, PinSource, Token};
 
 /// Signatures made before the scans; the signer keeps signing between them.
@@ -149,9 +150,9 @@ fn scan(pid: &str, needles: &[&[u8]]) -> usize {
 /// The process under inspection: signs through the token until its stdin closes.
 fn signer() -> ExitCode {
     let var = |name: &str| std::env::var(name).unwrap();
-    let module = pkcs11::locate_module(Some(var("P8HSM_MODULE").as_ref())).unwrap();
+    let module = pkcs11::locate_module(Some(var("P8HSM_MODULE").as_ref()), None).unwrap();
     let pin: PinSource = var("P8HSM_PIN_SOURCE").parse().unwrap();
-    let token = Token::open(&module, &var("P8HSM_TOKEN"), &pin).unwrap();
+    let token = Token::open(&module, &TokenSelector::label(&var("P8HSM_TOKEN")), &pin).unwrap();
     let key = token.key(&"2X9R4HXF34".parse().unwrap()).unwrap();
     let request = ProviderToken {
         service: ProviderService::Apns,

@@ -31,7 +31,20 @@ fn import_infers_the_key_id_and_reports_what_it_created() {
     );
     assert_eq!(hsm.object_count(), 2, "a private and a public key object");
 
-    let keys: serde_json::Value = serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();
+    let mut keys: serde_json::Value =
+        serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();
+    let uri = keys[0].as_object_mut().unwrap().remove("uri").unwrap();
+    let uri = uri.as_str().unwrap();
+    assert!(
+        uri.starts_with("pkcs11:token=p8hsm;manufacturer=SoftHSM%20project;"),
+        "{uri}"
+    );
+    assert!(
+        uri.contains(
+            ";object=2X9R4HXF34;id=%32%58%39%52%34%48%58%46%33%34;type=private?module-path=/"
+        ),
+        "{uri}"
+    );
     assert_eq!(
         keys,
         serde_json::json!([{

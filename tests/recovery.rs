@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use common::{verify_jwt, Hsm};
 use p8hsm::apple::developer::{ProviderService, ProviderToken};
 use p8hsm::apple::AppleToken;
+use p8hsm::pkcs11::TokenSelector;
 use p8hsm::{PinSource, Token};
 
 #[test]
@@ -22,7 +23,12 @@ fn signing_survives_a_restart_of_the_p11_kit_server() {
     );
 
     let pin: PinSource = server.var("P8HSM_PIN_SOURCE").parse().unwrap();
-    let token = Token::open(server.var("P8HSM_MODULE").as_ref(), "p8hsm", &pin).unwrap();
+    let token = Token::open(
+        server.var("P8HSM_MODULE").as_ref(),
+        &TokenSelector::label("p8hsm"),
+        &pin,
+    )
+    .unwrap();
     let signer = token.key(&"2X9R4HXF34".parse().unwrap()).unwrap();
     let request = ProviderToken {
         service: ProviderService::Apns,

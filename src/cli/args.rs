@@ -20,14 +20,22 @@ pub struct Cli {
     pub module: Option<PathBuf>,
 
     /// Label of the token to use (tokens are chosen by label, never by slot number)
+    /// [default: the URI's token, then p8hsm]
+    #[arg(long, global = true, env = "P8HSM_TOKEN", value_name = "LABEL")]
+    pub token: Option<String>,
+
+    /// A PKCS#11 URI (RFC 7512) naming the token and key, e.g.
+    /// "pkcs11:token=p8hsm;object=2X9R4HXF34?module-path=…"; options and their environment
+    /// variables win over what it says
+    // Parsed after clap: a URI may carry a pin-value, which clap's errors would echo.
     #[arg(
         long,
         global = true,
-        env = "P8HSM_TOKEN",
-        value_name = "LABEL",
-        default_value = "p8hsm"
+        env = "P8HSM_KEY",
+        value_name = "URI",
+        hide_env_values = true
     )]
-    pub token: String,
+    pub key: Option<String>,
 
     /// Where the user PIN comes from: file:PATH, env:VAR or prompt [default: prompt]
     // Parsed after clap, whose errors would echo a PIN typed here by mistake.
@@ -56,15 +64,15 @@ pub enum Command {
     },
     /// Print a key's public key as SPKI PEM
     Pubkey {
-        /// Apple key ID
+        /// Apple key ID [default: from --key]
         #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
-        key_id: KeyId,
+        key_id: Option<KeyId>,
     },
     /// Destroy a key's private and public objects (and its metadata) on the token
     Delete {
-        /// Apple key ID
+        /// Apple key ID [default: from --key]
         #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
-        key_id: KeyId,
+        key_id: Option<KeyId>,
         /// Confirm the deletion (it cannot be undone: Apple keeps no copy of the key)
         #[arg(long)]
         yes: bool,
@@ -77,6 +85,12 @@ pub enum Command {
     Sign(SignCommand),
     /// List every reason Apple would reject a token
     Check(CheckArgs),
+    /// List the PKCS#11 modules p8hsm finds, in the order it considers them, and their tokens
+    Modules {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -133,9 +147,9 @@ pub enum TokenCommand {
 /// Options every token kind shares.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// Apple key ID of the signing key
+    /// Apple key ID of the signing key [default: from --key]
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
-    pub key_id: KeyId,
+    pub key_id: Option<KeyId>,
     /// Seconds from now until exp [default: 600; 3600 for Sign in with Apple, WeatherKit
     /// and MapKit; 86400 for MusicKit]
     #[arg(long, value_name = "SECONDS")]
@@ -252,9 +266,9 @@ pub enum SignCommand {
 /// Options every StoreKit JWS shares.
 #[derive(Debug, Args)]
 pub struct StoreKitArgs {
-    /// Apple key ID of the In-App Purchase key
+    /// Apple key ID of the In-App Purchase key [default: from --key]
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
-    pub key_id: KeyId,
+    pub key_id: Option<KeyId>,
     /// Issuer ID (a UUID) [default: recorded with the key]
     #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>)]
     pub issuer: Option<IssuerId>,
@@ -310,9 +324,9 @@ pub struct AdvancedCommerceArgs {
 
 #[derive(Debug, Args)]
 pub struct LegacyOfferArgs {
-    /// Apple key ID of the In-App Purchase key
+    /// Apple key ID of the In-App Purchase key [default: from --key]
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
-    pub key_id: KeyId,
+    pub key_id: Option<KeyId>,
     /// The app's bundle ID
     #[arg(long, value_name = "BUNDLE", value_parser = parse::<BundleId>)]
     pub bundle_id: BundleId,

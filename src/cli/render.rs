@@ -63,6 +63,7 @@ fn exit_code(e: &Error) -> u8 {
         | KeyIdUnknown
         | InvalidId { .. }
         | InvalidLabel { .. }
+        | InvalidUri { .. }
         | InvalidScope { .. }
         | LifetimeTooLong { .. }
         | LongLivedScope { .. }
@@ -125,8 +126,13 @@ fn hint(e: &Error) -> Option<String> {
         ModuleLoad { .. } => "hint: is this a PKCS#11 module built for this machine? \
              For SoftHSM, is SOFTHSM2_CONF pointing at a readable config?"
             .to_owned(),
-        TokenNotFound { .. } => "hint: choose the token with --token LABEL or P8HSM_TOKEN; \
-             for SoftHSM, run scripts/softhsm-init.sh and export the SOFTHSM2_CONF it prints"
+        TokenNotFound { .. } => "hint: choose the token with --token LABEL, P8HSM_TOKEN or a --key URI \
+             (`p8hsm modules` lists them); for SoftHSM, eval \"$(scripts/softhsm-init.sh)\""
+            .to_owned(),
+        TokenAmbiguous { .. } => "hint: name one with a --key URI that adds its serial= or slot-id= \
+             (`p8hsm modules` prints each token's URI)"
+            .to_owned(),
+        InvalidUri { .. } => "hint: see RFC 7512; `p8hsm keys` and `p8hsm modules` print URIs to start from"
             .to_owned(),
         PinSource { .. } => {
             "hint: give --pin-source file:PATH, env:VAR or prompt (or set P8HSM_PIN_SOURCE)".to_owned()

@@ -18,6 +18,8 @@ use p8hsm::apple::storekit::{
 };
 use p8hsm::apple::{AppleToken, Lifetime};
 use p8hsm::p8::MAX_KEY_FILE_BYTES;
+use p8hsm::pkcs11::uri::Pkcs11Uri;
+use p8hsm::pkcs11::TokenSelector;
 use p8hsm::{pkcs11, Error, IssuerId, KeyId, P8Key, PinSource, TeamId, Token};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -45,47 +47,112 @@ impl From<Error> for Failure {
     }
 }
 
-/// Opens the token the global options name; each command does this at most once.
-type Open<'a> = &'a dyn Fn() -> Result<Token, Error>;
+/// What the global options and `--key` URI say about where to work.
+struct Ctx<'a> {
+    cli: &'a Cli,
+    uri: Option<Pkcs11Uri>,
+}
+
+impl Ctx<'_> {
+    /// Opens the token: options and their environment variables win over the URI,
+    /// which wins over the defaults. Each command does this at most once.
+    fn open(&self) -> Result<Token, Error> {
+        let uri = self.uri.as_ref();
+        let module = pkcs11::locate_module(self.cli.module.as_deref(), uri)?;
+        let selector = TokenSelector {
+            label: self
+                .cli
+                .token
+                .clone()
+                .or_else(|| uri.and_then(|u| u.token.clone()))
+                .or_else(|| Some("p8hsm".to_owned())),
+            manufacturer: uri.and_then(|u| u.manufacturer.clone()),
+            model: uri.and_then(|u| u.model.clone()),
+            serial: uri.and_then(|u| u.serial.clone()),
+            slot_id: uri.and_then(|u| u.slot_id),
+        };
+        let pin = match (&self.cli.pin_source, uri) {
+            (Some(source), _) => source.parse()?,
+            (
+                None,
+                Some(Pkcs11Uri {
+                    pin_source: Some(source),
+                    ..
+                }),
+            ) => source.parse()?,
+            (
+                None,
+                Some(Pkcs11Uri {
+                    pin_value: Some(pin),
+                    ..
+                }),
+            ) => {
+                eprintln!(
+                    "warning: the PKCS#11 URI carries pin-value: keep it as secret as the PIN, \
+                     or use pin-source"
+                );
+                PinSource::Value(pin.clone())
+            }
+            (None, _) => PinSource::Prompt,
+        };
+        Token::open(&module, &selector, &pin)
+    }
+
+    /// The Apple key ID: the option, else the URI's id or object when it is one.
+    fn key_id(&self, given: Option<&KeyId>) -> Result<KeyId, Error> {
+        if let Some(key_id) = given {
+            return Ok(key_id.clone());
+        }
+        let uri = self.uri.as_ref();
+        let from_id = uri
+            .and_then(|u| u.id.as_deref())
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| id.parse().ok());
+        let from_object = uri
+            .and_then(|u| u.object.as_deref())
+            .and_then(|object| object.parse().ok());
+        from_id.or(from_object).ok_or(Error::MissingInput {
+            what: "--key-id",
+            why: "give it, or a --key URI whose id or object is the Apple key ID",
+        })
+    }
+}
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let open = || -> Result<Token, Error> {
-        let module = pkcs11::locate_module(cli.module.as_deref())?;
-        let pin = match &cli.pin_source {
-            Some(source) => source.parse()?,
-            None => PinSource::Prompt,
-        };
-        Token::open(&module, &cli.token, &pin)
-    };
+    let uri = cli.key.as_deref().map(str::parse).transpose()?;
+    let ctx = Ctx { cli: &cli, uri };
     match &cli.command {
-        Command::Import(args) => import(args, &open),
-        Command::Keys { json } => keys(*json, &open),
+        Command::Import(args) => import(args, &ctx),
+        Command::Keys { json } => keys(*json, &ctx),
         Command::Pubkey { key_id } => {
-            let public = open()?.public_key(key_id)?;
+            let key_id = ctx.key_id(key_id.as_ref())?;
+            let public = ctx.open()?.public_key(&key_id)?;
             let pem = public
                 .to_public_key_pem(LineEnding::LF)
                 .map_err(|e| Error::Internal(e.to_string()))?;
             print(&pem)
         }
         Command::Delete { key_id, yes } => {
+            let key_id = ctx.key_id(key_id.as_ref())?;
             if !yes {
                 return Err(Failure::Usage(format!(
                     "delete destroys key {key_id} for good (Apple keeps no copy); add --yes to confirm"
                 )));
             }
-            open()?.delete(key_id)?;
+            ctx.open()?.delete(&key_id)?;
             eprintln!("deleted key {key_id}");
             Ok(())
         }
-        Command::Token(kind) => token(kind, &open),
-        Command::Sign(kind) => sign(kind, &open),
-        Command::Check(args) => check(args, &open),
+        Command::Token(kind) => token(kind, &ctx),
+        Command::Sign(kind) => sign(kind, &ctx),
+        Command::Check(args) => check(args, &ctx),
+        Command::Modules { json } => modules(*json, &ctx),
     }
 }
 
-fn import(args: &ImportArgs, open: Open) -> Result<(), Failure> {
+fn import(args: &ImportArgs, ctx: &Ctx) -> Result<(), Failure> {
     // Read and check everything before touching the token: bad input writes nothing.
-    let (key, key_id) = read_key(args)?;
+    let (key, key_id) = read_key(args, ctx)?;
     let metadata = match args.kind {
         Some(kind) => Some(KeyMetadata::new(
             kind,
@@ -94,7 +161,7 @@ fn import(args: &ImportArgs, open: Open) -> Result<(), Failure> {
         )?),
         None => None,
     };
-    let imported = open()?.import(
+    let imported = ctx.open()?.import(
         &key,
         &key_id,
         args.label.as_deref(),
@@ -126,8 +193,9 @@ struct KeyRow {
     team_id: Option<TeamId>,
 }
 
-fn keys(json: bool, open: Open) -> Result<(), Failure> {
-    let rows: Vec<KeyRow> = open()?
+fn keys(json: bool, ctx: &Ctx) -> Result<(), Failure> {
+    let rows: Vec<KeyRow> = ctx
+        .open()?
         .keys()?
         .into_iter()
         .map(|info| {
@@ -199,8 +267,9 @@ fn describe(command: &TokenCommand) -> (&'static str, &TokenArgs, &'static [KeyK
     }
 }
 
-fn token(command: &TokenCommand, open: Open) -> Result<(), Failure> {
+fn token(command: &TokenCommand, ctx: &Ctx) -> Result<(), Failure> {
     let (name, common, allowed) = describe(command);
+    let key_id = ctx.key_id(common.key_id.as_ref())?;
     if matches!(
         command,
         TokenCommand::Apns(_) | TokenCommand::Devicecheck(_)
@@ -212,13 +281,13 @@ fn token(command: &TokenCommand, open: Open) -> Result<(), Failure> {
     }
     // Refuse a request that breaks Apple's rules before asking for the PIN, when all
     // it needs was given on the command line.
-    if let Ok(request) = build_token(command, None) {
+    if let Ok(request) = build_token(command, &key_id, None) {
         request.times(SystemTime::now())?;
     }
-    let token = open()?;
-    let key = token.key(&common.key_id)?;
-    let meta = metadata(&token, &common.key_id, name, allowed)?;
-    let request = build_token(command, meta.as_ref())?;
+    let token = ctx.open()?;
+    let key = token.key(&key_id)?;
+    let meta = metadata(&token, &key_id, name, allowed)?;
+    let request = build_token(command, &key_id, meta.as_ref())?;
     let signed = request.sign(&key, SystemTime::now())?;
     if common.json {
         print(&json_line(&signed)?)
@@ -244,6 +313,7 @@ fn metadata(
 
 fn build_token(
     command: &TokenCommand,
+    key_id: &KeyId,
     meta: Option<&KeyMetadata>,
 ) -> Result<Box<dyn AppleToken>, Error> {
     use TokenCommand::*;
@@ -252,7 +322,6 @@ fn build_token(
         ttl: common.ttl.unwrap_or(default_ttl),
         skew: common.skew,
     };
-    let key_id = &common.key_id;
     let server = |api: ServerApi,
                   a: &super::args::InAppPurchaseArgs|
      -> Result<Box<dyn AppleToken>, Error> {
@@ -304,26 +373,26 @@ fn build_token(
             } else {
                 ProviderService::DeviceCheck
             },
-            team_id: team_id(a, meta)?,
+            team_id: team_id(a, key_id, meta)?,
             skew: common.skew,
         }),
         SignInWithApple(a) => Box::new(SignInWithAppleToken {
-            team_id: team_id(&a.team, meta)?,
+            team_id: team_id(&a.team, key_id, meta)?,
             client_id: a.client_id.clone(),
             lifetime: lifetime(3600),
         }),
         Musickit(a) => Box::new(MusicKitToken {
-            team_id: team_id(&a.team, meta)?,
+            team_id: team_id(&a.team, key_id, meta)?,
             origins: a.origin.clone(),
             lifetime: lifetime(86400),
         }),
         Weatherkit(a) => Box::new(WeatherKitToken {
-            team_id: team_id(&a.team, meta)?,
+            team_id: team_id(&a.team, key_id, meta)?,
             service_id: a.service_id.clone(),
             lifetime: lifetime(3600),
         }),
         Mapkit(a) => Box::new(MapKitToken {
-            team_id: team_id(&a.team, meta)?,
+            team_id: team_id(&a.team, key_id, meta)?,
             origin: a.origin.clone(),
             mapkit_js: a.mapkit_js,
             lifetime: lifetime(3600),
@@ -349,9 +418,9 @@ fn issuer(
 }
 
 /// The Team ID given or recorded with the key.
-fn team_id(args: &TeamArgs, meta: Option<&KeyMetadata>) -> Result<TeamId, Error> {
+fn team_id(args: &TeamArgs, key_id: &KeyId, meta: Option<&KeyMetadata>) -> Result<TeamId, Error> {
     let resolved = match meta {
-        Some(meta) => meta.team_id(&args.common.key_id, args.team_id.clone())?,
+        Some(meta) => meta.team_id(key_id, args.team_id.clone())?,
         None => args.team_id.clone(),
     };
     resolved.ok_or(Error::MissingInput {
@@ -360,7 +429,7 @@ fn team_id(args: &TeamArgs, meta: Option<&KeyMetadata>) -> Result<TeamId, Error>
     })
 }
 
-fn sign(command: &SignCommand, open: Open) -> Result<(), Failure> {
+fn sign(command: &SignCommand, ctx: &Ctx) -> Result<(), Failure> {
     const IAP: &[KeyKind] = &[KeyKind::InAppPurchase];
     let (common, request) = match command {
         SignCommand::PromoOffer(a) => (
@@ -400,9 +469,10 @@ fn sign(command: &SignCommand, open: Open) -> Result<(), Failure> {
                 nonce: a.nonce.clone(),
                 timestamp_ms: a.timestamp,
             };
-            let token = open()?;
-            let key = token.key(&a.key_id)?;
-            metadata(&token, &a.key_id, "sign promo-offer-legacy", IAP)?;
+            let key_id = ctx.key_id(a.key_id.as_ref())?;
+            let token = ctx.open()?;
+            let key = token.key(&key_id)?;
+            metadata(&token, &key_id, "sign promo-offer-legacy", IAP)?;
             let signed = offer.sign(&key, SystemTime::now())?;
             return if a.json {
                 print(&json_line(&signed)?)
@@ -418,7 +488,8 @@ fn sign(command: &SignCommand, open: Open) -> Result<(), Failure> {
         nonce,
         json,
     } = common;
-    let token = open()?;
+    let key_id = &ctx.key_id(key_id.as_ref())?;
+    let token = ctx.open()?;
     let key = token.key(key_id)?;
     let meta = metadata(&token, key_id, "sign", IAP)?;
     let signature = StoreKitSignature {
@@ -442,7 +513,7 @@ struct CheckOutput<'a> {
     signature_verified: Option<bool>,
 }
 
-fn check(args: &CheckArgs, open: Open) -> Result<(), Failure> {
+fn check(args: &CheckArgs, ctx: &Ctx) -> Result<(), Failure> {
     let text = if args.jwt == "-" {
         let bytes = read_limited(Path::new("-"), 64 * 1024)?;
         String::from_utf8_lossy(&bytes).into_owned()
@@ -455,7 +526,7 @@ fn check(args: &CheckArgs, open: Open) -> Result<(), Failure> {
         .as_secs();
     let mut report = check::check(&text, args.kind, now);
     let key = match (&args.key_id, &args.pubkey) {
-        (Some(key_id), _) => Some((open()?.public_key(key_id)?, format!("key {key_id}"))),
+        (Some(key_id), _) => Some((ctx.open()?.public_key(key_id)?, format!("key {key_id}"))),
         (None, Some(path)) => {
             let pem = read_limited(path, 64 * 1024)?;
             let key = std::str::from_utf8(&pem)
@@ -514,7 +585,59 @@ fn check(args: &CheckArgs, open: Open) -> Result<(), Failure> {
     }
 }
 
-fn read_key(args: &ImportArgs) -> Result<(P8Key, KeyId), Error> {
+#[derive(Serialize)]
+struct ModuleRow {
+    #[serde(flatten)]
+    candidate: pkcs11::modules::Candidate,
+    selected: bool,
+    tokens: Vec<pkcs11::modules::TokenSummary>,
+    error: Option<String>,
+}
+
+fn modules(json: bool, ctx: &Ctx) -> Result<(), Failure> {
+    let candidates = pkcs11::modules::candidates(ctx.cli.module.as_deref(), ctx.uri.as_ref())?;
+    let mut rows = Vec::new();
+    for (i, candidate) in candidates.into_iter().enumerate() {
+        let (tokens, error) = if candidate.path.is_file() {
+            match pkcs11::modules::tokens(&candidate.path) {
+                Ok(tokens) => (tokens, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
+        } else {
+            (Vec::new(), Some("the file does not exist".to_owned()))
+        };
+        rows.push(ModuleRow {
+            candidate,
+            selected: i == 0,
+            tokens,
+            error,
+        });
+    }
+    if json {
+        return print(&json_line(&rows)?);
+    }
+    let mut out = String::new();
+    for row in &rows {
+        out.push_str(&format!(
+            "{} {}  ({})\n",
+            if row.selected { "*" } else { " " },
+            row.candidate.path.display(),
+            row.candidate.source
+        ));
+        if let Some(error) = &row.error {
+            out.push_str(&format!("    error: {error}\n"));
+        }
+        for token in &row.tokens {
+            out.push_str(&format!(
+                "    token \"{}\"  {} {}  serial {}\n      {}\n",
+                token.label, token.manufacturer, token.model, token.serial, token.uri
+            ));
+        }
+    }
+    print(&out)
+}
+
+fn read_key(args: &ImportArgs, ctx: &Ctx) -> Result<(P8Key, KeyId), Error> {
     let path = args.file.as_path();
     let in_name = if path == Path::new("-") {
         None
@@ -530,7 +653,7 @@ fn read_key(args: &ImportArgs) -> Result<(P8Key, KeyId), Error> {
         }
         (Some(given), _) => given.clone(),
         (None, Some(in_name)) => in_name,
-        (None, None) => return Err(Error::KeyIdUnknown),
+        (None, None) => ctx.key_id(None).map_err(|_| Error::KeyIdUnknown)?,
     };
     let bytes = read_limited(path, MAX_KEY_FILE_BYTES)?;
     Ok((P8Key::parse(&bytes)?, key_id))

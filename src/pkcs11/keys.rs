@@ -71,6 +71,8 @@ pub struct KeyInfo {
     pub extractable: bool,
     /// Whether a public key object with the same CKA_ID exists.
     pub has_public_key: bool,
+    /// A PKCS#11 URI naming the private key (never with a PIN).
+    pub uri: String,
     /// The metadata recorded beside the key, if any.
     #[serde(skip)]
     pub metadata: Option<Vec<u8>>,
@@ -125,6 +127,7 @@ impl Token {
             let public = self.public_key_by_id(&id)?;
             let metadata = self.metadata_by_id(&id)?;
             keys.push(KeyInfo {
+                uri: self.object_uri(&id, &label, super::uri::ObjectType::Private),
                 id: id_text(&id),
                 label,
                 fingerprint: public.as_ref().map(fingerprint),

@@ -8,6 +8,8 @@
 
 mod import;
 mod keys;
+pub mod modules;
+pub mod uri;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,41 +26,9 @@ use secrecy::SecretString;
 
 pub use import::Imported;
 pub use keys::{HsmKey, KeyInfo};
+pub use modules::locate_module;
 
 use crate::{Error, KeyId, PinSource};
-
-/// Where SoftHSM's module is installed by Debian, Ubuntu, Fedora and source builds.
-pub const SOFTHSM_PATHS: &[&str] = &[
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib64/pkcs11/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-];
-
-/// Chooses the PKCS#11 module: `explicit` (the `--module` option or `P8HSM_MODULE`),
-/// then `PKCS11_MODULE_PATH`, then SoftHSM's standard install paths.
-pub fn locate_module(explicit: Option<&Path>) -> Result<PathBuf, Error> {
-    let named = explicit.map(Path::to_path_buf).or_else(|| {
-        std::env::var_os("PKCS11_MODULE_PATH")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
-    if let Some(path) = named {
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(Error::ModuleNotFound { path })
-        };
-    }
-    SOFTHSM_PATHS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::NoModule {
-            searched: SOFTHSM_PATHS.iter().map(|s| s.to_string()).collect(),
-        })
-}
 
 /// The initialized PKCS#11 context of each module loaded in this process.
 fn context(module: &Path) -> Result<Pkcs11, Error> {
@@ -94,10 +64,76 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Which token to use: its label and, from a PKCS#11 URI, any of its manufacturer,
+/// model, serial number and slot ID. Every field given must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenSelector {
+    /// CKA label of the token.
+    pub label: Option<String>,
+    /// Manufacturer ID.
+    pub manufacturer: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Serial number.
+    pub serial: Option<String>,
+    /// Slot ID.
+    pub slot_id: Option<u64>,
+}
+
+impl TokenSelector {
+    /// The token labelled `label`.
+    pub fn label(label: &str) -> Self {
+        TokenSelector {
+            label: Some(label.to_owned()),
+            ..TokenSelector::default()
+        }
+    }
+
+    fn matches(&self, slot: Slot, info: &cryptoki::slot::TokenInfo) -> bool {
+        let same = |wanted: &Option<String>, actual: &str| {
+            wanted.as_deref().is_none_or(|w| w == actual.trim_end())
+        };
+        same(&self.label, info.label())
+            && same(&self.manufacturer, info.manufacturer_id())
+            && same(&self.model, info.model())
+            && same(&self.serial, info.serial_number())
+            && self.slot_id.is_none_or(|id| id == slot.id())
+    }
+}
+
+impl fmt::Display for TokenSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(v) = &self.label {
+            parts.push(format!("labelled \"{v}\""));
+        }
+        for (name, value) in [
+            ("manufacturer", &self.manufacturer),
+            ("model", &self.model),
+            ("serial", &self.serial),
+        ] {
+            if let Some(v) = value {
+                parts.push(format!("with {name} \"{v}\""));
+            }
+        }
+        if let Some(id) = self.slot_id {
+            parts.push(format!("in slot {id}"));
+        }
+        if parts.is_empty() {
+            parts.push("at all".to_owned());
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// A logged-in token: a pool of sessions on the slot whose token has the label, and
 /// the PIN, kept in a secret type, to log in again after the device comes back.
 pub struct Token {
     pkcs11: Pkcs11,
+    module: PathBuf,
+    selector: TokenSelector,
+    /// The token's own label, manufacturer, model and serial, for URIs.
+    identity: TokenSelector,
     label: String,
     slot: Mutex<Slot>,
     pin: SecretString,
@@ -188,18 +224,30 @@ impl OpError {
 }
 
 impl Token {
-    /// Loads `module`, finds the token labelled `label`, opens a read-write session
-    /// and logs in as the user with the PIN from `pin`: exactly one C_Login attempt,
-    /// never retried, since hardware tokens lock after repeated failures.
-    pub fn open(module: &Path, label: &str, pin: &PinSource) -> Result<Token, Error> {
+    /// Loads `module`, finds the one token `selector` matches, opens a read-write
+    /// session and logs in as the user with the PIN from `pin`: exactly one C_Login
+    /// attempt, never retried, since hardware tokens lock after repeated failures.
+    pub fn open(module: &Path, selector: &TokenSelector, pin: &PinSource) -> Result<Token, Error> {
         let pkcs11 = context(module)?;
-        let slot = find_slot(&pkcs11, label)?;
-        let pin = pin.read(label)?;
+        let slot = find_slot(&pkcs11, selector)?;
+        let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+        let label = info.label().trim_end().to_owned();
+        let identity = TokenSelector {
+            label: Some(label.clone()),
+            manufacturer: Some(info.manufacturer_id().trim_end().to_owned()),
+            model: Some(info.model().trim_end().to_owned()),
+            serial: Some(info.serial_number().trim_end().to_owned()),
+            slot_id: None,
+        };
+        let pin = pin.read(&label)?;
         let session = pkcs11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
         login(&session, &pin)?;
         Ok(Token {
             pkcs11,
-            label: label.to_owned(),
+            module: module.to_path_buf(),
+            selector: selector.clone(),
+            identity,
+            label,
             slot: Mutex::new(slot),
             pin,
             idle: Mutex::new(vec![session]),
@@ -209,6 +257,27 @@ impl Token {
     /// The token's label.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// A URI naming an object on this token, with the module's path and no PIN.
+    pub(crate) fn object_uri(
+        &self,
+        id: &[u8],
+        label: &str,
+        object_type: uri::ObjectType,
+    ) -> String {
+        uri::Pkcs11Uri {
+            token: self.identity.label.clone(),
+            manufacturer: self.identity.manufacturer.clone(),
+            model: self.identity.model.clone(),
+            serial: self.identity.serial.clone(),
+            object: Some(label.to_owned()),
+            id: Some(id.to_vec()),
+            object_type: Some(object_type),
+            module_path: Some(self.module.clone()),
+            ..uri::Pkcs11Uri::default()
+        }
+        .to_string()
     }
 
     /// A session from the pool, or a new one.
@@ -259,14 +328,14 @@ impl Token {
         let session = match self.pkcs11.open_rw_session(current).ok() {
             Some(session) => session,
             None => {
-                let slot = match find_slot(&self.pkcs11, &self.label) {
+                let slot = match find_slot(&self.pkcs11, &self.selector) {
                     Ok(slot) => slot,
                     Err(_) => {
                         // Nothing useful can be done if finalizing a lost module fails.
                         let _ = self.pkcs11.clone().finalize();
                         initialize(&self.pkcs11)
                             .map_err(|e| ck("C_Initialize after the device went away")(e))?;
-                        find_slot(&self.pkcs11, &self.label)?
+                        find_slot(&self.pkcs11, &self.selector)?
                     }
                 };
                 *lock(&self.slot) = slot;
@@ -332,15 +401,20 @@ fn find(session: &Session, template: &[Attribute]) -> Result<Vec<ObjectHandle>, 
         .map_err(|e| OpError::Call("C_FindObjects", e))
 }
 
-/// The one private key whose CKA_ID is the key ID.
+/// The one private key whose CKA_ID is the key ID or, on tokens whose CKA_ID cannot
+/// hold it (YubiHSM 2's are 2 bytes), whose CKA_LABEL is.
 fn private_key(session: &Session, key_id: &KeyId) -> Result<ObjectHandle, OpError> {
-    let found = find(
-        session,
-        &[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(key_id.as_str().as_bytes().to_vec()),
-        ],
-    )?;
+    let by = |attribute: Attribute| {
+        find(
+            session,
+            &[Attribute::Class(ObjectClass::PRIVATE_KEY), attribute],
+        )
+    };
+    let bytes = key_id.as_str().as_bytes().to_vec();
+    let mut found = by(Attribute::Id(bytes.clone()))?;
+    if found.is_empty() {
+        found = by(Attribute::Label(bytes))?;
+    }
     match found.as_slice() {
         [handle] => Ok(*handle),
         [] => Err(Error::KeyNotFound {
@@ -355,8 +429,8 @@ fn private_key(session: &Session, key_id: &KeyId) -> Result<ObjectHandle, OpErro
     }
 }
 
-/// The one slot whose token has `label`.
-fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot, Error> {
+/// The one slot whose token `selector` matches.
+fn find_slot(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Slot, Error> {
     let mut available = Vec::new();
     let mut matching = Vec::new();
     for slot in pkcs11
@@ -364,20 +438,19 @@ fn find_slot(pkcs11: &Pkcs11, label: &str) -> Result<Slot, Error> {
         .map_err(ck("C_GetSlotList"))?
     {
         let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
-        let slot_label = info.label().trim_end().to_owned();
-        if slot_label == label {
+        if selector.matches(slot, &info) {
             matching.push(slot);
         }
-        available.push(slot_label);
+        available.push(info.label().trim_end().to_owned());
     }
     match matching.as_slice() {
         [slot] => Ok(*slot),
         [] => Err(Error::TokenNotFound {
-            label: label.to_owned(),
+            wanted: selector.to_string(),
             available,
         }),
         many => Err(Error::TokenAmbiguous {
-            label: label.to_owned(),
+            wanted: selector.to_string(),
             count: many.len(),
         }),
     }
@@ -431,11 +504,5 @@ mod tests {
     fn return_values_are_named_not_explained() {
         let e = CkError::Pkcs11(RvError::SessionHandleInvalid, Function::Sign);
         assert_eq!(rv_name(&e), "CKR_SESSION_HANDLE_INVALID");
-    }
-
-    #[test]
-    fn a_named_module_that_does_not_exist_is_reported_as_such() {
-        let err = locate_module(Some(Path::new("/nonexistent/module.so"))).unwrap_err();
-        assert!(matches!(err, Error::ModuleNotFound { .. }), "{err}");
     }
 }

@@ -1,0 +1,133 @@
+//! Choosing the token and key with an RFC 7512 URI (`--key`, `P8HSM_KEY`), the one
+//! precedence (options and environment over the URI, the URI over defaults), and
+//! `p8hsm modules`.
+
+mod common;
+
+use common::{verify_jwt, Hsm};
+
+/// The URI `keys` prints for the only key on the token.
+fn key_uri(hsm: &Hsm) -> String {
+    let keys: serde_json::Value = serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();
+    keys[0]["uri"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_printed_uri_chooses_module_token_and_key() {
+    let hsm = Hsm::new();
+    let key = hsm.import_new_key("2X9R4HXF34");
+    let uri = key_uri(&hsm);
+    assert!(!uri.contains("pin"), "{uri}");
+    // Only the URI says which module and token: their options are unset.
+    let run = |uri: &str, extra: &[(&str, &str)]| {
+        let mut command = hsm.command(&["--key", uri, "token", "apns", "--team-id", "A1B2C3D4E5"]);
+        command.env_remove("P8HSM_MODULE").env_remove("P8HSM_TOKEN");
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    let out = run(&uri, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    verify_jwt(String::from_utf8(out.stdout).unwrap().trim_end(), &key);
+
+    // P8HSM_KEY works as --key does; a pin-source in the URI is used when no option gives one.
+    let pin_file = hsm
+        .var("P8HSM_PIN_SOURCE")
+        .strip_prefix("file:")
+        .unwrap()
+        .to_owned();
+    let with_pin_source = format!("{uri}&pin-source=file:{pin_file}");
+    let out = hsm
+        .command(&["token", "apns", "--team-id", "A1B2C3D4E5"])
+        .env_remove("P8HSM_MODULE")
+        .env_remove("P8HSM_TOKEN")
+        .env_remove("P8HSM_PIN_SOURCE")
+        .env("P8HSM_KEY", &with_pin_source)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // pin-value is accepted with a warning, and the PIN is never echoed.
+    let pin = hsm.pin();
+    let with_pin_value = format!("{uri}&pin-value={pin}");
+    let out = hsm
+        .command(&["--key", &with_pin_value, "pubkey"])
+        .env_remove("P8HSM_PIN_SOURCE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("warning: the PKCS#11 URI carries pin-value"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&pin) && !String::from_utf8_lossy(&out.stdout).contains(&pin));
+}
+
+#[test]
+fn options_win_over_the_uri_and_bad_uris_are_named() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let uri = key_uri(&hsm);
+    hsm.run(&["--key", &uri, "--token", "elsewhere", "pubkey"])
+        .fails(5, "no token labelled \"elsewhere\"");
+    hsm.run(&["--key", &uri, "pubkey", "--key-id", "ABCDEFGH12"])
+        .fails(6, "no key with key ID ABCDEFGH12");
+    hsm.run(&["--key", "pkcs11:token=p8hsm;serial=nope", "keys"])
+        .fails(5, "no token labelled \"p8hsm\", with serial \"nope\"");
+    hsm.run(&["--key", "pkcs11:token=p8hsm;colour=blue", "keys"])
+        .fails(3, "invalid PKCS#11 URI: unknown path attribute \"colour\"");
+    let run = hsm.run(&[
+        "--key",
+        "pkcs11:token=p8hsm;?pin-value=123456&bad=1",
+        "keys",
+    ]);
+    run.fails(3, "unknown query attribute \"bad\"");
+    assert!(!run.stderr.contains("123456"), "{}", run.stderr);
+    hsm.run(&["--key", "pkcs11:object=%G1", "keys"])
+        .fails(3, "object has a malformed percent-encoding");
+    hsm.run(&["--key", "pkcs11:token=p8hsm", "pubkey"])
+        .fails(3, "--key-id is required");
+}
+
+#[test]
+fn modules_lists_what_p8hsm_finds_and_their_tokens() {
+    let hsm = Hsm::new();
+    let out = hsm.run(&["modules"]).ok();
+    let first = out.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("* {}  (--module)", hsm.var("P8HSM_MODULE"))),
+        "{out}"
+    );
+    assert!(
+        out.contains("    token \"p8hsm\"  SoftHSM project SoftHSM v2"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&hsm.run(&["modules", "--json"]).ok()).unwrap();
+    assert_eq!(json[0]["selected"], true);
+    assert_eq!(json[0]["tokens"][0]["label"], "p8hsm");
+    let token_uri = json[0]["tokens"][0]["uri"].as_str().unwrap();
+    assert!(token_uri.starts_with("pkcs11:token=p8hsm;"), "{token_uri}");
+    // The printed token URI chooses the token.
+    let out = hsm
+        .command(&["--key", token_uri, "keys", "--json"])
+        .env_remove("P8HSM_MODULE")
+        .env_remove("P8HSM_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
