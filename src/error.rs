@@ -190,7 +190,10 @@ pub enum Error {
     },
     /// C_Login said the PIN is wrong.
     #[error("the token refused the PIN (wrong PIN)")]
-    PinIncorrect,
+    PinIncorrect {
+        /// What this kind of token's PINs look like, where that is a common mistake.
+        pin_format: Option<&'static str>,
+    },
     /// The token's PIN is locked.
     #[error("the token's user PIN is locked")]
     PinLocked,
@@ -226,6 +229,14 @@ pub enum Error {
     DuplicateKey {
         /// What clashes, e.g. `an object with CKA_ID "ABC"`.
         what: String,
+    },
+    /// The token cannot import this way, or at all.
+    #[error("{token} cannot import the key: {reason}")]
+    ImportUnsupported {
+        /// Which token.
+        token: &'static str,
+        /// Why, and what to do instead.
+        reason: &'static str,
     },
     /// The import's proof failed; the created objects were destroyed.
     #[error("import check failed: {reason}; the objects created were destroyed")]

@@ -100,6 +100,11 @@ impl P8Key {
         &self.public
     }
 
+    /// The secret key (zeroized on drop).
+    pub(crate) fn secret_key(&self) -> &SecretKey {
+        &self.secret
+    }
+
     /// The private scalar as 32 big-endian bytes, in a buffer wiped on drop.
     pub(crate) fn scalar_bytes(&self) -> Zeroizing<Vec<u8>> {
         let bytes = Zeroizing::new(self.secret.to_bytes());

@@ -25,7 +25,7 @@ fn import_infers_the_key_id_and_reports_what_it_created() {
     assert_eq!(
         out,
         format!(
-            "key_id       2X9R4HXF34\nlabel        2X9R4HXF34\nfingerprint  {}\n",
+            "key_id       2X9R4HXF34\nlabel        2X9R4HXF34\nfingerprint  {}\nmethod       create\n",
             fingerprint(&key)
         )
     );
@@ -326,4 +326,122 @@ fn an_import_failing_midway_destroys_what_it_created() {
     }
     hsm.run(&["import", path_str(&path)]).ok();
     assert_eq!(hsm.object_count(), 4);
+}
+
+#[test]
+fn import_by_unwrap_gives_the_same_proven_key() {
+    let hsm = Hsm::new();
+    let (path, key) = hsm.write_key("AuthKey_UNWRAP0001.p8");
+    let out = hsm
+        .run(&["import", path_str(&path), "--method", "unwrap"])
+        .ok();
+    assert!(out.ends_with("method       unwrap\n"), "{out}");
+    assert!(out.contains(&fingerprint(&key)), "{out}");
+    assert_eq!(hsm.object_count(), 2, "the temporary AES key is gone");
+    let keys: serde_json::Value = serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();
+    assert_eq!(
+        (keys[0]["sensitive"].clone(), keys[0]["extractable"].clone()),
+        (true.into(), false.into())
+    );
+    let token = hsm
+        .run(&[
+            "token",
+            "apns",
+            "--key-id",
+            "UNWRAP0001",
+            "--team-id",
+            "A1B2C3D4E5",
+        ])
+        .ok();
+    common::verify_jwt(token.trim_end(), &key);
+    let (path, _) = hsm.write_key("AuthKey_CREATE0001.p8");
+    let out = hsm
+        .run(&["import", path_str(&path), "--method", "create"])
+        .ok();
+    assert!(out.ends_with("method       create\n"), "{out}");
+    let run = hsm.run(&["import", path_str(&path), "--method", "copy"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn auto_falls_back_to_unwrap_when_the_token_refuses_a_plaintext_key() {
+    let hsm = Hsm::new();
+    let (path, key) = hsm.write_key("AuthKey_2X9R4HXF34.p8");
+    let refusing = |method: &str| {
+        hsm.command(&["import", path_str(&path), "--method", method])
+            .env("P8HSM_FAULT_REFUSE_CREATE", "1")
+            .output()
+            .unwrap()
+    };
+    let out = refusing("create");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CKR_TEMPLATE_INCONSISTENT"));
+    assert_eq!(hsm.object_count(), 0);
+    let out = refusing("auto");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("method       unwrap\n"));
+    let token = hsm
+        .run(&[
+            "token",
+            "apns",
+            "--key-id",
+            "2X9R4HXF34",
+            "--team-id",
+            "A1B2C3D4E5",
+        ])
+        .ok();
+    common::verify_jwt(token.trim_end(), &key);
+}
+
+#[test]
+fn vendor_profiles_shape_the_import() {
+    let hsm = Hsm::new();
+    // The YubiHSM 2 profile on SoftHSM: a 2-byte CKA_ID, the key ID in the label, no
+    // public object; the key is still found by its Apple key ID and signs.
+    let (path, key) = hsm.write_key("AuthKey_YUBI000001.p8");
+    hsm.run(&["--profile", "yubihsm", "import", path_str(&path)])
+        .ok();
+    assert_eq!(hsm.object_count(), 1);
+    let keys: serde_json::Value = serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();
+    assert_eq!(keys[0]["label"], "YUBI000001");
+    assert_eq!(keys[0]["has_public_key"], false);
+    assert_eq!(
+        keys[0]["id"].as_str().unwrap().len(),
+        4,
+        "2 bytes in hex: {}",
+        keys[0]["id"]
+    );
+    let token = hsm
+        .run(&[
+            "token",
+            "apns",
+            "--key-id",
+            "YUBI000001",
+            "--team-id",
+            "A1B2C3D4E5",
+        ])
+        .ok();
+    common::verify_jwt(token.trim_end(), &key);
+    hsm.run(&["pubkey", "--key-id", "YUBI000001"])
+        .fails(6, "has no public key object");
+    let (path, _) = hsm.write_key("AuthKey_YUBI000002.p8");
+    hsm.run(&[
+        "--profile",
+        "yubihsm",
+        "import",
+        path_str(&path),
+        "--kind",
+        "developer",
+    ])
+    .fails(5, "cannot keep key metadata");
+    hsm.run(&["--profile", "kmsp11", "import", path_str(&path)])
+        .fails(5, "Google Cloud KMS (kmsp11) cannot import the key");
+    let run = hsm.run(&["--profile", "luna", "keys"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(hsm.object_count(), 1);
 }

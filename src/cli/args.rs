@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use p8hsm::apple::connect::Scope;
 use p8hsm::apple::metadata::KeyKind;
 use p8hsm::apple::storekit::Nonce;
+use p8hsm::pkcs11::{ImportMethod, Profile};
 use p8hsm::{
     BundleId, ClientId, IssuerId, KeyId, OfferId, Origin, ProductId, ServiceId, TeamId,
     TransactionId,
@@ -47,6 +48,11 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub pin_source: Option<String>,
+
+    /// Vendor profile: standard, yubihsm, cloudhsm or kmsp11 [default: detected from the
+    /// module and the token]
+    #[arg(long, global = true, env = "P8HSM_PROFILE", value_name = "PROFILE", value_parser = parse::<Profile>)]
+    pub profile: Option<Profile>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -114,6 +120,10 @@ pub struct ImportArgs {
     /// Record the key's Team ID (developer keys)
     #[arg(long, value_name = "ID", value_parser = parse::<TeamId>, requires = "kind")]
     pub team_id: Option<TeamId>,
+    /// How the private key goes in: create (C_CreateObject), unwrap (C_UnwrapKey under a
+    /// temporary AES key), or auto (create, then unwrap if the token refuses)
+    #[arg(long, value_name = "METHOD", value_parser = parse::<ImportMethod>, default_value = "auto")]
+    pub method: ImportMethod,
 }
 
 #[derive(Debug, Subcommand)]

@@ -75,7 +75,7 @@ fn exit_code(e: &Error) -> u8 {
         KeyKindMismatch { .. } | MetadataContradiction { .. } | MetadataUnreadable { .. } => {
             code::KEY_KIND
         }
-        PinSource { .. } | PinIncorrect | PinLocked => code::PIN,
+        PinSource { .. } | PinIncorrect { .. } | PinLocked => code::PIN,
         NoModule { .. }
         | ModuleNotFound { .. }
         | ModuleLoad { .. }
@@ -84,6 +84,7 @@ fn exit_code(e: &Error) -> u8 {
         KeyNotFound { .. } | PublicKeyMissing { .. } | NotP256 { .. } => code::KEY_NOT_FOUND,
         DuplicateKey { .. } | KeyAmbiguous { .. } => code::KEY_EXISTS,
         ImportCheck { .. } | ImportLeftObjects { .. } => code::IMPORT_CHECK,
+        ImportUnsupported { .. } => code::TOKEN,
         _ => code::FAILURE,
     }
 }
@@ -137,9 +138,11 @@ fn hint(e: &Error) -> Option<String> {
         PinSource { .. } => {
             "hint: give --pin-source file:PATH, env:VAR or prompt (or set P8HSM_PIN_SOURCE)".to_owned()
         }
-        PinIncorrect => "warning: repeated wrong PINs can lock a hardware token; p8hsm tried once \
-             and will not retry: check the PIN source before running again"
-            .to_owned(),
+        PinIncorrect { pin_format } => format!(
+            "warning: repeated wrong PINs can lock a hardware token; p8hsm tried once and will \
+             not retry: check the PIN source before running again{}",
+            pin_format.map(|f| format!(" ({f})")).unwrap_or_default()
+        ),
         PinLocked => "hint: the security officer must unlock or reset the user PIN".to_owned(),
         KeyNotFound { .. } => "hint: `p8hsm keys` lists the keys; `p8hsm import AuthKey_<ID>.p8` adds one"
             .to_owned(),
@@ -158,9 +161,9 @@ fn hint(e: &Error) -> Option<String> {
         MetadataContradiction { what, .. } => {
             format!("hint: omit {what} to use the recorded value, or use the key it belongs to")
         }
-        PublicKeyMissing { .. } => {
-            "hint: this token keeps no public object for the key; use the public key Apple shows".to_owned()
-        }
+        PublicKeyMissing { .. } => "hint: this token keeps no public key object (a YubiHSM 2's are \
+             virtual); read it with the vendor's tool, e.g. yubihsm-shell -a get-public-key"
+            .to_owned(),
         _ => return None,
     };
     Some(text)

@@ -19,7 +19,7 @@ use p8hsm::apple::storekit::{
 use p8hsm::apple::{AppleToken, Lifetime};
 use p8hsm::p8::MAX_KEY_FILE_BYTES;
 use p8hsm::pkcs11::uri::Pkcs11Uri;
-use p8hsm::pkcs11::TokenSelector;
+use p8hsm::pkcs11::{ImportOptions, TokenSelector};
 use p8hsm::{pkcs11, Error, IssuerId, KeyId, P8Key, PinSource, TeamId, Token};
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -95,7 +95,7 @@ impl Ctx<'_> {
             }
             (None, _) => PinSource::Prompt,
         };
-        Token::open(&module, &selector, &pin)
+        Token::open_as(&module, &selector, &pin, self.cli.profile)
     }
 
     /// The Apple key ID: the option, else the URI's id or object when it is one.
@@ -161,15 +161,16 @@ fn import(args: &ImportArgs, ctx: &Ctx) -> Result<(), Failure> {
         )?),
         None => None,
     };
-    let imported = ctx.open()?.import(
-        &key,
-        &key_id,
-        args.label.as_deref(),
-        metadata.as_ref().map(KeyMetadata::to_bytes).as_deref(),
-    )?;
+    let metadata_bytes = metadata.as_ref().map(KeyMetadata::to_bytes);
+    let options = ImportOptions {
+        label: args.label.as_deref(),
+        metadata: metadata_bytes.as_deref(),
+        method: args.method,
+    };
+    let imported = ctx.open()?.import(&key, &key_id, &options)?;
     let mut out = format!(
-        "key_id       {}\nlabel        {}\nfingerprint  {}\n",
-        imported.key_id, imported.label, imported.fingerprint
+        "key_id       {}\nlabel        {}\nfingerprint  {}\nmethod       {}\n",
+        imported.key_id, imported.label, imported.fingerprint, imported.method
     );
     if let Some(meta) = metadata {
         out.push_str(&format!("kind         {}\n", meta.kind));

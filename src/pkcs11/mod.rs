@@ -9,6 +9,7 @@
 mod import;
 mod keys;
 pub mod modules;
+mod profile;
 pub mod uri;
 
 use std::collections::HashMap;
@@ -24,9 +25,10 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
-pub use import::Imported;
+pub use import::{ImportMethod, ImportOptions, Imported};
 pub use keys::{HsmKey, KeyInfo};
 pub use modules::locate_module;
+pub use profile::Profile;
 
 use crate::{Error, KeyId, PinSource};
 
@@ -135,6 +137,7 @@ pub struct Token {
     /// The token's own label, manufacturer, model and serial, for URIs.
     identity: TokenSelector,
     label: String,
+    profile: Profile,
     slot: Mutex<Slot>,
     pin: SecretString,
     idle: Mutex<Vec<Session>>,
@@ -227,7 +230,18 @@ impl Token {
     /// Loads `module`, finds the one token `selector` matches, opens a read-write
     /// session and logs in as the user with the PIN from `pin`: exactly one C_Login
     /// attempt, never retried, since hardware tokens lock after repeated failures.
+    /// The vendor [`Profile`] is detected from the module and the token.
     pub fn open(module: &Path, selector: &TokenSelector, pin: &PinSource) -> Result<Token, Error> {
+        Token::open_as(module, selector, pin, None)
+    }
+
+    /// [`Token::open`] with the vendor profile given rather than detected.
+    pub fn open_as(
+        module: &Path,
+        selector: &TokenSelector,
+        pin: &PinSource,
+        profile: Option<Profile>,
+    ) -> Result<Token, Error> {
         let pkcs11 = context(module)?;
         let slot = find_slot(&pkcs11, selector)?;
         let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
@@ -239,15 +253,23 @@ impl Token {
             serial: Some(info.serial_number().trim_end().to_owned()),
             slot_id: None,
         };
+        let profile = profile.unwrap_or_else(|| {
+            Profile::detect(
+                module,
+                info.manufacturer_id().trim_end(),
+                info.model().trim_end(),
+            )
+        });
         let pin = pin.read(&label)?;
         let session = pkcs11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
-        login(&session, &pin)?;
+        login(&session, &pin, profile)?;
         Ok(Token {
             pkcs11,
             module: module.to_path_buf(),
             selector: selector.clone(),
             identity,
             label,
+            profile,
             slot: Mutex::new(slot),
             pin,
             idle: Mutex::new(vec![session]),
@@ -257,6 +279,11 @@ impl Token {
     /// The token's label.
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The vendor profile in use.
+    pub fn profile(&self) -> Profile {
+        self.profile
     }
 
     /// A URI naming an object on this token, with the module's path and no PIN.
@@ -354,7 +381,7 @@ impl Token {
             })
             .unwrap_or(false);
         if !logged_in {
-            login(&session, &self.pin)?;
+            login(&session, &self.pin, self.profile)?;
         }
         Ok(Lease {
             token: self,
@@ -457,11 +484,13 @@ fn find_slot(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Slot, Error> {
 }
 
 /// One C_Login as the user.
-fn login(session: &Session, pin: &SecretString) -> Result<(), Error> {
+fn login(session: &Session, pin: &SecretString, profile: Profile) -> Result<(), Error> {
     match session.login(UserType::User, Some(pin)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
         Err(CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLenRange, _)) => {
-            Err(Error::PinIncorrect)
+            Err(Error::PinIncorrect {
+                pin_format: profile.pin_format(),
+            })
         }
         Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(Error::PinLocked),
         Err(e) => Err(ck("C_Login")(e)),
