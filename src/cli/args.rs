@@ -91,6 +91,8 @@ pub enum Command {
     Sign(SignCommand),
     /// List every reason Apple would reject a token
     Check(CheckArgs),
+    /// Check the module, token, login, keys and clock, one line each
+    Doctor,
     /// List the PKCS#11 modules p8hsm finds, in the order it considers them, and their tokens
     Modules {
         /// Print JSON

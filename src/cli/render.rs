@@ -30,6 +30,8 @@ pub mod code {
     pub const FINDINGS: u8 = 9;
     /// The key's recorded kind or identity contradicts the command.
     pub const KEY_KIND: u8 = 10;
+    /// `doctor` found failing checks.
+    pub const DOCTOR: u8 = 11;
 }
 
 /// Prints the failure to stderr and returns its exit code.
@@ -44,6 +46,11 @@ pub fn error(failure: &Failure) -> ExitCode {
             ),
             None,
             code::FINDINGS,
+        ),
+        Failure::Doctor(n) => (
+            format!("{n} check{} failed", if *n == 1 { "" } else { "s" }),
+            None,
+            code::DOCTOR,
         ),
         Failure::Output(e) => (format!("cannot write the result: {e}"), None, code::FAILURE),
     };
@@ -89,7 +96,8 @@ fn exit_code(e: &Error) -> u8 {
     }
 }
 
-fn hint(e: &Error) -> Option<String> {
+/// The hint line for an error, if there is one.
+pub fn hint(e: &Error) -> Option<String> {
     use Error::*;
     let text = match e {
         KeyFile(P8Error::Encrypted) => "hint: decrypt it into the import without a file: \

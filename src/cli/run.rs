@@ -37,6 +37,8 @@ pub enum Failure {
     Usage(String),
     /// `check` found reasons Apple would reject the token.
     Findings(usize),
+    /// `doctor` found failing checks.
+    Doctor(usize),
     /// stdout could not be written.
     Output(io::Error),
 }
@@ -48,17 +50,22 @@ impl From<Error> for Failure {
 }
 
 /// What the global options and `--key` URI say about where to work.
-struct Ctx<'a> {
+pub struct Ctx<'a> {
     cli: &'a Cli,
     uri: Option<Pkcs11Uri>,
 }
 
 impl Ctx<'_> {
+    /// The module to load.
+    pub fn module(&self) -> Result<std::path::PathBuf, Error> {
+        pkcs11::locate_module(self.cli.module.as_deref(), self.uri.as_ref())
+    }
+
     /// Opens the token: options and their environment variables win over the URI,
     /// which wins over the defaults. Each command does this at most once.
-    fn open(&self) -> Result<Token, Error> {
+    pub fn open(&self) -> Result<Token, Error> {
         let uri = self.uri.as_ref();
-        let module = pkcs11::locate_module(self.cli.module.as_deref(), uri)?;
+        let module = self.module()?;
         let selector = TokenSelector {
             label: self
                 .cli
@@ -147,6 +154,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Sign(kind) => sign(kind, &ctx),
         Command::Check(args) => check(args, &ctx),
         Command::Modules { json } => modules(*json, &ctx),
+        Command::Doctor => super::doctor::doctor(&ctx),
     }
 }
 
@@ -696,7 +704,7 @@ fn json_line<T: Serialize>(value: &T) -> Result<String, Error> {
 }
 
 /// Writes the result to stdout; a closed pipe is not an error.
-fn print(text: &str) -> Result<(), Failure> {
+pub fn print(text: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure::Output(e)),

@@ -4,6 +4,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use der::asn1::OctetStringRef;
 use der::{Decode, Encode};
+use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::Signature;
 use p256::PublicKey;
 use serde::Serialize;
@@ -76,6 +77,10 @@ pub struct KeyInfo {
     /// The metadata recorded beside the key, if any.
     #[serde(skip)]
     pub metadata: Option<Vec<u8>>,
+    #[serde(skip)]
+    handle: ObjectHandle,
+    #[serde(skip)]
+    public: Option<PublicKey>,
 }
 
 impl Token {
@@ -135,10 +140,46 @@ impl Token {
                 extractable,
                 has_public_key: public.is_some(),
                 metadata,
+                handle,
+                public,
             });
         }
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(keys)
+    }
+
+    /// Whether a random probe signed with the listed key verifies with its public key
+    /// object: proof that the pair matches and the key signs. `None` without a public key.
+    pub fn probe(&self, key: &KeyInfo) -> Result<Option<bool>, Error> {
+        let Some(public) = &key.public else {
+            return Ok(None);
+        };
+        let mut probe = [0u8; 32];
+        p256::elliptic_curve::rand_core::RngCore::fill_bytes(
+            &mut p256::elliptic_curve::rand_core::OsRng,
+            &mut probe,
+        );
+        let signature = self.sign_digest(key.handle, &Sha256::digest(probe))?;
+        Ok(Some(
+            p256::ecdsa::VerifyingKey::from(public)
+                .verify(&probe, &signature)
+                .is_ok(),
+        ))
+    }
+
+    /// Whether the token signs with CKM_ECDSA.
+    pub fn supports_ecdsa(&self) -> Result<bool, Error> {
+        let slot = *lock(&self.slot);
+        match self
+            .pkcs11
+            .get_mechanism_info(slot, cryptoki::mechanism::MechanismType::ECDSA)
+        {
+            Ok(info) => Ok(info.sign()),
+            Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::MechanismInvalid, _)) => {
+                Ok(false)
+            }
+            Err(e) => Err(ck("C_GetMechanismInfo")(e)),
+        }
     }
 
     /// The public key of `key_id`, read from its public key object.

@@ -1,0 +1,170 @@
+//! `p8hsm doctor`: one line per check, ✓ or ✗ with a hint; exit 0 only when all pass.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use p8hsm::{pkcs11, Error};
+
+use super::render;
+use super::run::{print, Ctx, Failure};
+
+/// The checks' lines and how many failed.
+#[derive(Default)]
+struct Report {
+    out: String,
+    failed: usize,
+}
+
+impl Report {
+    fn pass(&mut self, line: String) {
+        self.out.push_str(&format!("✓ {line}\n"));
+    }
+
+    fn fail(&mut self, line: String, hint: Option<String>) {
+        self.failed += 1;
+        self.out.push_str(&format!("✗ {line}\n"));
+        if let Some(hint) = hint {
+            self.out.push_str(&format!("  {hint}\n"));
+        }
+    }
+
+    fn fail_with(&mut self, error: &Error) {
+        self.fail(error.to_string(), render::hint(error));
+    }
+
+    fn finish(self) -> Result<(), Failure> {
+        print(&self.out)?;
+        match self.failed {
+            0 => Ok(()),
+            n => Err(Failure::Doctor(n)),
+        }
+    }
+}
+
+/// Earliest time the clock may show: when this code was written.
+const EARLIEST: u64 = 1_790_000_000; // 2026-09
+/// Latest believable time.
+const LATEST: u64 = 4_102_444_800; // 2100-01-01
+
+pub fn doctor(ctx: &Ctx) -> Result<(), Failure> {
+    let mut report = Report::default();
+    check_clock(&mut report);
+
+    let module = match ctx.module() {
+        Ok(module) => module,
+        Err(e) => {
+            report.fail_with(&e);
+            return report.finish();
+        }
+    };
+    match pkcs11::modules::tokens(&module) {
+        Ok(tokens) => {
+            let labels: Vec<String> = tokens.iter().map(|t| format!("\"{}\"", t.label)).collect();
+            report.pass(format!(
+                "module {} loads; its tokens: {}",
+                module.display(),
+                if labels.is_empty() {
+                    "none".to_owned()
+                } else {
+                    labels.join(", ")
+                }
+            ))
+        }
+        Err(e) => {
+            report.fail_with(&e);
+            return report.finish();
+        }
+    }
+    let token = match ctx.open() {
+        Ok(token) => {
+            report.pass(format!(
+                "token \"{}\" found (profile {}); login works",
+                token.label(),
+                token.profile()
+            ));
+            token
+        }
+        Err(e @ (Error::PinIncorrect { .. } | Error::PinLocked | Error::PinSource { .. })) => {
+            report.pass("token found".to_owned());
+            report.fail_with(&e);
+            return report.finish();
+        }
+        Err(e) => {
+            report.fail_with(&e);
+            return report.finish();
+        }
+    };
+    match token.supports_ecdsa() {
+        Ok(true) => report.pass("the token signs with CKM_ECDSA".to_owned()),
+        Ok(false) => report.fail(
+            "the token does not offer CKM_ECDSA signatures".to_owned(),
+            Some("hint: p8hsm needs a token that signs with ECDSA on P-256".to_owned()),
+        ),
+        Err(e) => report.fail_with(&e),
+    }
+    let keys = match token.keys() {
+        Ok(keys) => keys,
+        Err(e) => {
+            report.fail_with(&e);
+            return report.finish();
+        }
+    };
+    if keys.is_empty() {
+        report.pass("no EC P-256 keys on the token yet (`p8hsm import` adds one)".to_owned());
+    }
+    for key in &keys {
+        let mut problems = Vec::new();
+        if !key.sensitive {
+            problems.push("not sensitive");
+        }
+        if key.extractable {
+            problems.push("extractable");
+        }
+        let probe = token.probe(key);
+        match &probe {
+            Ok(Some(false)) => {
+                problems.push("a probe signature does not verify with its public key")
+            }
+            Ok(None) => {}
+            Ok(Some(true)) => {}
+            Err(_) => problems.push("the token cannot sign with it"),
+        }
+        if problems.is_empty() {
+            report.pass(format!(
+                "key {}: sensitive, not extractable, {}",
+                key.id,
+                match probe {
+                    Ok(Some(true)) => "a probe signature verifies with its public key",
+                    _ => "no public key object to verify a probe with",
+                }
+            ));
+        } else {
+            report.fail(
+                format!("key {}: {}", key.id, problems.join(", ")),
+                Some(format!(
+                    "hint: a key Apple trusts should be sensitive, unextractable and whole; re-import it \
+                     from the .p8 if you still have it, or revoke it in App Store Connect ({})",
+                    key.uri
+                )),
+            );
+        }
+    }
+    report.finish()
+}
+
+fn check_clock(report: &mut Report) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if (EARLIEST..LATEST).contains(&now) {
+        report.pass(format!("the local clock reads {now} (UNIX seconds)"));
+    } else {
+        report.fail(
+            format!("the local clock reads {now} (UNIX seconds), which cannot be right"),
+            Some(
+                "hint: Apple rejects tokens whose iat or exp are off; fix the clock (NTP)"
+                    .to_owned(),
+            ),
+        );
+    }
+}
