@@ -18,7 +18,9 @@ fn imported_key_is_sensitive_non_extractable_sign_only_with_a_der_public_point()
     hsm.run(&["import", path.to_str().unwrap(), "--method", "unwrap"])
         .ok();
 
-    std::env::set_var("SOFTHSM2_CONF", hsm.var("SOFTHSM2_CONF"));
+    for (name, value) in &hsm.env {
+        std::env::set_var(name, value); // SOFTHSM2_CONF or KRYOPTIC_CONF, read by C_Initialize
+    }
     let pkcs11 = Pkcs11::new(hsm.var("P8HSM_MODULE")).unwrap();
     pkcs11
         .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))

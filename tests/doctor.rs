@@ -41,7 +41,7 @@ fn doctor_passes_on_a_healthy_token_and_names_what_is_wrong() {
             "EC:prime256v1",
         ])
         .args(["--id", "4142", "--label", "careless", "--extractable"])
-        .env("SOFTHSM2_CONF", hsm.var("SOFTHSM2_CONF"))
+        .envs(hsm.env.iter().map(|(k, v)| (k, v)))
         .env("P8HSM_TEST_PIN", hsm.pin())
         .output()
         .unwrap();

@@ -35,10 +35,7 @@ fn import_infers_the_key_id_and_reports_what_it_created() {
         serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();
     let uri = keys[0].as_object_mut().unwrap().remove("uri").unwrap();
     let uri = uri.as_str().unwrap();
-    assert!(
-        uri.starts_with("pkcs11:token=p8hsm;manufacturer=SoftHSM%20project;"),
-        "{uri}"
-    );
+    assert!(uri.starts_with("pkcs11:token=p8hsm;manufacturer="), "{uri}");
     assert!(
         uri.contains(
             ";object=2X9R4HXF34;id=%32%58%39%52%34%48%58%46%33%34;type=private?module-path=/"

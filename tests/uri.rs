@@ -108,10 +108,7 @@ fn modules_lists_what_p8hsm_finds_and_their_tokens() {
         first.starts_with(&format!("* {}  (--module)", hsm.var("P8HSM_MODULE"))),
         "{out}"
     );
-    assert!(
-        out.contains("    token \"p8hsm\"  SoftHSM project SoftHSM v2"),
-        "{out}"
-    );
+    assert!(out.contains("\n    token \"p8hsm\"  "), "{out}");
     let json: serde_json::Value =
         serde_json::from_str(&hsm.run(&["modules", "--json"]).ok()).unwrap();
     assert_eq!(json[0]["selected"], true);

@@ -130,7 +130,15 @@ impl Token {
                 continue;
             }
             let public = self.public_key_by_id(&id)?;
-            let metadata = self.metadata_by_id(&id)?;
+            // Metadata is kept under the Apple key ID: the CKA_ID of keys p8hsm imported,
+            // or the label where the token's CKA_ID cannot hold it (YubiHSM 2).
+            let key_id = [id.as_slice(), label.as_bytes()].into_iter().find(|bytes| {
+                std::str::from_utf8(bytes).is_ok_and(|text| text.parse::<KeyId>().is_ok())
+            });
+            let metadata = match key_id {
+                Some(key_id) => self.metadata_by_id(key_id)?,
+                None => None,
+            };
             keys.push(KeyInfo {
                 uri: self.object_uri(&id, &label, super::uri::ObjectType::Private),
                 id: id_text(&id),

@@ -1,6 +1,7 @@
-//! Test fixtures: each test gets its own SoftHSM token store (a temporary directory
-//! with its own SOFTHSM2_CONF), created by scripts/softhsm-init.sh, and drives the real
-//! `p8hsm` binary against it.
+//! Test fixtures: each test gets its own token store (a temporary directory with its own
+//! SOFTHSM2_CONF), created by scripts/softhsm-init.sh, and drives the real `p8hsm` binary
+//! against it. With `P8HSM_TEST_KRYOPTIC=<module>` the token is a Kryoptic one instead,
+//! made by scripts/kryoptic-init.sh: the second PKCS#11 implementation.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::io::Write;
@@ -75,15 +76,27 @@ pub fn root() -> PathBuf {
 impl Hsm {
     pub fn new() -> Hsm {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let output = Command::new(root().join("scripts/softhsm-init.sh"))
-            .env("P8HSM_SOFTHSM_DIR", dir.path())
+        let mut init = match std::env::var_os("P8HSM_TEST_KRYOPTIC") {
+            Some(module) => {
+                let mut init = Command::new(root().join("scripts/kryoptic-init.sh"));
+                init.env("P8HSM_KRYOPTIC_DIR", dir.path())
+                    .env("P8HSM_KRYOPTIC_MODULE", module);
+                init
+            }
+            None => {
+                let mut init = Command::new(root().join("scripts/softhsm-init.sh"));
+                init.env("P8HSM_SOFTHSM_DIR", dir.path());
+                init
+            }
+        };
+        let output = init
             .env_remove("P8HSM_TOKEN")
             .env_remove("P8HSM_MODULE")
             .output()
-            .expect("run scripts/softhsm-init.sh");
+            .expect("run the token init script");
         assert!(
             output.status.success(),
-            "softhsm-init.sh failed: {}",
+            "token init failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
         let env = String::from_utf8(output.stdout)
@@ -117,7 +130,11 @@ impl Hsm {
         let mut command = Command::new(env!("CARGO_BIN_EXE_p8hsm"));
         command.args(args).stdin(Stdio::null());
         for (k, _) in std::env::vars() {
-            if k.starts_with("P8HSM_") || k == "PKCS11_MODULE_PATH" || k == "SOFTHSM2_CONF" {
+            if k.starts_with("P8HSM_")
+                || k == "PKCS11_MODULE_PATH"
+                || k == "SOFTHSM2_CONF"
+                || k == "KRYOPTIC_CONF"
+            {
                 command.env_remove(k);
             }
         }
@@ -166,7 +183,7 @@ impl Hsm {
                 "p8hsm",
             ])
             .args(["--login", "--pin", "env:P8HSM_TEST_PIN", "--list-objects"])
-            .env("SOFTHSM2_CONF", self.var("SOFTHSM2_CONF"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("P8HSM_TEST_PIN", self.pin())
             .output()
             .expect("run pkcs11-tool (apt-get install opensc)");
