@@ -42,7 +42,7 @@ pub const LONG_LIVED_RESOURCES: &[&str] = &[
 ];
 
 /// Who the token speaks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Issuer {
     /// A team key: `iss` is the team's issuer ID.
     Team(IssuerId),
@@ -51,7 +51,7 @@ pub enum Issuer {
 }
 
 /// One entry of a token's `scope`: `METHOD /path[?query]`, e.g. `GET /v1/apps`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Scope(String);
 
@@ -112,7 +112,7 @@ impl std::str::FromStr for Scope {
 }
 
 /// An App Store Connect API token request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConnectToken {
     /// Team issuer ID or individual key.
     pub issuer: Issuer,
@@ -180,7 +180,7 @@ impl AppleToken for ConnectToken {
 }
 
 /// An Enterprise Program API token request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EnterpriseToken {
     /// The issuer ID.
     pub issuer: IssuerId,

@@ -18,7 +18,7 @@ pub const PROVIDER_TOKEN_VALIDITY: u64 = 60 * 60;
 pub const MAX_DEVELOPER_LIFETIME: u64 = 15_777_000;
 
 /// Which service a provider token (`iss` + `iat`, no `exp`) is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProviderService {
     /// Apple Push Notification service.
     Apns,
@@ -28,7 +28,7 @@ pub enum ProviderService {
 
 /// An APNs or DeviceCheck provider token: header `alg` and `kid`, claims `iss` (Team
 /// ID) and `iat` only. Apple accepts it for [`PROVIDER_TOKEN_VALIDITY`] after `iat`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProviderToken {
     /// The service.
     pub service: ProviderService,
@@ -74,7 +74,7 @@ impl AppleToken for ProviderToken {
 }
 
 /// A Sign in with Apple client secret.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SignInWithAppleToken {
     /// The Team ID.
     pub team_id: TeamId,
@@ -116,7 +116,7 @@ impl AppleToken for SignInWithAppleToken {
 }
 
 /// A MusicKit developer token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MusicKitToken {
     /// The Team ID.
     pub team_id: TeamId,
@@ -155,7 +155,7 @@ impl AppleToken for MusicKitToken {
 
 /// A WeatherKit REST API token: header `id` = `<TeamID>.<ServiceID>`, claims exactly
 /// `iss`, `iat`, `exp`, `sub`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WeatherKitToken {
     /// The Team ID.
     pub team_id: TeamId,
@@ -193,7 +193,7 @@ impl AppleToken for WeatherKitToken {
 }
 
 /// A MapKit JS or Maps Server API token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MapKitToken {
     /// The Team ID.
     pub team_id: TeamId,

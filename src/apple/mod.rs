@@ -4,6 +4,7 @@
 //! [`Es256Signer`](crate::Es256Signer) and the current time. Every rule is checked before
 //! the signer is asked for anything, so a token Apple would reject is never signed.
 
+pub mod cache;
 pub mod check;
 pub mod connect;
 pub mod developer;
@@ -40,7 +41,7 @@ pub trait AppleToken {
 ///
 /// The default is 10 minutes from now with `iat` backdated 60 s, so a signer whose
 /// clock runs a little ahead of Apple's still gets accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Lifetime {
     /// Seconds from now until `exp`.
     pub ttl: u64,

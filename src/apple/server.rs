@@ -15,7 +15,7 @@ use crate::{BundleId, Error, Es256Signer, IssuerId};
 pub const MAX_LIFETIME: u64 = 60 * 60;
 
 /// Which API of the family the token is for (the claims are the same).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ServerApi {
     /// App Store Server API.
     #[default]
@@ -41,7 +41,7 @@ impl ServerApi {
 }
 
 /// An App Store Server API family token request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerToken {
     /// Which API.
     pub api: ServerApi,

@@ -216,7 +216,6 @@ impl Token {
     /// The metadata recorded beside `key_id` at import, if any: opaque bytes in a data
     /// object (CKA_APPLICATION `p8hsm`, CKA_LABEL the key ID).
     pub fn key_metadata(&self, key_id: &KeyId) -> Result<Option<Vec<u8>>, Error> {
-        self.private_key(key_id)?;
         self.metadata_by_id(key_id.as_str().as_bytes())
     }
 

@@ -16,13 +16,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::slot::{Limit, Slot, TokenInfo};
 use secrecy::SecretString;
 
 pub use import::{ImportMethod, ImportOptions, Imported};
@@ -31,6 +31,9 @@ pub use modules::locate_module;
 pub use profile::Profile;
 
 use crate::{Error, KeyId, PinSource};
+
+/// Sessions a [`Token`] opens at most unless told otherwise.
+const DEFAULT_MAX_SESSIONS: usize = 16;
 
 /// The initialized PKCS#11 context of each module loaded in this process.
 fn context(module: &Path) -> Result<Pkcs11, Error> {
@@ -140,13 +143,24 @@ pub struct Token {
     profile: Profile,
     slot: Mutex<Slot>,
     pin: SecretString,
-    idle: Mutex<Vec<Session>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a session goes back to the pool or is closed.
+    returned: Condvar,
+    max_sessions: usize,
+    /// The token's own maximum session count.
+    token_limit: usize,
 }
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Token").field("label", &self.label).finish()
     }
+}
+
+/// The token's sessions: idle ones, and how many exist (idle or lent).
+struct Pool {
+    idle: Vec<Session>,
+    open: usize,
 }
 
 /// A session borrowed from the pool; it goes back when dropped.
@@ -168,9 +182,12 @@ impl Deref for Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            lock(&self.token.idle).push(session);
+        let mut pool = lock(&self.token.pool);
+        match self.session.take() {
+            Some(session) => pool.idle.push(session),
+            None => pool.open -= 1,
         }
+        self.token.returned.notify_one();
     }
 }
 
@@ -243,8 +260,7 @@ impl Token {
         profile: Option<Profile>,
     ) -> Result<Token, Error> {
         let pkcs11 = context(module)?;
-        let slot = find_slot(&pkcs11, selector)?;
-        let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+        let (slot, info) = find_slot(&pkcs11, selector)?;
         let label = info.label().trim_end().to_owned();
         let identity = TokenSelector {
             label: Some(label.clone()),
@@ -253,6 +269,11 @@ impl Token {
             serial: Some(info.serial_number().trim_end().to_owned()),
             slot_id: None,
         };
+        let token_limit = match info.max_session_count() {
+            Limit::Max(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => usize::MAX,
+        };
+        let max_sessions = token_limit.min(DEFAULT_MAX_SESSIONS);
         let profile = profile.unwrap_or_else(|| {
             Profile::detect(
                 module,
@@ -272,7 +293,13 @@ impl Token {
             profile,
             slot: Mutex::new(slot),
             pin,
-            idle: Mutex::new(vec![session]),
+            pool: Mutex::new(Pool {
+                idle: vec![session],
+                open: 1,
+            }),
+            returned: Condvar::new(),
+            max_sessions,
+            token_limit,
         })
     }
 
@@ -307,20 +334,59 @@ impl Token {
         .to_string()
     }
 
-    /// A session from the pool, or a new one.
+    /// At most `cap` sessions at once (never more than the token allows): how many
+    /// threads can sign in parallel. The default is 16.
+    pub fn with_max_sessions(mut self, cap: usize) -> Self {
+        self.max_sessions = cap.max(1).min(self.token_limit);
+        self
+    }
+
+    /// How many sessions the pool may hold.
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions
+    }
+
+    /// An idle session from the pool, a new one while fewer than the maximum exist, or
+    /// else the next one another thread gives back.
     pub(crate) fn session(&self) -> Result<Lease<'_>, Error> {
-        let idle = lock(&self.idle).pop();
-        let session = match idle {
-            Some(session) => session,
-            None => self
-                .pkcs11
-                .open_rw_session(*lock(&self.slot))
-                .map_err(ck("C_OpenSession"))?,
-        };
-        Ok(Lease {
+        let mut pool = lock(&self.pool);
+        loop {
+            if let Some(session) = pool.idle.pop() {
+                return Ok(self.lease(session));
+            }
+            if pool.open < self.max_sessions {
+                pool.open += 1;
+                drop(pool);
+                return match self.pkcs11.open_rw_session(*lock(&self.slot)) {
+                    Ok(session) => Ok(self.lease(session)),
+                    Err(e) => {
+                        lock(&self.pool).open -= 1;
+                        self.returned.notify_one();
+                        Err(ck("C_OpenSession")(e))
+                    }
+                };
+            }
+            pool = self
+                .returned
+                .wait(pool)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn lease(&self, session: Session) -> Lease<'_> {
+        Lease {
             token: self,
             session: Some(session),
-        })
+        }
+    }
+
+    /// Closes every idle session: after a failure they are likely dead too.
+    fn drain(&self) {
+        let mut pool = lock(&self.pool);
+        let closed = pool.idle.len();
+        pool.idle.clear();
+        pool.open -= closed;
+        self.returned.notify_all();
     }
 
     /// Runs `op` on a pooled session. If it fails in a way a fresh session can cure
@@ -341,7 +407,7 @@ impl Token {
                 Err(_) => lease.discard(),
             }
         }
-        lock(&self.idle).clear();
+        self.drain();
         let lease = self.reopen()?;
         op(&lease, true).map_err(OpError::into_error)
     }
@@ -355,8 +421,8 @@ impl Token {
         let session = match self.pkcs11.open_rw_session(current).ok() {
             Some(session) => session,
             None => {
-                let slot = match find_slot(&self.pkcs11, &self.selector) {
-                    Ok(slot) => slot,
+                let (slot, _) = match find_slot(&self.pkcs11, &self.selector) {
+                    Ok(found) => found,
                     Err(_) => {
                         // Nothing useful can be done if finalizing a lost module fails.
                         let _ = self.pkcs11.clone().finalize();
@@ -383,10 +449,8 @@ impl Token {
         if !logged_in {
             login(&session, &self.pin, self.profile)?;
         }
-        Ok(Lease {
-            token: self,
-            session: Some(session),
-        })
+        lock(&self.pool).open += 1;
+        Ok(self.lease(session))
     }
 
     /// Object handles matching `template`.
@@ -456,8 +520,8 @@ fn private_key(session: &Session, key_id: &KeyId) -> Result<ObjectHandle, OpErro
     }
 }
 
-/// The one slot whose token `selector` matches.
-fn find_slot(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Slot, Error> {
+/// The one slot whose token `selector` matches, and the token's information.
+fn find_slot(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<(Slot, TokenInfo), Error> {
     let mut available = Vec::new();
     let mut matching = Vec::new();
     for slot in pkcs11
@@ -465,13 +529,15 @@ fn find_slot(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Slot, Error> {
         .map_err(ck("C_GetSlotList"))?
     {
         let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
-        if selector.matches(slot, &info) {
-            matching.push(slot);
-        }
         available.push(info.label().trim_end().to_owned());
+        if selector.matches(slot, &info) {
+            matching.push((slot, info));
+        }
+    }
+    if matching.len() == 1 {
+        return Ok(matching.remove(0));
     }
     match matching.as_slice() {
-        [slot] => Ok(*slot),
         [] => Err(Error::TokenNotFound {
             wanted: selector.to_string(),
             available,

@@ -157,6 +157,16 @@ pub fn candidates(
 /// Chooses the PKCS#11 module: the first of [`candidates`]. A module that was named
 /// (option, environment, URI) must exist.
 pub fn locate_module(explicit: Option<&Path>, uri: Option<&Pkcs11Uri>) -> Result<PathBuf, Error> {
+    if let Some(path) = explicit {
+        // The common case costs no look-up of other candidates.
+        return if path.is_file() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(Error::ModuleNotFound {
+                path: path.to_path_buf(),
+            })
+        };
+    }
     let first = candidates(explicit, uri)?
         .into_iter()
         .next()
