@@ -10,7 +10,7 @@ use p256::PublicKey;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use super::{ck, lock, private_key, OpError, Token};
 use crate::{fingerprint, Error, Es256Signer, KeyId};
@@ -29,7 +29,8 @@ pub(super) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D
 #[derive(Debug)]
 pub struct HsmKey<'t> {
     token: &'t Token,
-    handle: Mutex<ObjectHandle>,
+    /// Read by every signature, written only when the key is found again.
+    handle: RwLock<ObjectHandle>,
     key_id: KeyId,
 }
 
@@ -43,10 +44,10 @@ impl Es256Signer for HsmKey<'_> {
         let raw = self.token.with_recovery(|session, retry| {
             let handle = if retry {
                 let handle = private_key(session, &self.key_id)?;
-                *lock(&self.handle) = handle;
+                *self.handle.write().unwrap_or_else(|p| p.into_inner()) = handle;
                 handle
             } else {
-                *lock(&self.handle)
+                *self.handle.read().unwrap_or_else(|p| p.into_inner())
             };
             session
                 .sign(&Mechanism::Ecdsa, handle, &digest)
@@ -88,7 +89,7 @@ impl Token {
     pub fn key(&self, key_id: &KeyId) -> Result<HsmKey<'_>, Error> {
         Ok(HsmKey {
             token: self,
-            handle: Mutex::new(self.private_key(key_id)?),
+            handle: RwLock::new(self.private_key(key_id)?),
             key_id: key_id.clone(),
         })
     }

@@ -161,6 +161,9 @@ impl fmt::Debug for Token {
 struct Pool {
     idle: Vec<Session>,
     open: usize,
+    /// Threads waiting for a session: only then is the condition variable signalled,
+    /// which costs a system call.
+    waiting: usize,
 }
 
 /// A session borrowed from the pool; it goes back when dropped.
@@ -187,7 +190,9 @@ impl Drop for Lease<'_> {
             Some(session) => pool.idle.push(session),
             None => pool.open -= 1,
         }
-        self.token.returned.notify_one();
+        if pool.waiting > 0 {
+            self.token.returned.notify_one();
+        }
     }
 }
 
@@ -296,6 +301,7 @@ impl Token {
             pool: Mutex::new(Pool {
                 idle: vec![session],
                 open: 1,
+                waiting: 0,
             }),
             returned: Condvar::new(),
             max_sessions,
@@ -360,16 +366,21 @@ impl Token {
                 return match self.pkcs11.open_rw_session(*lock(&self.slot)) {
                     Ok(session) => Ok(self.lease(session)),
                     Err(e) => {
-                        lock(&self.pool).open -= 1;
-                        self.returned.notify_one();
+                        let mut pool = lock(&self.pool);
+                        pool.open -= 1;
+                        if pool.waiting > 0 {
+                            self.returned.notify_one();
+                        }
                         Err(ck("C_OpenSession")(e))
                     }
                 };
             }
+            pool.waiting += 1;
             pool = self
                 .returned
                 .wait(pool)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            pool.waiting -= 1;
         }
     }
 

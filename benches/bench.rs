@@ -1,0 +1,350 @@
+//! p8hsm's throughput against the raw PKCS#11 ceiling, measured in one run on one key.
+//! Run by scripts/bench.sh, which makes a fresh token, imports a key and sets:
+//! P8HSM_MODULE, P8HSM_TOKEN, P8HSM_PIN_SOURCE (and P11_KIT_SERVER_ADDRESS for the
+//! p11-kit rows), BENCH_KEY_ID, BENCH_MODE (a label), BENCH_SECONDS, P8HSM_BIN,
+//! BENCH_PIN_FILE. Prints markdown table rows; no assertion: figures are compared with
+//! the anchors in the README.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant, SystemTime};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use p8hsm::apple::cache::TokenCache;
+use p8hsm::apple::connect::{ConnectToken, Issuer};
+use p8hsm::apple::{AppleToken, Lifetime};
+use p8hsm::pkcs11::TokenSelector;
+use p8hsm::{KeyId, PinSource, Token};
+use secrecy::SecretString;
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set (run scripts/bench.sh)"))
+}
+
+fn main() {
+    let mode = var("BENCH_MODE");
+    let seconds: f64 = var("BENCH_SECONDS").parse().unwrap();
+    let window = Duration::from_secs_f64(seconds);
+    let module = var("P8HSM_MODULE");
+    let key_id: KeyId = var("BENCH_KEY_ID").parse().unwrap();
+    let pin_file = var("BENCH_PIN_FILE");
+
+    // (1) The ceiling: a raw C_Sign loop through cryptoki on the same key, and (2)
+    // p8hsm's library signing a fresh App Store Connect token every time. The two are
+    // measured in alternating batches (all threads on one side, then all on the other,
+    // through a barrier), so that a shared machine's slow moments fall on both sides.
+    let pin: PinSource = var("P8HSM_PIN_SOURCE").parse().unwrap();
+    let token = Token::open(
+        module.as_ref(),
+        &TokenSelector::label(&var("P8HSM_TOKEN")),
+        &pin,
+    )
+    .unwrap();
+    let signer = token.key(&key_id).unwrap();
+    // Signing never consults a cache: every call makes a new signature.
+    let request = ConnectToken {
+        issuer: Issuer::Team("57246542-96fe-1a63-e053-0824d011072a".parse().unwrap()),
+        scope: vec!["GET /v1/apps".parse().unwrap()],
+        lifetime: Lifetime::default(),
+    };
+    let raw = RawSigner::new(&module, &pin_file, &key_id);
+    for threads in [1, 2] {
+        let (raw_rate, library_rate) = paired(threads, window, &raw, || {
+            request.sign(&signer, SystemTime::now()).unwrap();
+        });
+        let plural = if threads == 1 { "" } else { "s" };
+        row(
+            &mode,
+            &format!("raw C_Sign (cryptoki), {threads} thread{plural}"),
+            raw_rate,
+            "signatures/s",
+            None,
+        );
+        row(
+            &mode,
+            &format!("p8hsm library, fresh tokens, {threads} thread{plural}"),
+            library_rate,
+            "tokens/s",
+            Some(library_rate / raw_rate),
+        );
+    }
+
+    // (3) The cache: the same request, signed once.
+    let cache = TokenCache::default();
+    let cached = request.clone();
+    cache.get(&cached, &signer).unwrap();
+    let hits = 1_000_000;
+    let start = Instant::now();
+    for _ in 0..hits {
+        std::hint::black_box(cache.get(&cached, &signer).unwrap());
+    }
+    let per_hit = start.elapsed().as_nanos() as f64 / hits as f64;
+    row(
+        &mode,
+        "p8hsm cache, hits, 1 thread",
+        1e9 / per_hit,
+        "tokens/s",
+        None,
+    );
+    println!("| {mode} | p8hsm cache, cost of a hit | {per_hit:.0} ns | |");
+    let rate2 = rate(2, window, |_| {
+        std::hint::black_box(cache.get(&cached, &signer).unwrap());
+    });
+    row(
+        &mode,
+        "p8hsm cache, hits, 2 threads",
+        rate2,
+        "tokens/s",
+        None,
+    );
+
+    // (4) One-shot processes: p8hsm's CLI next to pkcs11-tool --sign, the minimal
+    // PKCS#11 process (load module, log in, find the key, sign).
+    let digest = std::env::temp_dir().join(format!("p8hsm-bench-digest-{}", std::process::id()));
+    std::fs::write(&digest, [7u8; 32]).unwrap();
+    let pin = std::fs::read_to_string(&pin_file)
+        .unwrap()
+        .trim_end()
+        .to_owned();
+    let id_hex: String = key_id
+        .as_str()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let runs = 41;
+    let mut p8hsm_command = Command::new(var("P8HSM_BIN"));
+    p8hsm_command.args([
+        "token",
+        "connect",
+        "--key-id",
+        key_id.as_str(),
+        "--individual",
+    ]);
+    let mut tool_command = Command::new("pkcs11-tool");
+    tool_command
+        .args(["--module", &module, "--token-label", &var("P8HSM_TOKEN")])
+        .args([
+            "--login",
+            "--pin",
+            "env:BENCH_PIN",
+            "--sign",
+            "--mechanism",
+            "ECDSA",
+        ])
+        .args([
+            "--id",
+            &id_hex,
+            "--input-file",
+            digest.to_str().unwrap(),
+            "--output-file",
+            "/dev/null",
+        ])
+        .env("BENCH_PIN", &pin);
+    // Alternating runs, so drift falls on both.
+    let (mut p8hsm, mut tool) = (OneShot::default(), OneShot::default());
+    for _ in 0..runs {
+        p8hsm.run(&mut p8hsm_command);
+        tool.run(&mut tool_command);
+    }
+    let (p8hsm, tool) = (p8hsm.summary(), tool.summary());
+    let _ = std::fs::remove_file(&digest);
+    println!(
+        "| {mode} | one-shot `pkcs11-tool --sign` process, median of {runs} | {:.1} ms, {:.1} MiB peak | |",
+        tool.0, tool.1
+    );
+    println!(
+        "| {mode} | one-shot `p8hsm token connect` process, median of {runs} | {:.1} ms, {:.1} MiB peak | {:.2}× wall, {:.2}× memory |",
+        p8hsm.0,
+        p8hsm.1,
+        p8hsm.0 / tool.0,
+        p8hsm.1 / tool.1
+    );
+}
+
+fn row(mode: &str, what: &str, rate: f64, unit: &str, ratio: Option<f64>) {
+    let ratio = ratio
+        .map(|r| format!("{r:.2} of the ceiling"))
+        .unwrap_or_default();
+    println!("| {mode} | {what} | {rate:.0} {unit} | {ratio} |");
+}
+
+/// Operations per second of `op` run by `threads` threads for `window`.
+fn rate(threads: usize, window: Duration, op: impl Fn(usize) + Sync) -> f64 {
+    // Warm up: the first calls open sessions and fill caches.
+    for i in 0..threads * 10 {
+        op(i);
+    }
+    let start = Instant::now();
+    let total: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let op = &op;
+                s.spawn(move || {
+                    let mut n = 0;
+                    while start.elapsed() < window {
+                        op(t * 1_000_000 + n);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Raw C_Sign over a 32-byte digest through cryptoki: one logged-in session per thread.
+struct RawSigner {
+    pkcs11: Pkcs11,
+    slot: cryptoki::slot::Slot,
+    key: cryptoki::object::ObjectHandle,
+    // The session the key was found in stays open: through p11-kit, handles live with it.
+    _found_in: std::sync::Mutex<cryptoki::session::Session>,
+}
+
+impl RawSigner {
+    fn new(module: &str, pin_file: &str, key_id: &KeyId) -> Self {
+        let pkcs11 = Pkcs11::new(module).unwrap();
+        // p8hsm's library initialized the module in this process already.
+        let _ = pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        let slot = pkcs11
+            .get_slots_with_initialized_token()
+            .unwrap()
+            .into_iter()
+            .find(|s| pkcs11.get_token_info(*s).unwrap().label() == var("P8HSM_TOKEN"))
+            .unwrap();
+        let pin = SecretString::from(
+            std::fs::read_to_string(pin_file)
+                .unwrap()
+                .trim_end()
+                .to_owned(),
+        );
+        let session = pkcs11.open_rw_session(slot).unwrap();
+        let _ = session.login(UserType::User, Some(&pin)); // once per token and process
+        let key = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Id(key_id.as_str().as_bytes().to_vec()),
+            ])
+            .unwrap()[0];
+        RawSigner {
+            pkcs11,
+            slot,
+            key,
+            _found_in: std::sync::Mutex::new(session),
+        }
+    }
+}
+
+/// Rates of raw C_Sign and of `library` with `threads` threads, measured in
+/// alternating batches for about `window` each.
+fn paired(
+    threads: usize,
+    window: Duration,
+    raw: &RawSigner,
+    library: impl Fn() + Sync,
+) -> (f64, f64) {
+    const BATCH: usize = 25;
+    let barrier = Barrier::new(threads);
+    let deadline = Instant::now() + window * 2;
+    let stop = AtomicBool::new(false);
+    let times: Vec<(Duration, Duration, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|index| {
+                let (barrier, library, stop) = (&barrier, &library, &stop);
+                s.spawn(move || {
+                    let session = raw.pkcs11.open_rw_session(raw.slot).unwrap();
+                    let digest = [7u8; 32];
+                    for _ in 0..10 {
+                        session.sign(&Mechanism::Ecdsa, raw.key, &digest).unwrap();
+                        library();
+                    }
+                    let (mut raw_time, mut library_time, mut batches) =
+                        (Duration::ZERO, Duration::ZERO, 0);
+                    loop {
+                        barrier.wait();
+                        let start = Instant::now();
+                        for _ in 0..BATCH {
+                            session.sign(&Mechanism::Ecdsa, raw.key, &digest).unwrap();
+                        }
+                        barrier.wait();
+                        raw_time += start.elapsed();
+                        let start = Instant::now();
+                        for _ in 0..BATCH {
+                            library();
+                        }
+                        // One thread decides, before the barrier, so all stop together.
+                        if index == 0 && Instant::now() > deadline {
+                            stop.store(true, Ordering::SeqCst);
+                        }
+                        barrier.wait();
+                        library_time += start.elapsed();
+                        batches += 1;
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                    (raw_time, library_time, batches)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Each thread's time spans its side's batches, the barrier wait for the slowest included.
+    let per = |pick: fn(&(Duration, Duration, usize)) -> Duration| {
+        times
+            .iter()
+            .map(|t| (t.2 * BATCH) as f64 / pick(t).as_secs_f64())
+            .sum::<f64>()
+    };
+    (per(|t| t.0), per(|t| t.1))
+}
+
+/// Wall times and peak resident memory of repeated runs of one command.
+#[derive(Default)]
+struct OneShot {
+    walls: Vec<f64>,
+    peak_kib: u64,
+}
+
+impl OneShot {
+    /// Runs `command` under GNU time, recording its wall time and peak memory.
+    fn run(&mut self, command: &mut Command) {
+        let mut timed = Command::new("/usr/bin/time");
+        timed
+            .args(["-f", "%M"])
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (k, v) in command.get_envs() {
+            match v {
+                Some(v) => timed.env(k, v),
+                None => timed.env_remove(k),
+            };
+        }
+        let start = Instant::now();
+        let output = timed.output().unwrap();
+        self.walls.push(start.elapsed().as_secs_f64() * 1000.0);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{:?} failed: {stderr}",
+            command.get_program()
+        );
+        let kib: u64 = stderr.lines().last().unwrap().trim().parse().unwrap();
+        self.peak_kib = self.peak_kib.max(kib);
+    }
+
+    /// Median wall time (ms) and the largest peak resident memory (MiB).
+    fn summary(mut self) -> (f64, f64) {
+        self.walls.sort_by(f64::total_cmp);
+        (
+            self.walls[self.walls.len() / 2],
+            self.peak_kib as f64 / 1024.0,
+        )
+    }
+}

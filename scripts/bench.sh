@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Measures p8hsm against the raw PKCS#11 ceiling in one run, on a fresh SoftHSM token
+# with an imported key: in-process, then through p11-kit's server and client. Prints a
+# markdown table (the README carries one from a real run). No assertions: compare the
+# ratios with the anchors in the README.
+#   scripts/bench.sh    # BENCH_SECONDS=3: how long each side of a comparison runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+if [ ! -x /usr/bin/time ]; then
+    if [ "$(id -u)" -ne 0 ]; then echo "error: needs GNU time; hint: sudo apt-get install time" >&2; exit 1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >&2
+fi
+
+cargo build --release --quiet
+cargo bench --quiet --bench bench --no-run
+
+work=$(mktemp -d)
+export P8HSM_SOFTHSM_DIR=$work
+cleanup() { scripts/softhsm-server.sh --stop 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+eval "$(scripts/softhsm-init.sh 2>/dev/null)"
+umask 077
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/AuthKey_BENCH00001.p8"
+target/release/p8hsm import "$work/AuthKey_BENCH00001.p8" >/dev/null
+rm "$work/AuthKey_BENCH00001.p8"
+export BENCH_KEY_ID=BENCH00001 BENCH_SECONDS=${BENCH_SECONDS:-3}
+export P8HSM_BIN=$PWD/target/release/p8hsm BENCH_PIN_FILE=$work/user.pin
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "SoftHSM $(softhsm2-util --version), $(openssl version | cut -d' ' -f1-2), p11-kit $(dpkg-query -W -f='${Version}' p11-kit 2>/dev/null)"
+echo "software ECDSA ceiling: $(openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/256 bits ecdsa/ {print $(NF-1)}') signatures/s on one core (openssl speed ecdsap256)"
+echo
+echo "| mode | measurement | result | ratio |"
+echo "|---|---|---|---|"
+BENCH_MODE=in-process cargo bench --quiet --bench bench
+eval "$(scripts/softhsm-server.sh 2>/dev/null)"
+BENCH_MODE=p11-kit cargo bench --quiet --bench bench
