@@ -44,6 +44,44 @@ impl Clock for SystemClock {
     }
 }
 
+/// A token request the cache can key on: any [`AppleToken`] that is `Hash + Eq + Clone`
+/// (all of p8hsm's are), usable as a trait object.
+pub trait Cacheable: AppleToken + Send + Sync + 'static {
+    /// Feeds the request (and its type) to `state`.
+    fn cache_hash(&self, state: &mut dyn Hasher);
+    /// Whether `other` is the same request.
+    fn cache_eq(&self, other: &(dyn Any + Send + Sync)) -> bool;
+    /// A copy to keep as the cache's key.
+    fn cache_clone(&self) -> Box<dyn Any + Send + Sync>;
+}
+
+impl<T: AppleToken + Hash + Eq + Clone + Send + Sync + 'static> Cacheable for T {
+    fn cache_hash(&self, mut state: &mut dyn Hasher) {
+        std::any::TypeId::of::<T>().hash(&mut state);
+        self.hash(&mut state);
+    }
+
+    fn cache_eq(&self, other: &(dyn Any + Send + Sync)) -> bool {
+        other.downcast_ref::<T>() == Some(self)
+    }
+
+    fn cache_clone(&self) -> Box<dyn Any + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+/// Whether a token came from the cache or from a new signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Handed out again.
+    Hit,
+    /// Signed for this call.
+    Fresh,
+    /// Handed out again because signing failed (the token went away) while the cached
+    /// token still had at least [`MIN_REMAINING`] seconds left.
+    Stale,
+}
+
 /// One cached request and its latest token; its lock is the single flight.
 struct Entry {
     request: Box<dyn Any + Send + Sync>,
@@ -84,33 +122,47 @@ impl<C: Clock> TokenCache<C> {
     /// The cached token for `request` signed by `signer`'s key while it is fresh;
     /// otherwise a new signature, which is cached. Callers asking at once for the same
     /// token wait for one signature.
-    pub fn get<R>(&self, request: &R, signer: &dyn Es256Signer) -> Result<SignedToken, Error>
-    where
-        R: AppleToken + Hash + Eq + Clone + Send + Sync + 'static,
-    {
+    pub fn get(
+        &self,
+        request: &dyn Cacheable,
+        signer: &dyn Es256Signer,
+    ) -> Result<SignedToken, Error> {
+        self.get_with_source(request, signer)
+            .map(|(token, _)| token)
+    }
+
+    /// [`TokenCache::get`], saying whether the token was a hit, fresh, or — when signing
+    /// failed — a still-valid cached one.
+    pub fn get_with_source(
+        &self,
+        request: &dyn Cacheable,
+        signer: &dyn Es256Signer,
+    ) -> Result<(SignedToken, Source), Error> {
         let entry = self.entry(request, signer.key_id());
         let mut token = lock(&entry.token);
         let now = self.clock.now();
         if let Some(cached) = token.as_ref().filter(|t| fresh(t, now)) {
-            return Ok(cached.clone());
+            return Ok((cached.clone(), Source::Hit));
         }
-        let signed = request.sign(signer, now)?;
-        *token = Some(signed.clone());
-        Ok(signed)
+        match request.sign(signer, now) {
+            Ok(signed) => {
+                *token = Some(signed.clone());
+                Ok((signed, Source::Fresh))
+            }
+            Err(error) => match token.as_ref().filter(|t| usable(t, now)) {
+                Some(cached) => Ok((cached.clone(), Source::Stale)),
+                None => Err(error),
+            },
+        }
     }
 
-    fn entry<R>(&self, request: &R, key_id: &KeyId) -> Arc<Entry>
-    where
-        R: Hash + Eq + Clone + Send + Sync + 'static,
-    {
+    fn entry(&self, request: &dyn Cacheable, key_id: &KeyId) -> Arc<Entry> {
         let mut hasher = DefaultHasher::new();
-        std::any::TypeId::of::<R>().hash(&mut hasher);
-        request.hash(&mut hasher);
+        request.cache_hash(&mut hasher);
         key_id.hash(&mut hasher);
         let hash = hasher.finish();
         let mut entries = lock(&self.entries);
-        let same =
-            |e: &&Arc<Entry>| &e.key_id == key_id && e.request.downcast_ref::<R>() == Some(request);
+        let same = |e: &&Arc<Entry>| &e.key_id == key_id && request.cache_eq(e.request.as_ref());
         if let Some(entry) = entries
             .get(&hash)
             .and_then(|bucket| bucket.iter().find(same))
@@ -121,7 +173,7 @@ impl<C: Clock> TokenCache<C> {
             self.prune(&mut entries);
         }
         let entry = Arc::new(Entry {
-            request: Box::new(request.clone()),
+            request: request.cache_clone(),
             key_id: key_id.clone(),
             token: Mutex::new(None),
         });
@@ -150,6 +202,12 @@ impl<C: Clock> TokenCache<C> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether `token` may still be handed out at `now` when no new one can be signed: at
+/// least [`MIN_REMAINING`] seconds left.
+fn usable(token: &SignedToken, now: SystemTime) -> bool {
+    unix(now).is_ok_and(|now| token.expires_at.saturating_sub(now) >= MIN_REMAINING)
 }
 
 /// Whether `token` may still be handed out at `now`: at least a third of its lifetime
@@ -317,6 +375,42 @@ mod tests {
         });
         assert_eq!(signer.count(), 1, "one signature for eight callers");
         assert!(tokens.iter().all(|t| t == &tokens[0]));
+    }
+
+    #[test]
+    fn when_signing_fails_a_still_valid_token_is_served_but_never_one_near_expiry() {
+        struct Flaky {
+            inner: MemorySigner,
+            down: std::sync::atomic::AtomicBool,
+        }
+        impl Es256Signer for Flaky {
+            fn key_id(&self) -> &KeyId {
+                self.inner.key_id()
+            }
+            fn sign_es256(&self, message: &[u8]) -> Result<Signature, Error> {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(Error::Internal("token unavailable".into()));
+                }
+                self.inner.sign_es256(message)
+            }
+        }
+        let clock = FakeClock::at(NOW);
+        let cache = TokenCache::new(clock.clone());
+        let signer = Flaky {
+            inner: MemorySigner::new(),
+            down: false.into(),
+        };
+        let request = connect(600, 60, &[]); // exp = NOW + 600
+        let first = cache.get(&request, &signer).unwrap();
+        signer.down.store(true, Ordering::SeqCst);
+        clock.set(NOW + 500); // past the refresh margin, 100 s left
+        let (served, source) = cache.get_with_source(&request, &signer).unwrap();
+        assert_eq!((served.token, source), (first.token, Source::Stale));
+        clock.set(NOW + 541); // 59 s left: never handed out
+        assert!(cache.get(&request, &signer).is_err());
+        signer.down.store(false, Ordering::SeqCst);
+        let (_, source) = cache.get_with_source(&request, &signer).unwrap();
+        assert_eq!(source, Source::Fresh);
     }
 
     #[test]
