@@ -132,6 +132,12 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// An option that does not apply to the request.
+    #[error("{reason}")]
+    InvalidOption {
+        /// What is wrong.
+        reason: String,
+    },
     /// A zero lifetime.
     #[error("--ttl must be at least 1 second")]
     LifetimeZero,
@@ -266,13 +272,47 @@ pub enum Error {
         /// The return value's name, e.g. `CKR_DEVICE_ERROR`.
         rv: String,
     },
+    /// The token went away (the agent waits before trying it again).
+    #[error("token unavailable: the HSM or its server does not answer")]
+    TokenUnavailable,
+    /// The agent is restricted to other keys.
+    #[error("this agent does not sign with key {key_id}")]
+    KeyNotAllowed {
+        /// The key ID.
+        key_id: String,
+    },
+    /// The agent could not be started.
+    #[error("cannot start the agent: {reason}")]
+    AgentSetup {
+        /// Why.
+        reason: String,
+    },
+    /// No agent answers on the socket.
+    #[error("cannot reach the agent at {}: {reason}", socket.display())]
+    AgentUnreachable {
+        /// `P8HSM_AGENT_SOCK`.
+        socket: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The agent refused or failed the request.
+    #[error("{message}")]
+    Agent {
+        /// The protocol's error code.
+        code: String,
+        /// The agent's message.
+        message: String,
+        /// The agent's hint.
+        hint: Option<String>,
+    },
     /// A bug: something that cannot happen did.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl Error {
-    pub(crate) fn internal(e: impl std::fmt::Display) -> Error {
+    /// An [`Error::Internal`] from anything displayable.
+    pub fn internal(e: impl std::fmt::Display) -> Error {
         Error::Internal(e.to_string())
     }
 }

@@ -1,5 +1,6 @@
 //! The `p8hsm` command: parse → run → exit code.
 
+mod agent;
 mod cli;
 
 use std::process::ExitCode;

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     sign_jwt, AppleToken, HeaderStyle, Lifetime, SignedToken, Times, AUD_APP_STORE_CONNECT,
@@ -51,9 +51,23 @@ pub enum Issuer {
 }
 
 /// One entry of a token's `scope`: `METHOD /path[?query]`, e.g. `GET /v1/apps`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Scope(String);
+
+impl TryFrom<String> for Scope {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl From<Scope> for String {
+    fn from(scope: Scope) -> String {
+        scope.0
+    }
+}
 
 impl Scope {
     /// The entry as text.

@@ -14,7 +14,7 @@ pub mod storekit;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::jws::{self, Header};
 use crate::{Error, Es256Signer, KeyId};
@@ -97,7 +97,7 @@ pub(crate) fn unix(now: SystemTime) -> Result<u64, Error> {
 }
 
 /// A signed token and what it is good for.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignedToken {
     /// The compact JWS.
     pub token: String,

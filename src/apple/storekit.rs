@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{sign_jwt, unix, HeaderStyle, Times};
 use crate::ids::printable;
@@ -20,9 +20,23 @@ use crate::{BundleId, Error, Es256Signer, IssuerId, KeyId, OfferId, ProductId, T
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// A one-time nonce: a UUID in lowercase hyphenated form.
-#[derive(Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Nonce(String);
+
+impl TryFrom<String> for Nonce {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl From<Nonce> for String {
+    fn from(nonce: Nonce) -> String {
+        nonce.0
+    }
+}
 
 impl Nonce {
     /// A fresh random (v4) nonce.
@@ -127,7 +141,7 @@ pub struct StoreKitSignature {
 }
 
 /// A signed StoreKit JWS.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignedStoreKit {
     /// The compact JWS.
     pub token: String,
@@ -238,7 +252,7 @@ pub struct LegacyPromotionalOffer {
 }
 
 /// A legacy promotional offer signature and the values the app passes with it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LegacySignature {
     /// Standard base64 of the DER ECDSA signature.
     pub signature: String,

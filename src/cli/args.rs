@@ -11,6 +11,7 @@ use p8hsm::{
     BundleId, ClientId, IssuerId, KeyId, OfferId, Origin, ProductId, ServiceId, TeamId,
     TransactionId,
 };
+use serde::{Deserialize, Serialize};
 
 /// Sign Apple API tokens with a .p8 key kept inside a PKCS#11 token.
 #[derive(Debug, Parser)]
@@ -93,6 +94,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Check the module, token, login, keys and clock, one line each
     Doctor,
+    /// Log in once and hand out tokens to local clients over a unix socket
+    Agent(AgentArgs),
     /// List the PKCS#11 modules p8hsm finds, in the order it considers them, and their tokens
     Modules {
         /// Print JSON
@@ -128,7 +131,9 @@ pub struct ImportArgs {
     pub method: ImportMethod,
 }
 
-#[derive(Debug, Subcommand)]
+/// The token kinds: what `p8hsm token` parses and what the agent receives as JSON.
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TokenCommand {
     /// App Store Connect API (team or individual key)
     Connect(ConnectArgs),
@@ -157,7 +162,7 @@ pub enum TokenCommand {
 }
 
 /// Options every token kind shares.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct TokenArgs {
     /// Apple key ID of the signing key [default: from --key]
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
@@ -168,15 +173,18 @@ pub struct TokenArgs {
     pub ttl: Option<u64>,
     /// Seconds iat is backdated, for clocks slightly ahead of Apple's; exp - iat = ttl + skew
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    #[serde(default = "default_skew")]
     pub skew: u64,
     /// Print {"token","key_id","issued_at","expires_at"} as JSON
     #[arg(long)]
+    #[serde(default)]
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct ConnectArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: TokenArgs,
     /// Issuer ID of a team key (a UUID) [default: recorded with the key]
     #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>,
@@ -184,16 +192,19 @@ pub struct ConnectArgs {
     pub issuer: Option<IssuerId>,
     /// The key is an individual key: the token carries sub "user" instead of iss
     #[arg(long)]
+    #[serde(default)]
     pub individual: bool,
     /// Limit the token to a request, e.g. "GET /v1/apps" (repeatable); a token living over
     /// 20 minutes needs scopes that are all GETs on resources allowing long-lived tokens
     #[arg(long, value_name = "\"METHOD /path\"", value_parser = parse::<Scope>)]
+    #[serde(default)]
     pub scope: Vec<Scope>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct InAppPurchaseArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: TokenArgs,
     /// Issuer ID (a UUID) [default: recorded with the key]
     #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>)]
@@ -203,67 +214,78 @@ pub struct InAppPurchaseArgs {
     pub bundle_id: BundleId,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct EnterpriseArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: TokenArgs,
     /// Issuer ID (a UUID) [default: recorded with the key]
     #[arg(long, env = "P8HSM_ISSUER", value_name = "UUID", value_parser = parse::<IssuerId>)]
     pub issuer: Option<IssuerId>,
     /// Limit the token to a request (repeatable)
     #[arg(long, value_name = "\"METHOD /path\"", value_parser = parse::<Scope>)]
+    #[serde(default)]
     pub scope: Vec<Scope>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct TeamArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: TokenArgs,
     /// Team ID (claim iss) [default: recorded with the key]
     #[arg(long, env = "P8HSM_TEAM_ID", value_name = "ID", value_parser = parse::<TeamId>)]
     pub team_id: Option<TeamId>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct SignInWithAppleArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub team: TeamArgs,
     /// Client ID (claim sub): the App ID or Services ID, case-sensitive
     #[arg(long, value_name = "ID", value_parser = parse::<ClientId>)]
     pub client_id: ClientId,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct MusicKitArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub team: TeamArgs,
     /// Limit the token to an origin (repeatable)
     #[arg(long, value_name = "ORIGIN", value_parser = parse::<Origin>)]
+    #[serde(default)]
     pub origin: Vec<Origin>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct WeatherKitArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub team: TeamArgs,
     /// WeatherKit Service ID (claim sub; header id = <TeamID>.<ServiceID>)
     #[arg(long, value_name = "ID", value_parser = parse::<ServiceId>)]
     pub service_id: ServiceId,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct MapKitArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub team: TeamArgs,
     /// Limit the token to an origin (required with --mapkit-js)
     #[arg(long, value_name = "ORIGIN", value_parser = parse::<Origin>)]
     pub origin: Option<Origin>,
     /// A dynamically signed MapKit JS token (adds scope "mapkit_js")
     #[arg(long)]
+    #[serde(default)]
     pub mapkit_js: bool,
 }
 
-#[derive(Debug, Subcommand)]
+/// The StoreKit signatures: what `p8hsm sign` parses and what the agent receives.
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SignCommand {
     /// Promotional offer signature (V2 JWS)
     PromoOffer(PromoOfferArgs),
@@ -276,7 +298,7 @@ pub enum SignCommand {
 }
 
 /// Options every StoreKit JWS shares.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct StoreKitArgs {
     /// Apple key ID of the In-App Purchase key [default: from --key]
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
@@ -292,12 +314,14 @@ pub struct StoreKitArgs {
     pub nonce: Option<Nonce>,
     /// Print {"token","key_id","nonce","issued_at"} as JSON
     #[arg(long)]
+    #[serde(default)]
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct PromoOfferArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: StoreKitArgs,
     /// Product ID of the subscription
     #[arg(long, value_name = "ID", value_parser = parse::<ProductId>)]
@@ -310,9 +334,10 @@ pub struct PromoOfferArgs {
     pub transaction_id: Option<TransactionId>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct IntroOfferArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: StoreKitArgs,
     /// Product ID of the subscription
     #[arg(long, value_name = "ID", value_parser = parse::<ProductId>)]
@@ -325,16 +350,22 @@ pub struct IntroOfferArgs {
     pub transaction_id: TransactionId,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct AdvancedCommerceArgs {
     #[command(flatten)]
+    #[serde(flatten)]
     pub common: StoreKitArgs,
     /// The JSON request body, from a file or - for standard input
-    #[arg(long, value_name = "FILE|-")]
-    pub request_file: PathBuf,
+    #[arg(long, value_name = "FILE|-", required = true)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_file: Option<PathBuf>,
+    /// The JSON request body itself (what the agent receives; read from --request-file)
+    #[arg(skip)]
+    #[serde(default)]
+    pub request: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Serialize, Deserialize)]
 pub struct LegacyOfferArgs {
     /// Apple key ID of the In-App Purchase key [default: from --key]
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
@@ -350,6 +381,7 @@ pub struct LegacyOfferArgs {
     pub offer_id: OfferId,
     /// The app account token / application username (lower-cased) [default: empty]
     #[arg(long, value_name = "TOKEN", default_value = "")]
+    #[serde(default)]
     pub app_account_token: String,
     /// The one-time nonce, a UUID [default: a fresh random one]
     #[arg(long, value_name = "UUID", value_parser = parse::<Nonce>)]
@@ -359,6 +391,7 @@ pub struct LegacyOfferArgs {
     pub timestamp: Option<u64>,
     /// Print {"signature","key_id","nonce","timestamp"} as JSON
     #[arg(long)]
+    #[serde(default)]
     pub json: bool,
 }
 
@@ -379,6 +412,50 @@ pub struct CheckArgs {
     /// Print the findings as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+/// `p8hsm agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The socket [default: $XDG_RUNTIME_DIR/p8hsm/agent.sock, else a private directory
+    /// under /tmp]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Stay in the foreground (otherwise the agent detaches and logs to agent.log beside
+    /// the socket)
+    #[arg(long)]
+    pub foreground: bool,
+    /// Format of the audit and event lines
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Also serve this uid (repeatable; by default only the agent's own uid)
+    #[arg(long, value_name = "UID")]
+    pub allow_uid: Vec<u32>,
+    /// Also serve peers of this gid (repeatable)
+    #[arg(long, value_name = "GID")]
+    pub allow_gid: Vec<u32>,
+    /// Sign only with these keys
+    #[arg(long, value_name = "ID,…", value_delimiter = ',', value_parser = parse::<KeyId>)]
+    pub keys: Vec<KeyId>,
+    /// Append audit lines to this file (created with mode 0600) instead of stderr
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Put the whole token in each audit line (off: the claims' SHA-256 only)
+    #[arg(long)]
+    pub audit_tokens: bool,
+}
+
+/// How the agent writes its lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `time event key=value …`
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+fn default_skew() -> u64 {
+    60
 }
 
 fn parse<T: std::str::FromStr<Err = p8hsm::Error>>(s: &str) -> Result<T, p8hsm::Error> {

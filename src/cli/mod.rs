@@ -4,3 +4,4 @@ pub mod args;
 pub mod doctor;
 pub mod render;
 pub mod run;
+pub mod signing;

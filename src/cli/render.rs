@@ -64,6 +64,16 @@ pub fn error(failure: &Failure) -> ExitCode {
 fn exit_code(e: &Error) -> u8 {
     use Error::*;
     match e {
+        Agent { code, .. } => match code.as_str() {
+            "invalid_input" | "bad_request" | "too_large" => code::INPUT,
+            "pin_refused" => code::PIN,
+            "key_not_found" | "key_not_allowed" => code::KEY_NOT_FOUND,
+            "key_kind" => code::KEY_KIND,
+            "token_unavailable" | "forbidden" | "busy" => code::TOKEN,
+            _ => code::FAILURE,
+        },
+        AgentUnreachable { .. } | AgentSetup { .. } | TokenUnavailable => code::TOKEN,
+        KeyNotAllowed { .. } => code::KEY_NOT_FOUND,
         KeyFile(_)
         | FileUnreadable { .. }
         | KeyIdMismatch { .. }
@@ -92,6 +102,7 @@ fn exit_code(e: &Error) -> u8 {
         DuplicateKey { .. } | KeyAmbiguous { .. } => code::KEY_EXISTS,
         ImportCheck { .. } | ImportLeftObjects { .. } => code::IMPORT_CHECK,
         ImportUnsupported { .. } => code::TOKEN,
+        InvalidOption { .. } => code::USAGE,
         _ => code::FAILURE,
     }
 }
@@ -100,6 +111,14 @@ fn exit_code(e: &Error) -> u8 {
 pub fn hint(e: &Error) -> Option<String> {
     use Error::*;
     let text = match e {
+        Agent { hint, .. } => return hint.clone(),
+        AgentUnreachable { .. } => "hint: is `p8hsm agent` running? Unset P8HSM_AGENT_SOCK to use the \
+             token directly"
+            .to_owned(),
+        TokenUnavailable => "hint: the agent keeps serving cached tokens and reconnects by itself; \
+             check the HSM or its p11-kit server"
+            .to_owned(),
+        KeyNotAllowed { .. } => "hint: the agent was started with --keys; use one of those keys".to_owned(),
         KeyFile(P8Error::Encrypted) => "hint: decrypt it into the import without a file: \
              openssl pkcs8 -in KEY.p8 | p8hsm import --key-id ID -"
             .to_owned(),

@@ -6,17 +6,7 @@ use std::time::SystemTime;
 
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
 use p8hsm::apple::check::{self, Finding};
-use p8hsm::apple::connect::{ConnectToken, EnterpriseToken, Issuer};
-use p8hsm::apple::developer::{
-    MapKitToken, MusicKitToken, ProviderService, ProviderToken, SignInWithAppleToken,
-    WeatherKitToken,
-};
 use p8hsm::apple::metadata::{KeyKind, KeyMetadata};
-use p8hsm::apple::server::{ServerApi, ServerToken};
-use p8hsm::apple::storekit::{
-    AdvancedCommerceRequest, LegacyPromotionalOffer, StoreKitRequest, StoreKitSignature,
-};
-use p8hsm::apple::{AppleToken, Lifetime};
 use p8hsm::p8::MAX_KEY_FILE_BYTES;
 use p8hsm::pkcs11::uri::Pkcs11Uri;
 use p8hsm::pkcs11::{ImportOptions, TokenSelector};
@@ -24,10 +14,8 @@ use p8hsm::{pkcs11, Error, IssuerId, KeyId, P8Key, PinSource, TeamId, Token};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::args::{
-    CheckArgs, Cli, Command, ImportArgs, SignCommand, StoreKitArgs, TeamArgs, TokenArgs,
-    TokenCommand,
-};
+use super::args::{CheckArgs, Cli, Command, ImportArgs, SignCommand};
+use super::signing::{metadata, Call};
 
 /// A failure of the command, or of writing its result.
 pub enum Failure {
@@ -56,6 +44,18 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Whether the PIN would be asked on the terminal.
+    pub fn pin_is_prompt(&self) -> bool {
+        let uri_source = self
+            .uri
+            .as_ref()
+            .is_some_and(|u| u.pin_source.is_some() || u.pin_value.is_some());
+        match &self.cli.pin_source {
+            Some(source) => source == "prompt",
+            None => !uri_source,
+        }
+    }
+
     /// The module to load.
     pub fn module(&self) -> Result<std::path::PathBuf, Error> {
         pkcs11::locate_module(self.cli.module.as_deref(), self.uri.as_ref())
@@ -150,11 +150,18 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             eprintln!("deleted key {key_id}");
             Ok(())
         }
-        Command::Token(kind) => token(kind, &ctx),
-        Command::Sign(kind) => sign(kind, &ctx),
+        Command::Token(_) | Command::Sign(_) => {
+            let call = match cli.command {
+                Command::Token(ref kind) => Call::Token(clone_via_json(kind)?),
+                Command::Sign(ref kind) => Call::Sign(clone_via_json(kind)?),
+                _ => unreachable!(),
+            };
+            sign(call, &ctx)
+        }
         Command::Check(args) => check(args, &ctx),
         Command::Modules { json } => modules(*json, &ctx),
         Command::Doctor => super::doctor::doctor(&ctx),
+        Command::Agent(args) => crate::agent::run(args, &ctx),
     }
 }
 
@@ -251,268 +258,46 @@ fn keys(json: bool, ctx: &Ctx) -> Result<(), Failure> {
     print(&out)
 }
 
-/// The command's name, its common options and the key kinds it may use.
-fn describe(command: &TokenCommand) -> (&'static str, &TokenArgs, &'static [KeyKind]) {
-    use TokenCommand::*;
-    const IAP: &[KeyKind] = &[KeyKind::InAppPurchase];
-    const DEV: &[KeyKind] = &[KeyKind::Developer];
-    match command {
-        Connect(a) => (
-            "token connect",
-            &a.common,
-            &[KeyKind::Connect, KeyKind::ConnectIndividual],
-        ),
-        Server(a) => ("token server", &a.common, IAP),
-        ExternalPurchase(a) => ("token external-purchase", &a.common, IAP),
-        AdvancedCommerce(a) => ("token advanced-commerce", &a.common, IAP),
-        RetentionMessaging(a) => ("token retention-messaging", &a.common, IAP),
-        Enterprise(a) => ("token enterprise", &a.common, &[KeyKind::Enterprise]),
-        Apns(a) => ("token apns", &a.common, DEV),
-        Devicecheck(a) => ("token devicecheck", &a.common, DEV),
-        SignInWithApple(a) => ("token sign-in-with-apple", &a.team.common, DEV),
-        Musickit(a) => ("token musickit", &a.team.common, DEV),
-        Weatherkit(a) => ("token weatherkit", &a.team.common, DEV),
-        Mapkit(a) => ("token mapkit", &a.team.common, DEV),
-    }
-}
-
-fn token(command: &TokenCommand, ctx: &Ctx) -> Result<(), Failure> {
-    let (name, common, allowed) = describe(command);
-    let key_id = ctx.key_id(common.key_id.as_ref())?;
-    if matches!(
-        command,
-        TokenCommand::Apns(_) | TokenCommand::Devicecheck(_)
-    ) && common.ttl.is_some()
-    {
-        return Err(Failure::Usage(format!(
-            "`{name}` tokens carry no exp (Apple accepts them for an hour): --ttl does not apply"
-        )));
-    }
-    // Refuse a request that breaks Apple's rules before asking for the PIN, when all
-    // it needs was given on the command line.
-    if let Ok(request) = build_token(command, &key_id, None) {
-        request.times(SystemTime::now())?;
-    }
-    let token = ctx.open()?;
-    let key = token.key(&key_id)?;
-    let meta = metadata(&token, &key_id, name, allowed)?;
-    let request = build_token(command, &key_id, meta.as_ref())?;
-    let signed = request.sign(&key, SystemTime::now())?;
-    if common.json {
-        print(&json_line(&signed)?)
-    } else {
-        print(&format!("{}\n", signed.token))
-    }
-}
-
-/// The key's recorded metadata, refusing a command for another kind of key.
-fn metadata(
-    token: &Token,
-    key_id: &KeyId,
-    command: &str,
-    allowed: &[KeyKind],
-) -> Result<Option<KeyMetadata>, Error> {
-    let Some(bytes) = token.key_metadata(key_id)? else {
-        return Ok(None);
-    };
-    let meta = KeyMetadata::from_bytes(key_id, &bytes)?;
-    meta.allow(key_id, command, allowed)?;
-    Ok(Some(meta))
-}
-
-fn build_token(
-    command: &TokenCommand,
-    key_id: &KeyId,
-    meta: Option<&KeyMetadata>,
-) -> Result<Box<dyn AppleToken>, Error> {
-    use TokenCommand::*;
-    let (_, common, _) = describe(command);
-    let lifetime = |default_ttl: u64| Lifetime {
-        ttl: common.ttl.unwrap_or(default_ttl),
-        skew: common.skew,
-    };
-    let server = |api: ServerApi,
-                  a: &super::args::InAppPurchaseArgs|
-     -> Result<Box<dyn AppleToken>, Error> {
-        Ok(Box::new(ServerToken {
-            api,
-            issuer: issuer(&a.issuer, meta, key_id)?,
-            bundle_id: a.bundle_id.clone(),
-            lifetime: lifetime(600),
-        }))
-    };
-    Ok(match command {
-        Connect(a) => {
-            let individual = match meta.map(|m| m.kind) {
-                Some(KeyKind::ConnectIndividual) if a.issuer.is_some() => {
-                    return Err(Error::InvalidMetadata(format!(
-                        "key {key_id} is recorded as an individual key: its tokens carry sub \"user\", not --issuer"
-                    )))
-                }
-                Some(KeyKind::Connect) if a.individual => {
-                    return Err(Error::InvalidMetadata(format!(
-                        "key {key_id} is recorded as a team key: drop --individual"
-                    )))
-                }
-                Some(kind) => kind == KeyKind::ConnectIndividual,
-                None => a.individual,
-            };
-            Box::new(ConnectToken {
-                issuer: if individual {
-                    Issuer::Individual
-                } else {
-                    Issuer::Team(issuer(&a.issuer, meta, key_id)?)
-                },
-                scope: a.scope.clone(),
-                lifetime: lifetime(600),
-            })
+/// Signs a `token` or `sign` call: through the agent when `P8HSM_AGENT_SOCK` is set,
+/// else with the token directly. Prints the same either way.
+fn sign(mut call: Call, ctx: &Ctx) -> Result<(), Failure> {
+    let key_id = ctx.key_id(call.key_id())?;
+    call.set_key_id(key_id.clone());
+    if let Call::Sign(SignCommand::AdvancedCommerceRequest(a)) = &mut call {
+        // Read here, by the client: the agent gets the body, not a path of the client's.
+        if let Some(path) = a.request_file.take() {
+            let text = read_limited(&path, p8hsm::apple::storekit::MAX_REQUEST_BYTES)?;
+            a.request =
+                Some(
+                    String::from_utf8(text.to_vec()).map_err(|_| Error::InvalidRequest {
+                        reason: "it is not UTF-8".to_owned(),
+                    })?,
+                );
         }
-        Server(a) => server(ServerApi::AppStoreServer, a)?,
-        ExternalPurchase(a) => server(ServerApi::ExternalPurchase, a)?,
-        AdvancedCommerce(a) => server(ServerApi::AdvancedCommerce, a)?,
-        RetentionMessaging(a) => server(ServerApi::RetentionMessaging, a)?,
-        Enterprise(a) => Box::new(EnterpriseToken {
-            issuer: issuer(&a.issuer, meta, key_id)?,
-            scope: a.scope.clone(),
-            lifetime: lifetime(600),
-        }),
-        Apns(a) | Devicecheck(a) => Box::new(ProviderToken {
-            service: if matches!(command, Apns(_)) {
-                ProviderService::Apns
-            } else {
-                ProviderService::DeviceCheck
-            },
-            team_id: team_id(a, key_id, meta)?,
-            skew: common.skew,
-        }),
-        SignInWithApple(a) => Box::new(SignInWithAppleToken {
-            team_id: team_id(&a.team, key_id, meta)?,
-            client_id: a.client_id.clone(),
-            lifetime: lifetime(3600),
-        }),
-        Musickit(a) => Box::new(MusicKitToken {
-            team_id: team_id(&a.team, key_id, meta)?,
-            origins: a.origin.clone(),
-            lifetime: lifetime(86400),
-        }),
-        Weatherkit(a) => Box::new(WeatherKitToken {
-            team_id: team_id(&a.team, key_id, meta)?,
-            service_id: a.service_id.clone(),
-            lifetime: lifetime(3600),
-        }),
-        Mapkit(a) => Box::new(MapKitToken {
-            team_id: team_id(&a.team, key_id, meta)?,
-            origin: a.origin.clone(),
-            mapkit_js: a.mapkit_js,
-            lifetime: lifetime(3600),
-        }),
-    })
-}
-
-/// The issuer given or recorded with the key.
-fn issuer(
-    given: &Option<IssuerId>,
-    meta: Option<&KeyMetadata>,
-    key_id: &KeyId,
-) -> Result<IssuerId, Error> {
-    let resolved = match meta {
-        Some(meta) => meta.issuer(key_id, given.clone())?,
-        None => given.clone(),
-    };
-    resolved.ok_or(Error::MissingInput {
-        what: "--issuer",
-        why:
-            "give it, set P8HSM_ISSUER, or record it with `p8hsm import --kind KIND --issuer UUID`",
-    })
-}
-
-/// The Team ID given or recorded with the key.
-fn team_id(args: &TeamArgs, key_id: &KeyId, meta: Option<&KeyMetadata>) -> Result<TeamId, Error> {
-    let resolved = match meta {
-        Some(meta) => meta.team_id(key_id, args.team_id.clone())?,
-        None => args.team_id.clone(),
-    };
-    resolved.ok_or(Error::MissingInput {
-        what: "--team-id",
-        why: "give it, set P8HSM_TEAM_ID, or record it with `p8hsm import --kind developer --team-id ID`",
-    })
-}
-
-fn sign(command: &SignCommand, ctx: &Ctx) -> Result<(), Failure> {
-    const IAP: &[KeyKind] = &[KeyKind::InAppPurchase];
-    let (common, request) = match command {
-        SignCommand::PromoOffer(a) => (
-            &a.common,
-            StoreKitRequest::PromotionalOffer {
-                product_id: a.product_id.clone(),
-                offer_id: a.offer_id.clone(),
-                transaction_id: a.transaction_id.clone(),
-            },
-        ),
-        SignCommand::IntroOfferEligibility(a) => (
-            &a.common,
-            StoreKitRequest::IntroductoryOfferEligibility {
-                product_id: a.product_id.clone(),
-                allow_introductory_offer: a.allow_intro_offer,
-                transaction_id: a.transaction_id.clone(),
-            },
-        ),
-        SignCommand::AdvancedCommerceRequest(a) => {
-            let text = read_limited(&a.request_file, p8hsm::apple::storekit::MAX_REQUEST_BYTES)?;
-            let text = String::from_utf8(text.to_vec()).map_err(|_| Error::InvalidRequest {
-                reason: "it is not UTF-8".to_owned(),
-            })?;
-            (
-                &a.common,
-                StoreKitRequest::AdvancedCommerce {
-                    request: AdvancedCommerceRequest::new(&text)?,
-                },
-            )
-        }
-        SignCommand::PromoOfferLegacy(a) => {
-            let offer = LegacyPromotionalOffer {
-                bundle_id: a.bundle_id.clone(),
-                product_id: a.product_id.clone(),
-                offer_id: a.offer_id.clone(),
-                app_account_token: a.app_account_token.clone(),
-                nonce: a.nonce.clone(),
-                timestamp_ms: a.timestamp,
-            };
-            let key_id = ctx.key_id(a.key_id.as_ref())?;
+    }
+    let signed = match std::env::var_os("P8HSM_AGENT_SOCK").filter(|s| !s.is_empty()) {
+        Some(socket) => crate::agent::client::call(Path::new(&socket), &call)?,
+        None => {
+            call.precheck(&key_id)?;
             let token = ctx.open()?;
             let key = token.key(&key_id)?;
-            metadata(&token, &key_id, "sign promo-offer-legacy", IAP)?;
-            let signed = offer.sign(&key, SystemTime::now())?;
-            return if a.json {
-                print(&json_line(&signed)?)
-            } else {
-                print(&format!("{}\n", signed.signature))
-            };
+            let (name, allowed) = call.name();
+            let meta = metadata(&token, &key_id, &name, allowed)?;
+            call.sign(&key, meta.as_ref(), None)?.0
         }
     };
-    let StoreKitArgs {
-        key_id,
-        issuer: given_issuer,
-        bundle_id,
-        nonce,
-        json,
-    } = common;
-    let key_id = &ctx.key_id(key_id.as_ref())?;
-    let token = ctx.open()?;
-    let key = token.key(key_id)?;
-    let meta = metadata(&token, key_id, "sign", IAP)?;
-    let signature = StoreKitSignature {
-        issuer: issuer(given_issuer, meta.as_ref(), key_id)?,
-        bundle_id: bundle_id.clone(),
-        request,
-        nonce: nonce.clone(),
-    };
-    let signed = signature.sign(&key, SystemTime::now())?;
-    if *json {
+    if call.json() {
         print(&json_line(&signed)?)
     } else {
-        print(&format!("{}\n", signed.token))
+        print(&format!("{}\n", signed.line()))
     }
+}
+
+/// The parsed arguments, owned: clap's structs serialize to the agent protocol's JSON.
+fn clone_via_json<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T, Error> {
+    serde_json::to_value(value)
+        .and_then(serde_json::from_value)
+        .map_err(Error::internal)
 }
 
 #[derive(Serialize)]

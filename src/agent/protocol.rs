@@ -1,0 +1,71 @@
+//! The agent's line-delimited JSON protocol. A request is one line: an `id` of the
+//! client's choosing and the call, named as the CLI names it:
+//!
+//! ```text
+//! {"id":1,"command":"token","kind":"connect","key_id":"2X9R4HXF34","individual":true}
+//! {"id":"a","command":"sign","kind":"promo-offer","key_id":"ABCDEFGH12","bundle_id":"com.example.app","product_id":"p","offer_id":"o"}
+//! ```
+//!
+//! Each gets one line back, with the same `id`:
+//!
+//! ```text
+//! {"id":1,"ok":true,"source":"hit","result":{"token":"eyJ…","key_id":"2X9R4HXF34","issued_at":…,"expires_at":…}}
+//! {"id":"a","ok":false,"error":{"code":"key_kind","message":"…","hint":"…"}}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::signing::{Call, Signed};
+
+/// The largest request line the agent reads.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// One request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    /// Echoed in the reply.
+    #[serde(default)]
+    pub id: serde_json::Value,
+    /// What to sign.
+    #[serde(flatten)]
+    pub call: Call,
+}
+
+/// One reply.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// Signed.
+    Ok {
+        /// The request's id.
+        id: serde_json::Value,
+        /// Always true.
+        ok: bool,
+        /// `hit`, `fresh` or `stale` (a cached token served while the HSM is away).
+        source: String,
+        /// What was signed.
+        result: Signed,
+    },
+    /// Refused or failed.
+    Err {
+        /// The request's id (null when the request could not be read).
+        id: serde_json::Value,
+        /// Always false.
+        ok: bool,
+        /// What went wrong.
+        error: ErrorBody,
+    },
+}
+
+/// An error: a stable code, the message and hint p8hsm's CLI would print.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// `bad_request`, `too_large`, `forbidden`, `key_not_allowed`, `invalid_input`,
+    /// `key_not_found`, `key_kind`, `token_unavailable`, `pin_refused`, `busy`, `internal`.
+    pub code: String,
+    /// One line.
+    pub message: String,
+    /// What to do, when there is something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
