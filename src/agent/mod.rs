@@ -550,17 +550,25 @@ impl Agent {
 /// The protocol's error code, message and hint for an error.
 fn describe_error(e: &Error) -> (&'static str, String, Option<String>) {
     let code = match e {
-        Error::TokenUnavailable | Error::Pkcs11 { .. } => "token_unavailable",
+        // After startup, a token that cannot be found or called has gone away.
+        Error::TokenUnavailable
+        | Error::Pkcs11 { .. }
+        | Error::TokenNotFound { .. }
+        | Error::ModuleLoad { .. } => "token_unavailable",
         Error::PinIncorrect { .. } | Error::PinLocked => "pin_refused",
         Error::KeyNotFound { .. } => "key_not_found",
         Error::KeyNotAllowed { .. } => "key_not_allowed",
         Error::KeyKindMismatch { .. } | Error::MetadataContradiction { .. } => "key_kind",
         Error::Internal(_) => "internal",
+        Error::InvalidOption { .. } => "usage",
         _ => "invalid_input",
     };
-    let message = match e {
-        Error::Pkcs11 { .. } => format!("token unavailable: {e}"),
-        _ => e.to_string(),
-    };
-    (code, message, render::hint(e))
+    if code == "token_unavailable" {
+        let message = match e {
+            Error::TokenUnavailable => e.to_string(),
+            _ => format!("token unavailable: {e}"),
+        };
+        return (code, message, render::hint(&Error::TokenUnavailable));
+    }
+    (code, e.to_string(), render::hint(e))
 }

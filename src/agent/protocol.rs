@@ -60,7 +60,7 @@ pub enum Reply {
 /// An error: a stable code, the message and hint p8hsm's CLI would print.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// `bad_request`, `too_large`, `forbidden`, `key_not_allowed`, `invalid_input`,
+    /// `bad_request`, `too_large`, `forbidden`, `key_not_allowed`, `invalid_input`, `usage`,
     /// `key_not_found`, `key_kind`, `token_unavailable`, `pin_refused`, `busy`, `internal`.
     pub code: String,
     /// One line.

@@ -66,6 +66,7 @@ fn exit_code(e: &Error) -> u8 {
     match e {
         Agent { code, .. } => match code.as_str() {
             "invalid_input" | "bad_request" | "too_large" => code::INPUT,
+            "usage" => code::USAGE,
             "pin_refused" => code::PIN,
             "key_not_found" | "key_not_allowed" => code::KEY_NOT_FOUND,
             "key_kind" => code::KEY_KIND,
