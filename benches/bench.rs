@@ -52,11 +52,15 @@ fn main() {
         lifetime: Lifetime::default(),
     };
     let raw = RawSigner::new(&module, &pin_file, &key_id);
+    let mut ceiling2 = None;
     for threads in [1, 2] {
         let (raw_rate, library_rate) = paired(threads, window, &raw, || {
             request.sign(&signer, SystemTime::now()).unwrap();
         });
         let plural = if threads == 1 { "" } else { "s" };
+        if threads == 2 {
+            ceiling2 = Some(raw_rate);
+        }
         row(
             &mode,
             &format!("raw C_Sign (cryptoki), {threads} thread{plural}"),
@@ -101,6 +105,11 @@ fn main() {
         "tokens/s",
         None,
     );
+
+    // The agent, when bench.sh started one.
+    if let Ok(socket) = std::env::var("BENCH_AGENT_SOCK") {
+        agent_bench(&mode, &socket, &key_id, window, ceiling2);
+    }
 
     // (4) One-shot processes: p8hsm's CLI next to pkcs11-tool --sign, the minimal
     // PKCS#11 process (load module, log in, find the key, sign).
@@ -346,5 +355,59 @@ impl OneShot {
             self.walls[self.walls.len() / 2],
             self.peak_kib as f64 / 1024.0,
         )
+    }
+}
+
+/// The agent's throughput and latency through its socket: `BENCH_AGENT_SOCK` set.
+fn agent_bench(mode: &str, socket: &str, key_id: &KeyId, window: Duration, ceiling: Option<f64>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    for (label, fresh) in [("cached tokens", false), ("fresh tokens", true)] {
+        let start = Instant::now();
+        let results: Vec<(usize, Vec<Duration>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|t| {
+                    s.spawn(move || {
+                        let stream = UnixStream::connect(socket).unwrap();
+                        let mut reader = BufReader::new(stream.try_clone().unwrap());
+                        let mut writer = stream;
+                        let mut latencies = Vec::new();
+                        let mut reply = String::new();
+                        let mut n = 0usize;
+                        while start.elapsed() < window {
+                            let scope = if fresh { format!("GET /v1/apps/{t}-{n}") } else { "GET /v1/apps".to_owned() };
+                            let line = format!(
+                                "{{\"id\":{n},\"command\":\"token\",\"kind\":\"connect\",\"key_id\":\"{key_id}\",\"individual\":true,\"scope\":[\"{scope}\"]}}\n"
+                            );
+                            let sent = Instant::now();
+                            writer.write_all(line.as_bytes()).unwrap();
+                            reply.clear();
+                            reader.read_line(&mut reply).unwrap();
+                            latencies.push(sent.elapsed());
+                            assert!(reply.contains("\"ok\":true"), "{reply}");
+                            n += 1;
+                        }
+                        (n, latencies)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let elapsed = start.elapsed().as_secs_f64();
+        let total: usize = results.iter().map(|r| r.0).sum();
+        let mut latencies: Vec<Duration> = results.into_iter().flat_map(|r| r.1).collect();
+        latencies.sort();
+        let p =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        let rate = total as f64 / elapsed;
+        let ratio = match (fresh, ceiling) {
+            (true, Some(ceiling)) => format!("{:.2} of the ceiling", rate / ceiling),
+            _ => String::new(),
+        };
+        println!(
+            "| {mode} | agent, {label} through the socket, 2 clients | {rate:.0} tokens/s, p50 {:.0} µs, p99 {:.0} µs | {ratio} |",
+            p(0.50).as_secs_f64() * 1e6,
+            p(0.99).as_secs_f64() * 1e6
+        );
     }
 }

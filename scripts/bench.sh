@@ -33,6 +33,10 @@ echo "software ECDSA ceiling: $(openssl speed -seconds 2 ecdsap256 2>/dev/null |
 echo
 echo "| mode | measurement | result | ratio |"
 echo "|---|---|---|---|"
-BENCH_MODE=in-process cargo bench --quiet --bench bench
+# The agent, in the background, auditing to a file: its socket is measured too.
+agent_env=$(target/release/p8hsm agent --socket "$work/agent/agent.sock" --audit-log "$work/agent-audit.log")
+agent_pid=$(printf '%s\n' "$agent_env" | sed -n 's/^P8HSM_AGENT_PID=\([0-9]*\);.*/\1/p')
+BENCH_AGENT_SOCK=$work/agent/agent.sock BENCH_MODE=in-process cargo bench --quiet --bench bench
+kill "$agent_pid"
 eval "$(scripts/softhsm-server.sh 2>/dev/null)"
 BENCH_MODE=p11-kit cargo bench --quiet --bench bench

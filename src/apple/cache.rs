@@ -92,7 +92,15 @@ struct Entry {
 /// A cache of signed tokens, safe to share between threads.
 pub struct TokenCache<C: Clock = SystemClock> {
     clock: C,
-    entries: Mutex<HashMap<u64, Vec<Arc<Entry>>>>,
+    entries: Mutex<Entries>,
+}
+
+/// The entries, by hash, and the size at which expired ones are next pruned.
+#[derive(Default)]
+struct Entries {
+    by_hash: HashMap<u64, Vec<Arc<Entry>>>,
+    count: usize,
+    prune_at: usize,
 }
 
 impl Default for TokenCache<SystemClock> {
@@ -115,7 +123,10 @@ impl<C: Clock> TokenCache<C> {
     pub fn new(clock: C) -> Self {
         TokenCache {
             clock,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                prune_at: PRUNE_ABOVE,
+                ..Entries::default()
+            }),
         }
     }
 
@@ -164,38 +175,43 @@ impl<C: Clock> TokenCache<C> {
         let mut entries = lock(&self.entries);
         let same = |e: &&Arc<Entry>| &e.key_id == key_id && request.cache_eq(e.request.as_ref());
         if let Some(entry) = entries
+            .by_hash
             .get(&hash)
             .and_then(|bucket| bucket.iter().find(same))
         {
             return entry.clone();
         }
-        if entries.len() > PRUNE_ABOVE {
+        if entries.count >= entries.prune_at {
             self.prune(&mut entries);
+            // Pruning again only once the cache has doubled keeps inserts O(1) on average.
+            entries.prune_at = (entries.count * 2).max(PRUNE_ABOVE);
         }
         let entry = Arc::new(Entry {
             request: request.cache_clone(),
             key_id: key_id.clone(),
             token: Mutex::new(None),
         });
-        entries.entry(hash).or_default().push(entry.clone());
+        entries.by_hash.entry(hash).or_default().push(entry.clone());
+        entries.count += 1;
         entry
     }
 
     /// Drops entries whose tokens have expired and that nobody is signing for.
-    fn prune(&self, entries: &mut HashMap<u64, Vec<Arc<Entry>>>) {
+    fn prune(&self, entries: &mut Entries) {
         let now = unix(self.clock.now()).unwrap_or(0);
-        for bucket in entries.values_mut() {
+        for bucket in entries.by_hash.values_mut() {
             bucket.retain(|entry| match entry.token.try_lock() {
                 Ok(token) => token.as_ref().is_some_and(|t| t.expires_at > now),
                 Err(_) => true,
             });
         }
-        entries.retain(|_, bucket| !bucket.is_empty());
+        entries.by_hash.retain(|_, bucket| !bucket.is_empty());
+        entries.count = entries.by_hash.values().map(Vec::len).sum();
     }
 
     /// How many requests the cache holds.
     pub fn len(&self) -> usize {
-        lock(&self.entries).values().map(Vec::len).sum()
+        lock(&self.entries).count
     }
 
     /// Whether the cache holds nothing.
