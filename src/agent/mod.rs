@@ -217,7 +217,7 @@ fn serve(args: &AgentArgs, ctx: &Ctx, socket: &Path) -> Result<(), Failure> {
     }
     let _ = std::fs::remove_file(socket);
     // The socket is created private: nothing between bind and a chmod to race.
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
     let listener = UnixListener::bind(socket).map_err(|e| Error::AgentSetup {
         reason: format!("cannot listen on {}: {e}", socket.display()),
     })?;
