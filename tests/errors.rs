@@ -144,3 +144,43 @@ fn module_from_pkcs11_module_path_when_p8hsm_module_is_unset() {
         String::from_utf8_lossy(&run.stderr)
     );
 }
+
+#[test]
+fn the_agent_also_tries_a_wrong_pin_exactly_once() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let spy = SPY_PATHS
+        .iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("pkcs11-spy.so from OpenSC (apt-get install opensc)");
+    let log = hsm.dir.path().join("spy.log");
+    let wrong_pin = hsm.dir.path().join("wrong.pin");
+    std::fs::write(&wrong_pin, "00000000\n").unwrap();
+    let socket = hsm.dir.path().join("run").join("agent.sock");
+    let output = hsm
+        .command(&[
+            "agent",
+            "--foreground",
+            "--socket",
+            socket.to_str().unwrap(),
+        ])
+        .env("P8HSM_MODULE", spy)
+        .env("PKCS11SPY", hsm.var("P8HSM_MODULE"))
+        .env("PKCS11SPY_OUTPUT", &log)
+        .env("P8HSM_PIN_SOURCE", format!("file:{}", wrong_pin.display()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("wrong PIN"), "{stderr}");
+    assert!(
+        !socket.exists(),
+        "no socket for an agent that could not log in"
+    );
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        calls.lines().filter(|l| l.contains("C_Login")).count(),
+        1,
+        "{calls}"
+    );
+}

@@ -1,0 +1,139 @@
+//! Stress: 8 processes × 250 fresh tokens against one SoftHSM token while this process's
+//! library thread pool signs at full load. Every token verifies, nothing fails, and the
+//! token has the same objects afterwards.
+//!
+//! Runs without the test harness: the binary re-executes itself with `--worker`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::SystemTime;
+
+use common::{verify_jwt, Hsm};
+use p8hsm::apple::connect::{ConnectToken, Issuer};
+use p8hsm::apple::{AppleToken, Lifetime};
+use p8hsm::pkcs11::TokenSelector;
+use p8hsm::{PinSource, Token};
+
+const PROCESSES: usize = 8;
+const TOKENS: usize = 250;
+const THREADS: usize = 4;
+
+fn main() -> ExitCode {
+    if let Some(worker) = std::env::args().skip_while(|a| a != "--worker").nth(1) {
+        return work(&worker);
+    }
+    let hsm = Hsm::new();
+    let key = hsm.import_new_key("2X9R4HXF34");
+    let before = hsm.object_count();
+    for (name, value) in &hsm.env {
+        std::env::set_var(name, value);
+    }
+    // SoftHSM 2.6 reads its token store racily when several processes initialize at
+    // once, so the workers open the token one after another, then all sign together.
+    let token = open();
+    let mut workers: Vec<_> = (0..PROCESSES)
+        .map(|i| {
+            let mut worker = Command::new(std::env::current_exe().unwrap())
+                .args(["--worker", &format!("p{i}")])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start a worker");
+            let mut out = BufReader::new(worker.stdout.take().unwrap());
+            let mut ready = String::new();
+            out.read_line(&mut ready).unwrap();
+            assert_eq!(ready, "ready\n", "worker {i} opened the token");
+            (worker, out)
+        })
+        .collect();
+    for (worker, _) in &mut workers {
+        drop(worker.stdin.take()); // go
+    }
+    // Meanwhile, the library's pool at full load in this process.
+    let in_process: Vec<String> = std::thread::scope(|s| {
+        let token = &token;
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| s.spawn(move || sign_many(token, &format!("t{t}"))))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut tokens = in_process;
+    let mut failed = 0;
+    for (mut worker, out) in workers {
+        let lines: Vec<String> = out.lines().map(Result::unwrap).collect();
+        failed += usize::from(!worker.wait().unwrap().success() || lines.len() != TOKENS);
+        tokens.extend(lines);
+    }
+    for token in &tokens {
+        verify_jwt(token, &key);
+    }
+    let unique: std::collections::HashSet<&String> = tokens.iter().collect();
+    let checks = [
+        ("every worker signed all its tokens", failed == 0),
+        ("every token is fresh", unique.len() == tokens.len()),
+        (
+            "as many tokens as asked",
+            tokens.len() == PROCESSES * TOKENS + THREADS * TOKENS,
+        ),
+        ("no object created or lost", hsm.object_count() == before),
+    ];
+    println!(
+        "stress: {} tokens from {PROCESSES} processes and {THREADS} threads, all verified",
+        tokens.len()
+    );
+    for (name, ok) in &checks {
+        println!("{} {name}", if *ok { "ok  " } else { "FAIL" });
+    }
+    let failed = checks.iter().filter(|(_, ok)| !ok).count();
+    println!("stress: {} passed, {failed} failed", checks.len() - failed);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Signs `TOKENS` fresh tokens with the library and returns them.
+fn sign_many(token: &Token, tag: &str) -> Vec<String> {
+    let key = token.key(&"2X9R4HXF34".parse().unwrap()).unwrap();
+    (0..TOKENS)
+        .map(|i| {
+            ConnectToken {
+                issuer: Issuer::Individual,
+                scope: vec![format!("GET /v1/apps/{tag}-{i}").parse().unwrap()],
+                lifetime: Lifetime::default(),
+            }
+            .sign(&key, SystemTime::now())
+            .unwrap()
+            .token
+        })
+        .collect()
+}
+
+fn open() -> Token {
+    let var = |name: &str| std::env::var(name).unwrap();
+    let pin: PinSource = var("P8HSM_PIN_SOURCE").parse().unwrap();
+    Token::open(
+        var("P8HSM_MODULE").as_ref(),
+        &TokenSelector::label("p8hsm"),
+        &pin,
+    )
+    .unwrap()
+}
+
+/// A worker process: opens the token, says so, waits for stdin to close, then prints
+/// its tokens, one a line.
+fn work(tag: &str) -> ExitCode {
+    let token = open();
+    println!("ready");
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    for line in sign_many(&token, tag) {
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
+}
