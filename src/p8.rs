@@ -76,6 +76,12 @@ impl P8Key {
     /// Parses a key file's bytes (PEM or DER), refusing anything that is not a valid
     /// P-256 private key.
     pub fn parse(input: &[u8]) -> Result<P8Key, P8Error> {
+        let parsed = P8Key::parse_inner(input);
+        scrub_stack();
+        parsed
+    }
+
+    fn parse_inner(input: &[u8]) -> Result<P8Key, P8Error> {
         if input.len() > MAX_KEY_FILE_BYTES {
             return Err(P8Error::TooLarge);
         }
@@ -119,6 +125,17 @@ impl fmt::Debug for P8Key {
             .field("secret", &"[REDACTED]")
             .finish()
     }
+}
+
+/// Overwrites 64 KiB of the stack below the caller with zeros. Moving a key between
+/// stack frames, and the elliptic-curve arithmetic that derives its public key, leave
+/// copies of the scalar in frames that return without wiping them; call this after the
+/// frames that held a key have returned.
+#[inline(never)]
+pub fn scrub_stack() {
+    let mut area = [0u8; 64 * 1024];
+    zeroize::Zeroize::zeroize(&mut area[..]);
+    std::hint::black_box(&area);
 }
 
 /// The SHA-256 fingerprint of a public key's SubjectPublicKeyInfo DER, as

@@ -1,6 +1,9 @@
 //! Key custody: while a p8hsm signer signs through p11-kit's client module, its memory
 //! holds no copy of the private scalar; with SoftHSM loaded in-process, it does (the
-//! control that shows the scan finds the key when it is there).
+//! control that shows the scan finds the key when it is there). The agent, through
+//! p11-kit, holds none after thousands of signatures. And after `p8hsm import` has done
+//! its work (paused before exit by a test-build hook), its memory holds neither the
+//! scalar nor the `.p8`'s base64 body.
 //!
 //! Runs without the test harness: the binary re-executes itself with `--signer` as the
 //! process under inspection, which never sees the .p8, only the token.
@@ -36,7 +39,18 @@ fn main() -> ExitCode {
     let in_process = copies(&scalar, &hsm.env, true);
     let server = hsm.serve();
     let isolated = copies(&scalar, &server.env, false);
+    let agent = agent_copies(&hsm, &scalar, &server.env);
+    let import = import_copies(&hsm, &server.env);
     drop(server);
+    println!(
+        "custody: the agent, through p11-kit, after {AGENT_SIGNATURES} fresh signatures: {agent} copies of the scalar"
+    );
+    match import {
+        Some((scalar, body)) => println!(
+            "custody: p8hsm import through p11-kit, paused before exit: {scalar} copies of the scalar, {body} of the .p8's base64 lines"
+        ),
+        None => println!("custody: the import scan needs the fault-injection feature (scripts/test.sh builds with it)"),
+    }
 
     println!(
         "custody: while signing (after {WARM_UP} signatures), {} snapshots of the signer's memory \
@@ -49,7 +63,7 @@ fn main() -> ExitCode {
         in_process.copies
     );
     let (isolated, in_process) = (isolated.copies, in_process.copies);
-    let passed = [
+    let mut passed = vec![
         (
             "no copy of the scalar in the signer through p11-kit",
             isolated == 0,
@@ -58,7 +72,14 @@ fn main() -> ExitCode {
             "the scan finds the scalar with SoftHSM in-process",
             in_process > 0,
         ),
+        (
+            "no copy of the scalar in the agent through p11-kit",
+            agent == 0,
+        ),
     ];
+    if let Some((_, body)) = import {
+        passed.push(("no copy of the .p8's base64 body after import", body == 0));
+    }
     for (name, ok) in &passed {
         println!("{} {name}", if *ok { "ok  " } else { "FAIL" });
     }
@@ -69,6 +90,104 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Fresh signatures the agent makes before its memory is scanned.
+const AGENT_SIGNATURES: usize = 3000;
+
+/// Starts the agent through `env` (p11-kit's client), has it sign fresh tokens, then
+/// counts the copies of `scalar` in its memory.
+fn agent_copies(hsm: &Hsm, scalar: &[u8], env: &[(String, String)]) -> usize {
+    let socket = hsm.dir.path().join("agent-run").join("agent.sock");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_p8hsm"))
+        .args([
+            "agent",
+            "--foreground",
+            "--socket",
+            socket.to_str().unwrap(),
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the agent");
+    let mut ready = String::new();
+    BufReader::new(agent.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = String::new();
+    for i in 0..AGENT_SIGNATURES {
+        writeln!(
+            writer,
+            "{{\"id\":{i},\"command\":\"token\",\"kind\":\"connect\",\"key_id\":\"2X9R4HXF34\",\"individual\":true,\"scope\":[\"GET /v1/apps/{i}\"]}}"
+        )
+        .unwrap();
+        reply.clear();
+        reader.read_line(&mut reply).unwrap();
+        assert!(reply.contains("\"source\":\"fresh\""), "{reply}");
+    }
+    let pid = agent.id().to_string();
+    let reversed: Vec<u8> = scalar.iter().rev().copied().collect();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let found = scan(&pid, &[scalar, &reversed]);
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    found
+}
+
+/// Imports a new key through `env` with the process paused before exit, and counts the
+/// copies of its scalar and of the `.p8`'s base64 lines left in that process's memory.
+#[cfg(feature = "fault-injection")]
+fn import_copies(hsm: &Hsm, env: &[(String, String)]) -> Option<(usize, usize)> {
+    let (path, key) = hsm.write_key("AuthKey_IMPORT0001.p8");
+    let pem = std::fs::read_to_string(&path).unwrap();
+    let body: Vec<Vec<u8>> = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    let mut import = Command::new(env!("CARGO_BIN_EXE_p8hsm"))
+        .args(["import", path.to_str().unwrap()])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("P8HSM_PAUSE_BEFORE_EXIT", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start p8hsm import");
+    let mut paused = String::new();
+    BufReader::new(import.stderr.take().unwrap())
+        .read_line(&mut paused)
+        .unwrap();
+    assert_eq!(
+        paused, "paused before exit\n",
+        "the import finished and paused"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let pid = import.id().to_string();
+    let scalar: Vec<u8> = key.to_bytes().to_vec();
+    let reversed: Vec<u8> = scalar.iter().rev().copied().collect();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let scalar_copies = scan(&pid, &[&scalar]);
+    let reversed_copies = scan(&pid, &[&reversed]);
+    println!("custody: after import: {scalar_copies} big-endian and {reversed_copies} little-endian copies of the scalar");
+    let needles: Vec<&[u8]> = body.iter().map(Vec::as_slice).collect();
+    let body_copies = scan(&pid, &needles);
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    drop(import.stdin.take());
+    let out = import.wait_with_output().unwrap();
+    assert!(out.status.success());
+    Some((scalar_copies, body_copies))
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn import_copies(_: &Hsm, _: &[(String, String)]) -> Option<(usize, usize)> {
+    None
 }
 
 /// What the snapshots of one signer found.

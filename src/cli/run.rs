@@ -166,6 +166,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn import(args: &ImportArgs, ctx: &Ctx) -> Result<(), Failure> {
+    // The key lives only in `import_key`'s frames; wipe them once they have returned.
+    let result = import_key(args, ctx);
+    p8hsm::p8::scrub_stack();
+    print(&result?)
+}
+
+/// Imports the key and returns what to print.
+fn import_key(args: &ImportArgs, ctx: &Ctx) -> Result<String, Failure> {
     // Read and check everything before touching the token: bad input writes nothing.
     let (key, key_id) = read_key(args, ctx)?;
     let metadata = match args.kind {
@@ -196,7 +204,7 @@ fn import(args: &ImportArgs, ctx: &Ctx) -> Result<(), Failure> {
             out.push_str(&format!("team_id      {team_id}\n"));
         }
     }
-    print(&out)
+    Ok(out)
 }
 
 /// One row of `keys`: what the token reports plus the recorded metadata.

@@ -230,7 +230,10 @@ impl Token {
         template
             .0
             .push(Attribute::Value(key.scalar_bytes().to_vec()));
-        session.create_object(&template.0)
+        let created = session.create_object(&template.0);
+        drop(template);
+        crate::p8::scrub_stack();
+        created
     }
 
     fn unwrap_private(

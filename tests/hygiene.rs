@@ -1,0 +1,74 @@
+//! File hygiene: everything p8hsm and its scripts write that others must not read is
+//! created private — PIN files, the token store, the agent's socket, log and audit log.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::Hsm;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn pin_files_token_store_and_agent_files_are_private() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let dir = hsm.dir.path();
+    if std::env::var_os("P8HSM_TEST_KRYOPTIC").is_none() {
+        assert_eq!(mode(&dir.join("tokens")), 0o700);
+        assert_eq!(mode(&dir.join("softhsm2.conf")), 0o600);
+    }
+    assert_eq!(mode(&dir.join("user.pin")), 0o600);
+    assert_eq!(mode(&dir.join("so.pin")), 0o600);
+
+    // The agent in the background: its directory, socket, log and audit log.
+    let run = dir.join("agent");
+    let out = hsm
+        .command(&[
+            "agent",
+            "--socket",
+            run.join("agent.sock").to_str().unwrap(),
+            "--audit-log",
+            dir.join("audit.log").to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = String::from_utf8(out.stdout).unwrap();
+    let pid = env
+        .lines()
+        .find_map(|l| l.strip_prefix("P8HSM_AGENT_PID="))
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .to_owned();
+    // One request, so the audit log has a line.
+    let stream = std::os::unix::net::UnixStream::connect(run.join("agent.sock")).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    std::io::Write::write_all(
+        &mut writer,
+        b"{\"id\":1,\"command\":\"token\",\"kind\":\"connect\",\"key_id\":\"2X9R4HXF34\",\"individual\":true}\n",
+    )
+    .unwrap();
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).unwrap();
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    assert_eq!(mode(&run), 0o700);
+    assert_eq!(mode(&run.join("agent.sock")), 0o600);
+    assert_eq!(mode(&run.join("agent.log")), 0o600);
+    assert_eq!(mode(&dir.join("audit.log")), 0o600);
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+}
