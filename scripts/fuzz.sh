@@ -6,15 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
-command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+command -v cargo-fuzz >/dev/null || cargo install --locked --quiet cargo-fuzz
 export RUSTC_BOOTSTRAP=1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 for target in p8 uri check; do
-    echo "== fuzzing $target for ${seconds}s"
-    cargo fuzz run --fuzz-dir tests/fuzz "$target" "tests/fuzz/corpus/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1 2>&1 | grep -E 'stat::|Done|ERROR|SUMMARY|panicked' || true
-    # A finding leaves an artifact and a non-zero exit: report it.
-    if ls "tests/fuzz/artifacts/$target"/crash-* >/dev/null 2>&1; then
-        echo "error: the $target fuzz target found a crash: tests/fuzz/artifacts/$target/" >&2
+    if ! cargo fuzz run --fuzz-dir tests/fuzz "$target" "tests/fuzz/corpus/$target" -- \
+        -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
+        grep -E 'panicked|ERROR|SUMMARY|error' "$log" | head -n 20 >&2
+        echo "error: fuzzing $target failed; the input is under tests/fuzz/artifacts/$target/" >&2
         exit 1
     fi
+    echo "$target: $(grep -E '^Done' "$log")"
 done

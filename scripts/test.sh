@@ -20,7 +20,11 @@ kryoptic=$(scripts/kryoptic.sh)
 # SoftHSM behind p11-kit's server.
 P8HSM_TEST_KRYOPTIC=$kryoptic cargo test --all-features \
     --test import --test token --test kinds --test errors --test uri --test attributes --test doctor \
+    --test catalogue --test hygiene \
     -- --skip a_wrong_pin_is_tried_exactly_once --skip the_agent_also_tries_a_wrong_pin_exactly_once
+
+echo "== fuzzing smoke run: each target for 15 s on its committed corpus (scripts/fuzz.sh)"
+scripts/fuzz.sh 15
 
 echo "== scripts/interop.sh: PyJWT and Apple's App Store Server Library"
 if command -v python3 >/dev/null; then
