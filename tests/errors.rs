@@ -14,10 +14,9 @@ const SPY_PATHS: &[&str] = &[
     "/usr/lib/aarch64-linux-gnu/pkcs11/pkcs11-spy.so",
 ];
 
-#[test]
-fn a_wrong_pin_is_tried_exactly_once_and_reported_with_a_warning() {
-    let hsm = Hsm::new();
-    hsm.import_new_key("2X9R4HXF34");
+/// `p8hsm args` through OpenSC's pkcs11-spy with a wrong PIN; returns the run and the
+/// PKCS#11 calls the spy logged.
+fn with_spy_and_a_wrong_pin(hsm: &Hsm, args: &[&str]) -> (std::process::Output, String) {
     let spy = SPY_PATHS
         .iter()
         .find(|p| Path::new(p).is_file())
@@ -26,20 +25,31 @@ fn a_wrong_pin_is_tried_exactly_once_and_reported_with_a_warning() {
     let wrong_pin = hsm.dir.path().join("wrong.pin");
     std::fs::write(&wrong_pin, "00000000\n").unwrap();
     let output = hsm
-        .command(&[
-            "token",
-            "connect",
-            "--key-id",
-            "2X9R4HXF34",
-            "--issuer",
-            ISSUER,
-        ])
+        .command(args)
         .env("P8HSM_MODULE", spy)
         .env("PKCS11SPY", hsm.var("P8HSM_MODULE"))
         .env("PKCS11SPY_OUTPUT", &log)
         .env("P8HSM_PIN_SOURCE", format!("file:{}", wrong_pin.display()))
         .output()
         .unwrap();
+    (output, std::fs::read_to_string(&log).unwrap())
+}
+
+#[test]
+fn a_wrong_pin_is_tried_exactly_once_and_reported_with_a_warning() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let (output, calls) = with_spy_and_a_wrong_pin(
+        &hsm,
+        &[
+            "token",
+            "connect",
+            "--key-id",
+            "2X9R4HXF34",
+            "--issuer",
+            ISSUER,
+        ],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(output.stdout.is_empty());
@@ -48,7 +58,6 @@ fn a_wrong_pin_is_tried_exactly_once_and_reported_with_a_warning() {
         "error: the token refused the PIN (wrong PIN)\nwarning: repeated wrong PINs can lock a hardware \
          token; p8hsm tried once and will not retry: check the PIN source before running again\n"
     );
-    let calls = std::fs::read_to_string(&log).unwrap();
     let logins = calls.lines().filter(|l| l.contains("C_Login")).count();
     assert_eq!(logins, 1, "exactly one C_Login:\n{calls}");
     assert!(
@@ -149,27 +158,16 @@ fn module_from_pkcs11_module_path_when_p8hsm_module_is_unset() {
 fn the_agent_also_tries_a_wrong_pin_exactly_once() {
     let hsm = Hsm::new();
     hsm.import_new_key("2X9R4HXF34");
-    let spy = SPY_PATHS
-        .iter()
-        .find(|p| Path::new(p).is_file())
-        .expect("pkcs11-spy.so from OpenSC (apt-get install opensc)");
-    let log = hsm.dir.path().join("spy.log");
-    let wrong_pin = hsm.dir.path().join("wrong.pin");
-    std::fs::write(&wrong_pin, "00000000\n").unwrap();
     let socket = hsm.dir.path().join("run").join("agent.sock");
-    let output = hsm
-        .command(&[
+    let (output, calls) = with_spy_and_a_wrong_pin(
+        &hsm,
+        &[
             "agent",
             "--foreground",
             "--socket",
             socket.to_str().unwrap(),
-        ])
-        .env("P8HSM_MODULE", spy)
-        .env("PKCS11SPY", hsm.var("P8HSM_MODULE"))
-        .env("PKCS11SPY_OUTPUT", &log)
-        .env("P8HSM_PIN_SOURCE", format!("file:{}", wrong_pin.display()))
-        .output()
-        .unwrap();
+        ],
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("wrong PIN"), "{stderr}");
@@ -177,7 +175,6 @@ fn the_agent_also_tries_a_wrong_pin_exactly_once() {
         !socket.exists(),
         "no socket for an agent that could not log in"
     );
-    let calls = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         calls.lines().filter(|l| l.contains("C_Login")).count(),
         1,
