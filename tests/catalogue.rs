@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{path_str, Hsm, ISSUER};
+use common::{path_str, read_reply, Agent, Hsm, ISSUER};
 
 const KEY_ID: &str = "2X9R4HXF34";
 
@@ -515,26 +514,7 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
     }
 
     // Malformed agent requests: each its own protocol error code.
-    let socket = dir.join("run").join("agent.sock");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_p8hsm"))
-        .args([
-            "agent",
-            "--foreground",
-            "--socket",
-            path_str(&socket),
-            "--keys",
-            KEY_ID,
-        ])
-        .envs(hsm.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(agent.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    let agent = Agent::start(&hsm, &hsm.env, &[], &["--keys", KEY_ID]);
     let agent_cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("agent: not JSON", b"{nope\n".to_vec(), "bad_request"),
         ("agent: not an object", b"42\n".to_vec(), "bad_request"),
@@ -547,19 +527,17 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
         ("agent: oversized", { let mut v = vec![b' '; 70 * 1024]; v.push(b'\n'); v }, "too_large"),
     ];
     for (name, line, code) in &agent_cases {
-        let mut stream = UnixStream::connect(&socket).unwrap();
+        let mut stream = agent.connect();
         let _ = stream.write_all(line);
-        let mut reply = String::new();
-        BufReader::new(stream).read_line(&mut reply).unwrap();
-        let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        let reply = read_reply(&mut stream);
         assert_eq!(reply["error"]["code"], *code, "{name}: {reply}");
     }
+    let mut agent = agent;
     assert!(
-        agent.try_wait().unwrap().is_none(),
+        agent.child.try_wait().unwrap().is_none(),
         "the agent survived every request"
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
 
     let total = cases.len() + agent_cases.len();
     println!("catalogue: {total} bad inputs, each refused as expected");
