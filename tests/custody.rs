@@ -40,7 +40,8 @@ fn main() -> ExitCode {
     let server = hsm.serve();
     let isolated = copies(&scalar, &server.env, false);
     let agent = agent_copies(&hsm, &scalar, &server.env);
-    let import = import_copies(&hsm, &server.env);
+    let import = import_copies(&hsm, &server.env, false);
+    let refused = import_copies(&hsm, &server.env, true);
     drop(server);
     println!(
         "custody: the agent, through p11-kit, after {AGENT_SIGNATURES} fresh signatures: {agent} copies of the scalar"
@@ -79,6 +80,12 @@ fn main() -> ExitCode {
     ];
     if let Some((_, body)) = import {
         passed.push(("no copy of the .p8's base64 body after import", body == 0));
+    }
+    if let Some((scalar, body)) = refused {
+        passed.push((
+            "no copy of the scalar or the body after parsing and logging in",
+            scalar == 0 && body == 0,
+        ));
     }
     for (name, ok) in &passed {
         println!("{} {name}", if *ok { "ok  " } else { "FAIL" });
@@ -142,9 +149,16 @@ fn agent_copies(hsm: &Hsm, scalar: &[u8], env: &[(String, String)]) -> usize {
 
 /// Imports a new key through `env` with the process paused before exit, and counts the
 /// copies of its scalar and of the `.p8`'s base64 lines left in that process's memory.
+/// With `refused`, the import stops after parsing and logging in (its label is taken),
+/// before any C_CreateObject.
 #[cfg(feature = "fault-injection")]
-fn import_copies(hsm: &Hsm, env: &[(String, String)]) -> Option<(usize, usize)> {
-    let (path, key) = hsm.write_key("AuthKey_IMPORT0001.p8");
+fn import_copies(hsm: &Hsm, env: &[(String, String)], refused: bool) -> Option<(usize, usize)> {
+    let name = if refused {
+        "AuthKey_REFUSED001.p8"
+    } else {
+        "AuthKey_IMPORT0001.p8"
+    };
+    let (path, key) = hsm.write_key(name);
     let pem = std::fs::read_to_string(&path).unwrap();
     let body: Vec<Vec<u8>> = pem
         .lines()
@@ -153,6 +167,11 @@ fn import_copies(hsm: &Hsm, env: &[(String, String)]) -> Option<(usize, usize)> 
         .collect();
     let mut import = Command::new(env!("CARGO_BIN_EXE_p8hsm"))
         .args(["import", path.to_str().unwrap()])
+        .args(if refused {
+            &["--label", "2X9R4HXF34"][..]
+        } else {
+            &[][..]
+        })
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("P8HSM_PAUSE_BEFORE_EXIT", "1")
         .stdin(Stdio::piped())
@@ -160,14 +179,15 @@ fn import_copies(hsm: &Hsm, env: &[(String, String)]) -> Option<(usize, usize)> 
         .stderr(Stdio::piped())
         .spawn()
         .expect("start p8hsm import");
+    let mut stderr = BufReader::new(import.stderr.take().unwrap());
     let mut paused = String::new();
-    BufReader::new(import.stderr.take().unwrap())
-        .read_line(&mut paused)
-        .unwrap();
-    assert_eq!(
-        paused, "paused before exit\n",
-        "the import finished and paused"
-    );
+    while !paused.starts_with("paused") {
+        paused.clear();
+        assert!(
+            stderr.read_line(&mut paused).unwrap() > 0,
+            "the import paused"
+        );
+    }
     std::fs::remove_file(&path).unwrap();
     let pid = import.id().to_string();
     let scalar: Vec<u8> = key.to_bytes().to_vec();
@@ -175,18 +195,22 @@ fn import_copies(hsm: &Hsm, env: &[(String, String)]) -> Option<(usize, usize)> 
     Command::new("kill").args(["-STOP", &pid]).status().unwrap();
     let scalar_copies = scan(&pid, &[&scalar]);
     let reversed_copies = scan(&pid, &[&reversed]);
-    println!("custody: after import: {scalar_copies} big-endian and {reversed_copies} little-endian copies of the scalar");
+    let scalar_copies_total = scalar_copies + reversed_copies;
+    println!(
+        "custody: after {} import: {scalar_copies} big-endian and {reversed_copies} little-endian copies of the scalar",
+        if refused { "a refused" } else { "an" }
+    );
     let needles: Vec<&[u8]> = body.iter().map(Vec::as_slice).collect();
     let body_copies = scan(&pid, &needles);
     Command::new("kill").args(["-CONT", &pid]).status().unwrap();
     drop(import.stdin.take());
     let out = import.wait_with_output().unwrap();
-    assert!(out.status.success());
-    Some((scalar_copies, body_copies))
+    assert_eq!(out.status.success(), !refused);
+    Some((scalar_copies_total, body_copies))
 }
 
 #[cfg(not(feature = "fault-injection"))]
-fn import_copies(_: &Hsm, _: &[(String, String)]) -> Option<(usize, usize)> {
+fn import_copies(_: &Hsm, _: &[(String, String)], _: bool) -> Option<(usize, usize)> {
     None
 }
 
