@@ -1,5 +1,6 @@
 //! File hygiene: everything p8hsm and its scripts write that others must not read is
-//! created private — PIN files, the token store, the agent's socket, log and audit log.
+//! created private — PIN files, the token store, the agent's socket, log and audit log;
+//! and `--audit-tokens` is the one way a whole token reaches the audit log.
 
 mod common;
 
@@ -39,6 +40,7 @@ fn pin_files_token_store_and_agent_files_are_private() {
             run.join("agent.sock").to_str().unwrap(),
             "--audit-log",
             dir.join("audit.log").to_str().unwrap(),
+            "--audit-tokens",
         ])
         .stdout(Stdio::piped())
         .output()
@@ -66,6 +68,13 @@ fn pin_files_token_store_and_agent_files_are_private() {
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply).unwrap();
     assert!(reply.contains("\"ok\":true"), "{reply}");
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    let token = reply["result"]["token"].as_str().unwrap();
+    let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+    assert!(
+        audit.contains(&format!("token={token}")),
+        "--audit-tokens puts the whole token in the audit line: {audit}"
+    );
     assert_eq!(mode(&run), 0o700);
     assert_eq!(mode(&run.join("agent.sock")), 0o600);
     assert_eq!(mode(&run.join("agent.log")), 0o600);

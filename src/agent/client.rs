@@ -7,8 +7,19 @@ use std::time::Duration;
 
 use p8hsm::Error;
 
-use super::protocol::{Reply, Request};
+use serde::Serialize;
+
+use super::protocol::Reply;
 use crate::cli::signing::{Call, Signed};
+
+/// A request as a client writes it: the same JSON as
+/// [`Request`](super::protocol::Request), borrowing the call.
+#[derive(Serialize)]
+struct RequestRef<'a> {
+    id: serde_json::Value,
+    #[serde(flatten)]
+    call: &'a Call,
+}
 
 /// How long a client waits for the agent.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,9 +34,9 @@ pub fn call(socket: &Path, call: &Call) -> Result<Signed, Error> {
     stream
         .set_read_timeout(Some(TIMEOUT))
         .map_err(unreachable)?;
-    let mut line = serde_json::to_vec(&Request {
+    let mut line = serde_json::to_vec(&RequestRef {
         id: serde_json::Value::from(1),
-        call: clone(call)?,
+        call,
     })
     .map_err(Error::internal)?;
     line.push(b'\n');
@@ -46,10 +57,4 @@ pub fn call(socket: &Path, call: &Call) -> Result<Signed, Error> {
             reason: "the agent's answer is not its protocol".to_owned(),
         }),
     }
-}
-
-fn clone(call: &Call) -> Result<Call, Error> {
-    serde_json::to_value(call)
-        .and_then(serde_json::from_value)
-        .map_err(Error::internal)
 }

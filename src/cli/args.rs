@@ -132,7 +132,7 @@ pub struct ImportArgs {
 }
 
 /// The token kinds: what `p8hsm token` parses and what the agent receives as JSON.
-#[derive(Debug, Subcommand, Serialize, Deserialize)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TokenCommand {
     /// App Store Connect API (team or individual key)
@@ -162,7 +162,7 @@ pub enum TokenCommand {
 }
 
 /// Options every token kind shares.
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct TokenArgs {
     /// Apple key ID of the signing key [default: from --key]
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
@@ -181,7 +181,7 @@ pub struct TokenArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ConnectArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -201,7 +201,7 @@ pub struct ConnectArgs {
     pub scope: Vec<Scope>,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct InAppPurchaseArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -214,7 +214,7 @@ pub struct InAppPurchaseArgs {
     pub bundle_id: BundleId,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct EnterpriseArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -228,7 +228,7 @@ pub struct EnterpriseArgs {
     pub scope: Vec<Scope>,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct TeamArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -238,7 +238,7 @@ pub struct TeamArgs {
     pub team_id: Option<TeamId>,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct SignInWithAppleArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -248,7 +248,7 @@ pub struct SignInWithAppleArgs {
     pub client_id: ClientId,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct MusicKitArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -259,7 +259,7 @@ pub struct MusicKitArgs {
     pub origin: Vec<Origin>,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct WeatherKitArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -269,7 +269,7 @@ pub struct WeatherKitArgs {
     pub service_id: ServiceId,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct MapKitArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -284,7 +284,7 @@ pub struct MapKitArgs {
 }
 
 /// The StoreKit signatures: what `p8hsm sign` parses and what the agent receives.
-#[derive(Debug, Subcommand, Serialize, Deserialize)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SignCommand {
     /// Promotional offer signature (V2 JWS)
@@ -298,7 +298,7 @@ pub enum SignCommand {
 }
 
 /// Options every StoreKit JWS shares.
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct StoreKitArgs {
     /// Apple key ID of the In-App Purchase key [default: from --key]
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
@@ -318,7 +318,7 @@ pub struct StoreKitArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct PromoOfferArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -334,7 +334,7 @@ pub struct PromoOfferArgs {
     pub transaction_id: Option<TransactionId>,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct IntroOfferArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -350,7 +350,7 @@ pub struct IntroOfferArgs {
     pub transaction_id: TransactionId,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct AdvancedCommerceArgs {
     #[command(flatten)]
     #[serde(flatten)]
@@ -365,7 +365,7 @@ pub struct AdvancedCommerceArgs {
     pub request: Option<String>,
 }
 
-#[derive(Debug, Args, Serialize, Deserialize)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct LegacyOfferArgs {
     /// Apple key ID of the In-App Purchase key [default: from --key]
     #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]

@@ -152,8 +152,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Token(_) | Command::Sign(_) => {
             let call = match cli.command {
-                Command::Token(ref kind) => Call::Token(clone_via_json(kind)?),
-                Command::Sign(ref kind) => Call::Sign(clone_via_json(kind)?),
+                Command::Token(ref kind) => Call::Token(kind.clone()),
+                Command::Sign(ref kind) => Call::Sign(kind.clone()),
                 _ => unreachable!(),
             };
             sign(call, &ctx)
@@ -299,13 +299,6 @@ fn sign(mut call: Call, ctx: &Ctx) -> Result<(), Failure> {
     } else {
         print(&format!("{}\n", signed.line()))
     }
-}
-
-/// The parsed arguments, owned: clap's structs serialize to the agent protocol's JSON.
-fn clone_via_json<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T, Error> {
-    serde_json::to_value(value)
-        .and_then(serde_json::from_value)
-        .map_err(Error::internal)
 }
 
 #[derive(Serialize)]
