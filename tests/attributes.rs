@@ -13,7 +13,9 @@ use common::Hsm;
 #[test]
 fn imported_key_is_sensitive_non_extractable_sign_only_with_a_der_public_point() {
     let hsm = Hsm::new();
-    let created = hsm.import_new_key("2X9R4HXF34");
+    let (path, created) = hsm.write_key("AuthKey_2X9R4HXF34.p8");
+    hsm.run(&["import", path.to_str().unwrap(), "--method", "create"])
+        .ok();
     let (path, unwrapped) = hsm.write_key("AuthKey_UNWRAP0001.p8");
     hsm.run(&["import", path.to_str().unwrap(), "--method", "unwrap"])
         .ok();

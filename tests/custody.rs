@@ -1,9 +1,10 @@
 //! Key custody: while a p8hsm signer signs through p11-kit's client module, its memory
 //! holds no copy of the private scalar; with SoftHSM loaded in-process, it does (the
 //! control that shows the scan finds the key when it is there). The agent, through
-//! p11-kit, holds none after thousands of signatures. And after `p8hsm import` has done
-//! its work (paused before exit by a test-build hook), its memory holds neither the
-//! scalar nor the `.p8`'s base64 body.
+//! p11-kit, holds none after thousands of signatures. And after `p8hsm import` through
+//! p11-kit has done its work (paused before exit by a test-build hook), its memory holds
+//! neither the scalar nor the `.p8`'s base64 body; `--method create`, which hands the
+//! scalar to p11-kit's client, leaves one there (the control for that scan).
 //!
 //! Runs without the test harness: the binary re-executes itself with `--signer` as the
 //! process under inspection, which never sees the .p8, only the token.
@@ -40,17 +41,15 @@ fn main() -> ExitCode {
     let server = hsm.serve();
     let isolated = copies(&scalar, &server.env, false);
     let agent = agent_copies(&hsm, &scalar, &server.env);
-    let import = import_copies(&hsm, &server.env, false);
-    let refused = import_copies(&hsm, &server.env, true);
+    let import = import_copies(&hsm, &server.env, Import::Auto);
+    let created = import_copies(&hsm, &server.env, Import::Create);
+    let refused = import_copies(&hsm, &server.env, Import::Refused);
     drop(server);
     println!(
         "custody: the agent, through p11-kit, after {AGENT_SIGNATURES} fresh signatures: {agent} copies of the scalar"
     );
-    match import {
-        Some((scalar, body)) => println!(
-            "custody: p8hsm import through p11-kit, paused before exit: {scalar} copies of the scalar, {body} of the .p8's base64 lines"
-        ),
-        None => println!("custody: the import scan needs the fault-injection feature (scripts/test.sh builds with it)"),
+    if import.is_none() {
+        println!("custody: the import scans need the fault-injection feature (scripts/test.sh builds with it)");
     }
 
     println!(
@@ -78,8 +77,19 @@ fn main() -> ExitCode {
             agent == 0,
         ),
     ];
-    if let Some((_, body)) = import {
-        passed.push(("no copy of the .p8's base64 body after import", body == 0));
+    if let Some((scalar, body)) = import {
+        passed.push((
+            "no copy of the scalar or the .p8's base64 body after an import through p11-kit",
+            scalar == 0 && body == 0,
+        ));
+    }
+    if let Some((scalar, _)) = created {
+        // The control: p11-kit's client frees the buffer it serialized C_CreateObject's
+        // template into without wiping it, and the scan finds the scalar there.
+        passed.push((
+            "the scan finds the scalar left by --method create in p11-kit's client",
+            scalar > 0,
+        ));
     }
     if let Some((scalar, body)) = refused {
         passed.push((
@@ -147,16 +157,25 @@ fn agent_copies(hsm: &Hsm, scalar: &[u8], env: &[(String, String)]) -> usize {
     found
 }
 
+/// Which import [`import_copies`] scans.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Import {
+    /// The default method, `auto`.
+    Auto,
+    /// `--method create`: the scalar crosses the PKCS#11 interface.
+    Create,
+    /// Stops after parsing and logging in (its label is taken), before any object is made.
+    Refused,
+}
+
 /// Imports a new key through `env` with the process paused before exit, and counts the
 /// copies of its scalar and of the `.p8`'s base64 lines left in that process's memory.
-/// With `refused`, the import stops after parsing and logging in (its label is taken),
-/// before any C_CreateObject.
 #[cfg(feature = "fault-injection")]
-fn import_copies(hsm: &Hsm, env: &[(String, String)], refused: bool) -> Option<(usize, usize)> {
-    let name = if refused {
-        "AuthKey_REFUSED001.p8"
-    } else {
-        "AuthKey_IMPORT0001.p8"
+fn import_copies(hsm: &Hsm, env: &[(String, String)], case: Import) -> Option<(usize, usize)> {
+    let (name, args): (&str, &[&str]) = match case {
+        Import::Auto => ("AuthKey_IMPORT0001.p8", &[]),
+        Import::Create => ("AuthKey_CREATE0001.p8", &["--method", "create"]),
+        Import::Refused => ("AuthKey_REFUSED001.p8", &["--label", "2X9R4HXF34"]),
     };
     let (path, key) = hsm.write_key(name);
     let pem = std::fs::read_to_string(&path).unwrap();
@@ -167,11 +186,7 @@ fn import_copies(hsm: &Hsm, env: &[(String, String)], refused: bool) -> Option<(
         .collect();
     let mut import = Command::new(env!("CARGO_BIN_EXE_p8hsm"))
         .args(["import", path.to_str().unwrap()])
-        .args(if refused {
-            &["--label", "2X9R4HXF34"][..]
-        } else {
-            &[][..]
-        })
+        .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("P8HSM_PAUSE_BEFORE_EXIT", "1")
         .stdin(Stdio::piped())
@@ -196,21 +211,21 @@ fn import_copies(hsm: &Hsm, env: &[(String, String)], refused: bool) -> Option<(
     let scalar_copies = scan(&pid, &[&scalar]);
     let reversed_copies = scan(&pid, &[&reversed]);
     let scalar_copies_total = scalar_copies + reversed_copies;
-    println!(
-        "custody: after {} import: {scalar_copies} big-endian and {reversed_copies} little-endian copies of the scalar",
-        if refused { "a refused" } else { "an" }
-    );
     let needles: Vec<&[u8]> = body.iter().map(Vec::as_slice).collect();
     let body_copies = scan(&pid, &needles);
+    println!(
+        "custody: p8hsm import ({case:?}) through p11-kit, paused before exit: {scalar_copies} big-endian and \
+         {reversed_copies} little-endian copies of the scalar, {body_copies} of the .p8's base64 lines"
+    );
     Command::new("kill").args(["-CONT", &pid]).status().unwrap();
     drop(import.stdin.take());
     let out = import.wait_with_output().unwrap();
-    assert_eq!(out.status.success(), !refused);
+    assert_eq!(out.status.success(), case != Import::Refused);
     Some((scalar_copies_total, body_copies))
 }
 
 #[cfg(not(feature = "fault-injection"))]
-fn import_copies(_: &Hsm, _: &[(String, String)], _: bool) -> Option<(usize, usize)> {
+fn import_copies(_: &Hsm, _: &[(String, String)], _: Import) -> Option<(usize, usize)> {
     None
 }
 

@@ -24,7 +24,7 @@ fn pin_files_token_store_and_agent_files_are_private() {
     let hsm = Hsm::new();
     hsm.import_new_key("2X9R4HXF34");
     let dir = hsm.dir.path();
-    if std::env::var_os("P8HSM_TEST_KRYOPTIC").is_none() {
+    if !common::kryoptic() {
         assert_eq!(mode(&dir.join("tokens")), 0o700);
         assert_eq!(mode(&dir.join("softhsm2.conf")), 0o600);
     }

@@ -22,10 +22,17 @@ fn import_infers_the_key_id_and_reports_what_it_created() {
     let hsm = Hsm::new();
     let (path, key) = hsm.write_key("AuthKey_2X9R4HXF34.p8");
     let out = hsm.run(&["import", path_str(&path)]).ok();
+    // `auto` unwraps under RSA-OAEP where the token offers it (SoftHSM); the Kryoptic
+    // build has no RSA, so there it creates.
+    let method = if common::kryoptic() {
+        "create"
+    } else {
+        "unwrap"
+    };
     assert_eq!(
         out,
         format!(
-            "key_id       2X9R4HXF34\nlabel        2X9R4HXF34\nfingerprint  {}\nmethod       create\n",
+            "key_id       2X9R4HXF34\nlabel        2X9R4HXF34\nfingerprint  {}\nmethod       {method}\n",
             fingerprint(&key)
         )
     );
@@ -334,7 +341,11 @@ fn import_by_unwrap_gives_the_same_proven_key() {
         .ok();
     assert!(out.ends_with("method       unwrap\n"), "{out}");
     assert!(out.contains(&fingerprint(&key)), "{out}");
-    assert_eq!(hsm.object_count(), 2, "the temporary AES key is gone");
+    assert_eq!(
+        hsm.object_count(),
+        2,
+        "the temporary wrapping keys are gone"
+    );
     let keys: serde_json::Value = serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();
     assert_eq!(
         (keys[0]["sensitive"].clone(), keys[0]["extractable"].clone()),
@@ -362,37 +373,74 @@ fn import_by_unwrap_gives_the_same_proven_key() {
 
 #[cfg(feature = "fault-injection")]
 #[test]
-fn auto_falls_back_to_unwrap_when_the_token_refuses_a_plaintext_key() {
+fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
     let hsm = Hsm::new();
-    let (path, key) = hsm.write_key("AuthKey_2X9R4HXF34.p8");
-    let refusing = |method: &str| {
-        hsm.command(&["import", path_str(&path), "--method", method])
-            .env("P8HSM_FAULT_REFUSE_CREATE", "1")
+    let refusing = |name: &str, method: &str, refuse: &str| {
+        let (path, key) = hsm.write_key(&format!("AuthKey_{name}.p8"));
+        let out = hsm
+            .command(&["import", path_str(&path), "--method", method])
+            .env("P8HSM_FAULT_REFUSE", refuse)
             .output()
-            .unwrap()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr, key)
     };
-    let out = refusing("create");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CKR_TEMPLATE_INCONSISTENT"));
-    assert_eq!(hsm.object_count(), 0);
-    let out = refusing("auto");
+    let signs_with = |key_id: &str, key: &p256::SecretKey| {
+        let token = hsm
+            .run(&[
+                "token",
+                "apns",
+                "--key-id",
+                key_id,
+                "--team-id",
+                "A1B2C3D4E5",
+            ])
+            .ok();
+        common::verify_jwt(token.trim_end(), key);
+    };
+
+    // Only the way asked for, and its refusal reported.
+    let (code, _, stderr, _) = refusing("CREATE0001", "create", "create");
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("C_CreateObject") && stderr.contains("CKR_TEMPLATE_INCONSISTENT"),
+        "{stderr}"
     );
-    assert!(String::from_utf8_lossy(&out.stdout).ends_with("method       unwrap\n"));
-    let token = hsm
-        .run(&[
-            "token",
-            "apns",
-            "--key-id",
-            "2X9R4HXF34",
-            "--team-id",
-            "A1B2C3D4E5",
-        ])
-        .ok();
-    common::verify_jwt(token.trim_end(), &key);
+    assert_eq!(hsm.object_count(), 0);
+
+    // auto: when the RSA-OAEP unwrap is refused (or not offered), C_CreateObject.
+    let (code, stdout, stderr, key) = refusing("CREATE0002", "auto", "rsa-oaep");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.ends_with("method       create\n"), "{stdout}");
+    signs_with("CREATE0002", &key);
+
+    // auto: when both are refused, the AES-CBC-PAD unwrap where the token offers it
+    // (Kryoptic), else the last refusal, with nothing written (SoftHSM).
+    let (code, stdout, stderr, key) = refusing("UNWRAP0001", "auto", "rsa-oaep,create");
+    if common::kryoptic() {
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(stdout.ends_with("method       unwrap\n"), "{stdout}");
+        signs_with("UNWRAP0001", &key);
+        assert_eq!(hsm.object_count(), 4);
+    } else {
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("C_CreateObject") && stderr.contains("CKR_TEMPLATE_INCONSISTENT"),
+            "{stderr}"
+        );
+        assert_eq!(hsm.object_count(), 2);
+    }
+
+    // unwrap with every unwrapping refused: the last refusal, nothing written.
+    let before = hsm.object_count();
+    let (code, _, stderr, _) = refusing("UNWRAP0002", "unwrap", "rsa-oaep,aes-cbc-pad");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("C_UnwrapKey") && stderr.contains("CKR_TEMPLATE_INCONSISTENT"),
+        "{stderr}"
+    );
+    assert_eq!(hsm.object_count(), before);
 }
 
 #[test]

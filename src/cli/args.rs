@@ -125,8 +125,9 @@ pub struct ImportArgs {
     /// Record the key's Team ID (developer keys)
     #[arg(long, value_name = "ID", value_parser = parse::<TeamId>, requires = "kind")]
     pub team_id: Option<TeamId>,
-    /// How the private key goes in: create (C_CreateObject), unwrap (C_UnwrapKey under a
-    /// temporary AES key), or auto (create, then unwrap if the token refuses)
+    /// How the private key goes in: unwrap (C_UnwrapKey under a temporary key the token
+    /// makes), create (C_CreateObject), or auto (unwrap under RSA-OAEP where offered, else
+    /// create, then the next way whenever the token refuses one)
     #[arg(long, value_name = "METHOD", value_parser = parse::<ImportMethod>, default_value = "auto")]
     pub method: ImportMethod,
 }

@@ -1,21 +1,23 @@
-//! Importing a `.p8` key: put the private key into the token — by C_CreateObject, or by
-//! C_UnwrapKey where tokens refuse plaintext private keys — add its public key object,
+//! Importing a `.p8` key: put the private key into the token — by C_UnwrapKey of a
+//! ciphertext where the token can, else by C_CreateObject — add its public key object,
 //! then prove the import. Any failure after the first object exists destroys what was
 //! created.
 
 use std::fmt;
 use std::str::FromStr;
 
-use aes_kw::KekAes256;
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+use cryptoki::mechanism::{Mechanism, MechanismInfo, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::VerifyingKey;
 use p256::elliptic_curve::rand_core::{OsRng, RngCore};
 use p256::pkcs8::EncodePrivateKey;
+use rsa::{BigUint, Oaep, RsaPublicKey};
 use serde::Serialize;
+use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -29,11 +31,12 @@ use crate::{fingerprint, Error, KeyId, P8Key};
 pub enum ImportMethod {
     /// C_CreateObject with the private value in the template.
     Create,
-    /// C_UnwrapKey of the PKCS#8 under a temporary AES key that lives only for the
-    /// import: AES key wrap with padding where the token unwraps with it (SoftHSM), else
-    /// AES-CBC-PAD after an in-token C_Encrypt (Luna-style tokens).
+    /// C_UnwrapKey of the PKCS#8 under a temporary key that lives only for the import:
+    /// RSA-OAEP under a key pair the token generates (only ciphertext crosses the PKCS#11
+    /// interface), else AES-CBC-PAD after an in-token C_Encrypt (Luna-style tokens).
     Unwrap,
-    /// Create, falling back to unwrap when the token refuses the template.
+    /// The RSA-OAEP unwrap where the token offers it, else create, else the AES-CBC-PAD
+    /// unwrap: each way the token refuses moves on to the next.
     #[default]
     Auto,
 }
@@ -101,6 +104,39 @@ impl Drop for WipedTemplate {
         }
     }
 }
+
+/// One way of putting the private key into the token.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    /// C_CreateObject with the private value in the template: the scalar crosses the
+    /// PKCS#11 interface in plaintext.
+    Create,
+    /// See [`Token::unwrap_rsa_oaep`]: only ciphertext crosses the interface.
+    RsaOaep,
+    /// See [`Token::unwrap_aes_cbc_pad`].
+    AesCbcPad,
+}
+
+/// Why one way failed: the token's answer to an operation (a refusal lets the next way
+/// be tried), or anything else.
+enum Failure {
+    Token(&'static str, CkError),
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+/// Names the operation a token's error answered.
+fn at(operation: &'static str) -> impl Fn(CkError) -> Failure {
+    move |e| Failure::Token(operation, e)
+}
+
+/// The temporary RSA wrapping key's size: 3072 bits, as strong as P-256.
+const WRAPPING_RSA_BITS: u64 = 3072;
 
 /// A temporary key, destroyed when dropped whatever happened.
 struct TemporaryKey<'s> {
@@ -196,26 +232,62 @@ impl Token {
         method: ImportMethod,
         created: &mut Vec<ObjectHandle>,
     ) -> Result<ImportMethod, Error> {
-        let session = self.session()?;
-        let (handle, used) = match method {
-            ImportMethod::Create => (
-                self.create_private(&session, key, id, label)
-                    .map_err(create_error)?,
-                method,
-            ),
-            ImportMethod::Unwrap => (self.unwrap_private(&session, key, id, label)?, method),
-            ImportMethod::Auto => match self.create_private(&session, key, id, label) {
-                Ok(handle) => (handle, ImportMethod::Create),
-                Err(e) if refuses_template(&e) => (
-                    self.unwrap_private(&session, key, id, label)?,
-                    ImportMethod::Unwrap,
-                ),
-                Err(e) => return Err(create_error(e)),
-            },
+        let offers = |mechanism: MechanismType, needs: fn(&MechanismInfo) -> bool| {
+            self.pkcs11
+                .get_mechanism_info(*lock(&self.slot), mechanism)
+                .is_ok_and(|info| needs(&info))
         };
-        created.push(handle);
-        fault("private-key")?;
-        Ok(used)
+        let rsa = offers(MechanismType::RSA_PKCS_KEY_PAIR_GEN, |i| {
+            i.generate_key_pair()
+        }) && offers(MechanismType::RSA_PKCS_OAEP, |i| i.unwrap());
+        let cbc = offers(MechanismType::AES_KEY_GEN, |i| i.generate())
+            && offers(MechanismType::AES_CBC_PAD, |i| i.encrypt() && i.unwrap());
+        let ways: Vec<Way> = match method {
+            ImportMethod::Create => vec![Way::Create],
+            ImportMethod::Unwrap => [rsa.then_some(Way::RsaOaep), cbc.then_some(Way::AesCbcPad)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            ImportMethod::Auto => [
+                rsa.then_some(Way::RsaOaep),
+                Some(Way::Create),
+                cbc.then_some(Way::AesCbcPad),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        };
+        if ways.is_empty() {
+            return Err(Error::ImportUnsupported {
+                token: "this token",
+                reason: "it offers neither CKM_RSA_PKCS_OAEP with CKM_RSA_PKCS_KEY_PAIR_GEN nor CKM_AES_CBC_PAD to unwrap with",
+            });
+        }
+        let session = self.session()?;
+        let mut refused = None;
+        for way in ways {
+            let result = match way {
+                Way::Create => self.create_private(&session, key, id, label),
+                Way::RsaOaep => self.unwrap_rsa_oaep(&session, key, id, label),
+                Way::AesCbcPad => self.unwrap_aes_cbc_pad(&session, key, id, label),
+            };
+            match result {
+                Ok(handle) => {
+                    created.push(handle);
+                    fault("private-key")?;
+                    return Ok(match way {
+                        Way::Create => ImportMethod::Create,
+                        Way::RsaOaep | Way::AesCbcPad => ImportMethod::Unwrap,
+                    });
+                }
+                Err(Failure::Token(operation, e)) if refuses(&e) => {
+                    refused = Some(ck(operation)(e));
+                }
+                Err(Failure::Token(operation, e)) => return Err(ck(operation)(e)),
+                Err(Failure::Other(e)) => return Err(e),
+            }
+        }
+        Err(refused.expect("at least one way was tried"))
     }
 
     fn create_private(
@@ -224,8 +296,9 @@ impl Token {
         key: &P8Key,
         id: &[u8],
         label: &str,
-    ) -> Result<ObjectHandle, CkError> {
-        refuse_create()?;
+    ) -> Result<ObjectHandle, Failure> {
+        let operation = "creating the private key (C_CreateObject)";
+        refused(Way::Create).map_err(at(operation))?;
         let mut template = WipedTemplate(self.profile().private_template(id, label, true));
         template
             .0
@@ -233,86 +306,132 @@ impl Token {
         let created = session.create_object(&template.0);
         drop(template);
         crate::p8::scrub_stack();
-        created
+        created.map_err(at(operation))
     }
 
-    fn unwrap_private(
+    /// C_UnwrapKey of the PKCS#8, encrypted on the host with RSA-OAEP (SHA-1 and MGF1-SHA-1,
+    /// the parameters every token takes, SoftHSM only these) under the public half of an
+    /// RSA key pair the token generates for this import and destroys after it. Only
+    /// ciphertext crosses the PKCS#11 interface, so no module buffer (such as p11-kit's
+    /// client's) keeps the key.
+    fn unwrap_rsa_oaep(
         &self,
         session: &Session,
         key: &P8Key,
         id: &[u8],
         label: &str,
-    ) -> Result<ObjectHandle, Error> {
-        let pkcs8 = key.pkcs8_der()?;
-        let template = self.profile().private_template(id, label, false);
-        let supports =
-            |mechanism: MechanismType, needs: fn(&cryptoki::mechanism::MechanismInfo) -> bool| {
-                self.pkcs11
-                    .get_mechanism_info(*lock(&self.slot), mechanism)
-                    .is_ok_and(|info| needs(&info))
-            };
-        let unwrap_error = ck("unwrapping the private key (C_UnwrapKey)");
-        if supports(MechanismType::AES_KEY_WRAP_PAD, |i| i.unwrap()) {
-            // Wrap on the host (tokens such as SoftHSM cannot C_Encrypt with key wrap),
-            // under a random key handed to the token as a session object.
-            let mut kek = Zeroizing::new([0u8; 32]);
-            OsRng.fill_bytes(kek.as_mut());
-            let wrapped = KekAes256::from(*kek)
-                .wrap_with_padding_vec(&pkcs8)
-                .map_err(Error::internal)?;
-            let mut aes = WipedTemplate(vec![
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::Token(false),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Unwrap(true),
-                Attribute::Value(kek.to_vec()),
-            ]);
-            let kek = TemporaryKey {
-                session,
-                handle: session
-                    .create_object(&aes.0)
-                    .map_err(ck("creating the temporary AES key (C_CreateObject)"))?,
-            };
-            aes.0.clear();
-            session
-                .unwrap_key(&Mechanism::AesKeyWrapPad, kek.handle, &wrapped, &template)
-                .map_err(unwrap_error)
-        } else if supports(MechanismType::AES_CBC_PAD, |i| i.encrypt() && i.unwrap()) {
-            // Encrypt inside the token under a key generated there.
-            let kek = TemporaryKey {
-                session,
-                handle: session
-                    .generate_key(
-                        &Mechanism::AesKeyGen,
-                        &[
-                            Attribute::Class(ObjectClass::SECRET_KEY),
-                            Attribute::KeyType(KeyType::AES),
-                            Attribute::ValueLen(32.into()),
-                            Attribute::Token(false),
-                            Attribute::Sensitive(true),
-                            Attribute::Extractable(false),
-                            Attribute::Encrypt(true),
-                            Attribute::Unwrap(true),
-                        ],
-                    )
-                    .map_err(ck("generating the temporary AES key (C_GenerateKey)"))?,
-            };
-            let mut iv = [0u8; 16];
-            OsRng.fill_bytes(&mut iv);
-            let encrypted = session
-                .encrypt(&Mechanism::AesCbcPad(iv), kek.handle, &pkcs8)
-                .map_err(ck("encrypting the PKCS#8 in the token (C_Encrypt)"))?;
-            session
-                .unwrap_key(&Mechanism::AesCbcPad(iv), kek.handle, &encrypted, &template)
-                .map_err(unwrap_error)
-        } else {
-            Err(Error::ImportUnsupported {
-                token: "this token",
-                reason: "it offers neither CKM_AES_KEY_WRAP_PAD nor CKM_AES_CBC_PAD to unwrap with",
-            })
+    ) -> Result<ObjectHandle, Failure> {
+        let operation = "unwrapping the private key (C_UnwrapKey with CKM_RSA_PKCS_OAEP)";
+        refused(Way::RsaOaep).map_err(at(operation))?;
+        let (public, private) = session
+            .generate_key_pair(
+                &Mechanism::RsaPkcsKeyPairGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ModulusBits(WRAPPING_RSA_BITS.into()),
+                    Attribute::PublicExponent(vec![1, 0, 1]),
+                    Attribute::Encrypt(true),
+                ],
+                &[
+                    Attribute::Token(false),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Unwrap(true),
+                ],
+            )
+            .map_err(at(
+                "generating the temporary RSA key pair (C_GenerateKeyPair)",
+            ))?;
+        let public = TemporaryKey {
+            session,
+            handle: public,
+        };
+        let private = TemporaryKey {
+            session,
+            handle: private,
+        };
+        let attributes = session
+            .get_attributes(
+                public.handle,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            )
+            .map_err(at(
+                "reading the temporary RSA public key (C_GetAttributeValue)",
+            ))?;
+        let (mut modulus, mut exponent) = (None, None);
+        for attribute in attributes {
+            match attribute {
+                Attribute::Modulus(bytes) => modulus = Some(BigUint::from_bytes_be(&bytes)),
+                Attribute::PublicExponent(bytes) => exponent = Some(BigUint::from_bytes_be(&bytes)),
+                _ => {}
+            }
         }
+        let (Some(modulus), Some(exponent)) = (modulus, exponent) else {
+            return Err(Failure::Other(Error::ImportCheck {
+                reason: "the token did not return the temporary RSA public key".to_owned(),
+            }));
+        };
+        let pkcs8 = key.pkcs8_der()?;
+        let wrapped = RsaPublicKey::new(modulus, exponent)
+            .and_then(|rsa| rsa.encrypt(&mut OsRng, Oaep::new::<Sha1>(), &pkcs8))
+            .map_err(Error::internal)?;
+        drop(pkcs8);
+        let params = PkcsOaepParams::new(
+            MechanismType::SHA1,
+            PkcsMgfType::MGF1_SHA1,
+            PkcsOaepSource::empty(),
+        );
+        let template = self.profile().private_template(id, label, false);
+        session
+            .unwrap_key(
+                &Mechanism::RsaPkcsOaep(params),
+                private.handle,
+                &wrapped,
+                &template,
+            )
+            .map_err(at(operation))
+    }
+
+    /// C_UnwrapKey with CKM_AES_CBC_PAD after encrypting the PKCS#8 inside the token under
+    /// an AES key generated there, as Luna-style tokens want: the PKCS#8 crosses the
+    /// PKCS#11 interface into C_Encrypt.
+    fn unwrap_aes_cbc_pad(
+        &self,
+        session: &Session,
+        key: &P8Key,
+        id: &[u8],
+        label: &str,
+    ) -> Result<ObjectHandle, Failure> {
+        let operation = "unwrapping the private key (C_UnwrapKey with CKM_AES_CBC_PAD)";
+        refused(Way::AesCbcPad).map_err(at(operation))?;
+        let kek = TemporaryKey {
+            session,
+            handle: session
+                .generate_key(
+                    &Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::AES),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Token(false),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Encrypt(true),
+                        Attribute::Unwrap(true),
+                    ],
+                )
+                .map_err(at("generating the temporary AES key (C_GenerateKey)"))?,
+        };
+        let mut iv = [0u8; 16];
+        OsRng.fill_bytes(&mut iv);
+        let encrypted = session
+            .encrypt(&Mechanism::AesCbcPad(iv), kek.handle, &key.pkcs8_der()?)
+            .map_err(at("encrypting the PKCS#8 in the token (C_Encrypt)"))?;
+        let template = self.profile().private_template(id, label, false);
+        session
+            .unwrap_key(&Mechanism::AesCbcPad(iv), kek.handle, &encrypted, &template)
+            .map_err(at(operation))
     }
 
     /// Adds the public key object and the metadata, then proves the import.
@@ -397,12 +516,18 @@ impl P8Key {
     }
 }
 
-/// Return values by which a token says it will not take a plaintext private key.
-fn refuses_template(e: &CkError) -> bool {
+/// Return values by which a token says it will not take the key this way (a plaintext
+/// private key, or this unwrapping); the next way is tried.
+fn refuses(e: &CkError) -> bool {
     matches!(
         e,
         CkError::Pkcs11(
-            RvError::TemplateInconsistent
+            RvError::MechanismInvalid
+                | RvError::MechanismParamInvalid
+                | RvError::ArgumentsBad
+                | RvError::KeyTypeInconsistent
+                | RvError::UnwrappingKeyTypeInconsistent
+                | RvError::TemplateInconsistent
                 | RvError::TemplateIncomplete
                 | RvError::AttributeValueInvalid
                 | RvError::AttributeTypeInvalid
@@ -415,14 +540,10 @@ fn refuses_template(e: &CkError) -> bool {
     )
 }
 
-fn create_error(e: CkError) -> Error {
-    ck("creating the private key (C_CreateObject)")(e)
-}
-
 /// Fault injection for the tests of the cleanup and fallback paths: with the
 /// `fault-injection` feature (never in release builds), `P8HSM_FAULT_AFTER=<step>` fails
-/// the import right after that step, and `P8HSM_FAULT_REFUSE_CREATE=1` makes the token
-/// seem to refuse a plaintext private key.
+/// the import right after that step, and `P8HSM_FAULT_REFUSE=create,rsa-oaep,aes-cbc-pad`
+/// (any of them) makes the token seem to refuse those ways of putting the key in.
 #[cfg(feature = "fault-injection")]
 fn fault(step: &str) -> Result<(), Error> {
     match std::env::var("P8HSM_FAULT_AFTER") {
@@ -432,14 +553,21 @@ fn fault(step: &str) -> Result<(), Error> {
 }
 
 #[cfg(feature = "fault-injection")]
-fn refuse_create() -> Result<(), CkError> {
-    match std::env::var_os("P8HSM_FAULT_REFUSE_CREATE") {
-        Some(_) => Err(CkError::Pkcs11(
-            RvError::TemplateInconsistent,
-            cryptoki::context::Function::CreateObject,
-        )),
-        None => Ok(()),
+fn refused(way: Way) -> Result<(), CkError> {
+    let name = match way {
+        Way::Create => "create",
+        Way::RsaOaep => "rsa-oaep",
+        Way::AesCbcPad => "aes-cbc-pad",
+    };
+    let refuse = std::env::var("P8HSM_FAULT_REFUSE").unwrap_or_default();
+    if refuse.split(',').any(|w| w == name) {
+        let function = match way {
+            Way::Create => cryptoki::context::Function::CreateObject,
+            Way::RsaOaep | Way::AesCbcPad => cryptoki::context::Function::UnwrapKey,
+        };
+        return Err(CkError::Pkcs11(RvError::TemplateInconsistent, function));
     }
+    Ok(())
 }
 
 #[cfg(not(feature = "fault-injection"))]
@@ -448,6 +576,6 @@ fn fault(_: &str) -> Result<(), Error> {
 }
 
 #[cfg(not(feature = "fault-injection"))]
-fn refuse_create() -> Result<(), CkError> {
+fn refused(_: Way) -> Result<(), CkError> {
     Ok(())
 }

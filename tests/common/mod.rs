@@ -21,6 +21,11 @@ use tempfile::TempDir;
 
 pub const ISSUER: &str = "57246542-96fe-1a63-e053-0824d011072a";
 
+/// Whether the tests run on the Kryoptic token (`P8HSM_TEST_KRYOPTIC`), not SoftHSM.
+pub fn kryoptic() -> bool {
+    std::env::var_os("P8HSM_TEST_KRYOPTIC").is_some()
+}
+
 /// A fresh SoftHSM token labelled `p8hsm` in a directory of its own.
 pub struct Hsm {
     pub dir: TempDir,
