@@ -1,11 +1,13 @@
 //! Failures a user meets: wrong PIN (exactly one C_Login, counted by OpenSC's
-//! pkcs11-spy), missing module, token, key and PIN source.
+//! pkcs11-spy, also when the PIN stops working while the agent runs), missing module,
+//! token, key and PIN source.
 
 mod common;
 
 use std::path::Path;
 
-use common::{Hsm, ISSUER};
+use common::{Agent, Hsm, ISSUER};
+use serde_json::json;
 
 const SPY_PATHS: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
@@ -17,10 +19,7 @@ const SPY_PATHS: &[&str] = &[
 /// `p8hsm args` through OpenSC's pkcs11-spy with a wrong PIN; returns the run and the
 /// PKCS#11 calls the spy logged.
 fn with_spy_and_a_wrong_pin(hsm: &Hsm, args: &[&str]) -> (std::process::Output, String) {
-    let spy = SPY_PATHS
-        .iter()
-        .find(|p| Path::new(p).is_file())
-        .expect("pkcs11-spy.so from OpenSC (apt-get install opensc)");
+    let spy = spy();
     let log = hsm.dir.path().join("spy.log");
     let wrong_pin = hsm.dir.path().join("wrong.pin");
     std::fs::write(&wrong_pin, "00000000\n").unwrap();
@@ -33,6 +32,13 @@ fn with_spy_and_a_wrong_pin(hsm: &Hsm, args: &[&str]) -> (std::process::Output, 
         .output()
         .unwrap();
     (output, std::fs::read_to_string(&log).unwrap())
+}
+
+fn spy() -> &'static str {
+    SPY_PATHS
+        .iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("pkcs11-spy.so from OpenSC (apt-get install opensc)")
 }
 
 #[test]
@@ -179,5 +185,76 @@ fn the_agent_also_tries_a_wrong_pin_exactly_once() {
         calls.lines().filter(|l| l.contains("C_Login")).count(),
         1,
         "{calls}"
+    );
+}
+
+#[test]
+fn the_agent_never_tries_a_pin_again_once_the_token_refused_it() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let server = hsm.serve();
+    let log = hsm.dir.path().join("spy.log");
+    let mut env = server.env.clone();
+    env.retain(|(k, _)| k != "P8HSM_MODULE");
+    env.extend([
+        ("P8HSM_MODULE".to_owned(), spy().to_owned()),
+        (
+            "PKCS11SPY".to_owned(),
+            server.var("P8HSM_MODULE").to_owned(),
+        ),
+        ("PKCS11SPY_OUTPUT".to_owned(), log.display().to_string()),
+    ]);
+    let agent = Agent::start(&hsm, &env, &[], &[]);
+    let fresh = |n: u32| {
+        agent.request(&json!({"id": n, "command": "token", "kind": "connect",
+            "key_id": "2X9R4HXF34", "individual": true, "scope": [format!("GET /v1/apps/{n}")]}))
+    };
+    assert_eq!(fresh(1)["ok"], true);
+    let logins = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("C_Login"))
+            .count()
+    };
+    assert_eq!(logins(), 1);
+
+    // While the server is down, the user PIN changes: the agent's kept PIN is now wrong.
+    server.stop();
+    let status = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            hsm.var("P8HSM_MODULE"),
+            "--token-label",
+            "p8hsm",
+        ])
+        .args([
+            "--login",
+            "--pin",
+            "env:OLD_PIN",
+            "--change-pin",
+            "--new-pin",
+            "env:NEW_PIN",
+        ])
+        .envs(hsm.env.iter().map(|(k, v)| (k, v)))
+        .env("OLD_PIN", hsm.pin())
+        .env("NEW_PIN", "11223344")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    server.start();
+
+    for n in 2..5 {
+        let reply = fresh(n);
+        assert_eq!(reply["error"]["code"], "pin_refused", "{reply}");
+    }
+    assert_eq!(
+        logins(),
+        2,
+        "one login at start, one after the restart, none after the refusal"
     );
 }

@@ -12,7 +12,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +28,7 @@ use crate::cli::args::{AgentArgs, LogFormat};
 use crate::cli::render;
 use crate::cli::run::{Ctx, Failure};
 use crate::cli::signing::{read_metadata, Call, Signed};
-use protocol::{ErrorBody, Reply, Request, MAX_REQUEST};
+use protocol::{error_reply, Reply, MAX_REQUEST};
 
 /// Connections served at once; more are told the agent is busy.
 const MAX_CONNECTIONS: usize = 64;
@@ -133,7 +133,7 @@ fn private_dir(socket: &Path) -> Result<PathBuf, Error> {
 }
 
 /// A signer in front of the token that stops calling it for a while after it went
-/// away, and for good after it refused the PIN: never a second wrong PIN.
+/// away. (After the token refused the PIN, [`Token`] itself never tries it again.)
 struct Gate<'t> {
     key: HsmKey<'t>,
     state: &'t GateState,
@@ -143,7 +143,6 @@ struct Gate<'t> {
 struct GateState {
     /// Until when the token is left alone, and the next wait.
     backoff: Mutex<Option<(Instant, Duration)>>,
-    pin_refused: AtomicBool,
 }
 
 impl Es256Signer for Gate<'_> {
@@ -152,9 +151,6 @@ impl Es256Signer for Gate<'_> {
     }
 
     fn sign_es256(&self, message: &[u8]) -> Result<Signature, Error> {
-        if self.state.pin_refused.load(Ordering::SeqCst) {
-            return Err(Error::PinIncorrect { pin_format: None });
-        }
         if let Some((until, _)) = *lock(&self.state.backoff) {
             if Instant::now() < until {
                 return Err(Error::TokenUnavailable);
@@ -165,10 +161,7 @@ impl Es256Signer for Gate<'_> {
                 *lock(&self.state.backoff) = None;
                 Ok(signature)
             }
-            Err(e @ (Error::PinIncorrect { .. } | Error::PinLocked)) => {
-                self.state.pin_refused.store(true, Ordering::SeqCst);
-                Err(e)
-            }
+            Err(e @ (Error::PinIncorrect { .. } | Error::PinLocked)) => Err(e),
             Err(e) => {
                 let mut backoff = lock(&self.state.backoff);
                 let wait = match *backoff {
@@ -309,18 +302,6 @@ fn write_reply(stream: &mut UnixStream, reply: &Reply) -> std::io::Result<()> {
     stream.write_all(&line)
 }
 
-fn error_reply(id: serde_json::Value, code: &str, message: &str, hint: Option<String>) -> Reply {
-    Reply::Err {
-        id,
-        ok: false,
-        error: ErrorBody {
-            code: code.to_owned(),
-            message: message.to_owned(),
-            hint,
-        },
-    }
-}
-
 /// The peer at the other end of a connection.
 struct Peer {
     pid: i32,
@@ -398,20 +379,9 @@ impl Agent {
     }
 
     fn handle(&self, line: &[u8], peer: &Peer) -> Reply {
-        let request: Request = match serde_json::from_slice(line) {
+        let request = match protocol::parse(line) {
             Ok(request) => request,
-            Err(e) => {
-                let id = serde_json::from_slice::<serde_json::Value>(line)
-                    .ok()
-                    .and_then(|v| v.get("id").cloned())
-                    .unwrap_or(serde_json::Value::Null);
-                return error_reply(
-                    id,
-                    "bad_request",
-                    &format!("not a request: {e}"),
-                    Some("see the README's agent protocol".to_owned()),
-                );
-            }
+            Err(reply) => return *reply,
         };
         match self.sign(&request.call, peer) {
             Ok((result, source)) => Reply::Ok {
@@ -456,9 +426,6 @@ impl Agent {
     fn key(&self, key_id: &KeyId) -> Result<AgentKey, Error> {
         if let Some(key) = lock(&self.keys).get(key_id) {
             return Ok(key.clone());
-        }
-        if self.gate.pin_refused.load(Ordering::SeqCst) {
-            return Err(Error::PinIncorrect { pin_format: None });
         }
         let hsm_key = self.token.key(key_id).map_err(|e| match e {
             Error::Pkcs11 { .. } => Error::TokenUnavailable,

@@ -69,3 +69,38 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
+
+/// Reads one request line. A line that is not a request gets the `bad_request` reply,
+/// with the line's `id` when one can be read.
+pub fn parse(line: &[u8]) -> Result<Request, Box<Reply>> {
+    serde_json::from_slice(line).map_err(|e| {
+        let id = serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(serde_json::Value::Null);
+        Box::new(error_reply(
+            id,
+            "bad_request",
+            &format!("not a request: {e}"),
+            Some("see the README's agent protocol".to_owned()),
+        ))
+    })
+}
+
+/// The reply for a refused or failed request.
+pub fn error_reply(
+    id: serde_json::Value,
+    code: &str,
+    message: &str,
+    hint: Option<String>,
+) -> Reply {
+    Reply::Err {
+        id,
+        ok: false,
+        error: ErrorBody {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            hint,
+        },
+    }
+}

@@ -142,7 +142,7 @@ pub struct Token {
     label: String,
     profile: Profile,
     slot: Mutex<Slot>,
-    pin: SecretString,
+    pin: Mutex<KeptPin>,
     pool: Mutex<Pool>,
     /// Signalled when a session goes back to the pool or is closed.
     returned: Condvar,
@@ -155,6 +155,13 @@ impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Token").field("label", &self.label).finish()
     }
+}
+
+/// The PIN kept for logging in again after the token forgot the login, until the token
+/// refuses it: then it is dropped (and wiped), so it is never tried a second time.
+enum KeptPin {
+    Pin(SecretString),
+    Refused { locked: bool },
 }
 
 /// The token's sessions: idle ones, and how many exist (idle or lent).
@@ -297,7 +304,7 @@ impl Token {
             label,
             profile,
             slot: Mutex::new(slot),
-            pin,
+            pin: Mutex::new(KeptPin::Pin(pin)),
             pool: Mutex::new(Pool {
                 idle: vec![session],
                 open: 1,
@@ -426,7 +433,8 @@ impl Token {
     /// A fresh, logged-in session after a failure: on the same slot; else on the slot
     /// found again by label; else, when the module itself lost its device (p11-kit's
     /// client after its server restarted), after finalizing and initializing the
-    /// module again. Logs in again with the kept PIN when the token forgot the login.
+    /// module again. Logs in again with the kept PIN when the token forgot the login —
+    /// unless the token has refused it once already.
     fn reopen(&self) -> Result<Lease<'_>, Error> {
         let current = *lock(&self.slot);
         let session = match self.pkcs11.open_rw_session(current).ok() {
@@ -458,7 +466,20 @@ impl Token {
             })
             .unwrap_or(false);
         if !logged_in {
-            login(&session, &self.pin, self.profile)?;
+            let mut kept = lock(&self.pin);
+            let result = match &*kept {
+                KeptPin::Pin(pin) => login(&session, pin, self.profile),
+                KeptPin::Refused { locked: true } => Err(Error::PinLocked),
+                KeptPin::Refused { locked: false } => Err(Error::PinIncorrect {
+                    pin_format: self.profile.pin_format(),
+                }),
+            };
+            match result {
+                Err(Error::PinLocked) => *kept = KeptPin::Refused { locked: true },
+                Err(Error::PinIncorrect { .. }) => *kept = KeptPin::Refused { locked: false },
+                _ => {}
+            }
+            result?;
         }
         lock(&self.pool).open += 1;
         Ok(self.lease(session))
