@@ -221,30 +221,9 @@ fn the_agent_never_tries_a_pin_again_once_the_token_refused_it() {
 
     // While the server is down, the user PIN changes: the agent's kept PIN is now wrong.
     server.stop();
-    let status = std::process::Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            hsm.var("P8HSM_MODULE"),
-            "--token-label",
-            "p8hsm",
-        ])
-        .args([
-            "--login",
-            "--pin",
-            "env:OLD_PIN",
-            "--change-pin",
-            "--new-pin",
-            "env:NEW_PIN",
-        ])
-        .envs(hsm.env.iter().map(|(k, v)| (k, v)))
-        .env("OLD_PIN", hsm.pin())
-        .env("NEW_PIN", "11223344")
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    hsm.pkcs11_tool(
+        &["--change-pin", "--new-pin", "env:P8HSM_NEW_PIN"],
+        &[("P8HSM_NEW_PIN", "11223344")],
     );
     server.start();
 

@@ -358,7 +358,7 @@ pub struct AdvancedCommerceArgs {
     pub common: StoreKitArgs,
     /// The JSON request body, from a file or - for standard input
     #[arg(long, value_name = "FILE|-", required = true)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip)]
     pub request_file: Option<PathBuf>,
     /// The JSON request body itself (what the agent receives; read from --request-file)
     #[arg(skip)]

@@ -117,6 +117,17 @@ enum Way {
     AesCbcPad,
 }
 
+impl Way {
+    /// The operation that puts the key in, as errors name it.
+    fn operation(self) -> &'static str {
+        match self {
+            Way::Create => "creating the private key (C_CreateObject)",
+            Way::RsaOaep => "unwrapping the private key (C_UnwrapKey with CKM_RSA_PKCS_OAEP)",
+            Way::AesCbcPad => "unwrapping the private key (C_UnwrapKey with CKM_AES_CBC_PAD)",
+        }
+    }
+}
+
 /// Why one way failed: the token's answer to an operation (a refusal lets the next way
 /// be tried), or anything else.
 enum Failure {
@@ -264,13 +275,15 @@ impl Token {
             });
         }
         let session = self.session()?;
-        let mut refused = None;
+        let mut last_refusal = None;
         for way in ways {
-            let result = match way {
-                Way::Create => self.create_private(&session, key, id, label),
-                Way::RsaOaep => self.unwrap_rsa_oaep(&session, key, id, label),
-                Way::AesCbcPad => self.unwrap_aes_cbc_pad(&session, key, id, label),
-            };
+            let result = refused(way)
+                .map_err(at(way.operation()))
+                .and_then(|()| match way {
+                    Way::Create => self.create_private(&session, key, id, label),
+                    Way::RsaOaep => self.unwrap_rsa_oaep(&session, key, id, label),
+                    Way::AesCbcPad => self.unwrap_aes_cbc_pad(&session, key, id, label),
+                });
             match result {
                 Ok(handle) => {
                     created.push(handle);
@@ -281,13 +294,13 @@ impl Token {
                     });
                 }
                 Err(Failure::Token(operation, e)) if refuses(&e) => {
-                    refused = Some(ck(operation)(e));
+                    last_refusal = Some(ck(operation)(e));
                 }
                 Err(Failure::Token(operation, e)) => return Err(ck(operation)(e)),
                 Err(Failure::Other(e)) => return Err(e),
             }
         }
-        Err(refused.expect("at least one way was tried"))
+        Err(last_refusal.expect("at least one way was tried"))
     }
 
     fn create_private(
@@ -297,8 +310,6 @@ impl Token {
         id: &[u8],
         label: &str,
     ) -> Result<ObjectHandle, Failure> {
-        let operation = "creating the private key (C_CreateObject)";
-        refused(Way::Create).map_err(at(operation))?;
         let mut template = WipedTemplate(self.profile().private_template(id, label, true));
         template
             .0
@@ -306,7 +317,7 @@ impl Token {
         let created = session.create_object(&template.0);
         drop(template);
         crate::p8::scrub_stack();
-        created.map_err(at(operation))
+        created.map_err(at(Way::Create.operation()))
     }
 
     /// C_UnwrapKey of the PKCS#8, encrypted on the host with RSA-OAEP (SHA-1 and MGF1-SHA-1,
@@ -321,8 +332,6 @@ impl Token {
         id: &[u8],
         label: &str,
     ) -> Result<ObjectHandle, Failure> {
-        let operation = "unwrapping the private key (C_UnwrapKey with CKM_RSA_PKCS_OAEP)";
-        refused(Way::RsaOaep).map_err(at(operation))?;
         let (public, private) = session
             .generate_key_pair(
                 &Mechanism::RsaPkcsKeyPairGen,
@@ -390,7 +399,7 @@ impl Token {
                 &wrapped,
                 &template,
             )
-            .map_err(at(operation))
+            .map_err(at(Way::RsaOaep.operation()))
     }
 
     /// C_UnwrapKey with CKM_AES_CBC_PAD after encrypting the PKCS#8 inside the token under
@@ -403,8 +412,6 @@ impl Token {
         id: &[u8],
         label: &str,
     ) -> Result<ObjectHandle, Failure> {
-        let operation = "unwrapping the private key (C_UnwrapKey with CKM_AES_CBC_PAD)";
-        refused(Way::AesCbcPad).map_err(at(operation))?;
         let kek = TemporaryKey {
             session,
             handle: session
@@ -431,7 +438,7 @@ impl Token {
         let template = self.profile().private_template(id, label, false);
         session
             .unwrap_key(&Mechanism::AesCbcPad(iv), kek.handle, &encrypted, &template)
-            .map_err(at(operation))
+            .map_err(at(Way::AesCbcPad.operation()))
     }
 
     /// Adds the public key object and the metadata, then proves the import.

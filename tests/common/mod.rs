@@ -179,8 +179,10 @@ impl Hsm {
         key
     }
 
-    /// Every object on the token, counted by OpenSC's pkcs11-tool (logged in).
-    pub fn object_count(&self) -> usize {
+    /// OpenSC's pkcs11-tool on this token, logged in as the user (the PIN goes through
+    /// its environment as `env:P8HSM_TEST_PIN`), with `env` added to its environment;
+    /// fails the test if it fails.
+    pub fn pkcs11_tool(&self, args: &[&str], env: &[(&str, &str)]) -> String {
         let output = Command::new("pkcs11-tool")
             .args([
                 "--module",
@@ -188,17 +190,24 @@ impl Hsm {
                 "--token-label",
                 "p8hsm",
             ])
-            .args(["--login", "--pin", "env:P8HSM_TEST_PIN", "--list-objects"])
+            .args(["--login", "--pin", "env:P8HSM_TEST_PIN"])
+            .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("P8HSM_TEST_PIN", self.pin())
+            .envs(env.iter().copied())
             .output()
             .expect("run pkcs11-tool (apt-get install opensc)");
         assert!(
             output.status.success(),
-            "{}",
+            "pkcs11-tool {args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        String::from_utf8_lossy(&output.stdout)
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Every object on the token, counted by OpenSC's pkcs11-tool (logged in).
+    pub fn object_count(&self) -> usize {
+        self.pkcs11_tool(&["--list-objects"], &[])
             .lines()
             .filter(|line| line.contains(" Object;") || line.starts_with("Data object"))
             .count()
