@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes p8hsm's parsers with libFuzzer through cargo-fuzz (from crates.io; stable
-# toolchain with RUSTC_BOOTSTRAP=1): .p8 parsing, PKCS#11 URI parsing, and check's JWT
-# decoding. The corpora under tests/fuzz/corpus/ are committed: a run of a minute or more
+# toolchain with RUSTC_BOOTSTRAP=1): .p8 parsing, PKCS#11 URI parsing, check's JWT
+# decoding, and the agent's request parser with the signing it leads to. The corpora
+# under tests/fuzz/corpus/ are committed: a run of a minute or more
 # adds what it finds to them (minimize with `cargo fuzz cmin --fuzz-dir tests/fuzz T`);
 # a shorter smoke run only reads them.
 #   scripts/fuzz.sh [SECONDS per target]      # default 600
@@ -13,7 +14,7 @@ export RUSTC_BOOTSTRAP=1
 log=$(mktemp)
 scratch=$(mktemp -d)
 trap 'rm -rf "$log" "$scratch"' EXIT
-for target in p8 uri check; do
+for target in p8 uri check agent; do
     corpora=("tests/fuzz/corpus/$target")
     if [ "$seconds" -lt 60 ]; then
         mkdir -p "$scratch/$target"

@@ -104,3 +104,36 @@ pub fn error_reply(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn the_id_comes_back_as_the_client_sent_it() {
+        // The last but one was a fuzzing finding: without serde_json's exact float
+        // parsing, it came back as a neighbouring number.
+        for id in [
+            "1",
+            "\"a\"",
+            "null",
+            "{\"k\":[1,2]}",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "0.1",
+            "-1e-300",
+            "33333333333333333333333333333333333333333333333333333333333333333333337",
+            "[]",
+        ] {
+            let line = format!(
+                "{{\"id\":{id},\"command\":\"token\",\"kind\":\"apns\",\"key_id\":\"2X9R4HXF34\"}}"
+            );
+            let request = parse(line.as_bytes()).unwrap();
+            let reply = serde_json::to_string(&error_reply(request.id, "x", "y", None)).unwrap();
+            let sent: Value = serde_json::from_str(id).unwrap();
+            let back = serde_json::from_str::<Value>(&reply).unwrap()["id"].clone();
+            assert_eq!(back, sent, "{id}");
+        }
+    }
+}
