@@ -161,6 +161,7 @@ impl Es256Signer for Gate<'_> {
                 *lock(&self.state.backoff) = None;
                 Ok(signature)
             }
+            // Not an outage: no backoff, so the answer stays `pin_refused`.
             Err(e @ (Error::PinIncorrect { .. } | Error::PinLocked)) => Err(e),
             Err(e) => {
                 let mut backoff = lock(&self.state.backoff);

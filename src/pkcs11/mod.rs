@@ -466,6 +466,8 @@ impl Token {
             })
             .unwrap_or(false);
         if !logged_in {
+            // Held through C_Login: threads reopening at once log in one after the other,
+            // so a refused PIN is tried by one of them only.
             let mut kept = lock(&self.pin);
             let result = match &*kept {
                 KeptPin::Pin(pin) => login(&session, pin, self.profile),
