@@ -127,7 +127,7 @@ pub struct ImportArgs {
     pub team_id: Option<TeamId>,
     /// How the private key goes in: unwrap (C_UnwrapKey under a temporary key the token
     /// makes), create (C_CreateObject), or auto (unwrap under RSA-OAEP where offered, else
-    /// create, then the next way whenever the token refuses one)
+    /// create, then the AES-CBC-PAD unwrap, each when the one before fails or is refused)
     #[arg(long, value_name = "METHOD", value_parser = parse::<ImportMethod>, default_value = "auto")]
     pub method: ImportMethod,
 }

@@ -36,7 +36,7 @@ pub enum ImportMethod {
     /// interface), else AES-CBC-PAD after an in-token C_Encrypt (Luna-style tokens).
     Unwrap,
     /// The RSA-OAEP unwrap where the token offers it, else create, else the AES-CBC-PAD
-    /// unwrap: each way the token refuses moves on to the next.
+    /// unwrap: a failed RSA-OAEP unwrap, or a way the token refuses, moves on to the next.
     #[default]
     Auto,
 }
@@ -106,7 +106,7 @@ impl Drop for WipedTemplate {
 }
 
 /// One way of putting the private key into the token.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
     /// C_CreateObject with the private value in the template: the scalar crosses the
     /// PKCS#11 interface in plaintext.
@@ -293,7 +293,10 @@ impl Token {
                         Way::RsaOaep | Way::AesCbcPad => ImportMethod::Unwrap,
                     });
                 }
-                Err(Failure::Token(operation, e)) if refuses(&e) => {
+                // The RSA-OAEP unwrap is tried first only where a token offers it, and
+                // tokens differ in how they fail it: any answer moves on (to the ways
+                // p8hsm used before it); the others move on only when refused.
+                Err(Failure::Token(operation, e)) if refuses(&e) || way == Way::RsaOaep => {
                     last_refusal = Some(ck(operation)(e));
                 }
                 Err(Failure::Token(operation, e)) => return Err(ck(operation)(e)),
@@ -568,11 +571,14 @@ fn refused(way: Way) -> Result<(), CkError> {
     };
     let refuse = std::env::var("P8HSM_FAULT_REFUSE").unwrap_or_default();
     if refuse.split(',').any(|w| w == name) {
-        let function = match way {
-            Way::Create => cryptoki::context::Function::CreateObject,
-            Way::RsaOaep | Way::AesCbcPad => cryptoki::context::Function::UnwrapKey,
-        };
-        return Err(CkError::Pkcs11(RvError::TemplateInconsistent, function));
+        use cryptoki::context::Function;
+        // The RSA-OAEP unwrap fails with an error that is not a refusal: auto moves on
+        // from it whatever the token answers.
+        return Err(match way {
+            Way::Create => CkError::Pkcs11(RvError::TemplateInconsistent, Function::CreateObject),
+            Way::RsaOaep => CkError::Pkcs11(RvError::FunctionFailed, Function::UnwrapKey),
+            Way::AesCbcPad => CkError::Pkcs11(RvError::TemplateInconsistent, Function::UnwrapKey),
+        });
     }
     Ok(())
 }
