@@ -40,3 +40,10 @@ BENCH_AGENT_SOCK=$work/agent/agent.sock BENCH_MODE=in-process cargo bench --quie
 kill "$agent_pid"
 eval "$(scripts/softhsm-server.sh 2>/dev/null)"
 BENCH_MODE=p11-kit cargo bench --quiet --bench bench
+# One thread through p11-kit is a ping-pong between this process and the server's: how
+# fast depends on whether the scheduler puts both ends on one core or on two, which it
+# changes from run to run. Pinned to one core, the 1-thread ratio is stable.
+if command -v taskset >/dev/null && [ "$(nproc)" -gt 1 ]; then
+    taskset -a -p -c 0 "$(cat "$work/server/p11-kit.pid")" >/dev/null
+    BENCH_ONE_CORE=1 BENCH_MODE="p11-kit, one core" taskset -c 0 cargo bench --quiet --bench bench
+fi
