@@ -248,25 +248,25 @@ impl Token {
                 .get_mechanism_info(*lock(&self.slot), mechanism)
                 .is_ok_and(|info| needs(&info))
         };
-        let rsa = offers(MechanismType::RSA_PKCS_KEY_PAIR_GEN, |i| {
-            i.generate_key_pair()
-        }) && offers(MechanismType::RSA_PKCS_OAEP, |i| i.unwrap());
-        let cbc = offers(MechanismType::AES_KEY_GEN, |i| i.generate())
-            && offers(MechanismType::AES_CBC_PAD, |i| i.encrypt() && i.unwrap());
+        // Asked only when an unwrap may be tried: `create` makes no extra call.
+        let rsa = || {
+            (offers(MechanismType::RSA_PKCS_KEY_PAIR_GEN, |i| {
+                i.generate_key_pair()
+            }) && offers(MechanismType::RSA_PKCS_OAEP, |i| i.unwrap()))
+            .then_some(Way::RsaOaep)
+        };
+        let cbc = || {
+            (offers(MechanismType::AES_KEY_GEN, |i| i.generate())
+                && offers(MechanismType::AES_CBC_PAD, |i| i.encrypt() && i.unwrap()))
+            .then_some(Way::AesCbcPad)
+        };
         let ways: Vec<Way> = match method {
             ImportMethod::Create => vec![Way::Create],
-            ImportMethod::Unwrap => [rsa.then_some(Way::RsaOaep), cbc.then_some(Way::AesCbcPad)]
+            ImportMethod::Unwrap => [rsa(), cbc()].into_iter().flatten().collect(),
+            ImportMethod::Auto => [rsa(), Some(Way::Create), cbc()]
                 .into_iter()
                 .flatten()
                 .collect(),
-            ImportMethod::Auto => [
-                rsa.then_some(Way::RsaOaep),
-                Some(Way::Create),
-                cbc.then_some(Way::AesCbcPad),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
         };
         if ways.is_empty() {
             return Err(Error::ImportUnsupported {

@@ -105,18 +105,7 @@ impl Hsm {
             "token init failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let env = String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let (k, v) = line
-                    .strip_prefix("export ")
-                    .unwrap()
-                    .split_once('=')
-                    .unwrap();
-                (k.to_owned(), v.to_owned())
-            })
-            .collect();
+        let env = parse_exports(&output.stdout);
         Hsm { dir, env }
     }
 
