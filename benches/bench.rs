@@ -15,10 +15,10 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use p8hsm::apple::cache::TokenCache;
-use p8hsm::apple::connect::{ConnectToken, Issuer};
-use p8hsm::apple::{AppleToken, Lifetime};
-use p8hsm::pkcs11::TokenSelector;
-use p8hsm::{KeyId, PinSource, Token};
+use p8hsm::apple::connect::Connect;
+use p8hsm::apple::{TokenParams, TokenRequest};
+use p8hsm::pkcs11::{TokenSelector, TokenSpec};
+use p8hsm::{KeyId, Token};
 use secrecy::SecretString;
 
 fn var(name: &str) -> String {
@@ -37,20 +37,26 @@ fn main() {
     // p8hsm's library signing a fresh App Store Connect token every time. The two are
     // measured in alternating batches (all threads on one side, then all on the other,
     // through a barrier), so that a shared machine's slow moments fall on both sides.
-    let pin: PinSource = var("P8HSM_PIN_SOURCE").parse().unwrap();
-    let token = Token::open(
-        module.as_ref(),
-        &TokenSelector::label(&var("P8HSM_TOKEN")),
-        &pin,
-    )
-    .unwrap();
+    let pin = std::fs::read_to_string(&pin_file).unwrap();
+    let spec = TokenSpec {
+        module: module.clone().into(),
+        selector: TokenSelector::label(&var("P8HSM_TOKEN")),
+        profile: None,
+    };
+    let token = Token::open(&spec, SecretString::from(pin.trim_end())).unwrap();
     let signer = token.key(&key_id).unwrap();
     // Signing never consults a cache: every call makes a new signature.
-    let request = ConnectToken {
-        issuer: Issuer::Team("57246542-96fe-1a63-e053-0824d011072a".parse().unwrap()),
-        scope: vec!["GET /v1/apps".parse().unwrap()],
-        lifetime: Lifetime::default(),
-    };
+    let request = TokenRequest::new(
+        key_id.clone(),
+        TokenParams::Connect(Connect {
+            issuer: Some("57246542-96fe-1a63-e053-0824d011072a".parse().unwrap()),
+            scope: vec!["GET /v1/apps".parse().unwrap()],
+            ..Connect::default()
+        }),
+        None,
+        None,
+    )
+    .unwrap();
     let raw = RawSigner::new(&module, &pin_file, &key_id);
     // BENCH_ONE_CORE: scripts/bench.sh has pinned this process and the p11-kit server to
     // one core; only the 1-thread pair is measured, free of where the scheduler puts the
@@ -60,7 +66,7 @@ fn main() {
     for threads in if one_core { &[1][..] } else { &[1, 2][..] } {
         let threads = *threads;
         let (raw_rate, library_rate) = paired(threads, window, &raw, || {
-            request.sign(&signer, SystemTime::now()).unwrap();
+            request.sign(&signer, None, SystemTime::now()).unwrap();
         });
         let plural = if threads == 1 { "" } else { "s" };
         if threads == 2 {
@@ -93,7 +99,7 @@ fn main() {
     let n = 200_000;
     let start = Instant::now();
     for _ in 0..n {
-        std::hint::black_box(request.sign(&fixed, SystemTime::now()).unwrap());
+        std::hint::black_box(request.sign(&fixed, None, SystemTime::now()).unwrap());
     }
     let overhead = start.elapsed().as_nanos() as f64 / n as f64;
     println!("| {mode} | p8hsm's own work per token (no signature) | {overhead:.0} ns | |");
@@ -101,11 +107,17 @@ fn main() {
     // (3) The cache: the same request, signed once.
     let cache = TokenCache::default();
     let cached = request.clone();
-    cache.get(&cached, &signer).unwrap();
+    cache
+        .get(&cached, |now| cached.sign(&signer, None, now))
+        .unwrap();
     let hits = 1_000_000;
     let start = Instant::now();
     for _ in 0..hits {
-        std::hint::black_box(cache.get(&cached, &signer).unwrap());
+        std::hint::black_box(
+            cache
+                .get(&cached, |now| cached.sign(&signer, None, now))
+                .unwrap(),
+        );
     }
     let per_hit = start.elapsed().as_nanos() as f64 / hits as f64;
     row(
@@ -117,7 +129,11 @@ fn main() {
     );
     println!("| {mode} | p8hsm cache, cost of a hit | {per_hit:.0} ns | |");
     let rate2 = rate(2, window, |_| {
-        std::hint::black_box(cache.get(&cached, &signer).unwrap());
+        std::hint::black_box(
+            cache
+                .get(&cached, |now| cached.sign(&signer, None, now))
+                .unwrap(),
+        );
     });
     row(
         &mode,

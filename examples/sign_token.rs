@@ -6,21 +6,22 @@
 //! ```
 //!
 //! Opens the token once (one login), then signs an App Store Connect token and an App
-//! Store Server API token with the same key, and checks both signatures against the
-//! public key on the token.
+//! Store Server API token with the same key through a [`Service`] (the signing path the
+//! command line and the agent use), and checks both signatures against the public key
+//! on the token. The library reads no files: the PIN file is read here.
 
 use std::process::ExitCode;
-use std::time::SystemTime;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
-use p8hsm::apple::connect::{ConnectToken, Issuer};
-use p8hsm::apple::server::{ServerApi, ServerToken};
-use p8hsm::apple::{AppleToken, Lifetime};
-use p8hsm::pkcs11::TokenSelector;
-use p8hsm::{pkcs11, Error, IssuerId, KeyId, PinSource, Token};
+use p8hsm::apple::connect::Connect;
+use p8hsm::apple::server::Server;
+use p8hsm::apple::{Request, TokenParams, TokenRequest};
+use p8hsm::pkcs11::{TokenSelector, TokenSpec};
+use p8hsm::{pkcs11, Error, IssuerId, KeyId, Service, Token};
+use secrecy::SecretString;
 
 fn main() -> ExitCode {
     match run() {
@@ -40,41 +41,41 @@ fn run() -> Result<(), Error> {
     let key_id: KeyId = key_id.parse()?;
     let issuer: IssuerId = issuer.parse()?;
 
-    // The same configuration the CLI reads.
-    let module = pkcs11::locate_module(
-        std::env::var_os("P8HSM_MODULE")
-            .as_deref()
-            .map(AsRef::as_ref),
-        None,
-    )?;
-    let label = std::env::var("P8HSM_TOKEN").unwrap_or_else(|_| "p8hsm".into());
-    let pin: PinSource = std::env::var("P8HSM_PIN_SOURCE")
-        .unwrap_or_else(|_| "prompt".into())
-        .parse()?;
-
-    let token = Token::open(&module, &TokenSelector::label(&label), &pin)?;
-    let key = token.key(&key_id)?;
+    // The same configuration the CLI reads: here the PIN source must be a file.
+    let spec = TokenSpec {
+        module: pkcs11::locate_module(
+            std::env::var_os("P8HSM_MODULE")
+                .as_deref()
+                .map(AsRef::as_ref),
+            None,
+        )?,
+        selector: TokenSelector::label(
+            &std::env::var("P8HSM_TOKEN").unwrap_or_else(|_| "p8hsm".into()),
+        ),
+        profile: None,
+    };
+    let source = std::env::var("P8HSM_PIN_SOURCE").unwrap_or_default();
+    let pin_file = source
+        .strip_prefix("file:")
+        .ok_or_else(|| Error::Internal("set P8HSM_PIN_SOURCE=file:PATH".into()))?;
+    let pin = std::fs::read_to_string(pin_file).map_err(Error::internal)?;
+    let token = Token::open(&spec, SecretString::from(pin.trim_end()))?;
     let public = VerifyingKey::from(token.public_key(&key_id)?);
+    let service = Service::new(token);
 
-    let connect = ConnectToken {
-        issuer: Issuer::Team(issuer.clone()),
+    let connect = TokenParams::Connect(Connect {
+        issuer: Some(issuer.clone()),
         scope: vec!["GET /v1/apps".parse()?],
-        lifetime: Lifetime::default(),
-    }
-    .sign(&key, SystemTime::now())?;
-    let server = ServerToken {
-        api: ServerApi::AppStoreServer,
-        issuer,
+        ..Connect::default()
+    });
+    let server = TokenParams::Server(Server {
+        issuer: Some(issuer),
         bundle_id: "com.example.app".parse()?,
-        lifetime: Lifetime {
-            ttl: 1800,
-            skew: 60,
-        },
-    }
-    .sign(&key, SystemTime::now())?;
-
-    for signed in [connect, server] {
-        let (input, signature) = signed.token.rsplit_once('.').expect("a compact JWS");
+    });
+    for (params, ttl) in [(connect, None), (server, Some(1800))] {
+        let request = Request::Token(TokenRequest::new(key_id.clone(), params, ttl, None)?);
+        let (signed, _) = service.sign(&request)?;
+        let (input, signature) = signed.line().rsplit_once('.').expect("a compact JWS");
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
             .ok()
@@ -83,7 +84,7 @@ fn run() -> Result<(), Error> {
         public
             .verify(input.as_bytes(), &signature)
             .map_err(|_| Error::Internal("signature does not verify".into()))?;
-        println!("{} (expires at {})", signed.token, signed.expires_at);
+        println!("{}", signed.line());
     }
     Ok(())
 }

@@ -18,13 +18,12 @@ kryoptic=$(scripts/kryoptic.sh)
 # pkcs11-spy (OpenSC 0.23) passes a PKCS#11 3.0 module's calls through without logging
 # them, so C_Login is counted on SoftHSM only; the recovery and custody tests run on
 # SoftHSM behind p11-kit's server.
-P8HSM_TEST_KRYOPTIC=$kryoptic cargo test --all-features \
-    --test import --test token --test kinds --test errors --test uri --test attributes --test doctor \
-    --test catalogue --test hygiene \
-    -- --skip a_wrong_pin_is_tried_exactly_once --skip the_agent_also_tries_a_wrong_pin_exactly_once \
+P8HSM_TEST_KRYOPTIC=$kryoptic cargo test --all-features --test integration -- \
+    import:: token:: kinds:: errors:: uri:: attributes:: doctor:: catalogue:: hygiene:: parity:: \
+    --skip a_wrong_pin_is_tried_exactly_once --skip the_agent_also_tries_a_wrong_pin_exactly_once \
     --skip the_agent_never_tries_a_pin_again
 
-echo "== fuzzing smoke run: each target for 15 s on its committed corpus (scripts/fuzz.sh)"
+echo "== fuzzing smoke run: each target for 15 s from its committed seeds (scripts/fuzz.sh)"
 scripts/fuzz.sh 15
 
 echo "== scripts/interop.sh: PyJWT and Apple's App Store Server Library"

@@ -1,36 +1,24 @@
-//! The one error type of the library. Each variant names a situation; the CLI adds
-//! the hint saying what to do about it.
+//! The one error type of the library, and how each error is classified: every variant
+//! maps to one [`ErrorCode`] (what the agent's protocol says, and from which the command
+//! line derives its exit status) and to the hint that tells a user what to do.
+//!
+//! Both mappings are exhaustive matches: a new variant does not compile until it is
+//! classified, so the command line and the agent cannot drift apart.
 
 use std::path::PathBuf;
 
-use crate::p8::P8Error;
+use serde::{Deserialize, Serialize};
 
-/// Everything that can go wrong in p8hsm.
+use crate::p8::P8Error;
+use crate::pkcs11::rv_name;
+
+/// Everything that can go wrong in p8hsm's library.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The key file was refused.
     #[error("{0}")]
     KeyFile(#[from] P8Error),
-    /// An input file could not be read.
-    #[error("cannot read {path}: {reason}")]
-    FileUnreadable {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        reason: String,
-    },
-    /// The key ID given and the one in Apple's file name differ.
-    #[error("--key-id {given} does not match the key ID {in_name} in the file name")]
-    KeyIdMismatch {
-        /// From `--key-id`.
-        given: String,
-        /// From `AuthKey_<ID>.p8`.
-        in_name: String,
-    },
-    /// No key ID was given and none could be inferred.
-    #[error("no key ID: the file name is not AuthKey_<ID>.p8 or SubscriptionKey_<ID>.p8")]
-    KeyIdUnknown,
     /// An identifier that is not well formed.
     #[error("invalid {what} {value}: {rule}")]
     InvalidId {
@@ -54,7 +42,7 @@ pub enum Error {
         value: String,
     },
     /// The requested lifetime breaks the API's limit.
-    #[error("{api} tokens may live at most {limit} s from iat to exp, but --ttl {ttl} with --skew {skew} gives {}", ttl + skew)]
+    #[error("{api} tokens may live at most {limit} s from iat to exp, but --ttl {ttl} with --skew {skew} gives {}", ttl.saturating_add(*skew))]
     LifetimeTooLong {
         /// The API's name.
         api: &'static str,
@@ -73,14 +61,6 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// Something a request needs was not given.
-    #[error("{what} is required: {why}")]
-    MissingInput {
-        /// The option, e.g. `--origin`.
-        what: &'static str,
-        /// Why it is needed.
-        why: &'static str,
-    },
     /// A backdate that would make a provider token older than Apple accepts.
     #[error("--skew {skew} makes a {api} token older than the {limit} s Apple accepts")]
     SkewTooLarge {
@@ -91,10 +71,34 @@ pub enum Error {
         /// How long Apple accepts the token after iat.
         limit: u64,
     },
+    /// A zero lifetime.
+    #[error("--ttl must be at least 1 second")]
+    LifetimeZero,
+    /// Something a request needs was not given.
+    #[error("{what} is required: {why}")]
+    MissingInput {
+        /// The option, e.g. `--origin`.
+        what: &'static str,
+        /// Why it is needed.
+        why: &'static str,
+    },
+    /// An option that does not apply to the request, or two that exclude each other.
+    #[error("{reason}")]
+    NotApplicable {
+        /// What is wrong.
+        reason: String,
+    },
     /// An Advanced Commerce request body that is not a JSON object.
     #[error("invalid Advanced Commerce request: {reason}")]
     InvalidRequest {
         /// Why.
+        reason: String,
+    },
+    /// A request (as the agent's protocol carries it) that is not one: not JSON, an
+    /// unknown kind or field, a value of the wrong type or form.
+    #[error("not a request: {reason}")]
+    Malformed {
+        /// What is wrong.
         reason: String,
     },
     /// Key metadata that does not fit the key's kind.
@@ -112,7 +116,7 @@ pub enum Error {
         /// What it needs, e.g. `a developer`.
         expected: String,
     },
-    /// A value given on the command line contradicts the one recorded with the key.
+    /// A value given contradicts the one recorded with the key.
     #[error("{what} {given} contradicts the {what} {recorded} recorded with key {key_id}")]
     MetadataContradiction {
         /// `--issuer` or `--team-id`.
@@ -125,22 +129,14 @@ pub enum Error {
         key_id: String,
     },
     /// Stored metadata that cannot be read.
-    #[error("the metadata recorded with key {key_id} is unreadable: {reason}")]
+    #[error("the metadata recorded with key {key_id} is unreadable: {source}")]
     MetadataUnreadable {
         /// The key ID.
         key_id: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: serde_json::Error,
     },
-    /// An option that does not apply to the request.
-    #[error("{reason}")]
-    InvalidOption {
-        /// What is wrong.
-        reason: String,
-    },
-    /// A zero lifetime.
-    #[error("--ttl must be at least 1 second")]
-    LifetimeZero,
     /// The system clock is before 1970 or absurdly far ahead.
     #[error("the system clock is not usable")]
     Clock,
@@ -148,7 +144,7 @@ pub enum Error {
     /// A PKCS#11 URI that cannot be used.
     #[error("invalid PKCS#11 URI: {reason}")]
     InvalidUri {
-        /// What is wrong, naming the attribute.
+        /// What is wrong, naming the attribute (never echoing a query value).
         reason: String,
     },
     /// No PKCS#11 module was named and none was found at the standard paths.
@@ -158,18 +154,19 @@ pub enum Error {
         searched: Vec<String>,
     },
     /// The named module file does not exist.
-    #[error("PKCS#11 module {path} does not exist")]
+    #[error("PKCS#11 module {} does not exist", path.display())]
     ModuleNotFound {
         /// The module path.
         path: PathBuf,
     },
     /// The module exists but could not be loaded or initialized.
-    #[error("cannot load PKCS#11 module {path}: {reason}")]
+    #[error("cannot load PKCS#11 module {}: {}", path.display(), rv_name(source))]
     ModuleLoad {
         /// The module path.
         path: PathBuf,
         /// What the loader or C_Initialize said.
-        reason: String,
+        #[source]
+        source: cryptoki::error::Error,
     },
     /// No token matches.
     #[error("no token {wanted} ({})", describe_tokens(available))]
@@ -188,9 +185,9 @@ pub enum Error {
         count: usize,
     },
 
-    /// The PIN source could not give a PIN.
+    /// The PIN could not be had: the caller's PIN source failed.
     #[error("cannot read the PIN: {reason}")]
-    PinSource {
+    PinUnavailable {
         /// Why.
         reason: String,
     },
@@ -224,12 +221,6 @@ pub enum Error {
         /// The key ID.
         key_id: String,
     },
-    /// The object on the token is not a P-256 key.
-    #[error("key {key_id} on the token is not an EC P-256 key")]
-    NotP256 {
-        /// The key ID.
-        key_id: String,
-    },
     /// An import would duplicate an existing object.
     #[error("the token already holds {what}; nothing was written")]
     DuplicateKey {
@@ -251,12 +242,15 @@ pub enum Error {
         reason: String,
     },
     /// An import failed and the objects it created could not all be removed.
-    #[error("import of {key_id} failed and left objects on the token: {reason}")]
+    #[error("import of {key_id} failed and left objects on the token: {cause}; then removing them failed: {cleanup}")]
     ImportLeftObjects {
         /// The key ID.
         key_id: String,
-        /// What failed, then what the cleanup said.
-        reason: String,
+        /// What failed.
+        #[source]
+        cause: Box<Error>,
+        /// What the cleanup said.
+        cleanup: Box<Error>,
     },
     /// The token returned a signature that is not 64 bytes R||S.
     #[error("the token returned a {len}-byte signature, not a 64-byte ECDSA P-256 R||S")]
@@ -264,47 +258,19 @@ pub enum Error {
         /// Its length.
         len: usize,
     },
-    /// Any other PKCS#11 failure.
-    #[error("{operation} failed: {rv}")]
+    /// Any other PKCS#11 failure: the call, and the return value by its `CKR_` name.
+    #[error("{operation} failed: {}", rv_name(source))]
     Pkcs11 {
         /// What p8hsm was doing.
         operation: &'static str,
-        /// The return value's name, e.g. `CKR_DEVICE_ERROR`.
-        rv: String,
+        /// cryptoki's error.
+        #[source]
+        source: cryptoki::error::Error,
     },
-    /// The token went away (the agent waits before trying it again).
+    /// The token went away; a long-lived [`Service`](crate::Service) waits before it
+    /// calls it again.
     #[error("token unavailable: the HSM or its server does not answer")]
     TokenUnavailable,
-    /// The agent is restricted to other keys.
-    #[error("this agent does not sign with key {key_id}")]
-    KeyNotAllowed {
-        /// The key ID.
-        key_id: String,
-    },
-    /// The agent could not be started.
-    #[error("cannot start the agent: {reason}")]
-    AgentSetup {
-        /// Why.
-        reason: String,
-    },
-    /// No agent answers on the socket.
-    #[error("cannot reach the agent at {}: {reason}", socket.display())]
-    AgentUnreachable {
-        /// `P8HSM_AGENT_SOCK`.
-        socket: PathBuf,
-        /// Why.
-        reason: String,
-    },
-    /// The agent refused or failed the request.
-    #[error("{message}")]
-    Agent {
-        /// The protocol's error code.
-        code: String,
-        /// The agent's message.
-        message: String,
-        /// The agent's hint.
-        hint: Option<String>,
-    },
     /// A bug: something that cannot happen did.
     #[error("internal error: {0}")]
     Internal(String),
@@ -315,6 +281,155 @@ impl Error {
     pub fn internal(e: impl std::fmt::Display) -> Error {
         Error::Internal(e.to_string())
     }
+
+    /// The class of failure: the agent's protocol sends it, and the command line's exit
+    /// status follows from it.
+    pub fn code(&self) -> ErrorCode {
+        use Error::*;
+        match self {
+            Malformed { .. } => ErrorCode::BadRequest,
+            KeyFile(_)
+            | InvalidId { .. }
+            | InvalidLabel { .. }
+            | InvalidScope { .. }
+            | LifetimeTooLong { .. }
+            | LongLivedScope { .. }
+            | SkewTooLarge { .. }
+            | LifetimeZero
+            | MissingInput { .. }
+            | InvalidRequest { .. }
+            | InvalidMetadata(_)
+            | InvalidUri { .. }
+            | Clock => ErrorCode::InvalidInput,
+            NotApplicable { .. } => ErrorCode::Usage,
+            KeyKindMismatch { .. } | MetadataContradiction { .. } | MetadataUnreadable { .. } => {
+                ErrorCode::KeyKind
+            }
+            NoModule { .. }
+            | ModuleNotFound { .. }
+            | ModuleLoad { .. }
+            | TokenNotFound { .. }
+            | TokenAmbiguous { .. }
+            | TokenUnavailable => ErrorCode::TokenUnavailable,
+            ImportUnsupported { .. } => ErrorCode::Unsupported,
+            PinUnavailable { .. } | PinIncorrect { .. } | PinLocked => ErrorCode::PinRefused,
+            KeyNotFound { .. } | PublicKeyMissing { .. } => ErrorCode::KeyNotFound,
+            KeyAmbiguous { .. } | DuplicateKey { .. } => ErrorCode::KeyExists,
+            ImportCheck { .. } | ImportLeftObjects { .. } => ErrorCode::ImportFailed,
+            BadSignature { .. } | Pkcs11 { .. } => ErrorCode::Failed,
+            Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The line that says what to do about the error, starting `hint:` (or `warning:`),
+    /// where there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        use Error::*;
+        let text = match self {
+            KeyFile(P8Error::Encrypted) => "hint: decrypt it into the import without a file: \
+                 openssl pkcs8 -in KEY.p8 | p8hsm import --key-id ID -"
+                .to_owned(),
+            KeyFile(P8Error::SeveralBlocks(_)) => "hint: keep only the private key block \
+                 (openssl ecparam -genkey also writes EC PARAMETERS)"
+                .to_owned(),
+            KeyFile(_) => "hint: Apple's .p8 files are PEM \"PRIVATE KEY\" EC P-256 keys, as \
+                 downloaded from App Store Connect"
+                .to_owned(),
+            LifetimeTooLong {
+                limit: 1200,
+                skew,
+                api: "App Store Connect API",
+                ..
+            } if *skew < 1200 => format!(
+                "hint: use --ttl {} or less with --skew {skew}; only tokens whose --scope entries \
+                 are all GETs on resources Apple allows may live longer",
+                1200 - skew
+            ),
+            LifetimeTooLong { limit, skew, .. } if limit > skew => format!(
+                "hint: use --ttl {} or less with --skew {skew}, or lower --skew",
+                limit - skew
+            ),
+            LifetimeTooLong { .. } => "hint: lower --skew".to_owned(),
+            LongLivedScope { .. } => "hint: tokens over 20 minutes need --scope entries that are \
+                 all GET requests on resources Apple lists for long-lived tokens (e.g. GET \
+                 /v1/ciProducts)"
+                .to_owned(),
+            Malformed { .. } => "hint: see docs/protocol.md for the request format".to_owned(),
+            KeyKindMismatch { .. } => "hint: use the key Apple issued for this API; `p8hsm keys` \
+                 shows what each key is recorded as"
+                .to_owned(),
+            MetadataContradiction { what, .. } => {
+                format!("hint: omit {what} to use the recorded value, or use the key it belongs to")
+            }
+            MetadataUnreadable { key_id, .. } => format!(
+                "hint: `p8hsm keys` shows the key; re-import it to record its metadata again, or \
+                 remove the data object labelled {key_id}"
+            ),
+            Clock => "hint: fix the system clock (NTP); Apple rejects tokens whose times are off"
+                .to_owned(),
+            InvalidUri { .. } => {
+                "hint: see RFC 7512; `p8hsm keys` and `p8hsm modules` print URIs to start from"
+                    .to_owned()
+            }
+            NoModule { .. } => "hint: install SoftHSM (apt-get install softhsm2) or name your \
+                 module with --module PATH or P8HSM_MODULE"
+                .to_owned(),
+            ModuleNotFound { .. } => {
+                "hint: check --module, P8HSM_MODULE and PKCS11_MODULE_PATH".to_owned()
+            }
+            ModuleLoad { .. } => "hint: is this a PKCS#11 module built for this machine? For \
+                 SoftHSM, is SOFTHSM2_CONF pointing at a readable config?"
+                .to_owned(),
+            TokenNotFound { .. } => "hint: choose the token with --token LABEL, P8HSM_TOKEN or a \
+                 --key URI (`p8hsm modules` lists them); for SoftHSM, eval \
+                 \"$(scripts/softhsm-init.sh)\""
+                .to_owned(),
+            TokenAmbiguous { .. } => "hint: name one with a --key URI that adds its serial= or \
+                 slot-id= (`p8hsm modules` prints each token's URI)"
+                .to_owned(),
+            TokenUnavailable => "hint: the agent keeps serving cached tokens and reconnects by \
+                 itself; check the HSM or its p11-kit server"
+                .to_owned(),
+            PinUnavailable { .. } => "hint: give --pin-source file:PATH, env:VAR or prompt (or \
+                 set P8HSM_PIN_SOURCE)"
+                .to_owned(),
+            PinIncorrect { pin_format } => format!(
+                "warning: repeated wrong PINs can lock a hardware token; p8hsm tried once and \
+                 will not retry: check the PIN source before running again{}",
+                pin_format.map(|f| format!(" ({f})")).unwrap_or_default()
+            ),
+            PinLocked => "hint: the security officer must unlock or reset the user PIN".to_owned(),
+            KeyNotFound { .. } => "hint: `p8hsm keys` lists the keys; `p8hsm import \
+                 AuthKey_<ID>.p8` adds one"
+                .to_owned(),
+            DuplicateKey { .. } => "hint: `p8hsm keys` lists what is there; to replace a key, \
+                 delete it first with `p8hsm delete --key-id ID --yes`"
+                .to_owned(),
+            ImportLeftObjects { key_id, .. } => {
+                format!("hint: remove what is left with `p8hsm delete --key-id {key_id} --yes`")
+            }
+            PublicKeyMissing { .. } => "hint: this token keeps no public key object (a YubiHSM \
+                 2's are virtual); read it with the vendor's tool, e.g. yubihsm-shell -a \
+                 get-public-key"
+                .to_owned(),
+            InvalidId { .. }
+            | InvalidLabel { .. }
+            | InvalidScope { .. }
+            | SkewTooLarge { .. }
+            | LifetimeZero
+            | MissingInput { .. }
+            | NotApplicable { .. }
+            | InvalidRequest { .. }
+            | InvalidMetadata(_)
+            | KeyAmbiguous { .. }
+            | ImportUnsupported { .. }
+            | ImportCheck { .. }
+            | BadSignature { .. }
+            | Pkcs11 { .. }
+            | Internal(_) => return None,
+        };
+        Some(text)
+    }
 }
 
 fn describe_tokens(labels: &[String]) -> String {
@@ -322,5 +437,84 @@ fn describe_tokens(labels: &[String]) -> String {
         "the module has no initialized token".to_owned()
     } else {
         format!("tokens present: {}", labels.join(", "))
+    }
+}
+
+/// The class of a failure, as the agent's protocol names it (`"code"` in an error
+/// reply). The command line's exit status follows from it, so a failure exits the same
+/// whether the command signed directly or through the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request line is not a request (not JSON, unknown kind or field, wrong type).
+    BadRequest,
+    /// The request line is over the size limit.
+    TooLarge,
+    /// A value breaks a rule: identifiers, lifetimes, scopes, request bodies, URIs.
+    InvalidInput,
+    /// Options that do not apply, or exclude each other.
+    Usage,
+    /// The PIN was refused, is locked, or could not be read.
+    PinRefused,
+    /// The module or token cannot be found or reached, or has gone away.
+    TokenUnavailable,
+    /// The token cannot do what was asked (e.g. import).
+    Unsupported,
+    /// No such key on the token.
+    KeyNotFound,
+    /// The key ID is already on the token (or on it more than once).
+    KeyExists,
+    /// An import failed its proof.
+    ImportFailed,
+    /// The key's recorded kind or identity contradicts the request.
+    KeyKind,
+    /// The caller may not use this agent or service.
+    Forbidden,
+    /// The caller may not use this key.
+    KeyNotAllowed,
+    /// Too many connections: try again.
+    Busy,
+    /// The audit line could not be written, so nothing was handed out.
+    AuditFailed,
+    /// A PKCS#11 call failed unexpectedly.
+    Failed,
+    /// A bug.
+    Internal,
+    /// A code this version does not know (from a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_snake_case_on_the_wire_and_unknown_ones_are_tolerated() {
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::TokenUnavailable).unwrap(),
+            "\"token_unavailable\""
+        );
+        assert_eq!(
+            serde_json::from_str::<ErrorCode>("\"from_the_future\"").unwrap(),
+            ErrorCode::Unknown
+        );
+    }
+
+    #[test]
+    fn every_hint_is_prefixed() {
+        let errors = [
+            Error::TokenUnavailable,
+            Error::PinIncorrect { pin_format: None },
+            Error::KeyNotFound { key_id: "X".into() },
+            Error::Malformed { reason: "x".into() },
+        ];
+        for e in errors {
+            let hint = e.hint().unwrap();
+            assert!(
+                hint.starts_with("hint: ") || hint.starts_with("warning: "),
+                "{hint}"
+            );
+        }
     }
 }

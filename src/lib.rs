@@ -5,37 +5,49 @@
 //! The `.p8` is imported once ([`Token::import`]); from then on p8hsm builds a token's
 //! header and claims on the host, hashes them, and the token makes the ECDSA P-256
 //! signature, so the private key never sits in the signing process's memory (but see
-//! the README's security model for SoftHSM loaded in-process).
+//! `docs/security.md` for SoftHSM loaded in-process).
 //!
 //! The pieces, and the direction of their dependencies:
-//! - [`apple`]: what to sign — Apple's claim sets and lifetime rules (pure);
+//! - [`Service`]: what every front end (the command line, the agent) signs through —
+//!   a [`Token`], its keys and what is recorded with them, and a token cache;
+//! - [`apple`]: what to sign — the one [`Request`] type, Apple's claim sets and
+//!   lifetime rules (pure);
 //! - [`Es256Signer`]: who signs — implemented by [`HsmKey`];
 //! - [`pkcs11`]: module loading, token selection, login, import, key lookup, signing;
+//! - [`protocol`]: the agent's line-delimited JSON protocol;
 //! - [`jws`] and [`p8`]: compact JWS encoding and `.p8` parsing.
 //!
+//! The library does no terminal or file I/O: the caller reads the PIN and key files.
+//!
 //! ```no_run
-//! use std::time::SystemTime;
-//! use p8hsm::apple::connect::{ConnectToken, Issuer};
-//! use p8hsm::apple::AppleToken;
-//! use p8hsm::pkcs11::TokenSelector;
-//! use p8hsm::{pkcs11, Token};
+//! use p8hsm::apple::connect::Connect;
+//! use p8hsm::apple::{Request, TokenParams, TokenRequest};
+//! use p8hsm::pkcs11::{TokenSelector, TokenSpec};
+//! use p8hsm::{pkcs11, Service, Token};
+//! use secrecy::SecretString;
 //!
 //! # fn main() -> Result<(), p8hsm::Error> {
-//! let module = pkcs11::locate_module(None, None)?;
-//! let pin = "file:/run/secrets/p8hsm-pin".parse()?;
-//! let token = Token::open(&module, &TokenSelector::label("p8hsm"), &pin)?;
-//! let key = token.key(&"2X9R4HXF34".parse()?)?;
-//! let request = ConnectToken {
-//!     issuer: Issuer::Team("57246542-96fe-1a63-e053-0824d011072a".parse()?),
-//!     scope: vec![],
-//!     lifetime: Default::default(),
+//! let spec = TokenSpec {
+//!     module: pkcs11::locate_module(None, None)?,
+//!     selector: TokenSelector::label("p8hsm"),
+//!     profile: None,
 //! };
-//! let signed = request.sign(&key, SystemTime::now())?;
-//! println!("{}", signed.token);
+//! let pin = SecretString::from(std::fs::read_to_string("/run/secrets/p8hsm-pin").unwrap());
+//! let service = Service::new(Token::open(&spec, pin)?);
+//! let request = Request::Token(TokenRequest::new(
+//!     "2X9R4HXF34".parse()?,
+//!     TokenParams::Connect(Connect {
+//!         issuer: Some("57246542-96fe-1a63-e053-0824d011072a".parse()?),
+//!         ..Connect::default()
+//!     }),
+//!     None, // ttl: the kind's default
+//!     None, // skew: 60 s
+//! )?);
+//! let (signed, _) = service.sign(&request)?;
+//! println!("{}", signed.line());
 //! # Ok(()) }
 //! ```
 
-#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod apple;
@@ -43,16 +55,29 @@ mod error;
 mod ids;
 pub mod jws;
 pub mod p8;
-mod pin;
 pub mod pkcs11;
+pub mod protocol;
+mod service;
 mod signer;
 
-pub use error::Error;
+use std::sync::{Mutex, MutexGuard};
+
+pub use apple::{Request, Signed};
+pub use error::{Error, ErrorCode};
 pub use ids::{
     BundleId, ClientId, IssuerId, KeyId, OfferId, Origin, ProductId, ServiceId, TeamId,
     TransactionId,
 };
 pub use p8::{fingerprint, P8Key};
-pub use pin::PinSource;
 pub use pkcs11::{HsmKey, Token};
+pub use service::Service;
 pub use signer::Es256Signer;
+
+/// A mutex guard whether or not another thread panicked while holding it: the data
+/// p8hsm guards (idle sessions, a slot, a handle, cached tokens) stays consistent either
+/// way.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

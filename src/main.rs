@@ -1,30 +1,73 @@
-//! The `p8hsm` command: parse → run → exit code.
+//! The `p8hsm` command: parse → run → exit status. The command line is composed here
+//! from its front ends — the one-shot commands (`cli`) and the agent (`agent`) — which
+//! share only the binary's error type (`failure`) and never import each other.
 
 mod agent;
 mod cli;
+mod failure;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use failure::Failure;
+
+/// Sign Apple API tokens with a .p8 key kept inside a PKCS#11 token.
+#[derive(Debug, Parser)]
+#[command(name = "p8hsm", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(flatten)]
+    global: cli::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    OneShot(cli::Command),
+    /// Log in once and hand out tokens to local clients over a unix socket
+    Agent(agent::Args),
+}
 
 fn main() -> ExitCode {
-    let args = cli::args::Cli::parse();
-    let code = match cli::run::run(args) {
+    let Cli { global, command } = Cli::parse();
+    let code = match run(global, command) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => cli::render::error(&error),
+        Err(failure) => failure.report(),
     };
     pause_for_inspection();
     code
 }
 
+fn run(global: cli::Global, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Agent(args) if args.from_parent => agent::run_from_parent(),
+        Command::Agent(args) => {
+            let config = cli::Config::resolve(global)?;
+            let (found, pin) = config.find()?;
+            agent::run(args, config.spec()?, found, pin)
+        }
+        Command::OneShot(command) => cli::run(&cli::Config::resolve(global)?, command),
+    }
+}
+
 /// Test builds only (`fault-injection`): with `P8HSM_PAUSE_BEFORE_EXIT` set, the process
-/// says so on stderr and waits for its stdin to close, so a test can scan its memory
-/// after the command has done its work.
+/// says so on stderr and waits — for its stdin to close (`1`), or for the file the
+/// variable names to appear (when stdin was the command's input) — so a test can scan
+/// its memory after the command has done its work.
 #[cfg(feature = "fault-injection")]
 fn pause_for_inspection() {
-    if std::env::var_os("P8HSM_PAUSE_BEFORE_EXIT").is_some() {
-        eprintln!("paused before exit");
+    let Some(until) = std::env::var_os("P8HSM_PAUSE_BEFORE_EXIT") else {
+        return;
+    };
+    eprintln!("paused before exit");
+    if until == "1" {
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    } else {
+        while !std::path::Path::new(&until).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::fmt;
 
 use der::asn1::ObjectIdentifier as Oid;
 use der::{Decode, Sequence};
-use p256::pkcs8::EncodePublicKey;
+use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use p256::{PublicKey, SecretKey};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -66,9 +66,10 @@ pub enum P8Error {
 
 /// A parsed P-256 private key and its public key.
 ///
-/// The secret scalar is zeroized on drop and redacted from `Debug`.
+/// The secret scalar is zeroized on drop and redacted from `Debug`. It lives on the
+/// heap, so moving a `P8Key` between stack frames moves a pointer, not the scalar.
 pub struct P8Key {
-    secret: SecretKey,
+    secret: Box<SecretKey>,
     public: PublicKey,
 }
 
@@ -106,15 +107,16 @@ impl P8Key {
         &self.public
     }
 
-    /// The secret key (zeroized on drop).
-    pub(crate) fn secret_key(&self) -> &SecretKey {
-        &self.secret
-    }
-
     /// The private scalar as 32 big-endian bytes, in a buffer wiped on drop.
     pub(crate) fn scalar_bytes(&self) -> Zeroizing<Vec<u8>> {
         let bytes = Zeroizing::new(self.secret.to_bytes());
         Zeroizing::new(bytes.to_vec())
+    }
+
+    /// The key as PKCS#8 DER (for C_UnwrapKey), in a buffer wiped on drop.
+    pub(crate) fn pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, crate::Error> {
+        let document = self.secret.to_pkcs8_der().map_err(crate::Error::internal)?;
+        Ok(Zeroizing::new(document.as_bytes().to_vec()))
     }
 }
 
@@ -132,7 +134,7 @@ impl fmt::Debug for P8Key {
 /// copies of the scalar in frames that return without wiping them; call this after the
 /// frames that held a key have returned.
 #[inline(never)]
-pub fn scrub_stack() {
+pub(crate) fn scrub_stack() {
     let mut area = [0u8; 64 * 1024];
     zeroize::Zeroize::zeroize(&mut area[..]);
     std::hint::black_box(&area);
@@ -212,7 +214,10 @@ fn parse_sec1(der: &[u8], outer_curve: Option<Oid>) -> Result<P8Key, P8Error> {
             return Err(P8Error::PublicKeyMismatch);
         }
     }
-    Ok(P8Key { secret, public })
+    Ok(P8Key {
+        secret: Box::new(secret),
+        public,
+    })
 }
 
 fn check_curve(curve: Oid) -> Result<(), P8Error> {

@@ -2,15 +2,13 @@
 //! the agent as without it; peers of another uid refused; malformed, oversized and slow
 //! requests; an audit line per token; an HSM outage ridden out.
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{exchange, read_reply, verify_jwt, Agent, Hsm, ISSUER};
+use crate::common::{exchange, read_reply, verify_jwt, Agent, Hsm, ISSUER};
 use serde_json::{json, Value};
 
 const KEY_ID: &str = "2X9R4HXF34";

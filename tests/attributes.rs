@@ -1,14 +1,12 @@
 //! What the token holds after `p8hsm import` (by create and by unwrap), read with raw cryptoki (not p8hsm's own
 //! PKCS#11 code). One test only: C_Initialize reads SOFTHSM2_CONF once per process.
 
-mod common;
-
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::UserType;
 use secrecy::SecretString;
 
-use common::Hsm;
+use crate::common::Hsm;
 
 #[test]
 fn imported_key_is_sensitive_non_extractable_sign_only_with_a_der_public_point() {

@@ -2,12 +2,10 @@
 //! agent requests. Each gets its own error and exit code (or protocol error code), none
 //! panics, and the token's object count is the same afterwards.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{path_str, read_reply, Agent, Hsm, ISSUER};
+use crate::common::{path_str, read_reply, Agent, Hsm, ISSUER};
 
 const KEY_ID: &str = "2X9R4HXF34";
 

@@ -17,11 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use common::Hsm;
-use p8hsm::apple::developer::{ProviderService, ProviderToken};
-use p8hsm::apple::AppleToken;
-use p8hsm::pkcs11::TokenSelector;
-use p8hsm::{pkcs11, PinSource, Token};
+use common::{apns_request, open_token, Hsm};
 
 /// Signatures made before the scans; the signer keeps signing between them.
 const WARM_UP: usize = 2000;
@@ -48,6 +44,7 @@ fn main() -> ExitCode {
     let agent = agent_copies(&hsm, &scalar, &server.env);
     let through = (&server.env[..], "through p11-kit");
     let import = import_copies(&hsm, through, "IMPORT0001", Import::Auto);
+    let from_stdin = import_copies(&hsm, through, "STDIN00001", Import::Stdin);
     let created = import_copies(&hsm, through, "CREATE0001", Import::Create);
     let refused = import_copies(&hsm, through, "REFUSED001", Import::Refused);
     drop(server);
@@ -86,6 +83,12 @@ fn main() -> ExitCode {
     if let Some((scalar, body)) = import {
         passed.push((
             "no copy of the scalar or the .p8's base64 body after an import through p11-kit",
+            scalar == 0 && body == 0,
+        ));
+    }
+    if let Some((scalar, body)) = from_stdin {
+        passed.push((
+            "no copy of the scalar or the body after `import -` through p11-kit",
             scalar == 0 && body == 0,
         ));
     }
@@ -168,6 +171,8 @@ fn agent_copies(hsm: &Hsm, scalar: &[u8], env: &[(String, String)]) -> usize {
 enum Import {
     /// The default method, `auto`.
     Auto,
+    /// The default method, the key read from standard input (`import -`).
+    Stdin,
     /// `--method create`: the scalar crosses the PKCS#11 interface.
     Create,
     /// Stops after parsing and logging in (its label is taken), before any object is made.
@@ -186,6 +191,7 @@ fn import_copies(
 ) -> Option<(usize, usize)> {
     let args: &[&str] = match case {
         Import::Auto => &[],
+        Import::Stdin => &["--key-id", key_id],
         Import::Create => &["--method", "create"],
         Import::Refused => &["--label", "2X9R4HXF34"],
     };
@@ -196,16 +202,26 @@ fn import_copies(
         .filter(|l| !l.starts_with("-----") && l.len() >= 16)
         .map(|l| l.as_bytes().to_vec())
         .collect();
+    // From stdin, the process cannot wait for stdin to close: it waits for a file.
+    let resume = hsm.dir.path().join(format!("resume-{key_id}"));
+    let (file, pause) = match case {
+        Import::Stdin => ("-", resume.to_str().unwrap()),
+        _ => (path.to_str().unwrap(), "1"),
+    };
     let mut import = Command::new(env!("CARGO_BIN_EXE_p8hsm"))
-        .args(["import", path.to_str().unwrap()])
+        .args(["import", file])
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("P8HSM_PAUSE_BEFORE_EXIT", "1")
+        .env("P8HSM_PAUSE_BEFORE_EXIT", pause)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start p8hsm import");
+    if case == Import::Stdin {
+        let mut stdin = import.stdin.take().unwrap();
+        stdin.write_all(pem.as_bytes()).unwrap();
+    }
     let mut stderr = BufReader::new(import.stderr.take().unwrap());
     let mut paused = String::new();
     while !paused.starts_with("paused") {
@@ -231,6 +247,7 @@ fn import_copies(
     );
     Command::new("kill").args(["-CONT", &pid]).status().unwrap();
     drop(import.stdin.take());
+    std::fs::write(&resume, "").unwrap();
     let out = import.wait_with_output().unwrap();
     assert_eq!(out.status.success(), case != Import::Refused);
     Some((scalar_copies_total, body_copies))
@@ -324,17 +341,10 @@ fn scan(pid: &str, needles: &[&[u8]]) -> usize {
 
 /// The process under inspection: signs through the token until its stdin closes.
 fn signer() -> ExitCode {
-    let var = |name: &str| std::env::var(name).unwrap();
-    let module = pkcs11::locate_module(Some(var("P8HSM_MODULE").as_ref()), None).unwrap();
-    let pin: PinSource = var("P8HSM_PIN_SOURCE").parse().unwrap();
-    let token = Token::open(&module, &TokenSelector::label(&var("P8HSM_TOKEN")), &pin).unwrap();
+    let token = open_token(|name| std::env::var(name).unwrap());
     let key = token.key(&"2X9R4HXF34".parse().unwrap()).unwrap();
-    let request = ProviderToken {
-        service: ProviderService::Apns,
-        team_id: "A1B2C3D4E5".parse().unwrap(),
-        skew: 0,
-    };
-    let sign = || request.sign(&key, SystemTime::now()).unwrap();
+    let request = apns_request();
+    let sign = || request.sign(&key, None, SystemTime::now()).unwrap();
     for _ in 0..WARM_UP {
         sign();
     }

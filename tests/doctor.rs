@@ -1,9 +1,7 @@
 //! `p8hsm doctor`: every check passes on a healthy token; a key made extractable by
 //! another tool, and a wrong PIN, are each a failing line with a hint.
 
-mod common;
-
-use common::Hsm;
+use crate::common::Hsm;
 
 #[test]
 fn doctor_passes_on_a_healthy_token_and_names_what_is_wrong() {

@@ -2,11 +2,9 @@
 //! pkcs11-spy, also when the PIN stops working while the agent runs), missing module,
 //! token, key and PIN source.
 
-mod common;
-
 use std::path::Path;
 
-use common::{Agent, Hsm, ISSUER};
+use crate::common::{Agent, Hsm, ISSUER};
 use serde_json::json;
 
 const SPY_PATHS: &[&str] = &[

@@ -2,14 +2,12 @@
 //! created private — PIN files, the token store, the agent's socket, log and audit log;
 //! and `--audit-tokens` is the one way a whole token reaches the audit log.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::Hsm;
+use crate::common::Hsm;
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -24,7 +22,7 @@ fn pin_files_token_store_and_agent_files_are_private() {
     let hsm = Hsm::new();
     hsm.import_new_key("2X9R4HXF34");
     let dir = hsm.dir.path();
-    if !common::kryoptic() {
+    if !crate::common::kryoptic() {
         assert_eq!(mode(&dir.join("tokens")), 0o700);
         assert_eq!(mode(&dir.join("softhsm2.conf")), 0o600);
     }

@@ -1,10 +1,8 @@
 //! `import`, `keys`, `pubkey` and `delete` against a real SoftHSM token.
 
-mod common;
-
 use std::process::Command;
 
-use common::{path_str, Hsm};
+use crate::common::{path_str, Hsm};
 use p256::pkcs8::{EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
 
@@ -24,7 +22,7 @@ fn import_infers_the_key_id_and_reports_what_it_created() {
     let out = hsm.run(&["import", path_str(&path)]).ok();
     // `auto` unwraps under RSA-OAEP where the token offers it (SoftHSM); the Kryoptic
     // build has no RSA, so there it creates.
-    let method = if common::kryoptic() {
+    let method = if crate::common::kryoptic() {
         "create"
     } else {
         "unwrap"
@@ -361,7 +359,7 @@ fn import_by_unwrap_gives_the_same_proven_key() {
             "A1B2C3D4E5",
         ])
         .ok();
-    common::verify_jwt(token.trim_end(), &key);
+    crate::common::verify_jwt(token.trim_end(), &key);
     let (path, _) = hsm.write_key("AuthKey_CREATE0001.p8");
     let out = hsm
         .run(&["import", path_str(&path), "--method", "create"])
@@ -397,7 +395,7 @@ fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
                 "A1B2C3D4E5",
             ])
             .ok();
-        common::verify_jwt(token.trim_end(), key);
+        crate::common::verify_jwt(token.trim_end(), key);
     };
 
     // Only the way asked for, and its refusal reported.
@@ -419,7 +417,7 @@ fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
     // auto: when both are refused, the AES-CBC-PAD unwrap where the token offers it
     // (Kryoptic), else the last refusal, with nothing written (SoftHSM).
     let (code, stdout, stderr, key) = refusing("UNWRAP0001", "auto", "rsa-oaep,create");
-    if common::kryoptic() {
+    if crate::common::kryoptic() {
         assert_eq!(code, Some(0), "{stderr}");
         assert!(stdout.ends_with("method       unwrap\n"), "{stdout}");
         signs_with("UNWRAP0001", &key);
@@ -438,7 +436,7 @@ fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
     let before = hsm.object_count();
     let (code, _, stderr, _) = refusing("UNWRAP0002", "unwrap", "rsa-oaep,aes-cbc-pad");
     assert_eq!(code, Some(1), "{stderr}");
-    let (mechanism, rv) = if common::kryoptic() {
+    let (mechanism, rv) = if crate::common::kryoptic() {
         ("CKM_AES_CBC_PAD", "CKR_TEMPLATE_INCONSISTENT")
     } else {
         ("CKM_RSA_PKCS_OAEP", "CKR_FUNCTION_FAILED")
@@ -478,7 +476,7 @@ fn vendor_profiles_shape_the_import() {
             "A1B2C3D4E5",
         ])
         .ok();
-    common::verify_jwt(token.trim_end(), &key);
+    crate::common::verify_jwt(token.trim_end(), &key);
     hsm.run(&["pubkey", "--key-id", "YUBI000001"])
         .fails(6, "has no public key object");
     let (path, _) = hsm.write_key("AuthKey_YUBI000002.p8");

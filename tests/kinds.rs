@@ -2,13 +2,11 @@
 //! by implementations p8hsm did not write: the `jsonwebtoken` crate for JWTs, `p256` for
 //! the legacy DER signature. Key metadata and `check` through the CLI.
 
-mod common;
-
 use std::collections::{BTreeSet, HashSet};
 
+use crate::common::{now, path_str, Hsm, ISSUER};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use common::{now, path_str, Hsm, ISSUER};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{DerSignature, VerifyingKey};

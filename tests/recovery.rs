@@ -2,15 +2,9 @@
 //! that serves its token is killed and restarted between two signatures.
 //! One test only: P11_KIT_SERVER_ADDRESS is read by the client module in this process.
 
-mod common;
-
 use std::time::SystemTime;
 
-use common::{verify_jwt, Hsm};
-use p8hsm::apple::developer::{ProviderService, ProviderToken};
-use p8hsm::apple::AppleToken;
-use p8hsm::pkcs11::TokenSelector;
-use p8hsm::{PinSource, Token};
+use crate::common::{apns_request, open_token, verify_jwt, Hsm};
 
 #[test]
 fn signing_survives_a_restart_of_the_p11_kit_server() {
@@ -22,24 +16,14 @@ fn signing_survives_a_restart_of_the_p11_kit_server() {
         server.var("P11_KIT_SERVER_ADDRESS"),
     );
 
-    let pin: PinSource = server.var("P8HSM_PIN_SOURCE").parse().unwrap();
-    let token = Token::open(
-        server.var("P8HSM_MODULE").as_ref(),
-        &TokenSelector::label("p8hsm"),
-        &pin,
-    )
-    .unwrap();
+    let token = open_token(|name| server.var(name).to_owned());
     let signer = token.key(&"2X9R4HXF34".parse().unwrap()).unwrap();
-    let request = ProviderToken {
-        service: ProviderService::Apns,
-        team_id: "A1B2C3D4E5".parse().unwrap(),
-        skew: 0,
-    };
-    let first = request.sign(&signer, SystemTime::now()).unwrap();
+    let request = apns_request();
+    let first = request.sign(&signer, None, SystemTime::now()).unwrap();
     verify_jwt(&first.token, &key);
 
     server.stop();
-    let while_down = request.sign(&signer, SystemTime::now());
+    let while_down = request.sign(&signer, None, SystemTime::now());
     assert!(
         while_down.is_err(),
         "no token can sign while the server is down"
@@ -47,7 +31,7 @@ fn signing_survives_a_restart_of_the_p11_kit_server() {
     server.start();
 
     let second = request
-        .sign(&signer, SystemTime::now())
+        .sign(&signer, None, SystemTime::now())
         .expect("the same Token signs again once the server is back");
     verify_jwt(&second.token, &key);
 }

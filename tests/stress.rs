@@ -10,11 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::SystemTime;
 
-use common::{verify_jwt, Hsm};
-use p8hsm::apple::connect::{ConnectToken, Issuer};
-use p8hsm::apple::{AppleToken, Lifetime};
-use p8hsm::pkcs11::TokenSelector;
-use p8hsm::{PinSource, Token};
+use common::{connect_request, open_token, verify_jwt, Hsm};
+use p8hsm::Token;
 
 const PROCESSES: usize = 8;
 const TOKENS: usize = 250;
@@ -103,27 +100,16 @@ fn sign_many(token: &Token, tag: &str) -> Vec<String> {
     let key = token.key(&"2X9R4HXF34".parse().unwrap()).unwrap();
     (0..TOKENS)
         .map(|i| {
-            ConnectToken {
-                issuer: Issuer::Individual,
-                scope: vec![format!("GET /v1/apps/{tag}-{i}").parse().unwrap()],
-                lifetime: Lifetime::default(),
-            }
-            .sign(&key, SystemTime::now())
-            .unwrap()
-            .token
+            connect_request(Some(format!("GET /v1/apps/{tag}-{i}")))
+                .sign(&key, None, SystemTime::now())
+                .unwrap()
+                .token
         })
         .collect()
 }
 
 fn open() -> Token {
-    let var = |name: &str| std::env::var(name).unwrap();
-    let pin: PinSource = var("P8HSM_PIN_SOURCE").parse().unwrap();
-    Token::open(
-        var("P8HSM_MODULE").as_ref(),
-        &TokenSelector::label("p8hsm"),
-        &pin,
-    )
-    .unwrap()
+    open_token(|name| std::env::var(name).unwrap())
 }
 
 /// A worker process: opens the token, says so, waits for stdin to close, then prints

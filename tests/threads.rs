@@ -2,38 +2,27 @@
 //! through its session pool, and every token verifies. One test only: C_Initialize reads
 //! SOFTHSM2_CONF once per process.
 
-mod common;
-
 use std::time::SystemTime;
 
-use common::{verify_jwt, Hsm};
+use crate::common::{connect_request, open_token, verify_jwt, Hsm};
 use p8hsm::apple::cache::TokenCache;
-use p8hsm::apple::connect::{ConnectToken, Issuer};
-use p8hsm::apple::{AppleToken, Lifetime};
-use p8hsm::pkcs11::TokenSelector;
-use p8hsm::{HsmKey, PinSource, Token};
+use p8hsm::{HsmKey, Service, Token};
 
 fn assert_send_sync<T: Send + Sync>() {}
 
 #[test]
 fn threads_share_one_token_and_its_session_pool() {
     assert_send_sync::<Token>();
-    assert_send_sync::<HsmKey<'static>>();
+    assert_send_sync::<HsmKey>();
     assert_send_sync::<TokenCache>();
+    assert_send_sync::<Service>();
 
     let hsm = Hsm::new();
     let key = hsm.import_new_key("2X9R4HXF34");
     for (name, value) in &hsm.env {
         std::env::set_var(name, value);
     }
-    let pin: PinSource = hsm.var("P8HSM_PIN_SOURCE").parse().unwrap();
-    let token = Token::open(
-        hsm.var("P8HSM_MODULE").as_ref(),
-        &TokenSelector::label("p8hsm"),
-        &pin,
-    )
-    .unwrap()
-    .with_max_sessions(3);
+    let token = open_token(|name| hsm.var(name).to_owned()).with_max_sessions(3);
     assert_eq!(token.max_sessions(), 3);
     let signer = token.key(&"2X9R4HXF34".parse().unwrap()).unwrap();
 
@@ -45,14 +34,10 @@ fn threads_share_one_token_and_its_session_pool() {
                 s.spawn(move || {
                     (0..40)
                         .map(|j| {
-                            ConnectToken {
-                                issuer: Issuer::Individual,
-                                scope: vec![format!("GET /v1/apps/{i}-{j}").parse().unwrap()],
-                                lifetime: Lifetime::default(),
-                            }
-                            .sign(signer, SystemTime::now())
-                            .unwrap()
-                            .token
+                            connect_request(Some(format!("GET /v1/apps/{i}-{j}")))
+                                .sign(signer, None, SystemTime::now())
+                                .unwrap()
+                                .token
                         })
                         .collect::<Vec<_>>()
                 })
@@ -70,14 +55,18 @@ fn threads_share_one_token_and_its_session_pool() {
 
     // The cache in front of the token: one signature for the same request.
     let cache = TokenCache::default();
-    let request = ConnectToken {
-        issuer: Issuer::Individual,
-        scope: vec![],
-        lifetime: Lifetime::default(),
-    };
+    let request = connect_request(None);
     let cached: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
-            .map(|_| s.spawn(|| cache.get(&request, &signer).unwrap().token))
+            .map(|_| {
+                s.spawn(|| {
+                    cache
+                        .get(&request, |now| request.sign(&signer, None, now))
+                        .unwrap()
+                        .0
+                        .token
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });

@@ -1,9 +1,7 @@
 //! `token connect` and `token server`: tokens signed by the SoftHSM token, verified
 //! with the .p8's public key; exact headers, claim sets and lifetime rules.
 
-mod common;
-
-use common::{now, verify_jwt, Hsm, ISSUER};
+use crate::common::{now, verify_jwt, Hsm, ISSUER};
 use serde_json::json;
 
 const KEY_ID: &str = "2X9R4HXF34";

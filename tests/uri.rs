@@ -2,9 +2,7 @@
 //! precedence (options and environment over the URI, the URI over defaults), and
 //! `p8hsm modules`.
 
-mod common;
-
-use common::{verify_jwt, Hsm};
+use crate::common::{verify_jwt, Hsm};
 
 /// The URI `keys` prints for the only key on the token.
 fn key_uri(hsm: &Hsm) -> String {

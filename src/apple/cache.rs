@@ -1,29 +1,28 @@
 //! Reusing signed tokens until they near expiry, so the HSM signs only when a new token
 //! is really needed.
 //!
-//! The same request (kind and claims) with the same key gets the same token until less
-//! than a third of its lifetime remains; a token with under a minute left is never
-//! handed out. Concurrent callers asking for the same token wait on one signature.
-//! Only [`AppleToken`]s can be cached: StoreKit signatures carry one-time nonces and
-//! are not `AppleToken`s, so the compiler refuses them:
+//! The same [`TokenRequest`] (kind, claims, lifetime and key) gets the same token until
+//! less than a third of its lifetime remains; a token with under a minute left is never
+//! handed out. Concurrent callers asking for the same token wait on one signature. The
+//! cache keys on `TokenRequest`, so StoreKit signatures — [`SignatureRequest`]s, which
+//! carry one-time nonces — cannot be cached; the compiler refuses them:
 //!
 //! ```compile_fail
 //! # use p8hsm::apple::cache::TokenCache;
-//! # use p8hsm::apple::storekit::StoreKitSignature;
-//! # fn f(cache: &TokenCache, request: &StoreKitSignature, signer: &dyn p8hsm::Es256Signer) {
-//! cache.get(request, signer);
+//! # use p8hsm::apple::SignatureRequest;
+//! # fn f(cache: &TokenCache, request: &SignatureRequest) {
+//! cache.get(request, |_| unimplemented!());
 //! # }
 //! ```
+//!
+//! [`SignatureRequest`]: super::SignatureRequest
 
-use std::any::Any;
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::{unix, AppleToken, SignedToken};
-use crate::{Error, Es256Signer, KeyId};
+use super::{unix, SignedToken, TokenRequest};
+use crate::{lock, Error};
 
 /// A token is never handed out from the cache with fewer seconds than this left.
 pub const MIN_REMAINING: u64 = 60;
@@ -44,32 +43,6 @@ impl Clock for SystemClock {
     }
 }
 
-/// A token request the cache can key on: any [`AppleToken`] that is `Hash + Eq + Clone`
-/// (all of p8hsm's are), usable as a trait object.
-pub trait Cacheable: AppleToken + Send + Sync + 'static {
-    /// Feeds the request (and its type) to `state`.
-    fn cache_hash(&self, state: &mut dyn Hasher);
-    /// Whether `other` is the same request.
-    fn cache_eq(&self, other: &(dyn Any + Send + Sync)) -> bool;
-    /// A copy to keep as the cache's key.
-    fn cache_clone(&self) -> Box<dyn Any + Send + Sync>;
-}
-
-impl<T: AppleToken + Hash + Eq + Clone + Send + Sync + 'static> Cacheable for T {
-    fn cache_hash(&self, mut state: &mut dyn Hasher) {
-        std::any::TypeId::of::<T>().hash(&mut state);
-        self.hash(&mut state);
-    }
-
-    fn cache_eq(&self, other: &(dyn Any + Send + Sync)) -> bool {
-        other.downcast_ref::<T>() == Some(self)
-    }
-
-    fn cache_clone(&self) -> Box<dyn Any + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
 /// Whether a token came from the cache or from a new signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -82,12 +55,19 @@ pub enum Source {
     Stale,
 }
 
-/// One cached request and its latest token; its lock is the single flight.
-struct Entry {
-    request: Box<dyn Any + Send + Sync>,
-    key_id: KeyId,
-    token: Mutex<Option<SignedToken>>,
+impl Source {
+    /// `hit`, `fresh` or `stale`, as the agent's protocol and audit lines say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Hit => "hit",
+            Source::Fresh => "fresh",
+            Source::Stale => "stale",
+        }
+    }
 }
+
+/// One request's latest token; its lock is the single flight.
+type Entry = Arc<Mutex<Option<SignedToken>>>;
 
 /// A cache of signed tokens, safe to share between threads.
 pub struct TokenCache<C: Clock = SystemClock> {
@@ -95,11 +75,9 @@ pub struct TokenCache<C: Clock = SystemClock> {
     entries: Mutex<Entries>,
 }
 
-/// The entries, by hash, and the size at which expired ones are next pruned.
-#[derive(Default)]
+/// The entries, and the size at which expired ones are next pruned.
 struct Entries {
-    by_hash: HashMap<u64, Vec<Arc<Entry>>>,
-    count: usize,
+    by_request: HashMap<TokenRequest, Entry>,
     prune_at: usize,
 }
 
@@ -112,50 +90,39 @@ impl Default for TokenCache<SystemClock> {
 /// Entries kept before expired ones are pruned.
 const PRUNE_ABOVE: usize = 4096;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl<C: Clock> TokenCache<C> {
     /// An empty cache reading `clock`.
     pub fn new(clock: C) -> Self {
         TokenCache {
             clock,
             entries: Mutex::new(Entries {
+                by_request: HashMap::new(),
                 prune_at: PRUNE_ABOVE,
-                ..Entries::default()
             }),
         }
     }
 
-    /// The cached token for `request` signed by `signer`'s key while it is fresh;
-    /// otherwise a new signature, which is cached. Callers asking at once for the same
-    /// token wait for one signature.
-    pub fn get(
-        &self,
-        request: &dyn Cacheable,
-        signer: &dyn Es256Signer,
-    ) -> Result<SignedToken, Error> {
-        self.get_with_source(request, signer)
-            .map(|(token, _)| token)
+    /// The time the cache reads.
+    pub fn now(&self) -> SystemTime {
+        self.clock.now()
     }
 
-    /// [`TokenCache::get`], saying whether the token was a hit, fresh, or — when signing
-    /// failed — a still-valid cached one.
-    pub fn get_with_source(
+    /// The cached token for `request` while it is fresh; otherwise `sign(now)`, whose
+    /// token is cached. Callers asking at once for the same token wait for one
+    /// signature. When signing fails, a cached token with at least [`MIN_REMAINING`]
+    /// seconds left is handed out as [`Source::Stale`].
+    pub fn get(
         &self,
-        request: &dyn Cacheable,
-        signer: &dyn Es256Signer,
+        request: &TokenRequest,
+        sign: impl FnOnce(SystemTime) -> Result<SignedToken, Error>,
     ) -> Result<(SignedToken, Source), Error> {
-        let entry = self.entry(request, signer.key_id());
-        let mut token = lock(&entry.token);
+        let entry = self.entry(request);
+        let mut token = lock(&entry);
         let now = self.clock.now();
         if let Some(cached) = token.as_ref().filter(|t| fresh(t, now)) {
             return Ok((cached.clone(), Source::Hit));
         }
-        match request.sign(signer, now) {
+        match sign(now) {
             Ok(signed) => {
                 *token = Some(signed.clone());
                 Ok((signed, Source::Fresh))
@@ -167,51 +134,35 @@ impl<C: Clock> TokenCache<C> {
         }
     }
 
-    fn entry(&self, request: &dyn Cacheable, key_id: &KeyId) -> Arc<Entry> {
-        let mut hasher = DefaultHasher::new();
-        request.cache_hash(&mut hasher);
-        key_id.hash(&mut hasher);
-        let hash = hasher.finish();
+    fn entry(&self, request: &TokenRequest) -> Entry {
         let mut entries = lock(&self.entries);
-        let same = |e: &&Arc<Entry>| &e.key_id == key_id && request.cache_eq(e.request.as_ref());
-        if let Some(entry) = entries
-            .by_hash
-            .get(&hash)
-            .and_then(|bucket| bucket.iter().find(same))
-        {
+        if let Some(entry) = entries.by_request.get(request) {
             return entry.clone();
         }
-        if entries.count >= entries.prune_at {
+        if entries.by_request.len() >= entries.prune_at {
             self.prune(&mut entries);
             // Pruning again only once the cache has doubled keeps inserts O(1) on average.
-            entries.prune_at = (entries.count * 2).max(PRUNE_ABOVE);
+            entries.prune_at = (entries.by_request.len() * 2).max(PRUNE_ABOVE);
         }
-        let entry = Arc::new(Entry {
-            request: request.cache_clone(),
-            key_id: key_id.clone(),
-            token: Mutex::new(None),
-        });
-        entries.by_hash.entry(hash).or_default().push(entry.clone());
-        entries.count += 1;
+        let entry = Entry::default();
+        entries.by_request.insert(request.clone(), entry.clone());
         entry
     }
 
     /// Drops entries whose tokens have expired and that nobody is signing for.
     fn prune(&self, entries: &mut Entries) {
         let now = unix(self.clock.now()).unwrap_or(0);
-        for bucket in entries.by_hash.values_mut() {
-            bucket.retain(|entry| match entry.token.try_lock() {
+        entries
+            .by_request
+            .retain(|_, entry| match entry.try_lock() {
                 Ok(token) => token.as_ref().is_some_and(|t| t.expires_at > now),
                 Err(_) => true,
             });
-        }
-        entries.by_hash.retain(|_, bucket| !bucket.is_empty());
-        entries.count = entries.by_hash.values().map(Vec::len).sum();
     }
 
     /// How many requests the cache holds.
     pub fn len(&self) -> usize {
-        lock(&self.entries).count
+        lock(&self.entries).by_request.len()
     }
 
     /// Whether the cache holds nothing.
@@ -238,11 +189,12 @@ fn fresh(token: &SignedToken, now: SystemTime) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apple::connect::{ConnectToken, Issuer};
-    use crate::apple::developer::{ProviderService, ProviderToken};
+    use crate::apple::connect::Connect;
+    use crate::apple::developer::Provider;
     use crate::apple::tests::NOW;
-    use crate::apple::Lifetime;
+    use crate::apple::TokenParams;
     use crate::jws::tests::MemorySigner;
+    use crate::{Es256Signer, KeyId};
     use p256::ecdsa::Signature;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::time::{Duration, UNIX_EPOCH};
@@ -297,12 +249,34 @@ mod tests {
         }
     }
 
-    fn connect(ttl: u64, skew: u64, scope: &[&str]) -> ConnectToken {
-        ConnectToken {
-            issuer: Issuer::Individual,
+    fn connect(ttl: u64, skew: u64, scope: &[&str]) -> TokenRequest {
+        connect_by("2X9R4HXF34", ttl, skew, scope)
+    }
+
+    fn connect_by(key_id: &str, ttl: u64, skew: u64, scope: &[&str]) -> TokenRequest {
+        let params = TokenParams::Connect(Connect {
+            issuer: None,
+            individual: true,
             scope: scope.iter().map(|s| s.parse().unwrap()).collect(),
-            lifetime: Lifetime { ttl, skew },
-        }
+        });
+        TokenRequest::new(key_id.parse().unwrap(), params, Some(ttl), Some(skew)).unwrap()
+    }
+
+    /// The cache's answer, signing with `signer` on a miss.
+    fn get_with_source<C: Clock>(
+        cache: &TokenCache<C>,
+        request: &TokenRequest,
+        signer: &dyn Es256Signer,
+    ) -> Result<(SignedToken, Source), Error> {
+        cache.get(request, |now| request.sign(signer, None, now))
+    }
+
+    fn get<C: Clock>(
+        cache: &TokenCache<C>,
+        request: &TokenRequest,
+        signer: &dyn Es256Signer,
+    ) -> Result<SignedToken, Error> {
+        get_with_source(cache, request, signer).map(|(t, _)| t)
     }
 
     #[test]
@@ -311,13 +285,13 @@ mod tests {
         let cache = TokenCache::new(clock.clone());
         let signer = Counting::new(Duration::ZERO);
         let request = connect(600, 60, &[]); // lifetime 660 s: refresh below 220 s left
-        let first = cache.get(&request, &signer).unwrap();
-        assert_eq!(cache.get(&request, &signer).unwrap().token, first.token);
+        let first = get(&cache, &request, &signer).unwrap();
+        assert_eq!(get(&cache, &request, &signer).unwrap().token, first.token);
         clock.set(NOW + 380); // 220 s left
-        assert_eq!(cache.get(&request, &signer).unwrap().token, first.token);
+        assert_eq!(get(&cache, &request, &signer).unwrap().token, first.token);
         assert_eq!(signer.count(), 1);
         clock.set(NOW + 381); // 219 s left
-        let second = cache.get(&request, &signer).unwrap();
+        let second = get(&cache, &request, &signer).unwrap();
         assert_ne!(second.token, first.token);
         assert_eq!(second.issued_at, NOW + 381 - 60);
         assert_eq!(signer.count(), 2);
@@ -329,12 +303,12 @@ mod tests {
         let cache = TokenCache::new(clock.clone());
         let signer = Counting::new(Duration::ZERO);
         let request = connect(100, 0, &[]); // a third would be 33 s; the minute rule wins
-        cache.get(&request, &signer).unwrap();
+        get(&cache, &request, &signer).unwrap();
         clock.set(NOW + 40); // 60 s left
-        cache.get(&request, &signer).unwrap();
+        get(&cache, &request, &signer).unwrap();
         assert_eq!(signer.count(), 1);
         clock.set(NOW + 41); // 59 s left
-        let refreshed = cache.get(&request, &signer).unwrap();
+        let refreshed = get(&cache, &request, &signer).unwrap();
         assert_eq!(signer.count(), 2);
         assert_eq!(refreshed.expires_at, NOW + 41 + 100);
     }
@@ -343,21 +317,19 @@ mod tests {
     fn different_claims_kinds_or_keys_get_their_own_tokens() {
         let cache = TokenCache::new(FakeClock::at(NOW));
         let signer = Counting::new(Duration::ZERO);
-        let a = cache
-            .get(&connect(600, 60, &["GET /v1/apps"]), &signer)
-            .unwrap();
-        let b = cache
-            .get(&connect(600, 60, &["GET /v1/builds"]), &signer)
-            .unwrap();
-        let c = cache
-            .get(&connect(300, 60, &["GET /v1/apps"]), &signer)
-            .unwrap();
-        let apns = ProviderToken {
-            service: ProviderService::Apns,
-            team_id: "A1B2C3D4E5".parse().unwrap(),
-            skew: 0,
-        };
-        let d = cache.get(&apns, &signer).unwrap();
+        let a = get(&cache, &connect(600, 60, &["GET /v1/apps"]), &signer).unwrap();
+        let b = get(&cache, &connect(600, 60, &["GET /v1/builds"]), &signer).unwrap();
+        let c = get(&cache, &connect(300, 60, &["GET /v1/apps"]), &signer).unwrap();
+        let apns = TokenRequest::new(
+            "2X9R4HXF34".parse().unwrap(),
+            TokenParams::Apns(Provider {
+                team_id: Some("A1B2C3D4E5".parse().unwrap()),
+            }),
+            None,
+            Some(0),
+        )
+        .unwrap();
+        let d = get(&cache, &apns, &signer).unwrap();
         assert_eq!(signer.count(), 4);
         let tokens = [&a.token, &b.token, &c.token, &d.token];
         for (i, x) in tokens.iter().enumerate() {
@@ -369,12 +341,15 @@ mod tests {
             key: p256::ecdsa::SigningKey::from_slice(&[0x22; 32]).unwrap(),
             kid: "ZZZZZZZZZ1".parse().unwrap(),
         };
-        let e = cache
-            .get(&connect(600, 60, &["GET /v1/apps"]), &other_key)
-            .unwrap();
+        let e = get(
+            &cache,
+            &connect_by("ZZZZZZZZZ1", 600, 60, &["GET /v1/apps"]),
+            &other_key,
+        )
+        .unwrap();
         assert!(e.token.contains('.') && e.key_id.as_str() == "ZZZZZZZZZ1");
         assert_eq!(cache.len(), 5);
-        assert_eq!(cache.get(&apns, &signer).unwrap().token, d.token);
+        assert_eq!(get(&cache, &apns, &signer).unwrap().token, d.token);
         assert_eq!(signer.count(), 4);
     }
 
@@ -385,7 +360,7 @@ mod tests {
         let request = connect(600, 60, &[]);
         let tokens: Vec<String> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| cache.get(&request, &signer).unwrap().token))
+                .map(|_| s.spawn(|| get(&cache, &request, &signer).unwrap().token))
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
@@ -417,15 +392,15 @@ mod tests {
             down: false.into(),
         };
         let request = connect(600, 60, &[]); // exp = NOW + 600
-        let first = cache.get(&request, &signer).unwrap();
+        let first = get(&cache, &request, &signer).unwrap();
         signer.down.store(true, Ordering::SeqCst);
         clock.set(NOW + 500); // past the refresh margin, 100 s left
-        let (served, source) = cache.get_with_source(&request, &signer).unwrap();
+        let (served, source) = get_with_source(&cache, &request, &signer).unwrap();
         assert_eq!((served.token, source), (first.token, Source::Stale));
         clock.set(NOW + 541); // 59 s left: never handed out
-        assert!(cache.get(&request, &signer).is_err());
+        assert!(get(&cache, &request, &signer).is_err());
         signer.down.store(false, Ordering::SeqCst);
-        let (_, source) = cache.get_with_source(&request, &signer).unwrap();
+        let (_, source) = get_with_source(&cache, &request, &signer).unwrap();
         assert_eq!(source, Source::Fresh);
     }
 
@@ -443,9 +418,9 @@ mod tests {
         }
         let cache = TokenCache::new(FakeClock::at(NOW));
         let request = connect(600, 60, &[]);
-        assert!(cache.get(&request, &Failing).is_err());
+        assert!(get(&cache, &request, &Failing).is_err());
         let signer = Counting::new(Duration::ZERO);
-        cache.get(&request, &signer).unwrap();
+        get(&cache, &request, &signer).unwrap();
         assert_eq!(signer.count(), 1);
     }
 }

@@ -3,8 +3,6 @@
 //! the signature, the public key.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -15,98 +13,29 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::connect::{self, Scope};
-use super::developer::{MAX_DEVELOPER_LIFETIME, PROVIDER_TOKEN_VALIDITY};
+use super::spec::{IssuerShape, JwtShape, LifetimeRule};
 use super::storekit::{
     AUD_ADVANCED_COMMERCE, AUD_INTRODUCTORY_OFFER_ELIGIBILITY, AUD_PROMOTIONAL_OFFER,
 };
-use super::{server, AUD_APP_STORE_CONNECT, AUD_ENTERPRISE, AUD_SIGN_IN_WITH_APPLE};
+use super::{Kind, AUD_APP_STORE_CONNECT, AUD_ENTERPRISE, AUD_SIGN_IN_WITH_APPLE};
 use crate::ids::printable;
 use crate::{Error, IssuerId, KeyId, TeamId};
 
-/// The token kinds `check` knows, named as the `token` and `sign` commands name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// App Store Connect API.
-    Connect,
-    /// App Store Server API.
-    Server,
-    /// External Purchase Server API.
-    ExternalPurchase,
-    /// Advanced Commerce API server calls.
-    AdvancedCommerce,
-    /// Retention Messaging API.
-    RetentionMessaging,
-    /// Enterprise Program API.
-    Enterprise,
-    /// APNs provider token.
-    Apns,
-    /// DeviceCheck server token.
-    Devicecheck,
-    /// Sign in with Apple client secret.
-    SignInWithApple,
-    /// MusicKit developer token.
-    Musickit,
-    /// WeatherKit token.
-    Weatherkit,
-    /// MapKit token.
-    Mapkit,
-    /// StoreKit promotional offer (V2) JWS.
-    PromoOffer,
-    /// StoreKit introductory-offer eligibility JWS.
-    IntroOfferEligibility,
-    /// StoreKit Advanced Commerce in-app request JWS.
-    AdvancedCommerceRequest,
+/// The kinds `check` knows: every kind whose result is a JWT.
+pub fn kinds() -> impl Iterator<Item = Kind> {
+    Kind::ALL.iter().copied().filter(|k| k.spec().jwt.is_some())
 }
 
-const KINDS: [(Kind, &str); 15] = [
-    (Kind::Connect, "connect"),
-    (Kind::Server, "server"),
-    (Kind::ExternalPurchase, "external-purchase"),
-    (Kind::AdvancedCommerce, "advanced-commerce"),
-    (Kind::RetentionMessaging, "retention-messaging"),
-    (Kind::Enterprise, "enterprise"),
-    (Kind::Apns, "apns"),
-    (Kind::Devicecheck, "devicecheck"),
-    (Kind::SignInWithApple, "sign-in-with-apple"),
-    (Kind::Musickit, "musickit"),
-    (Kind::Weatherkit, "weatherkit"),
-    (Kind::Mapkit, "mapkit"),
-    (Kind::PromoOffer, "promo-offer"),
-    (Kind::IntroOfferEligibility, "intro-offer-eligibility"),
-    (Kind::AdvancedCommerceRequest, "advanced-commerce-request"),
-];
-
-impl Kind {
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        KINDS
-            .iter()
-            .find(|(k, _)| *k == self)
-            .map_or("", |(_, n)| n)
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Kind {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        KINDS
-            .iter()
-            .find(|(_, n)| *n == s)
-            .map(|(k, _)| *k)
-            .ok_or_else(|| Error::InvalidId {
-                what: "token kind",
-                value: printable(s),
-                rule: "use a `p8hsm token` or `p8hsm sign` kind, e.g. connect, server, apns, promo-offer",
-            })
-    }
+/// The JWT kind named `name` (`--kind`).
+pub fn kind(name: &str) -> Result<Kind, Error> {
+    kinds()
+        .find(|k| k.name() == name)
+        .ok_or_else(|| Error::InvalidId {
+            what: "token kind",
+            value: printable(name),
+            rule: "use a `p8hsm token` or `p8hsm sign` kind whose result is a JWT, e.g. connect, \
+               server, apns, promo-offer",
+        })
 }
 
 /// One reason Apple would reject the token.
@@ -133,146 +62,20 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
-/// Which header and claims a kind has.
-struct Shape {
-    typ: bool,
-    aud: Option<&'static str>,
-    required: &'static [&'static str],
-    optional: &'static [&'static str],
-    /// The most `exp - iat` may be; `None` where Apple documents no limit.
-    limit: Option<u64>,
-    /// `iss` is an issuer ID (UUID) rather than a Team ID.
-    issuer_id: bool,
-}
-
-fn shape(kind: Kind) -> Shape {
-    const SERVER: &[&str] = &["iss", "iat", "exp", "aud", "bid"];
-    const STOREKIT: [&str; 5] = ["iss", "iat", "aud", "bid", "nonce"];
-    let server = Shape {
-        typ: true,
-        aud: Some(AUD_APP_STORE_CONNECT),
-        required: SERVER,
+fn shape(kind: Kind) -> JwtShape {
+    // `check` is only ever given JWT kinds (see [`kinds`]).
+    kind.spec().jwt.unwrap_or(JwtShape {
+        typ: false,
+        aud: None,
+        required: &[],
         optional: &[],
-        limit: Some(server::MAX_LIFETIME),
-        issuer_id: true,
-    };
-    match kind {
-        Kind::Connect => Shape {
-            typ: true,
-            aud: Some(AUD_APP_STORE_CONNECT),
-            required: &["iat", "exp", "aud"],
-            optional: &["iss", "sub", "scope"],
-            limit: Some(connect::MAX_LIFETIME),
-            issuer_id: true,
-        },
-        Kind::Server
-        | Kind::ExternalPurchase
-        | Kind::AdvancedCommerce
-        | Kind::RetentionMessaging => server,
-        Kind::Enterprise => Shape {
-            typ: true,
-            aud: Some(AUD_ENTERPRISE),
-            required: &["iss", "iat", "exp", "aud"],
-            optional: &["scope"],
-            limit: Some(connect::MAX_ENTERPRISE_LIFETIME),
-            issuer_id: true,
-        },
-        Kind::Apns | Kind::Devicecheck => Shape {
-            typ: false,
-            aud: None,
-            required: &["iss", "iat"],
-            optional: &[],
-            limit: None,
-            issuer_id: false,
-        },
-        Kind::SignInWithApple => Shape {
-            typ: false,
-            aud: Some(AUD_SIGN_IN_WITH_APPLE),
-            required: &["iss", "iat", "exp", "aud", "sub"],
-            optional: &[],
-            limit: Some(MAX_DEVELOPER_LIFETIME),
-            issuer_id: false,
-        },
-        Kind::Musickit => Shape {
-            typ: false,
-            aud: None,
-            required: &["iss", "iat", "exp"],
-            optional: &["origin"],
-            limit: Some(MAX_DEVELOPER_LIFETIME),
-            issuer_id: false,
-        },
-        Kind::Weatherkit => Shape {
-            typ: false,
-            aud: None,
-            required: &["iss", "iat", "exp", "sub"],
-            optional: &[],
-            limit: None,
-            issuer_id: false,
-        },
-        Kind::Mapkit => Shape {
-            typ: false,
-            aud: None,
-            required: &["iss", "iat", "exp"],
-            optional: &["origin", "scope"],
-            limit: None,
-            issuer_id: false,
-        },
-        Kind::PromoOffer => Shape {
-            typ: true,
-            aud: Some(AUD_PROMOTIONAL_OFFER),
-            required: &[
-                STOREKIT[0],
-                STOREKIT[1],
-                STOREKIT[2],
-                STOREKIT[3],
-                STOREKIT[4],
-                "productId",
-                "offerIdentifier",
-            ],
-            optional: &["transactionId"],
-            limit: None,
-            issuer_id: true,
-        },
-        Kind::IntroOfferEligibility => Shape {
-            typ: true,
-            aud: Some(AUD_INTRODUCTORY_OFFER_ELIGIBILITY),
-            required: &[
-                STOREKIT[0],
-                STOREKIT[1],
-                STOREKIT[2],
-                STOREKIT[3],
-                STOREKIT[4],
-                "productId",
-                "allowIntroductoryOffer",
-                "transactionId",
-            ],
-            optional: &[],
-            limit: None,
-            issuer_id: true,
-        },
-        Kind::AdvancedCommerceRequest => Shape {
-            typ: true,
-            aud: Some(AUD_ADVANCED_COMMERCE),
-            required: &[
-                STOREKIT[0],
-                STOREKIT[1],
-                STOREKIT[2],
-                STOREKIT[3],
-                STOREKIT[4],
-                "request",
-            ],
-            optional: &[],
-            limit: None,
-            issuer_id: true,
-        },
-    }
+        issuer: IssuerShape::TeamId,
+        limit: None,
+    })
 }
 
 fn is_storekit(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::PromoOffer | Kind::IntroOfferEligibility | Kind::AdvancedCommerceRequest
-    )
+    kind.spec().lifetime == LifetimeRule::Instant
 }
 
 /// Times above this are milliseconds, not seconds (year 5138 in seconds).
@@ -478,11 +281,14 @@ fn check_times(report: &mut Report, claims: &Map<String, Value>, kind: Option<Ki
         report.find("expired", format!("exp passed {} s ago", now - exp));
     }
     let Some(kind) = kind else { return };
-    if matches!(kind, Kind::Apns | Kind::Devicecheck) {
-        if let Some(iat) = iat.filter(|iat| now - iat > PROVIDER_TOKEN_VALIDITY as i64) {
+    if let LifetimeRule::Provider { validity } = kind.spec().lifetime {
+        if let Some(iat) = iat.filter(|iat| now - iat > validity as i64) {
             report.find(
                 "expired",
-                format!("iat is {} s old; Apple accepts provider tokens for {PROVIDER_TOKEN_VALIDITY} s", now - iat),
+                format!(
+                    "iat is {} s old; Apple accepts provider tokens for {validity} s",
+                    now - iat
+                ),
             );
         }
     }
@@ -556,18 +362,14 @@ fn check_claims(
         }
     }
     if let Some(iss) = claims.get("iss") {
-        let ok = iss.as_str().is_some_and(|s| {
-            if shape.issuer_id {
-                s.parse::<IssuerId>().is_ok()
-            } else {
-                s.parse::<TeamId>().is_ok()
-            }
+        let ok = iss.as_str().is_some_and(|s| match shape.issuer {
+            IssuerShape::IssuerId => s.parse::<IssuerId>().is_ok(),
+            IssuerShape::TeamId => s.parse::<TeamId>().is_ok(),
         });
         if !ok {
-            let want = if shape.issuer_id {
-                "an issuer ID (UUID)"
-            } else {
-                "a Team ID"
+            let want = match shape.issuer {
+                IssuerShape::IssuerId => "an issuer ID (UUID)",
+                IssuerShape::TeamId => "a Team ID",
             };
             report.find("iss", format!("iss {iss} is not {want}"));
         }
@@ -699,9 +501,9 @@ fn is_string_array(value: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apple::connect::{ConnectToken, Issuer};
-    use crate::apple::tests::{now, NOW};
-    use crate::apple::{AppleToken, Lifetime};
+    use crate::apple::connect::Connect;
+    use crate::apple::tests::{now, request, NOW};
+    use crate::apple::TokenParams;
     use crate::jws;
     use crate::jws::tests::MemorySigner;
     use p256::ecdsa::SigningKey;
@@ -730,13 +532,13 @@ mod tests {
 
     #[test]
     fn a_token_p8hsm_signs_is_clean_and_verifies() {
-        let signed = ConnectToken {
-            issuer: Issuer::Team(ISS.parse().unwrap()),
-            scope: vec![],
-            lifetime: Lifetime::default(),
-        }
-        .sign(&MemorySigner::new(), now())
-        .unwrap();
+        let params = TokenParams::Connect(Connect {
+            issuer: Some(ISS.parse().unwrap()),
+            ..Connect::default()
+        });
+        let signed = request(params, None, None)
+            .sign(&MemorySigner::new(), None, now())
+            .unwrap();
         let report = check(&signed.token, None, NOW);
         assert_eq!(report.kind, Some(Kind::Connect));
         assert!(report.findings.is_empty(), "{:?}", report.findings);
@@ -959,14 +761,14 @@ mod tests {
 
     #[test]
     fn a_der_signature_is_named_as_such() {
-        let good = ConnectToken {
-            issuer: Issuer::Individual,
-            scope: vec![],
-            lifetime: Lifetime::default(),
-        }
-        .sign(&MemorySigner::new(), now())
-        .unwrap()
-        .token;
+        let params = TokenParams::Connect(Connect {
+            individual: true,
+            ..Connect::default()
+        });
+        let good = request(params, None, None)
+            .sign(&MemorySigner::new(), None, now())
+            .unwrap()
+            .token;
         let (input, sig) = good.rsplit_once('.').unwrap();
         let sig = Signature::from_slice(&URL_SAFE_NO_PAD.decode(sig).unwrap()).unwrap();
         let der = format!(

@@ -1,14 +1,16 @@
 //! App Store Connect API tokens (team and individual keys) and Enterprise Program API
 //! tokens.
 
-use std::time::SystemTime;
-
 use serde::{Deserialize, Serialize};
 
-use super::{
-    sign_jwt, AppleToken, HeaderStyle, Lifetime, SignedToken, Times, AUD_APP_STORE_CONNECT,
-    AUD_ENTERPRISE,
+use super::metadata::KeyKind;
+use super::spec::{
+    check, is_false, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind,
+    Value,
 };
+#[cfg(test)]
+use super::TokenRequest;
+use super::{sign_jwt, HeaderStyle, SignedToken, Times, AUD_APP_STORE_CONNECT, AUD_ENTERPRISE};
 use crate::ids::printable;
 use crate::{Error, Es256Signer, IssuerId};
 
@@ -40,15 +42,6 @@ pub const LONG_LIVED_RESOURCES: &[&str] = &[
     "ciWorkflows",
     "ciXcodeVersions",
 ];
-
-/// Who the token speaks for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Issuer {
-    /// A team key: `iss` is the team's issuer ID.
-    Team(IssuerId),
-    /// An individual key: `sub` is `"user"` and there is no `iss`.
-    Individual,
-}
 
 /// One entry of a token's `scope`: `METHOD /path[?query]`, e.g. `GET /v1/apps`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -125,16 +118,101 @@ impl std::str::FromStr for Scope {
     }
 }
 
+const ISSUER: Field = Field {
+    name: "issuer",
+    help: "Issuer ID (a UUID) [default: recorded with the key]",
+    value: Value::Text {
+        placeholder: "UUID",
+        check: check::<IssuerId>,
+    },
+    required: false,
+};
+
+const SCOPE: Field = Field {
+    name: "scope",
+    help: "Limit the token to a request, e.g. \"GET /v1/apps\" (repeatable); a token living \
+           over 20 minutes needs scopes that are all GETs on resources allowing long-lived \
+           tokens",
+    value: Value::List {
+        placeholder: "\"METHOD /path\"",
+        check: check::<Scope>,
+    },
+    required: false,
+};
+
+/// `token connect`: App Store Connect API tokens.
+pub const CONNECT: Spec = Spec {
+    name: "connect",
+    family: Family::Token,
+    about: "App Store Connect API (team or individual key)",
+    api: "App Store Connect API",
+    key_kinds: &[KeyKind::Connect, KeyKind::ConnectIndividual],
+    lifetime: LifetimeRule::Exp {
+        default_ttl: 600,
+        max: MAX_LIFETIME,
+    },
+    cacheable: true,
+    fields: &[
+        Field {
+            help: "Issuer ID of a team key (a UUID) [default: recorded with the key]",
+            ..ISSUER
+        },
+        Field {
+            name: "individual",
+            help: "The key is an individual key: the token carries sub \"user\" instead of iss",
+            value: Value::Flag,
+            required: false,
+        },
+        SCOPE,
+    ],
+    jwt: Some(JwtShape {
+        typ: true,
+        aud: Some(AUD_APP_STORE_CONNECT),
+        required: &["iat", "exp", "aud"],
+        optional: &["iss", "sub", "scope"],
+        issuer: IssuerShape::IssuerId,
+        limit: Some(MAX_LIFETIME),
+    }),
+};
+
+/// `token enterprise`: Enterprise Program API tokens.
+pub const ENTERPRISE: Spec = Spec {
+    name: "enterprise",
+    family: Family::Token,
+    about: "Enterprise Program API",
+    api: "Enterprise Program API",
+    key_kinds: &[KeyKind::Enterprise],
+    lifetime: LifetimeRule::Exp {
+        default_ttl: 600,
+        max: MAX_ENTERPRISE_LIFETIME,
+    },
+    cacheable: true,
+    fields: &[ISSUER, SCOPE],
+    jwt: Some(JwtShape {
+        typ: true,
+        aud: Some(AUD_ENTERPRISE),
+        required: &["iss", "iat", "exp", "aud"],
+        optional: &["scope"],
+        issuer: IssuerShape::IssuerId,
+        limit: Some(MAX_ENTERPRISE_LIFETIME),
+    }),
+};
+
 /// An App Store Connect API token request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ConnectToken {
-    /// Team issuer ID or individual key.
-    pub issuer: Issuer,
-    /// Optional scope: the requests the token is good for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Connect {
+    /// A team key's issuer ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerId>,
+    /// An individual key: `sub` is `"user"` and there is no `iss`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub individual: bool,
+    /// Optional scope: the requests the token is good for. A token living over
+    /// [`MAX_LIFETIME`] (up to [`MAX_LONG_LIVED_LIFETIME`]) needs every entry to be a GET
+    /// on a [`LONG_LIVED_RESOURCES`] resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<Scope>,
-    /// Lifetime; `exp - iat` at most [`MAX_LIFETIME`], or [`MAX_LONG_LIVED_LIFETIME`]
-    /// when every scope entry is a GET on a [`LONG_LIVED_RESOURCES`] resource.
-    pub lifetime: Lifetime,
 }
 
 #[derive(Serialize)]
@@ -150,13 +228,22 @@ struct ConnectClaims<'a> {
     scope: &'a [Scope],
 }
 
-const CONNECT_API: &str = "App Store Connect API";
+impl TokenKind for Connect {
+    fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
+        if self.individual && self.issuer.is_some() {
+            return Err(Error::NotApplicable {
+                reason: "--individual and --issuer exclude each other: an individual key's \
+                         tokens carry sub \"user\", not iss"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
 
-impl AppleToken for ConnectToken {
-    fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        let lifetime = self.lifetime.ttl.saturating_add(self.lifetime.skew);
+    fn times(&self, cx: &Context<'_>) -> Result<Times, Error> {
+        let lifetime = cx.lifetime.ttl.saturating_add(cx.lifetime.skew);
         if lifetime <= MAX_LIFETIME || self.scope.is_empty() {
-            return self.lifetime.times(now, CONNECT_API, MAX_LIFETIME);
+            return cx.times();
         }
         if let Some((scope, reason)) = self
             .scope
@@ -168,22 +255,40 @@ impl AppleToken for ConnectToken {
                 reason,
             });
         }
-        self.lifetime.times(
-            now,
+        cx.lifetime.times(
+            cx.now,
             "long-lived App Store Connect API",
             MAX_LONG_LIVED_LIFETIME,
         )
     }
 
-    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
-        let times = self.times(now)?;
-        let (iss, sub) = match &self.issuer {
-            Issuer::Team(id) => (Some(id), None),
-            Issuer::Individual => (None, Some("user")),
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+        let times = self.times(cx)?;
+        let individual = match cx.meta.map(|m| m.kind) {
+            Some(KeyKind::ConnectIndividual) if self.issuer.is_some() => {
+                return Err(Error::InvalidMetadata(format!(
+                    "key {} is recorded as an individual key: its tokens carry sub \"user\", \
+                     not --issuer",
+                    cx.key_id
+                )))
+            }
+            Some(KeyKind::Connect) if self.individual => {
+                return Err(Error::InvalidMetadata(format!(
+                    "key {} is recorded as a team key: drop --individual",
+                    cx.key_id
+                )))
+            }
+            Some(kind) => kind == KeyKind::ConnectIndividual,
+            None => self.individual,
+        };
+        let issuer = if individual {
+            None
+        } else {
+            Some(cx.issuer(self.issuer.as_ref())?)
         };
         let claims = ConnectClaims {
-            iss,
-            sub,
+            iss: issuer.as_ref(),
+            sub: individual.then_some("user"),
             iat: times.iat,
             exp: times.exp,
             aud: AUD_APP_STORE_CONNECT,
@@ -194,14 +299,15 @@ impl AppleToken for ConnectToken {
 }
 
 /// An Enterprise Program API token request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EnterpriseToken {
-    /// The issuer ID.
-    pub issuer: IssuerId,
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enterprise {
+    /// The issuer ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerId>,
     /// Optional scope.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scope: Vec<Scope>,
-    /// Lifetime; `exp - iat` at most [`MAX_ENTERPRISE_LIFETIME`].
-    pub lifetime: Lifetime,
 }
 
 #[derive(Serialize)]
@@ -214,16 +320,12 @@ struct EnterpriseClaims<'a> {
     scope: &'a [Scope],
 }
 
-impl AppleToken for EnterpriseToken {
-    fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        self.lifetime
-            .times(now, "Enterprise Program API", MAX_ENTERPRISE_LIFETIME)
-    }
-
-    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
-        let times = self.times(now)?;
+impl TokenKind for Enterprise {
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+        let times = self.times(cx)?;
+        let issuer = cx.issuer(self.issuer.as_ref())?;
         let claims = EnterpriseClaims {
-            iss: &self.issuer,
+            iss: &issuer,
             iat: times.iat,
             exp: times.exp,
             aud: AUD_ENTERPRISE,
@@ -236,17 +338,33 @@ impl AppleToken for EnterpriseToken {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apple::tests::{now, parts, NOW};
+    use crate::apple::tests::{now, parts, request, NOW};
+    use crate::apple::TokenParams;
     use crate::jws::tests::MemorySigner;
+
+    const ISS: &str = "57246542-96fe-1a63-e053-0824d011072a";
+
+    fn connect(issuer: Option<&str>, scope: &[&str]) -> TokenParams {
+        TokenParams::Connect(Connect {
+            issuer: issuer.map(|i| i.parse().unwrap()),
+            individual: issuer.is_none(),
+            scope: scope.iter().map(|s| s.parse().unwrap()).collect(),
+        })
+    }
+
+    fn sign(params: TokenParams, ttl: Option<u64>, skew: Option<u64>) -> SignedToken {
+        request(params, ttl, skew)
+            .sign(&MemorySigner::new(), None, now())
+            .unwrap()
+    }
 
     #[test]
     fn team_token_has_apples_documented_shape() {
-        let request = ConnectToken {
-            issuer: Issuer::Team("57246542-96fe-1a63-e053-0824d011072a".parse().unwrap()),
-            scope: vec!["GET /v1/apps?filter[platform]=IOS".parse().unwrap()],
-            lifetime: Lifetime::default(),
-        };
-        let signed = request.sign(&MemorySigner::new(), now()).unwrap();
+        let signed = sign(
+            connect(Some(ISS), &["GET /v1/apps?filter[platform]=IOS"]),
+            None,
+            None,
+        );
         let (header, claims) = parts(&signed.token);
         assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
         assert_eq!(
@@ -262,12 +380,8 @@ mod tests {
 
     #[test]
     fn individual_token_has_sub_user_and_no_iss_or_empty_scope() {
-        let request = ConnectToken {
-            issuer: Issuer::Individual,
-            scope: vec![],
-            lifetime: Lifetime { ttl: 300, skew: 0 },
-        };
-        let (_, claims) = parts(&request.sign(&MemorySigner::new(), now()).unwrap().token);
+        let signed = sign(connect(None, &[]), Some(300), Some(0));
+        let (_, claims) = parts(&signed.token);
         assert_eq!(
             claims,
             format!(
@@ -278,15 +392,29 @@ mod tests {
     }
 
     #[test]
-    fn lifetime_limit_is_twenty_minutes_including_the_backdate() {
-        let token = |ttl| ConnectToken {
-            issuer: Issuer::Individual,
+    fn an_individual_request_with_an_issuer_is_refused() {
+        let params = TokenParams::Connect(Connect {
+            issuer: Some(ISS.parse().unwrap()),
+            individual: true,
             scope: vec![],
-            lifetime: Lifetime { ttl, skew: 60 },
+        });
+        let err = TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, None, None).unwrap_err();
+        assert!(matches!(err, Error::NotApplicable { .. }), "{err}");
+    }
+
+    #[test]
+    fn lifetime_limit_is_twenty_minutes_including_the_backdate() {
+        let new = |ttl| {
+            TokenRequest::new(
+                "2X9R4HXF34".parse().unwrap(),
+                connect(None, &[]),
+                Some(ttl),
+                Some(60),
+            )
         };
-        assert!(token(1140).sign(&MemorySigner::new(), now()).is_ok());
+        assert!(new(1140).is_ok());
         assert!(matches!(
-            token(1141).sign(&MemorySigner::new(), now()),
+            new(1141),
             Err(Error::LifetimeTooLong { limit: 1200, .. })
         ));
     }
@@ -307,11 +435,12 @@ mod tests {
     }
 
     fn long_lived(scope: &[&str], ttl: u64) -> Result<Times, Error> {
-        ConnectToken {
-            issuer: Issuer::Individual,
-            scope: scope.iter().map(|s| s.parse().unwrap()).collect(),
-            lifetime: Lifetime { ttl, skew: 60 },
-        }
+        TokenRequest::new(
+            "2X9R4HXF34".parse().unwrap(),
+            connect(None, scope),
+            Some(ttl),
+            Some(60),
+        )?
         .times(now())
     }
 
@@ -353,17 +482,13 @@ mod tests {
 
     #[test]
     fn enterprise_token_has_its_own_aud_and_no_long_lived_exception() {
-        let request = |ttl| EnterpriseToken {
-            issuer: "57246542-96fe-1a63-e053-0824d011072a".parse().unwrap(),
-            scope: vec![],
-            lifetime: Lifetime { ttl, skew: 60 },
+        let params = || {
+            TokenParams::Enterprise(Enterprise {
+                issuer: Some(ISS.parse().unwrap()),
+                scope: vec![],
+            })
         };
-        let (header, claims) = parts(
-            &request(600)
-                .sign(&MemorySigner::new(), now())
-                .unwrap()
-                .token,
-        );
+        let (header, claims) = parts(&sign(params(), Some(600), Some(60)).token);
         assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
         assert_eq!(
             claims,
@@ -374,7 +499,12 @@ mod tests {
             )
         );
         assert!(matches!(
-            request(1141).times(now()),
+            TokenRequest::new(
+                "2X9R4HXF34".parse().unwrap(),
+                params(),
+                Some(1141),
+                Some(60)
+            ),
             Err(Error::LifetimeTooLong { limit: 1200, .. })
         ));
     }

@@ -2,13 +2,14 @@
 //! Apple client secrets, MusicKit, WeatherKit and MapKit tokens. Their issuer is the
 //! Team ID.
 
-use std::time::SystemTime;
+use serde::{Deserialize, Serialize};
 
-use serde::Serialize;
-
-use super::{
-    sign_jwt, unix, AppleToken, HeaderStyle, Lifetime, SignedToken, Times, AUD_SIGN_IN_WITH_APPLE,
+use super::metadata::KeyKind;
+use super::spec::{
+    check, is_false, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind,
+    Value,
 };
+use super::{sign_jwt, HeaderStyle, SignedToken, AUD_SIGN_IN_WITH_APPLE};
 use crate::{ClientId, Error, Es256Signer, Origin, ServiceId, TeamId};
 
 /// How long APNs and DeviceCheck accept a provider token after its `iat`.
@@ -17,25 +18,203 @@ pub const PROVIDER_TOKEN_VALIDITY: u64 = 60 * 60;
 /// months). WeatherKit and MapKit document no limit; p8hsm holds them to the same.
 pub const MAX_DEVELOPER_LIFETIME: u64 = 15_777_000;
 
-/// Which service a provider token (`iss` + `iat`, no `exp`) is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProviderService {
-    /// Apple Push Notification service.
-    Apns,
-    /// DeviceCheck and App Attest.
-    DeviceCheck,
+const TEAM_ID: Field = Field {
+    name: "team_id",
+    help: "Team ID (claim iss) [default: recorded with the key]",
+    value: Value::Text {
+        placeholder: "ID",
+        check: check::<TeamId>,
+    },
+    required: false,
+};
+
+const DEVELOPER: &[KeyKind] = &[KeyKind::Developer];
+
+/// A JWT shape without `typ`, with a Team ID as `iss`.
+const fn plain(
+    aud: Option<&'static str>,
+    required: &'static [&'static str],
+    optional: &'static [&'static str],
+    limit: Option<u64>,
+) -> Option<JwtShape> {
+    Some(JwtShape {
+        typ: false,
+        aud,
+        required,
+        optional,
+        issuer: IssuerShape::TeamId,
+        limit,
+    })
 }
+
+const fn provider(name: &'static str, about: &'static str, api: &'static str) -> Spec {
+    Spec {
+        name,
+        family: Family::Token,
+        about,
+        api,
+        key_kinds: DEVELOPER,
+        lifetime: LifetimeRule::Provider {
+            validity: PROVIDER_TOKEN_VALIDITY,
+        },
+        cacheable: true,
+        fields: &[TEAM_ID],
+        jwt: plain(None, &["iss", "iat"], &[], None),
+    }
+}
+
+/// `token apns`.
+pub const APNS: Spec = provider(
+    "apns",
+    "APNs provider token (no exp; Apple accepts it for an hour)",
+    "APNs provider",
+);
+/// `token devicecheck`.
+pub const DEVICECHECK: Spec = provider(
+    "devicecheck",
+    "DeviceCheck / App Attest server token (no exp; accepted for an hour)",
+    "DeviceCheck",
+);
+
+/// `token sign-in-with-apple`.
+pub const SIGN_IN_WITH_APPLE: Spec = Spec {
+    name: "sign-in-with-apple",
+    family: Family::Token,
+    about: "Sign in with Apple client secret",
+    api: "Sign in with Apple client secret",
+    key_kinds: DEVELOPER,
+    lifetime: LifetimeRule::Exp {
+        default_ttl: 3600,
+        max: MAX_DEVELOPER_LIFETIME,
+    },
+    cacheable: true,
+    fields: &[
+        TEAM_ID,
+        Field {
+            name: "client_id",
+            help: "Client ID (claim sub): the App ID or Services ID, case-sensitive",
+            value: Value::Text {
+                placeholder: "ID",
+                check: check::<ClientId>,
+            },
+            required: true,
+        },
+    ],
+    jwt: plain(
+        Some(AUD_SIGN_IN_WITH_APPLE),
+        &["iss", "iat", "exp", "aud", "sub"],
+        &[],
+        Some(MAX_DEVELOPER_LIFETIME),
+    ),
+};
+
+/// `token musickit`.
+pub const MUSICKIT: Spec = Spec {
+    name: "musickit",
+    family: Family::Token,
+    about: "MusicKit developer token",
+    api: "MusicKit developer",
+    key_kinds: DEVELOPER,
+    lifetime: LifetimeRule::Exp {
+        default_ttl: 86400,
+        max: MAX_DEVELOPER_LIFETIME,
+    },
+    cacheable: true,
+    fields: &[
+        TEAM_ID,
+        Field {
+            name: "origin",
+            help: "Limit the token to an origin (repeatable)",
+            value: Value::List {
+                placeholder: "ORIGIN",
+                check: check::<Origin>,
+            },
+            required: false,
+        },
+    ],
+    jwt: plain(
+        None,
+        &["iss", "iat", "exp"],
+        &["origin"],
+        Some(MAX_DEVELOPER_LIFETIME),
+    ),
+};
+
+/// `token weatherkit`.
+pub const WEATHERKIT: Spec = Spec {
+    name: "weatherkit",
+    family: Family::Token,
+    about: "WeatherKit REST API token",
+    api: "WeatherKit",
+    key_kinds: DEVELOPER,
+    lifetime: LifetimeRule::Exp {
+        default_ttl: 3600,
+        max: MAX_DEVELOPER_LIFETIME,
+    },
+    cacheable: true,
+    fields: &[
+        TEAM_ID,
+        Field {
+            name: "service_id",
+            help: "WeatherKit Service ID (claim sub; header id = <TeamID>.<ServiceID>)",
+            value: Value::Text {
+                placeholder: "ID",
+                check: check::<ServiceId>,
+            },
+            required: true,
+        },
+    ],
+    jwt: plain(None, &["iss", "iat", "exp", "sub"], &[], None),
+};
+
+/// `token mapkit`.
+pub const MAPKIT: Spec = Spec {
+    name: "mapkit",
+    family: Family::Token,
+    about: "MapKit JS or Maps Server API token",
+    api: "MapKit",
+    key_kinds: DEVELOPER,
+    lifetime: LifetimeRule::Exp {
+        default_ttl: 3600,
+        max: MAX_DEVELOPER_LIFETIME,
+    },
+    cacheable: true,
+    fields: &[
+        TEAM_ID,
+        Field {
+            name: "origin",
+            help: "Limit the token to an origin (required with --mapkit-js)",
+            value: Value::Text {
+                placeholder: "ORIGIN",
+                check: check::<Origin>,
+            },
+            required: false,
+        },
+        Field {
+            name: "mapkit_js",
+            help: "A dynamically signed MapKit JS token (adds scope \"mapkit_js\")",
+            value: Value::Flag,
+            required: false,
+        },
+    ],
+    jwt: Some(JwtShape {
+        typ: true,
+        aud: None,
+        required: &["iss", "iat", "exp"],
+        optional: &["origin", "scope"],
+        issuer: IssuerShape::TeamId,
+        limit: None,
+    }),
+};
 
 /// An APNs or DeviceCheck provider token: header `alg` and `kid`, claims `iss` (Team
 /// ID) and `iat` only. Apple accepts it for [`PROVIDER_TOKEN_VALIDITY`] after `iat`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ProviderToken {
-    /// The service.
-    pub service: ProviderService,
-    /// The Team ID.
-    pub team_id: TeamId,
-    /// Seconds `iat` is backdated.
-    pub skew: u64,
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    /// The Team ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<TeamId>,
 }
 
 #[derive(Serialize)]
@@ -44,29 +223,12 @@ struct ProviderClaims<'a> {
     iat: u64,
 }
 
-impl AppleToken for ProviderToken {
-    fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        if self.skew >= PROVIDER_TOKEN_VALIDITY {
-            return Err(Error::SkewTooLarge {
-                api: match self.service {
-                    ProviderService::Apns => "APNs provider",
-                    ProviderService::DeviceCheck => "DeviceCheck",
-                },
-                skew: self.skew,
-                limit: PROVIDER_TOKEN_VALIDITY,
-            });
-        }
-        let iat = unix(now)?.checked_sub(self.skew).ok_or(Error::Clock)?;
-        Ok(Times {
-            iat,
-            exp: iat + PROVIDER_TOKEN_VALIDITY,
-        })
-    }
-
-    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
-        let times = self.times(now)?;
+impl TokenKind for Provider {
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+        let times = self.times(cx)?;
+        let team_id = cx.team_id(self.team_id.as_ref())?;
         let claims = ProviderClaims {
-            iss: &self.team_id,
+            iss: &team_id,
             iat: times.iat,
         };
         sign_jwt(signer, HeaderStyle::Plain, &claims, times)
@@ -74,14 +236,14 @@ impl AppleToken for ProviderToken {
 }
 
 /// A Sign in with Apple client secret.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SignInWithAppleToken {
-    /// The Team ID.
-    pub team_id: TeamId,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignInWithApple {
+    /// The Team ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<TeamId>,
     /// The client ID (`sub`): the App ID or Services ID, case-sensitive.
     pub client_id: ClientId,
-    /// Lifetime; `exp - iat` at most [`MAX_DEVELOPER_LIFETIME`].
-    pub lifetime: Lifetime,
 }
 
 #[derive(Serialize)]
@@ -93,19 +255,12 @@ struct SignInWithAppleClaims<'a> {
     sub: &'a ClientId,
 }
 
-impl AppleToken for SignInWithAppleToken {
-    fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        self.lifetime.times(
-            now,
-            "Sign in with Apple client secret",
-            MAX_DEVELOPER_LIFETIME,
-        )
-    }
-
-    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
-        let times = self.times(now)?;
+impl TokenKind for SignInWithApple {
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+        let times = self.times(cx)?;
+        let team_id = cx.team_id(self.team_id.as_ref())?;
         let claims = SignInWithAppleClaims {
-            iss: &self.team_id,
+            iss: &team_id,
             iat: times.iat,
             exp: times.exp,
             aud: AUD_SIGN_IN_WITH_APPLE,
@@ -116,14 +271,15 @@ impl AppleToken for SignInWithAppleToken {
 }
 
 /// A MusicKit developer token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MusicKitToken {
-    /// The Team ID.
-    pub team_id: TeamId,
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MusicKit {
+    /// The Team ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<TeamId>,
     /// Origins the token is limited to (claim `origin`, omitted when empty).
-    pub origins: Vec<Origin>,
-    /// Lifetime; `exp - iat` at most [`MAX_DEVELOPER_LIFETIME`].
-    pub lifetime: Lifetime,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origin: Vec<Origin>,
 }
 
 #[derive(Serialize)]
@@ -135,19 +291,15 @@ struct MusicKitClaims<'a> {
     origin: &'a [Origin],
 }
 
-impl AppleToken for MusicKitToken {
-    fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        self.lifetime
-            .times(now, "MusicKit developer", MAX_DEVELOPER_LIFETIME)
-    }
-
-    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
-        let times = self.times(now)?;
+impl TokenKind for MusicKit {
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+        let times = self.times(cx)?;
+        let team_id = cx.team_id(self.team_id.as_ref())?;
         let claims = MusicKitClaims {
-            iss: &self.team_id,
+            iss: &team_id,
             iat: times.iat,
             exp: times.exp,
-            origin: &self.origins,
+            origin: &self.origin,
         };
         sign_jwt(signer, HeaderStyle::Plain, &claims, times)
     }
@@ -155,14 +307,14 @@ impl AppleToken for MusicKitToken {
 
 /// A WeatherKit REST API token: header `id` = `<TeamID>.<ServiceID>`, claims exactly
 /// `iss`, `iat`, `exp`, `sub`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct WeatherKitToken {
-    /// The Team ID.
-    pub team_id: TeamId,
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeatherKit {
+    /// The Team ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<TeamId>,
     /// The WeatherKit Service ID (`sub`).
     pub service_id: ServiceId,
-    /// Lifetime; `exp - iat` at most [`MAX_DEVELOPER_LIFETIME`].
-    pub lifetime: Lifetime,
 }
 
 #[derive(Serialize)]
@@ -173,17 +325,13 @@ struct WeatherKitClaims<'a> {
     sub: &'a ServiceId,
 }
 
-impl AppleToken for WeatherKitToken {
-    fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        self.lifetime
-            .times(now, "WeatherKit", MAX_DEVELOPER_LIFETIME)
-    }
-
-    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
-        let times = self.times(now)?;
-        let id = format!("{}.{}", self.team_id, self.service_id);
+impl TokenKind for WeatherKit {
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+        let times = self.times(cx)?;
+        let team_id = cx.team_id(self.team_id.as_ref())?;
+        let id = format!("{}.{}", team_id, self.service_id);
         let claims = WeatherKitClaims {
-            iss: &self.team_id,
+            iss: &team_id,
             iat: times.iat,
             exp: times.exp,
             sub: &self.service_id,
@@ -193,16 +341,18 @@ impl AppleToken for WeatherKitToken {
 }
 
 /// A MapKit JS or Maps Server API token.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct MapKitToken {
-    /// The Team ID.
-    pub team_id: TeamId,
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapKit {
+    /// The Team ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<TeamId>,
     /// The origin the token is limited to; required for MapKit JS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
     /// A dynamically signed MapKit JS token (claim `scope: "mapkit_js"`).
+    #[serde(default, skip_serializing_if = "is_false")]
     pub mapkit_js: bool,
-    /// Lifetime; `exp - iat` at most [`MAX_DEVELOPER_LIFETIME`].
-    pub lifetime: Lifetime,
 }
 
 #[derive(Serialize)]
@@ -216,21 +366,22 @@ struct MapKitClaims<'a> {
     scope: Option<&'static str>,
 }
 
-impl AppleToken for MapKitToken {
-    fn times(&self, now: SystemTime) -> Result<Times, Error> {
+impl TokenKind for MapKit {
+    fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
         if self.mapkit_js && self.origin.is_none() {
             return Err(Error::MissingInput {
                 what: "--origin",
                 why: "a MapKit JS token (--mapkit-js) must name the origin it serves",
             });
         }
-        self.lifetime.times(now, "MapKit", MAX_DEVELOPER_LIFETIME)
+        Ok(())
     }
 
-    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
-        let times = self.times(now)?;
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+        let times = self.times(cx)?;
+        let team_id = cx.team_id(self.team_id.as_ref())?;
         let claims = MapKitClaims {
-            iss: &self.team_id,
+            iss: &team_id,
             iat: times.iat,
             exp: times.exp,
             origin: self.origin.as_ref(),
@@ -243,47 +394,68 @@ impl AppleToken for MapKitToken {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apple::tests::{now, parts, NOW};
+    use crate::apple::tests::{now, parts, request, NOW};
+    use crate::apple::{TokenParams, TokenRequest};
     use crate::jws::tests::MemorySigner;
 
-    fn team() -> TeamId {
-        "A1B2C3D4E5".parse().unwrap()
+    fn team() -> Option<TeamId> {
+        Some("A1B2C3D4E5".parse().unwrap())
     }
 
-    fn lifetime() -> Lifetime {
-        Lifetime { ttl: 600, skew: 60 }
-    }
-
-    fn signed(token: &dyn AppleToken) -> (String, String) {
-        parts(&token.sign(&MemorySigner::new(), now()).unwrap().token)
+    fn signed(params: TokenParams) -> (String, String) {
+        let skew = Some(60);
+        let ttl = match params.kind().spec().lifetime {
+            LifetimeRule::Exp { .. } => Some(600),
+            _ => None,
+        };
+        parts(
+            &request(params, ttl, skew)
+                .sign(&MemorySigner::new(), None, now())
+                .unwrap()
+                .token,
+        )
     }
 
     #[test]
     fn provider_tokens_have_iss_and_iat_only_and_a_plain_header() {
-        for service in [ProviderService::Apns, ProviderService::DeviceCheck] {
-            let token = ProviderToken {
-                service,
-                team_id: team(),
-                skew: 60,
-            };
-            let (header, claims) = signed(&token);
+        for params in [
+            TokenParams::Apns(Provider { team_id: team() }),
+            TokenParams::Devicecheck(Provider { team_id: team() }),
+        ] {
+            let times = request(params.clone(), None, Some(60))
+                .times(now())
+                .unwrap();
+            let (header, claims) = signed(params);
             assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34"}"#);
             assert_eq!(
                 claims,
                 format!(r#"{{"iss":"A1B2C3D4E5","iat":{}}}"#, NOW - 60)
             );
-            assert_eq!(token.times(now()).unwrap().exp, NOW - 60 + 3600);
+            assert_eq!(times.exp, NOW - 60 + 3600);
         }
+        let with_ttl = TokenRequest::new(
+            "2X9R4HXF34".parse().unwrap(),
+            TokenParams::Apns(Provider { team_id: team() }),
+            Some(60),
+            None,
+        );
+        assert!(matches!(with_ttl, Err(Error::NotApplicable { .. })));
+        let old = TokenRequest::new(
+            "2X9R4HXF34".parse().unwrap(),
+            TokenParams::Apns(Provider { team_id: team() }),
+            None,
+            Some(3600),
+        );
+        assert!(matches!(old, Err(Error::SkewTooLarge { .. })));
     }
 
     #[test]
     fn sign_in_with_apple_secret_has_aud_and_sub() {
-        let token = SignInWithAppleToken {
+        let params = TokenParams::SignInWithApple(SignInWithApple {
             team_id: team(),
             client_id: "com.example.web".parse().unwrap(),
-            lifetime: lifetime(),
-        };
-        let (header, claims) = signed(&token);
+        });
+        let (header, claims) = signed(params.clone());
         assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34"}"#);
         assert_eq!(
             claims,
@@ -293,44 +465,39 @@ mod tests {
                 NOW + 600
             )
         );
-        let too_long = SignInWithAppleToken {
-            lifetime: Lifetime {
-                ttl: MAX_DEVELOPER_LIFETIME,
-                skew: 60,
-            },
-            ..token
-        };
-        assert!(matches!(
-            too_long.times(now()),
-            Err(Error::LifetimeTooLong { .. })
-        ));
+        let too_long = TokenRequest::new(
+            "2X9R4HXF34".parse().unwrap(),
+            params,
+            Some(MAX_DEVELOPER_LIFETIME),
+            Some(60),
+        );
+        assert!(matches!(too_long, Err(Error::LifetimeTooLong { .. })));
     }
 
     #[test]
     fn musickit_token_lists_origins_only_when_given() {
-        let mut token = MusicKitToken {
+        let mut token = MusicKit {
             team_id: team(),
-            origins: vec![],
-            lifetime: lifetime(),
+            origin: vec![],
         };
-        assert!(!signed(&token).1.contains("origin"));
-        token.origins = vec![
+        assert!(!signed(TokenParams::Musickit(token.clone()))
+            .1
+            .contains("origin"));
+        token.origin = vec![
             "https://a.example".parse().unwrap(),
             "https://b.example".parse().unwrap(),
         ];
-        assert!(signed(&token)
+        assert!(signed(TokenParams::Musickit(token))
             .1
             .ends_with(r#","origin":["https://a.example","https://b.example"]}"#));
     }
 
     #[test]
     fn weatherkit_token_has_the_id_header_and_exactly_four_claims() {
-        let token = WeatherKitToken {
+        let (header, claims) = signed(TokenParams::Weatherkit(WeatherKit {
             team_id: team(),
             service_id: "com.example.weather".parse().unwrap(),
-            lifetime: lifetime(),
-        };
-        let (header, claims) = signed(&token);
+        }));
         assert_eq!(
             header,
             r#"{"alg":"ES256","kid":"2X9R4HXF34","id":"A1B2C3D4E5.com.example.weather"}"#
@@ -347,28 +514,32 @@ mod tests {
 
     #[test]
     fn mapkit_js_needs_an_origin_and_adds_its_scope() {
-        let mut token = MapKitToken {
+        let mut token = MapKit {
             team_id: team(),
             origin: None,
             mapkit_js: true,
-            lifetime: lifetime(),
         };
         assert!(matches!(
-            token.times(now()),
+            TokenRequest::new(
+                "2X9R4HXF34".parse().unwrap(),
+                TokenParams::Mapkit(token.clone()),
+                None,
+                None
+            ),
             Err(Error::MissingInput {
                 what: "--origin",
                 ..
             })
         ));
         token.origin = Some("https://example.com".parse().unwrap());
-        let (header, claims) = signed(&token);
+        let (header, claims) = signed(TokenParams::Mapkit(token.clone()));
         assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
         assert!(
             claims.ends_with(r#","origin":"https://example.com","scope":"mapkit_js"}"#),
             "{claims}"
         );
         token.mapkit_js = false;
-        assert!(signed(&token)
+        assert!(signed(TokenParams::Mapkit(token))
             .1
             .ends_with(r#","origin":"https://example.com"}"#));
     }

@@ -127,9 +127,9 @@ impl KeyMetadata {
 
     /// Reads stored bytes.
     pub fn from_bytes(key_id: &KeyId, bytes: &[u8]) -> Result<Self, Error> {
-        serde_json::from_slice(bytes).map_err(|e| Error::MetadataUnreadable {
+        serde_json::from_slice(bytes).map_err(|source| Error::MetadataUnreadable {
             key_id: key_id.to_string(),
-            reason: e.to_string(),
+            source,
         })
     }
 

@@ -1,20 +1,28 @@
-//! Apple's token kinds: claim sets and lifetime rules. Pure: no PKCS#11, no I/O.
+//! Apple's token kinds: what to sign. Pure: no PKCS#11, no I/O.
 //!
-//! Each kind is a struct describing *what* to sign; [`AppleToken::sign`] takes any
-//! [`Es256Signer`](crate::Es256Signer) and the current time. Every rule is checked before
-//! the signer is asked for anything, so a token Apple would reject is never signed.
+//! Each kind is a module holding its request fields, its [`spec::Spec`] (name, key
+//! kinds, lifetime rule, cacheability, fields, JWT shape) and its claims; the list of
+//! kinds below ties them to [`Kind`], [`TokenParams`] and [`SignatureParams`]. A
+//! [`Request`] is checked when it is made, and [`Request::sign`] takes any
+//! [`Es256Signer`](crate::Es256Signer): every rule holds before the signer is asked for
+//! anything, so a token Apple would reject is never signed.
 
 pub mod cache;
 pub mod check;
 pub mod connect;
 pub mod developer;
 pub mod metadata;
+#[macro_use]
+mod request;
 pub mod server;
+pub mod spec;
 pub mod storekit;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+pub use request::{Request, SignatureRequest, Signed, TokenRequest};
 
 use crate::jws::{self, Header};
 use crate::{Error, Es256Signer, KeyId};
@@ -26,21 +34,52 @@ pub const AUD_ENTERPRISE: &str = "apple-developer-enterprise-v1";
 /// The `aud` of Sign in with Apple client secrets.
 pub const AUD_SIGN_IN_WITH_APPLE: &str = "https://appleid.apple.com";
 
-/// A token Apple accepts, described by its claims and lifetime.
-pub trait AppleToken {
-    /// The token's `iat` and `exp` if signed at `now`, or the rule the request breaks.
-    /// Signing checks the same; calling it first lets a caller refuse a request before
-    /// logging in to a token.
-    fn times(&self, now: SystemTime) -> Result<Times, Error>;
-
-    /// Checks the request and has `signer` sign it.
-    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error>;
+// The one list of kinds: each entry names the kind's request fields (its module's
+// struct) and its [`spec::Spec`]. Adding a kind is its module plus one entry here.
+kinds! {
+    tokens {
+        /// App Store Connect API (team or individual key).
+        Connect(connect::Connect) = connect::CONNECT,
+        /// App Store Server API.
+        Server(server::Server) = server::APP_STORE_SERVER,
+        /// External Purchase Server API.
+        ExternalPurchase(server::Server) = server::EXTERNAL_PURCHASE,
+        /// Advanced Commerce API server calls.
+        AdvancedCommerce(server::Server) = server::ADVANCED_COMMERCE,
+        /// Retention Messaging API.
+        RetentionMessaging(server::Server) = server::RETENTION_MESSAGING,
+        /// Enterprise Program API.
+        Enterprise(connect::Enterprise) = connect::ENTERPRISE,
+        /// APNs provider token.
+        Apns(developer::Provider) = developer::APNS,
+        /// DeviceCheck / App Attest server token.
+        Devicecheck(developer::Provider) = developer::DEVICECHECK,
+        /// Sign in with Apple client secret.
+        SignInWithApple(developer::SignInWithApple) = developer::SIGN_IN_WITH_APPLE,
+        /// MusicKit developer token.
+        Musickit(developer::MusicKit) = developer::MUSICKIT,
+        /// WeatherKit REST API token.
+        Weatherkit(developer::WeatherKit) = developer::WEATHERKIT,
+        /// MapKit JS or Maps Server API token.
+        Mapkit(developer::MapKit) = developer::MAPKIT,
+    }
+    signatures {
+        /// Promotional offer signature (V2 JWS).
+        PromoOffer(storekit::PromoOffer) = storekit::PROMO_OFFER,
+        /// Introductory-offer eligibility signature (JWS).
+        IntroOfferEligibility(storekit::IntroOfferEligibility) = storekit::INTRO_OFFER_ELIGIBILITY,
+        /// Advanced Commerce in-app request signature (JWS).
+        AdvancedCommerceRequest(storekit::AdvancedCommerceRequest) = storekit::ADVANCED_COMMERCE_REQUEST,
+        /// Legacy (StoreKit 1) promotional offer signature: DER, base64.
+        PromoOfferLegacy(storekit::PromoOfferLegacy) = storekit::PROMO_OFFER_LEGACY,
+    }
 }
 
 /// When a token starts and ends: `iat = now - skew`, `exp = now + ttl`.
 ///
 /// The default is 10 minutes from now with `iat` backdated 60 s, so a signer whose
-/// clock runs a little ahead of Apple's still gets accepted.
+/// clock runs a little ahead of Apple's still gets accepted. Each kind's
+/// [`spec::LifetimeRule`] gives its own default TTL and limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Lifetime {
     /// Seconds from now until `exp`.
@@ -157,6 +196,15 @@ pub(crate) mod tests {
 
     pub(crate) fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(NOW)
+    }
+
+    /// A request signed by key 2X9R4HXF34.
+    pub(crate) fn request(
+        params: TokenParams,
+        ttl: Option<u64>,
+        skew: Option<u64>,
+    ) -> TokenRequest {
+        TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, ttl, skew).unwrap()
     }
 
     /// Decodes a token's header and claims as JSON text.

@@ -2,55 +2,99 @@
 //! External Purchase Server API, Advanced Commerce API and Retention Messaging API share
 //! one claim set and limit.
 
-use std::time::SystemTime;
+use serde::{Deserialize, Serialize};
 
-use serde::Serialize;
-
-use super::{
-    sign_jwt, AppleToken, HeaderStyle, Lifetime, SignedToken, Times, AUD_APP_STORE_CONNECT,
+use super::metadata::KeyKind;
+use super::spec::{
+    check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind, Value,
 };
+use super::{sign_jwt, HeaderStyle, SignedToken, AUD_APP_STORE_CONNECT};
 use crate::{BundleId, Error, Es256Signer, IssuerId};
 
 /// The most a token of this family may live, `exp - iat`, in seconds.
 pub const MAX_LIFETIME: u64 = 60 * 60;
 
-/// Which API of the family the token is for (the claims are the same).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum ServerApi {
-    /// App Store Server API.
-    #[default]
-    AppStoreServer,
-    /// External Purchase Server API.
-    ExternalPurchase,
-    /// Advanced Commerce API (server calls).
-    AdvancedCommerce,
-    /// Retention Messaging API.
-    RetentionMessaging,
-}
+/// The fields every API of the family takes.
+pub(crate) const FIELDS: &[Field] = &[
+    Field {
+        name: "issuer",
+        help: "Issuer ID (a UUID) [default: recorded with the key]",
+        value: Value::Text {
+            placeholder: "UUID",
+            check: check::<IssuerId>,
+        },
+        required: false,
+    },
+    Field {
+        name: "bundle_id",
+        help: "The app's bundle ID (claim bid)",
+        value: Value::Text {
+            placeholder: "BUNDLE",
+            check: check::<BundleId>,
+        },
+        required: true,
+    },
+];
 
-impl ServerApi {
-    /// The API's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            ServerApi::AppStoreServer => "App Store Server API",
-            ServerApi::ExternalPurchase => "External Purchase Server API",
-            ServerApi::AdvancedCommerce => "Advanced Commerce API",
-            ServerApi::RetentionMessaging => "Retention Messaging API",
-        }
+const fn family(name: &'static str, about: &'static str, api: &'static str) -> Spec {
+    Spec {
+        name,
+        family: Family::Token,
+        about,
+        api,
+        key_kinds: &[KeyKind::InAppPurchase],
+        lifetime: LifetimeRule::Exp {
+            default_ttl: 600,
+            max: MAX_LIFETIME,
+        },
+        cacheable: true,
+        fields: FIELDS,
+        jwt: Some(JwtShape {
+            typ: true,
+            aud: Some(AUD_APP_STORE_CONNECT),
+            required: &["iss", "iat", "exp", "aud", "bid"],
+            optional: &[],
+            issuer: IssuerShape::IssuerId,
+            limit: Some(MAX_LIFETIME),
+        }),
     }
 }
 
-/// An App Store Server API family token request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServerToken {
-    /// Which API.
-    pub api: ServerApi,
-    /// The issuer ID from App Store Connect's In-App Purchase keys page.
-    pub issuer: IssuerId,
+/// `token server`.
+pub const APP_STORE_SERVER: Spec = family(
+    "server",
+    "App Store Server API (In-App Purchase key)",
+    "App Store Server API",
+);
+/// `token external-purchase`.
+pub const EXTERNAL_PURCHASE: Spec = family(
+    "external-purchase",
+    "External Purchase Server API (In-App Purchase key)",
+    "External Purchase Server API",
+);
+/// `token advanced-commerce`.
+pub const ADVANCED_COMMERCE: Spec = family(
+    "advanced-commerce",
+    "Advanced Commerce API server calls (In-App Purchase key)",
+    "Advanced Commerce API",
+);
+/// `token retention-messaging`.
+pub const RETENTION_MESSAGING: Spec = family(
+    "retention-messaging",
+    "Retention Messaging API (In-App Purchase key)",
+    "Retention Messaging API",
+);
+
+/// An App Store Server API family token request (the same for each API of the family).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The issuer ID from App Store Connect's In-App Purchase keys page; recorded with
+    /// the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerId>,
     /// The app's bundle ID (`bid`).
     pub bundle_id: BundleId,
-    /// Lifetime; `exp - iat` at most [`MAX_LIFETIME`].
-    pub lifetime: Lifetime,
 }
 
 #[derive(Serialize)]
@@ -62,15 +106,12 @@ struct Claims<'a> {
     bid: &'a BundleId,
 }
 
-impl AppleToken for ServerToken {
-    fn times(&self, now: SystemTime) -> Result<Times, Error> {
-        self.lifetime.times(now, self.api.name(), MAX_LIFETIME)
-    }
-
-    fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedToken, Error> {
-        let times = self.times(now)?;
+impl TokenKind for Server {
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+        let times = self.times(cx)?;
+        let issuer = cx.issuer(self.issuer.as_ref())?;
         let claims = Claims {
-            iss: &self.issuer,
+            iss: &issuer,
             iat: times.iat,
             exp: times.exp,
             aud: AUD_APP_STORE_CONNECT,
@@ -83,27 +124,28 @@ impl AppleToken for ServerToken {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apple::tests::{now, parts, NOW};
+    use crate::apple::tests::{now, parts, request, NOW};
+    use crate::apple::{TokenParams, TokenRequest};
     use crate::jws::tests::MemorySigner;
 
-    fn request(api: ServerApi, ttl: u64) -> ServerToken {
-        ServerToken {
-            api,
-            issuer: "57246542-96fe-1a63-e053-0824d011072a".parse().unwrap(),
+    fn server() -> Server {
+        Server {
+            issuer: Some("57246542-96fe-1a63-e053-0824d011072a".parse().unwrap()),
             bundle_id: "com.example.app".parse().unwrap(),
-            lifetime: Lifetime { ttl, skew: 60 },
         }
     }
 
     #[test]
     fn every_api_of_the_family_has_iss_iat_exp_aud_bid() {
-        for api in [
-            ServerApi::AppStoreServer,
-            ServerApi::ExternalPurchase,
-            ServerApi::AdvancedCommerce,
-            ServerApi::RetentionMessaging,
+        for params in [
+            TokenParams::Server(server()),
+            TokenParams::ExternalPurchase(server()),
+            TokenParams::AdvancedCommerce(server()),
+            TokenParams::RetentionMessaging(server()),
         ] {
-            let signed = request(api, 600).sign(&MemorySigner::new(), now()).unwrap();
+            let signed = request(params, Some(600), None)
+                .sign(&MemorySigner::new(), None, now())
+                .unwrap();
             let (header, claims) = parts(&signed.token);
             assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
             assert_eq!(
@@ -119,10 +161,10 @@ mod tests {
 
     #[test]
     fn lifetime_limit_is_an_hour_including_the_backdate() {
-        assert!(request(ServerApi::AppStoreServer, 3540)
-            .times(now())
-            .is_ok());
-        match request(ServerApi::RetentionMessaging, 3541).times(now()) {
+        let new =
+            |params, ttl| TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, Some(ttl), None);
+        assert!(new(TokenParams::Server(server()), 3540).is_ok());
+        match new(TokenParams::RetentionMessaging(server()), 3541) {
             Err(e @ Error::LifetimeTooLong { limit: 3600, .. }) => {
                 assert!(
                     e.to_string().starts_with("Retention Messaging API tokens"),

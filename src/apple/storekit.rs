@@ -6,13 +6,17 @@
 //! one-time nonce, and none may be cached.
 
 use std::fmt;
-use std::time::SystemTime;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::{sign_jwt, unix, HeaderStyle, Times};
+use super::metadata::KeyKind;
+use super::request::Signed;
+use super::spec::{
+    check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, SignatureKind, Spec, Value,
+};
+use super::{sign_jwt, HeaderStyle};
 use crate::ids::printable;
 use crate::{BundleId, Error, Es256Signer, IssuerId, KeyId, OfferId, ProductId, TransactionId};
 
@@ -77,39 +81,27 @@ impl fmt::Debug for Nonce {
     }
 }
 
-/// What the signature authorizes, with its `aud`.
-#[derive(Debug, Clone)]
-pub enum StoreKitRequest {
-    /// A promotional offer (V2): aud `promotional-offer`.
-    PromotionalOffer {
-        /// `productId`.
-        product_id: ProductId,
-        /// `offerIdentifier`.
-        offer_id: OfferId,
-        /// `transactionId` (optional, recommended; required for Retention Messaging).
-        transaction_id: Option<TransactionId>,
-    },
-    /// Introductory-offer eligibility: aud `introductory-offer-eligibility`.
-    IntroductoryOfferEligibility {
-        /// `productId`.
-        product_id: ProductId,
-        /// `allowIntroductoryOffer`.
-        allow_introductory_offer: bool,
-        /// `transactionId`.
-        transaction_id: TransactionId,
-    },
-    /// An Advanced Commerce in-app request: aud `advanced-commerce-api`.
-    AdvancedCommerce {
-        /// The JSON request body (checked to be a JSON object).
-        request: AdvancedCommerceRequest,
-    },
+/// The JSON body of an Advanced Commerce in-app request, checked to be one JSON object
+/// within [`MAX_REQUEST_BYTES`] (surrounding white space dropped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct AdvancedCommerceBody(String);
+
+impl TryFrom<String> for AdvancedCommerceBody {
+    type Error = Error;
+
+    fn try_from(json: String) -> Result<Self, Error> {
+        AdvancedCommerceBody::new(&json)
+    }
 }
 
-/// The JSON body of an Advanced Commerce in-app request, checked to be a JSON object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdvancedCommerceRequest(String);
+impl From<AdvancedCommerceBody> for String {
+    fn from(body: AdvancedCommerceBody) -> String {
+        body.0
+    }
+}
 
-impl AdvancedCommerceRequest {
+impl AdvancedCommerceBody {
     /// Checks that `json` is one JSON object within [`MAX_REQUEST_BYTES`].
     pub fn new(json: &str) -> Result<Self, Error> {
         let invalid = |reason: String| Error::InvalidRequest { reason };
@@ -120,24 +112,270 @@ impl AdvancedCommerceRequest {
             )));
         }
         match serde_json::from_str::<serde_json::Value>(json) {
-            Ok(serde_json::Value::Object(_)) => Ok(AdvancedCommerceRequest(json.trim().to_owned())),
+            Ok(serde_json::Value::Object(_)) => Ok(AdvancedCommerceBody(json.trim().to_owned())),
             Ok(_) => Err(invalid("it is not a JSON object".to_owned())),
             Err(e) => Err(invalid(format!("it is not JSON ({e})"))),
         }
     }
 }
 
-/// A StoreKit JWS signature request.
-#[derive(Debug, Clone)]
-pub struct StoreKitSignature {
-    /// The issuer ID.
-    pub issuer: IssuerId,
+const ISSUER: Field = Field {
+    name: "issuer",
+    help: "Issuer ID (a UUID) [default: recorded with the key]",
+    value: Value::Text {
+        placeholder: "UUID",
+        check: check::<IssuerId>,
+    },
+    required: false,
+};
+const BUNDLE_ID: Field = Field {
+    name: "bundle_id",
+    help: "The app's bundle ID (claim bid)",
+    value: Value::Text {
+        placeholder: "BUNDLE",
+        check: check::<BundleId>,
+    },
+    required: true,
+};
+const NONCE: Field = Field {
+    name: "nonce",
+    help: "The one-time nonce, a UUID [default: a fresh random one]",
+    value: Value::Text {
+        placeholder: "UUID",
+        check: check::<Nonce>,
+    },
+    required: false,
+};
+const PRODUCT_ID: Field = Field {
+    name: "product_id",
+    help: "Product ID of the subscription",
+    value: Value::Text {
+        placeholder: "ID",
+        check: check::<ProductId>,
+    },
+    required: true,
+};
+const OFFER_ID: Field = Field {
+    name: "offer_id",
+    help: "Identifier of the promotional offer",
+    value: Value::Text {
+        placeholder: "ID",
+        check: check::<OfferId>,
+    },
+    required: true,
+};
+const fn transaction_id(help: &'static str, required: bool) -> Field {
+    Field {
+        name: "transaction_id",
+        help,
+        value: Value::Text {
+            placeholder: "ID",
+            check: check::<TransactionId>,
+        },
+        required,
+    }
+}
+
+const IN_APP_PURCHASE: &[KeyKind] = &[KeyKind::InAppPurchase];
+
+const fn jws(
+    name: &'static str,
+    about: &'static str,
+    aud: &'static str,
+    fields: &'static [Field],
+    required: &'static [&'static str],
+    optional: &'static [&'static str],
+) -> Spec {
+    Spec {
+        name,
+        family: Family::Signature,
+        about,
+        api: "StoreKit",
+        key_kinds: IN_APP_PURCHASE,
+        lifetime: LifetimeRule::Instant,
+        cacheable: false,
+        fields,
+        jwt: Some(JwtShape {
+            typ: true,
+            aud: Some(aud),
+            required,
+            optional,
+            issuer: IssuerShape::IssuerId,
+            limit: None,
+        }),
+    }
+}
+
+/// `sign promo-offer`.
+pub const PROMO_OFFER: Spec = jws(
+    "promo-offer",
+    "Promotional offer signature (V2 JWS)",
+    AUD_PROMOTIONAL_OFFER,
+    &[
+        ISSUER,
+        BUNDLE_ID,
+        NONCE,
+        PRODUCT_ID,
+        OFFER_ID,
+        transaction_id("The customer's transaction ID (recommended)", false),
+    ],
+    &[
+        "iss",
+        "iat",
+        "aud",
+        "bid",
+        "nonce",
+        "productId",
+        "offerIdentifier",
+    ],
+    &["transactionId"],
+);
+
+/// `sign intro-offer-eligibility`.
+pub const INTRO_OFFER_ELIGIBILITY: Spec = jws(
+    "intro-offer-eligibility",
+    "Introductory-offer eligibility signature (JWS)",
+    AUD_INTRODUCTORY_OFFER_ELIGIBILITY,
+    &[
+        ISSUER,
+        BUNDLE_ID,
+        NONCE,
+        PRODUCT_ID,
+        Field {
+            name: "allow_intro_offer",
+            help: "Whether the customer may have the introductory offer",
+            value: Value::Bool,
+            required: true,
+        },
+        transaction_id("The customer's transaction ID", true),
+    ],
+    &[
+        "iss",
+        "iat",
+        "aud",
+        "bid",
+        "nonce",
+        "productId",
+        "allowIntroductoryOffer",
+        "transactionId",
+    ],
+    &[],
+);
+
+/// `sign advanced-commerce-request`.
+pub const ADVANCED_COMMERCE_REQUEST: Spec = jws(
+    "advanced-commerce-request",
+    "Advanced Commerce in-app request signature (JWS)",
+    AUD_ADVANCED_COMMERCE,
+    &[
+        ISSUER,
+        BUNDLE_ID,
+        NONCE,
+        Field {
+            name: "request",
+            help: "The JSON request body (the command line reads it from --request-file FILE, \
+                   or - for standard input)",
+            value: Value::File {
+                limit: MAX_REQUEST_BYTES,
+            },
+            required: true,
+        },
+    ],
+    &["iss", "iat", "aud", "bid", "nonce", "request"],
+    &[],
+);
+
+/// `sign promo-offer-legacy`.
+pub const PROMO_OFFER_LEGACY: Spec = Spec {
+    name: "promo-offer-legacy",
+    family: Family::Signature,
+    about: "Legacy (StoreKit 1) promotional offer signature: DER, base64",
+    api: "StoreKit",
+    key_kinds: IN_APP_PURCHASE,
+    lifetime: LifetimeRule::Instant,
+    cacheable: false,
+    fields: &[
+        Field {
+            help: "The app's bundle ID",
+            ..BUNDLE_ID
+        },
+        PRODUCT_ID,
+        OFFER_ID,
+        Field {
+            name: "app_account_token",
+            help: "The app account token / application username (lower-cased) [default: empty]",
+            value: Value::Text {
+                placeholder: "TOKEN",
+                check: |_| Ok(()),
+            },
+            required: false,
+        },
+        NONCE,
+        Field {
+            name: "timestamp",
+            help: "UNIX time in milliseconds [default: now]",
+            value: Value::Number { placeholder: "MS" },
+            required: false,
+        },
+    ],
+    jwt: None,
+};
+
+/// A promotional offer signature (V2): aud `promotional-offer`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoOffer {
+    /// The issuer ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerId>,
     /// The app's bundle ID (`bid`).
     pub bundle_id: BundleId,
-    /// What is authorized.
-    pub request: StoreKitRequest,
     /// The nonce; a fresh one when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<Nonce>,
+    /// `productId`.
+    pub product_id: ProductId,
+    /// `offerIdentifier`.
+    pub offer_id: OfferId,
+    /// `transactionId` (optional, recommended; required for Retention Messaging).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<TransactionId>,
+}
+
+/// Introductory-offer eligibility: aud `introductory-offer-eligibility`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntroOfferEligibility {
+    /// The issuer ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerId>,
+    /// The app's bundle ID (`bid`).
+    pub bundle_id: BundleId,
+    /// The nonce; a fresh one when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<Nonce>,
+    /// `productId`.
+    pub product_id: ProductId,
+    /// `allowIntroductoryOffer`.
+    pub allow_intro_offer: bool,
+    /// `transactionId`.
+    pub transaction_id: TransactionId,
+}
+
+/// An Advanced Commerce in-app request: aud `advanced-commerce-api`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvancedCommerceRequest {
+    /// The issuer ID; recorded with the key when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerId>,
+    /// The app's bundle ID (`bid`).
+    pub bundle_id: BundleId,
+    /// The nonce; a fresh one when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<Nonce>,
+    /// The JSON request body.
+    pub request: AdvancedCommerceBody,
 }
 
 /// A signed StoreKit JWS.
@@ -154,13 +392,20 @@ pub struct SignedStoreKit {
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Claims<'a> {
     iss: &'a IssuerId,
     iat: u64,
     aud: &'static str,
     bid: &'a BundleId,
     nonce: &'a Nonce,
+    #[serde(flatten)]
+    own: Own<'a>,
+}
+
+/// The claims a StoreKit kind adds to the common ones.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Own<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     product_id: Option<&'a ProductId>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,63 +425,88 @@ pub const AUD_INTRODUCTORY_OFFER_ELIGIBILITY: &str = "introductory-offer-eligibi
 /// See [`AUD_PROMOTIONAL_OFFER`].
 pub const AUD_ADVANCED_COMMERCE: &str = "advanced-commerce-api";
 
-impl StoreKitSignature {
-    /// Signs the request: header alg, kid, typ; claims iss, iat, aud, bid, nonce and
-    /// the request's own; never `exp`.
-    pub fn sign(&self, signer: &dyn Es256Signer, now: SystemTime) -> Result<SignedStoreKit, Error> {
-        let iat = unix(now)?;
-        let nonce = self.nonce.clone().unwrap_or_else(Nonce::random);
-        let mut claims = Claims {
-            iss: &self.issuer,
-            iat,
-            aud: "",
-            bid: &self.bundle_id,
-            nonce: &nonce,
-            product_id: None,
-            offer_identifier: None,
-            allow_introductory_offer: None,
-            transaction_id: None,
-            request: None,
-        };
-        match &self.request {
-            StoreKitRequest::PromotionalOffer {
-                product_id,
-                offer_id,
-                transaction_id,
-            } => {
-                claims.aud = AUD_PROMOTIONAL_OFFER;
-                claims.product_id = Some(product_id);
-                claims.offer_identifier = Some(offer_id);
-                claims.transaction_id = transaction_id.as_ref();
-            }
-            StoreKitRequest::IntroductoryOfferEligibility {
-                product_id,
-                allow_introductory_offer,
-                transaction_id,
-            } => {
-                claims.aud = AUD_INTRODUCTORY_OFFER_ELIGIBILITY;
-                claims.product_id = Some(product_id);
-                claims.allow_introductory_offer = Some(*allow_introductory_offer);
-                claims.transaction_id = Some(transaction_id);
-            }
-            StoreKitRequest::AdvancedCommerce { request } => {
-                claims.aud = AUD_ADVANCED_COMMERCE;
-                claims.request = Some(STANDARD.encode(request.0.as_bytes()));
-            }
-        }
-        let signed = sign_jwt(signer, HeaderStyle::Jwt, &claims, Times { iat, exp: iat })?;
-        Ok(SignedStoreKit {
-            token: signed.token,
-            key_id: signed.key_id,
-            nonce,
-            issued_at: iat,
-        })
+/// Signs a StoreKit JWS: header alg, kid, typ; claims iss, iat, aud, bid, nonce and the
+/// kind's own (filled in `claims`); never `exp`.
+fn sign_jws(
+    cx: &Context<'_>,
+    signer: &dyn Es256Signer,
+    (issuer, bundle_id, nonce): (Option<&IssuerId>, &BundleId, Option<&Nonce>),
+    aud: &'static str,
+    own: Own<'_>,
+) -> Result<Signed, Error> {
+    let times = cx.times()?;
+    let issuer = cx.issuer(issuer)?;
+    let nonce = nonce.cloned().unwrap_or_else(Nonce::random);
+    let claims = Claims {
+        iss: &issuer,
+        iat: times.iat,
+        aud,
+        bid: bundle_id,
+        nonce: &nonce,
+        own,
+    };
+    let signed = sign_jwt(signer, HeaderStyle::Jwt, &claims, times)?;
+    Ok(Signed::StoreKit(SignedStoreKit {
+        token: signed.token,
+        key_id: signed.key_id,
+        nonce,
+        issued_at: times.iat,
+    }))
+}
+
+impl SignatureKind for PromoOffer {
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<Signed, Error> {
+        sign_jws(
+            cx,
+            signer,
+            (self.issuer.as_ref(), &self.bundle_id, self.nonce.as_ref()),
+            AUD_PROMOTIONAL_OFFER,
+            Own {
+                product_id: Some(&self.product_id),
+                offer_identifier: Some(&self.offer_id),
+                transaction_id: self.transaction_id.as_ref(),
+                ..Own::default()
+            },
+        )
+    }
+}
+
+impl SignatureKind for IntroOfferEligibility {
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<Signed, Error> {
+        sign_jws(
+            cx,
+            signer,
+            (self.issuer.as_ref(), &self.bundle_id, self.nonce.as_ref()),
+            AUD_INTRODUCTORY_OFFER_ELIGIBILITY,
+            Own {
+                product_id: Some(&self.product_id),
+                allow_introductory_offer: Some(self.allow_intro_offer),
+                transaction_id: Some(&self.transaction_id),
+                ..Own::default()
+            },
+        )
+    }
+}
+
+impl SignatureKind for AdvancedCommerceRequest {
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<Signed, Error> {
+        sign_jws(
+            cx,
+            signer,
+            (self.issuer.as_ref(), &self.bundle_id, self.nonce.as_ref()),
+            AUD_ADVANCED_COMMERCE,
+            Own {
+                request: Some(STANDARD.encode(self.request.0.as_bytes())),
+                ..Own::default()
+            },
+        )
     }
 }
 
 /// The legacy (StoreKit 1) promotional offer signature: not a JWT.
-#[derive(Debug, Clone)]
-pub struct LegacyPromotionalOffer {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoOfferLegacy {
     /// The app's bundle ID.
     pub bundle_id: BundleId,
     /// The subscription's product ID.
@@ -244,11 +514,14 @@ pub struct LegacyPromotionalOffer {
     /// The offer's identifier.
     pub offer_id: OfferId,
     /// The app account token or application username; may be empty. Lower-cased.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub app_account_token: String,
     /// The nonce; a fresh one when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<Nonce>,
     /// UNIX milliseconds; now when `None`.
-    pub timestamp_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<u64>,
 }
 
 /// A legacy promotional offer signature and the values the app passes with it.
@@ -267,7 +540,7 @@ pub struct LegacySignature {
 /// Timestamps below this are seconds, not milliseconds (it is March 1973 in ms).
 const MIN_TIMESTAMP_MS: u64 = 100_000_000_000;
 
-impl LegacyPromotionalOffer {
+impl PromoOfferLegacy {
     /// The payload: `bundleId ⁣ keyId ⁣ productId ⁣ offerId ⁣ appAccountToken ⁣ nonce ⁣
     /// timestamp`, joined with U+2063 INVISIBLE SEPARATOR.
     pub fn payload(&self, key_id: &KeyId, nonce: &Nonce, timestamp_ms: u64) -> String {
@@ -282,14 +555,10 @@ impl LegacyPromotionalOffer {
         ]
         .join("\u{2063}")
     }
+}
 
-    /// Signs the payload (ECDSA P-256 over SHA-256) and encodes the signature as DER,
-    /// then standard base64.
-    pub fn sign(
-        &self,
-        signer: &dyn Es256Signer,
-        now: SystemTime,
-    ) -> Result<LegacySignature, Error> {
+impl SignatureKind for PromoOfferLegacy {
+    fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
         if self.app_account_token.chars().any(char::is_control) {
             return Err(Error::InvalidId {
                 what: "app account token",
@@ -297,16 +566,23 @@ impl LegacyPromotionalOffer {
                 rule: "it must not contain control characters",
             });
         }
-        let timestamp = match self.timestamp_ms {
-            Some(ms) if ms < MIN_TIMESTAMP_MS => {
-                return Err(Error::InvalidId {
-                    what: "timestamp",
-                    value: ms.to_string(),
-                    rule: "Apple wants UNIX milliseconds, and this looks like seconds",
-                })
-            }
+        match self.timestamp {
+            Some(ms) if ms < MIN_TIMESTAMP_MS => Err(Error::InvalidId {
+                what: "timestamp",
+                value: ms.to_string(),
+                rule: "Apple wants UNIX milliseconds, and this looks like seconds",
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Signs the payload (ECDSA P-256 over SHA-256) and encodes the signature as DER,
+    /// then standard base64.
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<Signed, Error> {
+        let timestamp = match self.timestamp {
             Some(ms) => ms,
-            None => now
+            None => cx
+                .now
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_err(|_| Error::Clock)?
                 .as_millis() as u64,
@@ -315,12 +591,12 @@ impl LegacyPromotionalOffer {
         let key_id = signer.key_id().clone();
         let payload = self.payload(&key_id, &nonce, timestamp);
         let signature = signer.sign_es256(payload.as_bytes())?;
-        Ok(LegacySignature {
+        Ok(Signed::Legacy(LegacySignature {
             signature: STANDARD.encode(signature.to_der().as_bytes()),
             key_id,
             nonce,
             timestamp,
-        })
+        }))
     }
 }
 
@@ -328,40 +604,50 @@ impl LegacyPromotionalOffer {
 mod tests {
     use super::*;
     use crate::apple::tests::{now, parts, NOW};
+    use crate::apple::{SignatureParams, SignatureRequest};
     use crate::jws::tests::MemorySigner;
     use p256::ecdsa::signature::Verifier;
     use p256::ecdsa::{DerSignature, VerifyingKey};
 
     const NONCE: &str = "3e1bd4a2-1b50-4c1f-9d5f-2d1e5a0c8f11";
+    const ISS: &str = "57246542-96fe-1a63-e053-0824d011072a";
 
-    fn signature(request: StoreKitRequest) -> StoreKitSignature {
-        StoreKitSignature {
-            issuer: "57246542-96fe-1a63-e053-0824d011072a".parse().unwrap(),
-            bundle_id: "com.example.app".parse().unwrap(),
-            request,
-            nonce: Some(NONCE.to_uppercase().parse().unwrap()),
-        }
+    fn sign(params: SignatureParams) -> Result<Signed, Error> {
+        SignatureRequest::new("2X9R4HXF34".parse().unwrap(), params)?.sign(
+            &MemorySigner::new(),
+            None,
+            now(),
+        )
     }
 
-    fn claims(request: StoreKitRequest) -> String {
-        let signed = signature(request)
-            .sign(&MemorySigner::new(), now())
-            .unwrap();
+    fn claims(params: SignatureParams) -> String {
+        let Signed::StoreKit(signed) = sign(params).unwrap() else {
+            panic!("not a JWS")
+        };
         assert_eq!(signed.nonce.as_str(), NONCE, "nonce lower-cased");
         let (header, claims) = parts(&signed.token);
         assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
         claims
     }
 
+    fn nonce() -> Option<Nonce> {
+        Some(NONCE.to_uppercase().parse().unwrap())
+    }
+
     #[test]
     fn promotional_offer_claims() {
         let common = format!(
-            r#"{{"iss":"57246542-96fe-1a63-e053-0824d011072a","iat":{NOW},"aud":"promotional-offer","bid":"com.example.app","nonce":"{NONCE}""#
+            r#"{{"iss":"{ISS}","iat":{NOW},"aud":"promotional-offer","bid":"com.example.app","nonce":"{NONCE}""#
         );
-        let offer = |transaction_id: Option<&str>| StoreKitRequest::PromotionalOffer {
-            product_id: "com.example.monthly".parse().unwrap(),
-            offer_id: "WINBACK".parse().unwrap(),
-            transaction_id: transaction_id.map(|t| t.parse().unwrap()),
+        let offer = |transaction_id: Option<&str>| {
+            SignatureParams::PromoOffer(PromoOffer {
+                issuer: Some(ISS.parse().unwrap()),
+                bundle_id: "com.example.app".parse().unwrap(),
+                nonce: nonce(),
+                product_id: "com.example.monthly".parse().unwrap(),
+                offer_id: "WINBACK".parse().unwrap(),
+                transaction_id: transaction_id.map(|t| t.parse().unwrap()),
+            })
         };
         assert_eq!(
             claims(offer(None)),
@@ -377,11 +663,16 @@ mod tests {
 
     #[test]
     fn intro_offer_eligibility_has_a_json_boolean() {
-        let c = claims(StoreKitRequest::IntroductoryOfferEligibility {
-            product_id: "com.example.monthly".parse().unwrap(),
-            allow_introductory_offer: false,
-            transaction_id: "2000000123".parse().unwrap(),
-        });
+        let c = claims(SignatureParams::IntroOfferEligibility(
+            IntroOfferEligibility {
+                issuer: Some(ISS.parse().unwrap()),
+                bundle_id: "com.example.app".parse().unwrap(),
+                nonce: nonce(),
+                product_id: "com.example.monthly".parse().unwrap(),
+                allow_intro_offer: false,
+                transaction_id: "2000000123".parse().unwrap(),
+            },
+        ));
         assert!(
             c.contains(r#""aud":"introductory-offer-eligibility""#),
             "{c}"
@@ -396,19 +687,21 @@ mod tests {
     #[test]
     fn advanced_commerce_request_is_standard_base64_of_the_json() {
         let json = r#"{"operation":"CREATE_SUBSCRIPTION","version":"1"}"#;
-        let c = claims(StoreKitRequest::AdvancedCommerce {
-            request: AdvancedCommerceRequest::new(&format!(" {json}\n")).unwrap(),
-        });
+        let c = claims(SignatureParams::AdvancedCommerceRequest(
+            AdvancedCommerceRequest {
+                issuer: Some(ISS.parse().unwrap()),
+                bundle_id: "com.example.app".parse().unwrap(),
+                nonce: nonce(),
+                request: AdvancedCommerceBody::new(&format!(" {json}\n")).unwrap(),
+            },
+        ));
         assert!(c.contains(r#""aud":"advanced-commerce-api""#), "{c}");
         assert!(
             c.ends_with(&format!(r#""request":"{}"}}"#, STANDARD.encode(json))),
             "{c}"
         );
         for bad in ["", "[1]", "{", "\"x\""] {
-            assert!(
-                AdvancedCommerceRequest::new(bad).is_err(),
-                "{bad:?} accepted"
-            );
+            assert!(AdvancedCommerceBody::new(bad).is_err(), "{bad:?} accepted");
         }
     }
 
@@ -427,15 +720,19 @@ mod tests {
     #[test]
     fn legacy_signature_is_der_over_apples_payload() {
         let signer = MemorySigner::new();
-        let offer = LegacyPromotionalOffer {
+        let offer = PromoOfferLegacy {
             bundle_id: "com.example.app".parse().unwrap(),
             product_id: "com.example.monthly".parse().unwrap(),
             offer_id: "WINBACK".parse().unwrap(),
             app_account_token: "ABCDEF01-0000-4000-8000-000000000000".to_owned(),
             nonce: Some(NONCE.parse().unwrap()),
-            timestamp_ms: Some(1_700_000_000_123),
+            timestamp: Some(1_700_000_000_123),
         };
-        let signed = offer.sign(&signer, now()).unwrap();
+        let Signed::Legacy(signed) =
+            sign(SignatureParams::PromoOfferLegacy(offer.clone())).unwrap()
+        else {
+            panic!("not a legacy signature")
+        };
         let payload = format!(
             "com.example.app\u{2063}2X9R4HXF34\u{2063}com.example.monthly\u{2063}WINBACK\u{2063}\
              abcdef01-0000-4000-8000-000000000000\u{2063}{NONCE}\u{2063}1700000000123"
@@ -449,12 +746,12 @@ mod tests {
             .unwrap();
         assert_eq!(signed.timestamp, 1_700_000_000_123);
 
-        let seconds = LegacyPromotionalOffer {
-            timestamp_ms: Some(1_700_000_000),
+        let seconds = PromoOfferLegacy {
+            timestamp: Some(1_700_000_000),
             ..offer
         };
         assert!(matches!(
-            seconds.sign(&signer, now()),
+            sign(SignatureParams::PromoOfferLegacy(seconds)),
             Err(Error::InvalidId {
                 what: "timestamp",
                 ..

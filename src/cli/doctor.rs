@@ -4,8 +4,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use p8hsm::{pkcs11, Error};
 
-use super::render;
-use super::run::{print, Ctx, Failure};
+use super::Config;
+use crate::failure::{print, Failure};
 
 /// The checks' lines and how many failed.
 #[derive(Default)]
@@ -27,8 +27,9 @@ impl Report {
         }
     }
 
-    fn fail_with(&mut self, error: &Error) {
-        self.fail(error.to_string(), render::hint(error));
+    fn fail_with(&mut self, failure: &Failure) {
+        let (message, hint) = failure.message_and_hint();
+        self.fail(message, hint);
     }
 
     fn finish(self) -> Result<(), Failure> {
@@ -45,14 +46,14 @@ const EARLIEST: u64 = 1_790_000_000; // 2026-09
 /// Latest believable time.
 const LATEST: u64 = 4_102_444_800; // 2100-01-01
 
-pub fn doctor(ctx: &Ctx) -> Result<(), Failure> {
+pub fn doctor(config: &Config) -> Result<(), Failure> {
     let mut report = Report::default();
     check_clock(&mut report);
 
-    let module = match ctx.module() {
+    let module = match config.module() {
         Ok(module) => module,
         Err(e) => {
-            report.fail_with(&e);
+            report.fail_with(&e.into());
             return report.finish();
         }
     };
@@ -70,11 +71,11 @@ pub fn doctor(ctx: &Ctx) -> Result<(), Failure> {
             ))
         }
         Err(e) => {
-            report.fail_with(&e);
+            report.fail_with(&e.into());
             return report.finish();
         }
     }
-    let token = match ctx.open() {
+    let token = match config.open() {
         Ok(token) => {
             report.pass(format!(
                 "token \"{}\" found (profile {}); login works",
@@ -83,7 +84,10 @@ pub fn doctor(ctx: &Ctx) -> Result<(), Failure> {
             ));
             token
         }
-        Err(e @ (Error::PinIncorrect { .. } | Error::PinLocked | Error::PinSource { .. })) => {
+        Err(
+            e @ (Failure::P8hsm(Error::PinIncorrect { .. } | Error::PinLocked)
+            | Failure::PinSource(_)),
+        ) => {
             report.pass("token found".to_owned());
             report.fail_with(&e);
             return report.finish();
@@ -99,12 +103,12 @@ pub fn doctor(ctx: &Ctx) -> Result<(), Failure> {
             "the token does not offer CKM_ECDSA signatures".to_owned(),
             Some("hint: p8hsm needs a token that signs with ECDSA on P-256".to_owned()),
         ),
-        Err(e) => report.fail_with(&e),
+        Err(e) => report.fail_with(&e.into()),
     }
     let keys = match token.keys() {
         Ok(keys) => keys,
         Err(e) => {
-            report.fail_with(&e);
+            report.fail_with(&e.into());
             return report.finish();
         }
     };

@@ -1,7 +1,184 @@
-//! The command line: argument definitions, command wiring, and rendering.
+//! The command line's one-shot commands: argument definitions, the global options
+//! resolved once ([`Config`]), and each command wired to the library. `token` and
+//! `sign` turn their options into the library's `Request` and sign it — through the
+//! agent when `P8HSM_AGENT_SOCK` is set, else with the token.
 
-pub mod args;
-pub mod doctor;
-pub mod render;
-pub mod run;
-pub mod signing;
+mod args;
+mod check;
+mod config;
+mod doctor;
+mod import;
+mod input;
+mod pin;
+mod request;
+mod sign;
+
+use p256::pkcs8::{EncodePublicKey, LineEnding};
+use p8hsm::apple::metadata::{KeyKind, KeyMetadata};
+use p8hsm::{pkcs11, Error, IssuerId, KeyId, TeamId};
+use serde::Serialize;
+
+pub use args::{Command, Global};
+pub use config::Config;
+pub use input::read_fd;
+
+use crate::failure::{print, Failure};
+
+/// Runs a one-shot command.
+pub fn run(config: &Config, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Import(args) => import::import(&args, config),
+        Command::Keys { json } => keys(json, config),
+        Command::Pubkey { key_id } => {
+            let key_id = config.key_id(key_id.as_ref())?;
+            let public = config.open()?.public_key(&key_id)?;
+            let pem = public
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(Error::internal)?;
+            print(&pem)
+        }
+        Command::Delete { key_id, yes } => {
+            let key_id = config.key_id(key_id.as_ref())?;
+            if !yes {
+                return Err(Failure::Usage(format!(
+                    "delete destroys key {key_id} for good (Apple keeps no copy); add --yes to \
+                     confirm"
+                )));
+            }
+            config.open()?.delete(&key_id)?;
+            eprintln!("deleted key {key_id}");
+            Ok(())
+        }
+        Command::Token(args) => sign::sign(args.0, config),
+        Command::Sign(args) => sign::sign(args.0, config),
+        Command::Check(args) => check::check(&args, config),
+        Command::Modules { json } => modules(json, config),
+        Command::Doctor => doctor::doctor(config),
+    }
+}
+
+/// One row of `keys`: what the token reports plus the recorded metadata.
+#[derive(Serialize)]
+struct KeyRow {
+    #[serde(flatten)]
+    info: pkcs11::KeyInfo,
+    kind: Option<KeyKind>,
+    issuer: Option<IssuerId>,
+    team_id: Option<TeamId>,
+}
+
+fn keys(json: bool, config: &Config) -> Result<(), Failure> {
+    let rows: Vec<KeyRow> = config
+        .open()?
+        .keys()?
+        .into_iter()
+        .map(|info| {
+            let meta = info.metadata.as_deref().and_then(|bytes| {
+                let key_id = info.id.parse::<KeyId>().ok()?;
+                KeyMetadata::from_bytes(&key_id, bytes)
+                    .map_err(|e| eprintln!("warning: {e}"))
+                    .ok()
+            });
+            KeyRow {
+                kind: meta.as_ref().map(|m| m.kind),
+                issuer: meta.as_ref().and_then(|m| m.issuer.clone()),
+                team_id: meta.and_then(|m| m.team_id),
+                info,
+            }
+        })
+        .collect();
+    if json {
+        return print(&json_line(&rows)?);
+    }
+    let mut out = String::new();
+    if !rows.is_empty() {
+        out.push_str("KEY ID      LABEL       KIND                ISSUER / TEAM                         SENSITIVE  EXTRACTABLE  PUBLIC  FINGERPRINT\n");
+    }
+    for row in &rows {
+        let identity = row
+            .issuer
+            .as_ref()
+            .map(ToString::to_string)
+            .or_else(|| row.team_id.as_ref().map(ToString::to_string))
+            .unwrap_or_else(|| "-".to_owned());
+        out.push_str(&format!(
+            "{:<11} {:<11} {:<19} {:<37} {:<10} {:<12} {:<7} {}\n",
+            row.info.id,
+            row.info.label,
+            row.kind.map_or("-", KeyKind::name),
+            identity,
+            yes_no(row.info.sensitive),
+            yes_no(row.info.extractable),
+            yes_no(row.info.has_public_key),
+            row.info.fingerprint.as_deref().unwrap_or("-")
+        ));
+    }
+    print(&out)
+}
+
+#[derive(Serialize)]
+struct ModuleRow {
+    #[serde(flatten)]
+    candidate: pkcs11::modules::Candidate,
+    selected: bool,
+    tokens: Vec<pkcs11::modules::TokenSummary>,
+    error: Option<String>,
+}
+
+fn modules(json: bool, config: &Config) -> Result<(), Failure> {
+    let candidates = pkcs11::modules::candidates(config.explicit_module(), config.uri())?;
+    let mut rows = Vec::new();
+    for (i, candidate) in candidates.into_iter().enumerate() {
+        let (tokens, error) = if candidate.path.is_file() {
+            match pkcs11::modules::tokens(&candidate.path) {
+                Ok(tokens) => (tokens, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
+        } else {
+            (Vec::new(), Some("the file does not exist".to_owned()))
+        };
+        rows.push(ModuleRow {
+            candidate,
+            selected: i == 0,
+            tokens,
+            error,
+        });
+    }
+    if json {
+        return print(&json_line(&rows)?);
+    }
+    let mut out = String::new();
+    for row in &rows {
+        out.push_str(&format!(
+            "{} {}  ({})\n",
+            if row.selected { "*" } else { " " },
+            row.candidate.path.display(),
+            row.candidate.source
+        ));
+        if let Some(error) = &row.error {
+            out.push_str(&format!("    error: {error}\n"));
+        }
+        for token in &row.tokens {
+            out.push_str(&format!(
+                "    token \"{}\"  {} {}  serial {}\n      {}\n",
+                token.label, token.manufacturer, token.model, token.serial, token.uri
+            ));
+        }
+    }
+    print(&out)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// `value` as one line of JSON.
+fn json_line<T: Serialize>(value: &T) -> Result<String, Error> {
+    let mut text = serde_json::to_string(value).map_err(Error::internal)?;
+    text.push('\n');
+    Ok(text)
+}

@@ -14,20 +14,21 @@ use cryptoki::session::Session;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::VerifyingKey;
 use p256::elliptic_curve::rand_core::{OsRng, RngCore};
-use p256::pkcs8::EncodePrivateKey;
 use rsa::{BigUint, Oaep, RsaPublicKey};
 use serde::Serialize;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
+use super::context::ck;
 use super::keys::encode_ec_point;
-use super::{ck, lock, Token};
+use super::Token;
 use crate::ids::printable;
 use crate::{fingerprint, Error, KeyId, P8Key};
 
 /// How the private key goes into the token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ImportMethod {
     /// C_CreateObject with the private value in the template.
     Create,
@@ -88,8 +89,8 @@ pub struct Imported {
     pub label: String,
     /// SHA-256 fingerprint of the public key's SPKI DER.
     pub fingerprint: String,
-    /// `create` or `unwrap`: how the private key went in.
-    pub method: String,
+    /// How the private key went in: [`ImportMethod::Create`] or [`ImportMethod::Unwrap`].
+    pub method: ImportMethod,
 }
 
 /// A template whose secret values are wiped when it is dropped, whatever happened.
@@ -170,7 +171,21 @@ impl Token {
     /// import: the private value is not readable, the key is sensitive and not
     /// extractable, and a random probe signed by the token verifies with the `.p8`'s
     /// public key. On any failure the created objects are destroyed.
+    ///
+    /// The stack frames the import used are wiped before it returns (moves and curve
+    /// arithmetic leave copies of key material in frames that return without wiping).
     pub fn import(
+        &self,
+        key: &P8Key,
+        key_id: &KeyId,
+        options: &ImportOptions<'_>,
+    ) -> Result<Imported, Error> {
+        let result = self.import_inner(key, key_id, options);
+        crate::p8::scrub_stack();
+        result
+    }
+
+    fn import_inner(
         &self,
         key: &P8Key,
         key_id: &KeyId,
@@ -191,13 +206,13 @@ impl Token {
             });
         }
         let id = profile.object_id(key_id);
-        if !self.find(&[Attribute::Id(id.clone())])?.is_empty() {
+        if !self.find_objects(&[Attribute::Id(id.clone())])?.is_empty() {
             return Err(Error::DuplicateKey {
                 what: format!("an object with key ID {key_id}"),
             });
         }
         if !self
-            .find(&[Attribute::Label(label.as_bytes().to_vec())])?
+            .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?
             .is_empty()
         {
             return Err(Error::DuplicateKey {
@@ -218,11 +233,12 @@ impl Token {
                 .into_iter()
                 .filter_map(|object| self.destroy(object).err())
                 .collect();
-            return Err(match leftovers.first() {
+            return Err(match leftovers.into_iter().next() {
                 None => error,
                 Some(cleanup) => Error::ImportLeftObjects {
                     key_id: key_id.to_string(),
-                    reason: format!("{error}; then removing the created objects failed: {cleanup}"),
+                    cause: Box::new(error),
+                    cleanup: Box::new(cleanup),
                 },
             });
         }
@@ -230,7 +246,7 @@ impl Token {
             key_id: key_id.clone(),
             label: label.to_owned(),
             fingerprint: fingerprint(key.public_key()),
-            method: method.to_string(),
+            method,
         })
     }
 
@@ -244,8 +260,8 @@ impl Token {
         created: &mut Vec<ObjectHandle>,
     ) -> Result<ImportMethod, Error> {
         let offers = |mechanism: MechanismType, needs: fn(&MechanismInfo) -> bool| {
-            self.pkcs11
-                .get_mechanism_info(*lock(&self.slot), mechanism)
+            self.pkcs11()
+                .get_mechanism_info(self.slot(), mechanism)
                 .is_ok_and(|info| needs(&info))
         };
         // Asked only when an unwrap may be tried: `create` makes no extra call.
@@ -515,14 +531,6 @@ impl Token {
                 .is_ok(),
             "a probe signed by the token does not verify with the .p8's public key",
         )
-    }
-}
-
-impl P8Key {
-    /// The key as PKCS#8 DER, for C_UnwrapKey, in a buffer wiped on drop.
-    fn pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let document = self.secret_key().to_pkcs8_der().map_err(Error::internal)?;
-        Ok(Zeroizing::new(document.as_bytes().to_vec()))
     }
 }
 

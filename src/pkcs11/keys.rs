@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 
 use std::sync::RwLock;
 
-use super::{ck, lock, private_key, OpError, Token};
+use super::context::ck;
+use super::session::OpError;
+use super::token::private_key;
+use super::Token;
 use crate::{fingerprint, Error, Es256Signer, KeyId};
 
 /// CKA_APPLICATION of the data objects that hold key metadata.
@@ -26,15 +29,18 @@ pub(super) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D
 ///
 /// If a signature fails because the session, the key handle or the device went away,
 /// it is retried once on a fresh session with the key found again.
+///
+/// It owns a clone of its [`Token`]: no lifetime, `Send + Sync`, shareable as
+/// `Arc<dyn Es256Signer>`.
 #[derive(Debug)]
-pub struct HsmKey<'t> {
-    token: &'t Token,
+pub struct HsmKey {
+    token: Token,
     /// Read by every signature, written only when the key is found again.
     handle: RwLock<ObjectHandle>,
     key_id: KeyId,
 }
 
-impl Es256Signer for HsmKey<'_> {
+impl Es256Signer for HsmKey {
     fn key_id(&self) -> &KeyId {
         &self.key_id
     }
@@ -86,9 +92,9 @@ pub struct KeyInfo {
 
 impl Token {
     /// The private key with CKA_ID `key_id`, ready to sign.
-    pub fn key(&self, key_id: &KeyId) -> Result<HsmKey<'_>, Error> {
+    pub fn key(&self, key_id: &KeyId) -> Result<HsmKey, Error> {
         Ok(HsmKey {
-            token: self,
+            token: self.clone(),
             handle: RwLock::new(self.private_key(key_id)?),
             key_id: key_id.clone(),
         })
@@ -96,7 +102,7 @@ impl Token {
 
     /// The EC P-256 private keys on the token.
     pub fn keys(&self) -> Result<Vec<KeyInfo>, Error> {
-        let handles = self.find(&[
+        let handles = self.find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(KeyType::EC),
         ])?;
@@ -178,10 +184,9 @@ impl Token {
 
     /// Whether the token signs with CKM_ECDSA.
     pub fn supports_ecdsa(&self) -> Result<bool, Error> {
-        let slot = *lock(&self.slot);
         match self
-            .pkcs11
-            .get_mechanism_info(slot, cryptoki::mechanism::MechanismType::ECDSA)
+            .pkcs11()
+            .get_mechanism_info(self.slot(), cryptoki::mechanism::MechanismType::ECDSA)
         {
             Ok(info) => Ok(info.sign()),
             Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::MechanismInvalid, _)) => {
@@ -238,7 +243,7 @@ impl Token {
     }
 
     fn metadata_objects(&self, id: &[u8]) -> Result<Vec<ObjectHandle>, Error> {
-        self.find(&[
+        self.find_objects(&[
             Attribute::Class(ObjectClass::DATA),
             Attribute::Application(METADATA_APPLICATION.to_vec()),
             Attribute::Label(id.to_vec()),

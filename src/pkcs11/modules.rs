@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::context::{ck, context};
 use super::uri::Pkcs11Uri;
-use super::{ck, context};
 use crate::Error;
 
 /// Where SoftHSM's module is installed by Debian, Ubuntu, Fedora and source builds.

@@ -16,7 +16,8 @@ use crate::ids::printable;
 use crate::{Error, KeyId};
 
 /// How p8hsm treats a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// PKCS#11 as written: SoftHSM, Kryoptic, p11-kit's client, Luna, most tokens.
     Standard,

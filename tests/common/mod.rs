@@ -16,6 +16,12 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::rand_core::OsRng;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use p256::SecretKey;
+use p8hsm::apple::connect::Connect;
+use p8hsm::apple::developer::Provider;
+use p8hsm::apple::{TokenParams, TokenRequest};
+use p8hsm::pkcs11::{TokenSelector, TokenSpec};
+use p8hsm::Token;
+use secrecy::SecretString;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -220,6 +226,39 @@ pub fn verify_jwt(token: &str, key: &SecretKey) -> (Value, Value) {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("base64url")).expect("JSON")
     };
     (json(parts[0]), json(parts[1]))
+}
+
+/// Opens, with the library, the token an environment names as the init scripts print it
+/// (`P8HSM_MODULE`, `P8HSM_TOKEN`, `P8HSM_PIN_SOURCE=file:…`): the library takes the
+/// PIN itself, so the caller reads the PIN file.
+pub fn open_token(var: impl Fn(&str) -> String) -> Token {
+    let source = var("P8HSM_PIN_SOURCE");
+    let path = source.strip_prefix("file:").expect("a file: PIN source");
+    let pin = std::fs::read_to_string(path).unwrap();
+    let spec = TokenSpec {
+        module: PathBuf::from(var("P8HSM_MODULE")),
+        selector: TokenSelector::label(&var("P8HSM_TOKEN")),
+        profile: None,
+    };
+    Token::open(&spec, SecretString::from(pin.trim_end())).unwrap()
+}
+
+/// An App Store Connect token request for an individual key with one scope entry.
+pub fn connect_request(scope: Option<String>) -> TokenRequest {
+    let params = TokenParams::Connect(Connect {
+        individual: true,
+        scope: scope.into_iter().map(|s| s.parse().unwrap()).collect(),
+        ..Connect::default()
+    });
+    TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, None, None).unwrap()
+}
+
+/// An APNs provider token request, iat not backdated.
+pub fn apns_request() -> TokenRequest {
+    let params = TokenParams::Apns(Provider {
+        team_id: Some("A1B2C3D4E5".parse().unwrap()),
+    });
+    TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, None, Some(0)).unwrap()
 }
 
 pub fn now() -> i64 {

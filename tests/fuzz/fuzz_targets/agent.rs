@@ -1,21 +1,15 @@
-//! The agent's request parser and everything it runs before the token is touched: any
-//! line gets a request or the `bad_request` reply, never a panic; a request survives a
-//! round trip through its own serialization; and signing it (with a software key in the
-//! token's place) gives a result or an error, never a panic.
-//!
-//! cargo-fuzz links only libraries, so this target compiles the binary's `cli` and
-//! `agent` modules from `src/` itself.
+//! The agent's protocol and everything it runs before the token is touched: any line
+//! gets a request or an error with a code and a message, never a panic; a request
+//! survives a round trip through its own request line; and signing it (with a software
+//! key in the token's place) gives a result or an error, never a panic. Built against
+//! the library alone: the protocol and the request type live there.
 #![no_main]
-#![allow(dead_code, unused_imports)]
-
-#[path = "../../../src/agent/mod.rs"]
-mod agent;
-#[path = "../../../src/cli/mod.rs"]
-mod cli;
 
 use libfuzzer_sys::fuzz_target;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
+use p8hsm::apple::cache::TokenCache;
+use p8hsm::protocol::{self, ErrorBody, Reply};
 use p8hsm::{Error, Es256Signer, KeyId};
 
 /// A software key standing in for the token.
@@ -35,34 +29,34 @@ impl Es256Signer for SoftKey {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let request = match agent::protocol::parse(data) {
+    let incoming = protocol::parse(data);
+    let request = match incoming.request {
         Ok(request) => request,
-        Err(reply) => {
-            serde_json::to_string(&reply).unwrap();
+        Err(e) => {
+            let reply = Reply::error(incoming.id, ErrorBody::from_error(&e));
+            assert!(!e.to_string().is_empty());
+            assert!(reply.line().ends_with(b"\n"));
             return;
         }
     };
-    let again = serde_json::to_vec(&request).unwrap();
-    let reparsed = agent::protocol::parse(&again).unwrap_or_else(|_| {
-        panic!("a parsed request does not parse again: {}", String::from_utf8_lossy(&again))
+    let line = protocol::request_line(&incoming.id, &request).unwrap();
+    let reparsed = protocol::parse(&line[..line.len() - 1]);
+    let reparsed = reparsed.request.unwrap_or_else(|e| {
+        panic!(
+            "a parsed request does not parse again ({e}): {}",
+            String::from_utf8_lossy(&line)
+        )
     });
-    assert_eq!(
-        serde_json::to_value(&request).unwrap(),
-        serde_json::to_value(&reparsed).unwrap()
-    );
-    let call = request.call;
-    let _ = call.name();
-    let Some(key_id) = call.key_id().cloned() else {
-        return;
-    };
-    if call.precheck(&key_id).is_err() {
+    assert_eq!(request.to_json().unwrap(), reparsed.to_json().unwrap());
+    if request.precheck(std::time::SystemTime::now()).is_err() {
         return;
     }
     let key = SoftKey {
-        key_id,
+        key_id: request.key_id().clone(),
         key: SigningKey::from_slice(&[7u8; 32]).unwrap(),
     };
-    match call.sign(&key, None, None) {
+    let cache = TokenCache::default();
+    match request.sign(&key, None, Some(&cache)) {
         Ok((signed, _)) => assert!(!signed.line().is_empty()),
         Err(e) => assert!(!e.to_string().is_empty()),
     }

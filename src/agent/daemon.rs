@@ -1,0 +1,216 @@
+//! Where the agent listens and how it starts in the background.
+//!
+//! The socket's directory is created private (mode 0700; 0711 when other uids are
+//! allowed, so that they can reach the socket but not list the directory) or, when it
+//! exists, checked on the opened directory itself — never through a symbolic link.
+//! The background agent is this program started again with `agent --from-parent`: its
+//! parent writes the token to open and the PIN into a pipe on its standard input, so
+//! neither is ever in its arguments (`/proc/PID/cmdline` is readable by every user).
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use p8hsm::pkcs11::TokenSpec;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::Args;
+use crate::failure::{print, Failure};
+
+/// The default socket: `$XDG_RUNTIME_DIR/p8hsm/agent.sock`, else a directory of the
+/// user's own under the temporary directory.
+pub fn socket_path(args: &Args) -> PathBuf {
+    if let Some(path) = &args.socket {
+        return path.clone();
+    }
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(runtime) => PathBuf::from(runtime).join("p8hsm"),
+        None => std::env::temp_dir().join(format!("p8hsm-{}", rustix::process::getuid().as_raw())),
+    };
+    dir.join("agent.sock")
+}
+
+/// Marks this process non-dumpable: no core file, no ptrace by other processes of the
+/// same uid, and /proc/PID/mem readable only by root. The agent holds the PIN.
+pub fn not_dumpable() {
+    // Failing leaves the process as it was; nothing better can be done.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+}
+
+/// Creates the socket's directory private from the start, or checks that an existing
+/// one is a directory of ours that others cannot write to (nor list, unless `shared`).
+pub fn private_dir(socket: &Path, shared: bool) -> Result<PathBuf, Failure> {
+    let dir = socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let setup = |reason: String| Failure::AgentSetup(reason);
+    let mode = if shared { 0o711 } else { 0o700 };
+    // The umask must not take the search bit others need from a shared directory.
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let created = DirBuilder::new().mode(mode).create(&dir);
+    rustix::process::umask(old);
+    match created {
+        Ok(()) => return Ok(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(setup(format!("cannot create {}: {e}", dir.display()))),
+    }
+    // Opened without following a symbolic link; owner and mode read from the handle.
+    let opened = rustix::fs::open(
+        &dir,
+        rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::RDONLY,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| {
+        setup(format!(
+            "{} is not a directory of its own ({e}); it must not be a symbolic link",
+            dir.display()
+        ))
+    })?;
+    let stat = rustix::fs::fstat(&opened)
+        .map_err(|e| setup(format!("cannot read {}: {e}", dir.display())))?;
+    let forbidden = if shared { 0o066 } else { 0o077 };
+    if stat.st_uid != rustix::process::getuid().as_raw() || stat.st_mode & forbidden != 0 {
+        return Err(setup(format!(
+            "{} must be a directory of yours that only you can use (mode {})",
+            dir.display(),
+            if shared { "0700 or 0711" } else { "0700" }
+        )));
+    }
+    Ok(dir)
+}
+
+/// Opens a log for appending: created with mode 0600, and only ever a regular file
+/// (a FIFO would block every write).
+pub fn open_log(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
+/// What a parent sends its background agent, before the PIN.
+#[derive(Serialize, Deserialize)]
+struct Launch {
+    args: Args,
+    spec: TokenSpec,
+}
+
+/// The most the parent sends: the launch line and a PIN.
+const MAX_LAUNCH: usize = 64 * 1024;
+
+/// Starts `p8hsm agent --from-parent` detached, sends it the token and the PIN through
+/// its standard input, relays the environment it prints once it listens, and returns.
+pub fn spawn(
+    args: &Args,
+    socket: &Path,
+    spec: &TokenSpec,
+    pin: SecretString,
+) -> Result<(), Failure> {
+    let dir = private_dir(socket, args.shared())?;
+    let log_path = dir.join("agent.log");
+    let log = open_log(&log_path)
+        .map_err(|e| Failure::AgentSetup(format!("cannot open {}: {e}", log_path.display())))?;
+    let exe = std::env::current_exe().map_err(p8hsm::Error::internal)?;
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(exe)
+            .args(["agent", "--from-parent"])
+            // Nothing in the environment may name a PIN either.
+            .env_remove("P8HSM_KEY")
+            .env_remove("P8HSM_PIN_SOURCE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(p8hsm::Error::internal)?
+    };
+    let mut launch = serde_json::to_vec(&Launch {
+        args: Args {
+            socket: Some(socket.to_path_buf()),
+            foreground: true,
+            ..args.clone()
+        },
+        spec: spec.clone(),
+    })
+    .map_err(p8hsm::Error::internal)?;
+    launch.push(b'\n');
+    let mut sent = Zeroizing::new(launch);
+    sent.extend_from_slice(pin.expose_secret().as_bytes());
+    drop(pin);
+    if let Some(mut stdin) = child.stdin.take() {
+        // A child that died early says why in its log, read below.
+        let _ = stdin.write_all(&sent);
+    }
+    drop(sent);
+    let mut env = String::new();
+    let mut out = BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| Failure::AgentSetup("the agent's output is not a pipe".to_owned()))?,
+    );
+    for _ in 0..2 {
+        if out.read_line(&mut env).map_err(p8hsm::Error::internal)? == 0 {
+            let status = child.wait().map_err(p8hsm::Error::internal)?;
+            let last = std::fs::read_to_string(&log_path)
+                .ok()
+                .and_then(|log| {
+                    log.lines()
+                        .rev()
+                        .find(|l| l.starts_with("error: "))
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            return Err(Failure::AgentSetup(format!(
+                "the agent exited ({status}) before listening{}; see {}",
+                if last.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", last.trim_start_matches("error: "))
+                },
+                log_path.display()
+            )));
+        }
+    }
+    print(&env)
+}
+
+/// The background agent's side: the launch line and the PIN from standard input.
+pub fn read_parent() -> Result<(Args, TokenSpec, SecretString), Failure> {
+    let bytes = crate::cli::read_fd(rustix::stdio::stdin(), MAX_LAUNCH)
+        .map_err(|e| Failure::AgentSetup(format!("cannot read what the parent sent: {e}")))?;
+    let newline = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| Failure::AgentSetup("the parent sent no launch line".to_owned()))?;
+    let launch: Launch = serde_json::from_slice(&bytes[..newline])
+        .map_err(|e| Failure::AgentSetup(format!("the parent's launch line: {e}")))?;
+    let pin = std::str::from_utf8(&bytes[newline + 1..])
+        .map_err(|_| Failure::PinSource("the PIN is not UTF-8".to_owned()))?;
+    if pin.is_empty() {
+        return Err(Failure::PinSource("the parent sent no PIN".to_owned()));
+    }
+    Ok((launch.args, launch.spec, SecretString::from(pin)))
+}
+
+/// Whether a path is a socket (and not a file of the user's that must never be removed).
+pub fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}

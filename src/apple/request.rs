@@ -1,0 +1,525 @@
+//! The one request type: what the command line builds from its options, what the
+//! agent's protocol carries, and what the token cache keys on. A [`Request`] exists only
+//! after every rule that needs no key has been checked ("parse, don't validate"), and
+//! signing one is the one signing path every front end shares.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::cache::{Clock, Source, TokenCache};
+use super::metadata::KeyMetadata;
+use super::spec::{Context, Family, LifetimeRule, Spec, DEFAULT_SKEW};
+use super::storekit::{LegacySignature, SignedStoreKit};
+use super::{Kind, Lifetime, SignatureParams, SignedToken, TokenParams};
+use crate::ids::printable;
+use crate::{Error, Es256Signer, KeyId};
+
+/// Generates, from the one list of kinds in `apple/mod.rs`: [`Kind`], and the
+/// kind-specific parts of requests, [`TokenParams`] and [`SignatureParams`].
+macro_rules! kinds {
+    (
+        tokens { $( $(#[$tdoc:meta])* $tv:ident($tt:ty) = $tspec:path, )* }
+        signatures { $( $(#[$sdoc:meta])* $sv:ident($st:ty) = $sspec:path, )* }
+    ) => {
+        /// Every kind of request, as `p8hsm token KIND` / `p8hsm sign KIND` and the
+        /// agent's protocol (`"kind"`) name it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Kind {
+            $( $(#[$tdoc])* $tv, )*
+            $( $(#[$sdoc])* $sv, )*
+        }
+
+        impl Kind {
+            /// Every kind, tokens first, in the order the command line lists them.
+            pub const ALL: &'static [Kind] = &[$(Kind::$tv,)* $(Kind::$sv,)*];
+
+            /// What the kind states about itself.
+            pub fn spec(self) -> &'static $crate::apple::spec::Spec {
+                match self {
+                    $( Kind::$tv => &$tspec, )*
+                    $( Kind::$sv => &$sspec, )*
+                }
+            }
+        }
+
+        /// The kind-specific part of a JWT request.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum TokenParams {
+            $( $(#[$tdoc])* $tv($tt), )*
+        }
+
+        impl TokenParams {
+            /// Its kind.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $( TokenParams::$tv(_) => Kind::$tv, )*
+                }
+            }
+
+            pub(crate) fn rules(&self) -> &dyn $crate::apple::spec::TokenKind {
+                match self {
+                    $( TokenParams::$tv(p) => p, )*
+                }
+            }
+
+            pub(crate) fn to_fields(
+                &self,
+            ) -> Result<serde_json::Map<String, serde_json::Value>, $crate::Error> {
+                match self {
+                    $( TokenParams::$tv(p) => $crate::apple::request::to_fields(p), )*
+                }
+            }
+
+            pub(crate) fn from_fields(
+                kind: Kind,
+                fields: serde_json::Map<String, serde_json::Value>,
+            ) -> Option<Result<Self, $crate::Error>> {
+                match kind {
+                    $( Kind::$tv => Some(
+                        $crate::apple::request::from_fields(fields).map(TokenParams::$tv)
+                    ), )*
+                    _ => None,
+                }
+            }
+        }
+
+        /// The kind-specific part of a signature request. Not `Hash`: signatures carry
+        /// one-time nonces and are never cached.
+        #[derive(Debug, Clone)]
+        pub enum SignatureParams {
+            $( $(#[$sdoc])* $sv($st), )*
+        }
+
+        impl SignatureParams {
+            /// Its kind.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $( SignatureParams::$sv(_) => Kind::$sv, )*
+                }
+            }
+
+            pub(crate) fn rules(&self) -> &dyn $crate::apple::spec::SignatureKind {
+                match self {
+                    $( SignatureParams::$sv(p) => p, )*
+                }
+            }
+
+            pub(crate) fn to_fields(
+                &self,
+            ) -> Result<serde_json::Map<String, serde_json::Value>, $crate::Error> {
+                match self {
+                    $( SignatureParams::$sv(p) => $crate::apple::request::to_fields(p), )*
+                }
+            }
+
+            pub(crate) fn from_fields(
+                kind: Kind,
+                fields: serde_json::Map<String, serde_json::Value>,
+            ) -> Option<Result<Self, $crate::Error>> {
+                match kind {
+                    $( Kind::$sv => Some(
+                        $crate::apple::request::from_fields(fields).map(SignatureParams::$sv)
+                    ), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+impl Kind {
+    /// The kind named `name`, as the command line and the protocol name it.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.spec().name == name)
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Kind::from_name(s).ok_or_else(|| Error::InvalidId {
+            what: "kind",
+            value: printable(s),
+            rule: "use a `p8hsm token` or `p8hsm sign` kind, e.g. connect, server, apns, \
+                   promo-offer",
+        })
+    }
+}
+
+/// A request to sign, checked: a JWT for an API, or a signature.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// `p8hsm token KIND`.
+    Token(TokenRequest),
+    /// `p8hsm sign KIND`.
+    Signature(SignatureRequest),
+}
+
+/// A request for a JWT. `Hash + Eq`: the token cache keys on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenRequest {
+    key_id: KeyId,
+    lifetime: Lifetime,
+    params: TokenParams,
+}
+
+/// A request for a signature (never cached).
+#[derive(Debug, Clone)]
+pub struct SignatureRequest {
+    key_id: KeyId,
+    params: SignatureParams,
+}
+
+/// What a request produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Signed {
+    /// A JWT.
+    Token(SignedToken),
+    /// A StoreKit JWS.
+    StoreKit(SignedStoreKit),
+    /// A legacy promotional offer signature.
+    Legacy(LegacySignature),
+}
+
+impl Signed {
+    /// The one line the command line prints without `--json`.
+    pub fn line(&self) -> &str {
+        match self {
+            Signed::Token(t) => &t.token,
+            Signed::StoreKit(t) => &t.token,
+            Signed::Legacy(s) => &s.signature,
+        }
+    }
+}
+
+/// A time well inside the range every clock check accepts: construction checks the
+/// lifetime rules (which need no clock) against it.
+const REFERENCE_TIME: Duration = Duration::from_secs(2_000_000_000);
+
+impl TokenRequest {
+    /// A JWT request signed by `key_id`, with `ttl` (seconds from now until `exp`) and
+    /// `skew` (seconds `iat` is backdated) where the kind has them: defaults come from
+    /// the kind's [`Spec`]. Checks every rule that needs neither the key nor the clock.
+    pub fn new(
+        key_id: KeyId,
+        params: TokenParams,
+        ttl: Option<u64>,
+        skew: Option<u64>,
+    ) -> Result<TokenRequest, Error> {
+        let spec = params.kind().spec();
+        let skew = skew.unwrap_or(DEFAULT_SKEW);
+        let lifetime = match spec.lifetime {
+            LifetimeRule::Exp { default_ttl, .. } => Lifetime {
+                ttl: ttl.unwrap_or(default_ttl),
+                skew,
+            },
+            LifetimeRule::Provider { validity } => {
+                if ttl.is_some() {
+                    return Err(Error::NotApplicable {
+                        reason: format!(
+                            "{} tokens carry no exp (Apple accepts them for {validity} s after \
+                             iat): --ttl does not apply",
+                            spec.api
+                        ),
+                    });
+                }
+                Lifetime { ttl: 0, skew }
+            }
+            LifetimeRule::Instant => Lifetime { ttl: 0, skew: 0 },
+        };
+        params.rules().validate(spec)?;
+        let request = TokenRequest {
+            key_id,
+            lifetime,
+            params,
+        };
+        request.times(UNIX_EPOCH + REFERENCE_TIME)?;
+        Ok(request)
+    }
+
+    /// The key that signs.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The kind-specific part.
+    pub fn params(&self) -> &TokenParams {
+        &self.params
+    }
+
+    /// The lifetime asked for (defaults filled in).
+    pub fn lifetime(&self) -> Lifetime {
+        self.lifetime
+    }
+
+    fn context<'a>(&'a self, meta: Option<&'a KeyMetadata>, now: SystemTime) -> Context<'a> {
+        Context {
+            key_id: &self.key_id,
+            spec: self.params.kind().spec(),
+            lifetime: self.lifetime,
+            meta,
+            now,
+        }
+    }
+
+    /// The token's `iat` and `exp` if signed at `now`, or the rule it breaks.
+    pub fn times(&self, now: SystemTime) -> Result<super::Times, Error> {
+        self.params.rules().times(&self.context(None, now))
+    }
+
+    /// Signs with `signer`, resolving identities against `meta` (what is recorded with
+    /// the key), which must allow the kind.
+    pub fn sign(
+        &self,
+        signer: &dyn Es256Signer,
+        meta: Option<&KeyMetadata>,
+        now: SystemTime,
+    ) -> Result<SignedToken, Error> {
+        let cx = self.context(meta, now);
+        allow(&cx)?;
+        self.params.rules().sign(&cx, signer)
+    }
+}
+
+impl SignatureRequest {
+    /// A signature request by `key_id`; checks every rule that needs no key.
+    pub fn new(key_id: KeyId, params: SignatureParams) -> Result<SignatureRequest, Error> {
+        params.rules().validate(params.kind().spec())?;
+        Ok(SignatureRequest { key_id, params })
+    }
+
+    /// The key that signs.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The kind-specific part.
+    pub fn params(&self) -> &SignatureParams {
+        &self.params
+    }
+
+    /// Signs with `signer`, resolving identities against `meta`, which must allow the kind.
+    pub fn sign(
+        &self,
+        signer: &dyn Es256Signer,
+        meta: Option<&KeyMetadata>,
+        now: SystemTime,
+    ) -> Result<Signed, Error> {
+        let cx = Context {
+            key_id: &self.key_id,
+            spec: self.params.kind().spec(),
+            lifetime: Lifetime { ttl: 0, skew: 0 },
+            meta,
+            now,
+        };
+        allow(&cx)?;
+        self.params.rules().sign(&cx, signer)
+    }
+}
+
+/// Refuses a kind the key's recorded kind does not allow.
+fn allow(cx: &Context<'_>) -> Result<(), Error> {
+    match cx.meta {
+        Some(meta) => meta.allow(cx.key_id, &cx.spec.command(), cx.spec.key_kinds),
+        None => Ok(()),
+    }
+}
+
+impl Request {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Request::Token(r) => r.params.kind(),
+            Request::Signature(r) => r.params.kind(),
+        }
+    }
+
+    /// What its kind states about itself.
+    pub fn spec(&self) -> &'static Spec {
+        self.kind().spec()
+    }
+
+    /// The key that signs.
+    pub fn key_id(&self) -> &KeyId {
+        match self {
+            Request::Token(r) => &r.key_id,
+            Request::Signature(r) => &r.key_id,
+        }
+    }
+
+    /// Refuses, at `now` and before any PIN is read, a request that breaks a rule the
+    /// key's metadata is not needed to tell (a lifetime, a clock).
+    pub fn precheck(&self, now: SystemTime) -> Result<(), Error> {
+        match self {
+            Request::Token(r) => r.times(now).map(drop),
+            Request::Signature(_) => super::unix(now).map(drop),
+        }
+    }
+
+    /// Signs with `signer`, whose key's recorded metadata is `meta`: through `cache` when
+    /// one is given and the kind may be cached, else fresh. Every front end signs here.
+    pub fn sign<C: Clock>(
+        &self,
+        signer: &dyn Es256Signer,
+        meta: Option<&KeyMetadata>,
+        cache: Option<&TokenCache<C>>,
+    ) -> Result<(Signed, Source), Error> {
+        match (self, cache) {
+            (Request::Token(r), Some(cache)) if self.spec().cacheable => {
+                let (token, source) = cache.get(r, |now| r.sign(signer, meta, now))?;
+                Ok((Signed::Token(token), source))
+            }
+            (Request::Token(r), _) => Ok((
+                Signed::Token(r.sign(signer, meta, SystemTime::now())?),
+                Source::Fresh,
+            )),
+            (Request::Signature(r), _) => {
+                Ok((r.sign(signer, meta, SystemTime::now())?, Source::Fresh))
+            }
+        }
+    }
+
+    /// A request from a JSON object, as the agent's protocol carries it: `kind`,
+    /// `key_id`, `ttl` and `skew` where the kind has them, and the kind's own fields.
+    /// `command` (`token` or `sign`) may be given and must then match the kind.
+    pub fn from_json(value: Value) -> Result<Request, Error> {
+        let malformed = |reason: String| Error::Malformed { reason };
+        let Value::Object(mut fields) = value else {
+            return Err(malformed("a request is a JSON object".to_owned()));
+        };
+        let kind = match fields.remove("kind") {
+            Some(Value::String(name)) => Kind::from_name(&name)
+                .ok_or_else(|| malformed(format!("unknown kind {}", printable(&name))))?,
+            Some(other) => return Err(malformed(format!("kind is {other}, not a string"))),
+            None => return Err(malformed("the request has no \"kind\"".to_owned())),
+        };
+        let spec = kind.spec();
+        match fields.remove("command") {
+            None => {}
+            Some(Value::String(c)) if c == spec.family.command() => {}
+            Some(other) => {
+                return Err(malformed(format!(
+                    "command {other} does not make {kind}: it is a `{}` kind",
+                    spec.family.command()
+                )))
+            }
+        }
+        let key_id = match fields.remove("key_id") {
+            Some(Value::String(id)) => id.parse::<KeyId>().map_err(|e| malformed(e.to_string()))?,
+            Some(other) => return Err(malformed(format!("key_id is {other}, not a string"))),
+            None => {
+                return Err(Error::MissingInput {
+                    what: "key_id",
+                    why: "a request names the key that signs it",
+                })
+            }
+        };
+        let mut number = |name: &str| match fields.remove(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| malformed(format!("{name} is {n}, not a whole number of seconds"))),
+            Some(other) => Err(malformed(format!("{name} is {other}, not a number"))),
+        };
+        let has_ttl = matches!(
+            spec.lifetime,
+            LifetimeRule::Exp { .. } | LifetimeRule::Provider { .. }
+        );
+        let (ttl, skew) = if has_ttl {
+            (number("ttl")?, number("skew")?)
+        } else {
+            (None, None)
+        };
+        if let Some(params) = TokenParams::from_fields(kind, fields.clone()) {
+            return Ok(Request::Token(TokenRequest::new(
+                key_id, params?, ttl, skew,
+            )?));
+        }
+        match SignatureParams::from_fields(kind, fields) {
+            Some(params) => Ok(Request::Signature(SignatureRequest::new(key_id, params?)?)),
+            None => Err(Error::internal(format!("{kind} is in no family"))),
+        }
+    }
+
+    /// The request as the agent's protocol carries it (see [`Request::from_json`]).
+    pub fn to_json(&self) -> Result<Value, Error> {
+        let mut object = Map::new();
+        object.insert("kind".into(), self.kind().name().into());
+        object.insert("key_id".into(), self.key_id().as_str().into());
+        let fields = match self {
+            Request::Token(r) => {
+                match self.spec().lifetime {
+                    LifetimeRule::Exp { .. } => {
+                        object.insert("ttl".into(), r.lifetime.ttl.into());
+                        object.insert("skew".into(), r.lifetime.skew.into());
+                    }
+                    LifetimeRule::Provider { .. } => {
+                        object.insert("skew".into(), r.lifetime.skew.into());
+                    }
+                    LifetimeRule::Instant => {}
+                }
+                r.params.to_fields()?
+            }
+            Request::Signature(r) => r.params.to_fields()?,
+        };
+        object.extend(fields);
+        Ok(Value::Object(object))
+    }
+
+    /// Whether it makes a token or a signature.
+    pub fn family(&self) -> Family {
+        self.spec().family
+    }
+}
+
+impl Serialize for Request {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Request::from_json(Value::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A kind's fields as a JSON object.
+pub(crate) fn to_fields<T: Serialize>(params: &T) -> Result<Map<String, Value>, Error> {
+    match serde_json::to_value(params).map_err(Error::internal)? {
+        Value::Object(map) => Ok(map),
+        other => Err(Error::internal(format!("fields serialized as {other}"))),
+    }
+}
+
+/// A kind's fields from a JSON object; unknown fields are refused.
+pub(crate) fn from_fields<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, Error> {
+    serde_json::from_value(Value::Object(fields)).map_err(|e| Error::Malformed {
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,269 @@
+//! What each kind of request states about itself, in one place: its name, which recorded
+//! key kinds may sign it, its lifetime rule (default TTL, maximum), whether its results
+//! may be cached, the fields a request carries, and — for JWTs — the header and claims
+//! `check` expects. The command line builds its options from [`Spec::fields`], the
+//! agent's protocol carries the same fields, and `check` reads [`Spec::jwt`].
+
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use super::metadata::{KeyKind, KeyMetadata};
+use super::{unix, Lifetime, SignedToken, Times};
+use crate::{Error, Es256Signer, IssuerId, KeyId, TeamId};
+
+/// Everything one kind of request states about itself.
+#[derive(Debug)]
+pub struct Spec {
+    /// The kind's name: `p8hsm token NAME` or `p8hsm sign NAME`, and `"kind"` in the
+    /// agent's protocol.
+    pub name: &'static str,
+    /// A JWT for an API (`token`), or a signature (`sign`).
+    pub family: Family,
+    /// One line saying what it is for.
+    pub about: &'static str,
+    /// The API's name, as error messages use it.
+    pub api: &'static str,
+    /// The recorded key kinds that may sign it.
+    pub key_kinds: &'static [KeyKind],
+    /// How long its results live.
+    pub lifetime: LifetimeRule,
+    /// Whether a result may be handed out again (a token cache); never for results that
+    /// carry one-time values.
+    pub cacheable: bool,
+    /// The request's own fields, besides `kind`, `key_id` and the lifetime.
+    pub fields: &'static [Field],
+    /// The JWT's header and claims, for `check`; `None` for signatures that are not JWTs.
+    pub jwt: Option<JwtShape>,
+}
+
+/// Whether a kind is a token (`p8hsm token`) or a signature (`p8hsm sign`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// A JWT that authorizes calls to an API.
+    Token,
+    /// A signature over something else (StoreKit offers, requests).
+    Signature,
+}
+
+impl Family {
+    /// The command that makes it: `token` or `sign`.
+    pub fn command(self) -> &'static str {
+        match self {
+            Family::Token => "token",
+            Family::Signature => "sign",
+        }
+    }
+}
+
+/// How a kind's `iat` and `exp` are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifetimeRule {
+    /// `iat = now - skew`, `exp = now + ttl`, and `exp - iat` at most `max` seconds.
+    Exp {
+        /// The TTL when none is asked for.
+        default_ttl: u64,
+        /// The most `exp - iat` may be.
+        max: u64,
+    },
+    /// No `exp` claim: Apple accepts the token `validity` seconds after `iat`
+    /// (`iat = now - skew`).
+    Provider {
+        /// How long Apple accepts the token.
+        validity: u64,
+    },
+    /// `iat = now` and no `exp` (Apple derives expiry from `iat`), or no time claims.
+    Instant,
+}
+
+/// The seconds `iat` is backdated unless a request says otherwise, so a signer whose
+/// clock runs a little ahead of Apple's still gets accepted.
+pub const DEFAULT_SKEW: u64 = 60;
+
+/// One field of a request.
+#[derive(Debug)]
+pub struct Field {
+    /// The name in the agent's protocol (snake_case); the command line's option is the
+    /// same in kebab-case (`--bundle-id`).
+    pub name: &'static str,
+    /// What it is, for `--help` and the protocol's documentation.
+    pub help: &'static str,
+    /// Its type.
+    pub value: Value,
+    /// Whether a request must give it.
+    pub required: bool,
+}
+
+/// The type of a field.
+#[derive(Debug)]
+pub enum Value {
+    /// One string, checked by its type's parser.
+    Text {
+        /// How `--help` names the value, e.g. `UUID`.
+        placeholder: &'static str,
+        /// The type's parser.
+        check: fn(&str) -> Result<(), Error>,
+    },
+    /// Several strings (a JSON array; a repeatable option).
+    List {
+        /// How `--help` names one value.
+        placeholder: &'static str,
+        /// The type's parser, for each value.
+        check: fn(&str) -> Result<(), Error>,
+    },
+    /// A switch: `true` when given.
+    Flag,
+    /// `true` or `false`, given explicitly.
+    Bool,
+    /// A whole number.
+    Number {
+        /// How `--help` names the value.
+        placeholder: &'static str,
+    },
+    /// A string the command line reads from a file (`--NAME-file FILE|-`).
+    File {
+        /// The most bytes it may hold.
+        limit: usize,
+    },
+}
+
+/// The parser of `T`, as a [`Value`] holds it.
+pub fn check<T: FromStr<Err = Error>>(s: &str) -> Result<(), Error> {
+    s.parse::<T>().map(drop)
+}
+
+/// A JWT's header and claims as Apple expects them.
+#[derive(Debug, Clone, Copy)]
+pub struct JwtShape {
+    /// Whether the header carries `typ: "JWT"`.
+    pub typ: bool,
+    /// The `aud` claim, if the kind has one.
+    pub aud: Option<&'static str>,
+    /// Claims that must be present.
+    pub required: &'static [&'static str],
+    /// Claims that may be present.
+    pub optional: &'static [&'static str],
+    /// What `iss` holds.
+    pub issuer: IssuerShape,
+    /// The most `exp - iat` may be as Apple documents it; `None` where Apple documents
+    /// no limit (p8hsm may still hold its own tokens to one, in [`Spec::lifetime`]).
+    pub limit: Option<u64>,
+}
+
+/// What a JWT's `iss` holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerShape {
+    /// An App Store Connect issuer ID (a UUID).
+    IssuerId,
+    /// A 10-character Team ID.
+    TeamId,
+}
+
+impl Spec {
+    /// The command that makes it, e.g. `token connect`.
+    pub fn command(&self) -> String {
+        format!("{} {}", self.family.command(), self.name)
+    }
+}
+
+/// What signing needs besides the request: the key, what is recorded with it, the
+/// lifetime asked for, and the time.
+pub(crate) struct Context<'a> {
+    pub(crate) key_id: &'a KeyId,
+    pub(crate) spec: &'static Spec,
+    pub(crate) lifetime: Lifetime,
+    pub(crate) meta: Option<&'a KeyMetadata>,
+    pub(crate) now: SystemTime,
+}
+
+impl Context<'_> {
+    /// The issuer given or recorded with the key.
+    pub(crate) fn issuer(&self, given: Option<&IssuerId>) -> Result<IssuerId, Error> {
+        let resolved = match self.meta {
+            Some(meta) => meta.issuer(self.key_id, given.cloned())?,
+            None => given.cloned(),
+        };
+        resolved.ok_or(Error::MissingInput {
+            what: "--issuer",
+            why: "give it, set P8HSM_ISSUER, or record it with `p8hsm import --kind KIND \
+                  --issuer UUID`",
+        })
+    }
+
+    /// The Team ID given or recorded with the key.
+    pub(crate) fn team_id(&self, given: Option<&TeamId>) -> Result<TeamId, Error> {
+        let resolved = match self.meta {
+            Some(meta) => meta.team_id(self.key_id, given.cloned())?,
+            None => given.cloned(),
+        };
+        resolved.ok_or(Error::MissingInput {
+            what: "--team-id",
+            why: "give it, set P8HSM_TEAM_ID, or record it with `p8hsm import --kind developer \
+                  --team-id ID`",
+        })
+    }
+
+    /// The times the kind's lifetime rule gives at `now`.
+    pub(crate) fn times(&self) -> Result<Times, Error> {
+        match self.spec.lifetime {
+            LifetimeRule::Exp { max, .. } => self.lifetime.times(self.now, self.spec.api, max),
+            LifetimeRule::Provider { validity } => {
+                if self.lifetime.skew >= validity {
+                    return Err(Error::SkewTooLarge {
+                        api: self.spec.api,
+                        skew: self.lifetime.skew,
+                        limit: validity,
+                    });
+                }
+                let iat = unix(self.now)?
+                    .checked_sub(self.lifetime.skew)
+                    .ok_or(Error::Clock)?;
+                Ok(Times {
+                    iat,
+                    exp: iat + validity,
+                })
+            }
+            LifetimeRule::Instant => {
+                let iat = unix(self.now)?;
+                Ok(Times { iat, exp: iat })
+            }
+        }
+    }
+}
+
+/// One kind of JWT: its cross-field rules, its times and its claims.
+pub(crate) trait TokenKind: Send + Sync {
+    /// Rules between fields, checked when a request is made.
+    fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// `iat` and `exp` if signed now, or the rule the request breaks. Needs nothing
+    /// recorded with the key, so a caller can refuse a request before logging in.
+    fn times(&self, cx: &Context<'_>) -> Result<Times, Error> {
+        cx.times()
+    }
+
+    /// Resolves identities against what is recorded with the key, builds the claims and
+    /// has `signer` sign them.
+    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error>;
+}
+
+/// One kind of signature that is never reused (it carries a one-time nonce).
+pub(crate) trait SignatureKind: Send + Sync {
+    /// Rules between fields, checked when a request is made.
+    fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Resolves identities, builds what is signed and has `signer` sign it.
+    fn sign(
+        &self,
+        cx: &Context<'_>,
+        signer: &dyn Es256Signer,
+    ) -> Result<super::request::Signed, Error>;
+}
+
+/// `#[serde(skip_serializing_if)]` for switches.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !b
+}

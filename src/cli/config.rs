@@ -1,0 +1,133 @@
+//! The global options resolved once, with the one documented precedence: options and
+//! their environment variables win over the `--key` URI, which wins over the defaults.
+//! Everything that opens a token (the one-shot commands, the agent) goes through here.
+
+use std::path::{Path, PathBuf};
+
+use p8hsm::pkcs11::uri::Pkcs11Uri;
+use p8hsm::pkcs11::FoundToken;
+use p8hsm::pkcs11::{self, TokenSelector, TokenSpec};
+use p8hsm::{Error, KeyId, Token};
+use secrecy::SecretString;
+
+use super::args::Global;
+use super::pin::PinSource;
+use crate::failure::Failure;
+
+/// The label of the token p8hsm opens when nothing names one.
+const DEFAULT_TOKEN: &str = "p8hsm";
+
+/// What the global options and the `--key` URI say about where to work.
+#[derive(Debug)]
+pub struct Config {
+    global: Global,
+    uri: Option<Pkcs11Uri>,
+}
+
+impl Config {
+    /// Parses the `--key` URI (the only global option clap leaves as text).
+    pub fn resolve(global: Global) -> Result<Config, Failure> {
+        let uri = match &global.key {
+            Some(text) => Some(text.expose().parse::<Pkcs11Uri>()?),
+            None => None,
+        };
+        Ok(Config { global, uri })
+    }
+
+    /// The `--key` URI, if one was given.
+    pub fn uri(&self) -> Option<&Pkcs11Uri> {
+        self.uri.as_ref()
+    }
+
+    /// `--module` or `P8HSM_MODULE`.
+    pub fn explicit_module(&self) -> Option<&Path> {
+        self.global.module.as_deref()
+    }
+
+    /// The module to load.
+    pub fn module(&self) -> Result<PathBuf, Error> {
+        pkcs11::locate_module(self.explicit_module(), self.uri())
+    }
+
+    /// The module, token and profile to open.
+    pub fn spec(&self) -> Result<TokenSpec, Error> {
+        let uri = self.uri();
+        Ok(TokenSpec {
+            module: self.module()?,
+            selector: TokenSelector {
+                label: self
+                    .global
+                    .token
+                    .clone()
+                    .or_else(|| uri.and_then(|u| u.token.clone()))
+                    .or_else(|| Some(DEFAULT_TOKEN.to_owned())),
+                manufacturer: uri.and_then(|u| u.manufacturer.clone()),
+                model: uri.and_then(|u| u.model.clone()),
+                serial: uri.and_then(|u| u.serial.clone()),
+                slot_id: uri.and_then(|u| u.slot_id),
+            },
+            profile: self.global.profile,
+        })
+    }
+
+    /// Where the PIN comes from: `--pin-source` (or `P8HSM_PIN_SOURCE`), then the URI's
+    /// pin-source, then its pin-value (with a warning on stderr), then a prompt.
+    pub fn pin_source(&self) -> Result<PinSource, Failure> {
+        if let Some(source) = &self.global.pin_source {
+            return source.expose().parse();
+        }
+        match self.uri() {
+            Some(Pkcs11Uri {
+                pin_source: Some(source),
+                ..
+            }) => source.parse(),
+            Some(Pkcs11Uri {
+                pin_value: Some(pin),
+                ..
+            }) => {
+                eprintln!(
+                    "warning: the PKCS#11 URI carries pin-value: keep it as secret as the PIN, \
+                     or use pin-source"
+                );
+                Ok(PinSource::Value(pin.clone()))
+            }
+            _ => Ok(PinSource::Prompt),
+        }
+    }
+
+    /// Finds the token and reads its PIN (a prompt names the token), without logging in.
+    pub fn find(&self) -> Result<(FoundToken, SecretString), Failure> {
+        let source = self.pin_source()?;
+        let found = Token::find(&self.spec()?)?;
+        let pin = source.read(found.label())?;
+        Ok((found, pin))
+    }
+
+    /// Opens the token: finds it, reads the PIN, logs in once.
+    pub fn open(&self) -> Result<Token, Failure> {
+        let (found, pin) = self.find()?;
+        Ok(found.login(pin)?)
+    }
+
+    /// The Apple key ID: the one given, else the URI's id or object when it is one.
+    pub fn key_id(&self, given: Option<&KeyId>) -> Result<KeyId, Error> {
+        if let Some(key_id) = given {
+            return Ok(key_id.clone());
+        }
+        self.uri_key_id().ok_or(Error::MissingInput {
+            what: "--key-id",
+            why: "give it, or a --key URI whose id or object is the Apple key ID",
+        })
+    }
+
+    /// The URI's id, else its object, when it is an Apple key ID.
+    pub fn uri_key_id(&self) -> Option<KeyId> {
+        let uri = self.uri()?;
+        let from_id = uri
+            .id
+            .as_deref()
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| id.parse().ok());
+        from_id.or_else(|| uri.object.as_deref().and_then(|o| o.parse().ok()))
+    }
+}

@@ -1,0 +1,274 @@
+//! `p8hsm token KIND` and `p8hsm sign KIND`: their options are built from each kind's
+//! [`Spec`] (the library states every kind's fields once), and what clap parsed is
+//! turned into the library's [`Request`] once — the same JSON object the agent's
+//! protocol carries, so the command line and the agent cannot read a request
+//! differently.
+
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, ArgMatches, FromArgMatches, Subcommand};
+use p8hsm::apple::spec::{Family, Field, LifetimeRule, Spec, Value as FieldValue, DEFAULT_SKEW};
+use p8hsm::apple::{Kind, Request};
+use p8hsm::KeyId;
+use serde_json::{Map, Value};
+
+use super::input;
+use crate::failure::Failure;
+
+/// A `token` or `sign` command as parsed: the kind, its fields, and what the command
+/// line adds (the output format, files to read), before the key ID is resolved.
+#[derive(Debug, Clone)]
+pub struct RequestArgs {
+    /// The kind.
+    pub kind: Kind,
+    /// `--key-id`, when given.
+    pub key_id: Option<KeyId>,
+    /// The request's fields as the protocol names them (`ttl`, `skew` and the kind's).
+    fields: Map<String, Value>,
+    /// Fields read from files (`--request-file`), by field name.
+    files: Vec<(&'static str, PathBuf, usize)>,
+    /// `--json`.
+    pub json: bool,
+}
+
+/// Environment variables that give a field's default on the command line.
+const FIELD_ENV: &[(&str, &str)] = &[("issuer", "P8HSM_ISSUER"), ("team_id", "P8HSM_TEAM_ID")];
+
+impl RequestArgs {
+    /// The request: `key_id` (from `--key-id` or the `--key` URI) and the fields, files
+    /// read, checked by the library.
+    pub fn into_request(self, key_id: KeyId) -> Result<Request, Failure> {
+        let mut object = self.fields;
+        for (name, path, limit) in self.files {
+            let bytes = input::read(&path, limit)?;
+            let text = String::from_utf8(bytes.to_vec()).map_err(|_| Failure::File {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8"),
+            })?;
+            object.insert(name.to_owned(), Value::String(text));
+        }
+        object.insert("kind".into(), self.kind.name().into());
+        object.insert("key_id".into(), key_id.as_str().into());
+        Ok(Request::from_json(Value::Object(object))?)
+    }
+}
+
+/// The kinds of `p8hsm token`.
+#[derive(Debug, Clone)]
+pub struct TokenKinds(pub RequestArgs);
+
+/// The kinds of `p8hsm sign`.
+#[derive(Debug, Clone)]
+pub struct SignKinds(pub RequestArgs);
+
+fn kinds(family: Family) -> impl Iterator<Item = Kind> {
+    Kind::ALL
+        .iter()
+        .copied()
+        .filter(move |k| k.spec().family == family)
+}
+
+fn augment(mut cmd: clap::Command, family: Family) -> clap::Command {
+    for kind in kinds(family) {
+        cmd = cmd.subcommand(kind_command(kind.spec()));
+    }
+    cmd.subcommand_required(true)
+}
+
+fn from_matches(matches: &ArgMatches, family: Family) -> Result<RequestArgs, clap::Error> {
+    let (name, matches) = matches
+        .subcommand()
+        .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::MissingSubcommand))?;
+    let kind = kinds(family)
+        .find(|k| k.name() == name)
+        .ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))?;
+    Ok(request_args(kind, matches))
+}
+
+macro_rules! subcommand {
+    ($type:ident, $family:expr) => {
+        impl FromArgMatches for $type {
+            fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+                from_matches(matches, $family).map($type)
+            }
+
+            fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+                *self = Self::from_arg_matches(matches)?;
+                Ok(())
+            }
+        }
+
+        impl Subcommand for $type {
+            fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+                augment(cmd, $family)
+            }
+
+            fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+                augment(cmd, $family)
+            }
+
+            fn has_subcommand(name: &str) -> bool {
+                kinds($family).any(|k| k.name() == name)
+            }
+        }
+    };
+}
+
+subcommand!(TokenKinds, Family::Token);
+subcommand!(SignKinds, Family::Signature);
+
+/// The option of a field: `--bundle-id` for `bundle_id`, `--request-file` for a file.
+fn long(field: &Field) -> String {
+    let name = field.name.replace('_', "-");
+    match field.value {
+        FieldValue::File { .. } => format!("{name}-file"),
+        _ => name,
+    }
+}
+
+fn kind_command(spec: &'static Spec) -> clap::Command {
+    let mut cmd = clap::Command::new(spec.name).about(spec.about).arg(
+        Arg::new("key_id")
+            .long("key-id")
+            .value_name("ID")
+            .value_parser(|s: &str| s.parse::<KeyId>())
+            .help(match spec.family {
+                Family::Token => "Apple key ID of the signing key [default: from --key]",
+                Family::Signature => {
+                    "Apple key ID of the In-App Purchase key [default: from --key]"
+                }
+            }),
+    );
+    let ttl = Arg::new("ttl")
+        .long("ttl")
+        .value_name("SECONDS")
+        .value_parser(clap::value_parser!(u64));
+    let skew = Arg::new("skew")
+        .long("skew")
+        .value_name("SECONDS")
+        .value_parser(clap::value_parser!(u64))
+        .help(format!(
+            "Seconds iat is backdated, for clocks slightly ahead of Apple's; exp - iat = ttl + \
+             skew [default: {DEFAULT_SKEW}]"
+        ));
+    match spec.lifetime {
+        LifetimeRule::Exp { default_ttl, max } => {
+            cmd = cmd
+                .arg(ttl.help(format!(
+                    "Seconds from now until exp; exp - iat at most {max} [default: {default_ttl}]"
+                )))
+                .arg(skew);
+        }
+        LifetimeRule::Provider { .. } => {
+            // Accepted, so that the library can say why it does not apply.
+            cmd = cmd.arg(ttl.hide(true)).arg(skew);
+        }
+        LifetimeRule::Instant => {}
+    }
+    for field in spec.fields {
+        cmd = cmd.arg(field_arg(field));
+    }
+    let json = match (spec.family, spec.jwt.is_some()) {
+        (Family::Token, _) => "Print {\"token\",\"key_id\",\"issued_at\",\"expires_at\"} as JSON",
+        (Family::Signature, true) => "Print {\"token\",\"key_id\",\"nonce\",\"issued_at\"} as JSON",
+        (Family::Signature, false) => {
+            "Print {\"signature\",\"key_id\",\"nonce\",\"timestamp\"} as JSON"
+        }
+    };
+    cmd.arg(
+        Arg::new("json")
+            .long("json")
+            .action(ArgAction::SetTrue)
+            .help(json),
+    )
+}
+
+fn field_arg(field: &'static Field) -> Arg {
+    let arg = Arg::new(field.name)
+        .long(long(field))
+        .help(field.help)
+        .required(field.required);
+    let arg = match FIELD_ENV.iter().find(|(name, _)| *name == field.name) {
+        Some((_, env)) => arg.env(env),
+        None => arg,
+    };
+    match field.value {
+        FieldValue::Text { placeholder, check } => arg
+            .value_name(placeholder)
+            .value_parser(move |s: &str| check(s).map(|()| s.to_owned())),
+        FieldValue::List { placeholder, check } => arg
+            .value_name(placeholder)
+            .action(ArgAction::Append)
+            .value_parser(move |s: &str| check(s).map(|()| s.to_owned())),
+        FieldValue::Flag => arg.action(ArgAction::SetTrue),
+        FieldValue::Bool => arg
+            .value_name("true|false")
+            .action(ArgAction::Set)
+            .value_parser(clap::value_parser!(bool)),
+        FieldValue::Number { placeholder } => arg
+            .value_name(placeholder)
+            .value_parser(clap::value_parser!(u64)),
+        FieldValue::File { .. } => arg
+            .value_name("FILE|-")
+            .value_parser(clap::value_parser!(PathBuf)),
+    }
+}
+
+fn request_args(kind: Kind, matches: &ArgMatches) -> RequestArgs {
+    let spec = kind.spec();
+    let mut fields = Map::new();
+    let mut files = Vec::new();
+    let has = |id: &str| matches.try_contains_id(id).unwrap_or(false);
+    for name in ["ttl", "skew"] {
+        if has(name) {
+            if let Some(n) = matches.get_one::<u64>(name) {
+                fields.insert(name.into(), (*n).into());
+            }
+        }
+    }
+    for field in spec.fields {
+        let name = field.name;
+        match field.value {
+            FieldValue::Text { .. } => {
+                if let Some(v) = matches.get_one::<String>(name) {
+                    fields.insert(name.into(), v.clone().into());
+                }
+            }
+            FieldValue::List { .. } => {
+                if let Some(values) = matches.get_many::<String>(name) {
+                    fields.insert(
+                        name.into(),
+                        Value::Array(values.map(|v| v.clone().into()).collect()),
+                    );
+                }
+            }
+            FieldValue::Flag => {
+                if matches.get_flag(name) {
+                    fields.insert(name.into(), true.into());
+                }
+            }
+            FieldValue::Bool => {
+                if let Some(b) = matches.get_one::<bool>(name) {
+                    fields.insert(name.into(), (*b).into());
+                }
+            }
+            FieldValue::Number { .. } => {
+                if let Some(n) = matches.get_one::<u64>(name) {
+                    fields.insert(name.into(), (*n).into());
+                }
+            }
+            FieldValue::File { limit } => {
+                if let Some(path) = matches.get_one::<PathBuf>(name) {
+                    files.push((name, path.clone(), limit));
+                }
+            }
+        }
+    }
+    RequestArgs {
+        kind,
+        key_id: matches.get_one::<KeyId>("key_id").cloned(),
+        fields,
+        files,
+        json: matches.get_flag("json"),
+    }
+}

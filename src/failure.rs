@@ -1,0 +1,308 @@
+//! The binary's own failures (as rage keeps `rage/src/bin/rage/error.rs`): the library's
+//! errors and the cases only the binary meets — files, PIN sources, the agent's peers
+//! and socket, `check` and `doctor` findings, output. Each renders one `error:` line and
+//! its hint together, and maps to one protocol code and one exit status, through
+//! exhaustive matches. Shared by every front end; imports none of them.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use p8hsm::protocol::ErrorBody;
+use p8hsm::{Error, ErrorCode, KeyId};
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The library refused or failed.
+    P8hsm(Error),
+    /// The command was used wrongly in a way clap cannot see.
+    Usage(String),
+    /// An input file could not be read.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The key ID given and the one in Apple's file name differ.
+    KeyIdMismatch {
+        /// From `--key-id`.
+        given: KeyId,
+        /// From `AuthKey_<ID>.p8`.
+        in_name: KeyId,
+    },
+    /// No key ID was given and none could be inferred.
+    KeyIdUnknown,
+    /// The PIN source could not give a PIN.
+    PinSource(String),
+    /// The agent is restricted to other keys.
+    KeyNotAllowed(KeyId),
+    /// A peer of a uid the agent does not serve.
+    Forbidden {
+        /// The peer's uid.
+        uid: u32,
+    },
+    /// The agent serves as many connections as it may.
+    Busy,
+    /// A request line over the limit.
+    TooLarge(usize),
+    /// The audit line could not be written, so nothing was handed out.
+    AuditFailed(io::Error),
+    /// The agent could not be started.
+    AgentSetup(String),
+    /// No agent answers on the socket.
+    AgentUnreachable {
+        /// `P8HSM_AGENT_SOCK`.
+        socket: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The agent refused or failed the request.
+    Agent(ErrorBody),
+    /// `check` found reasons Apple would reject the token.
+    Findings(usize),
+    /// `doctor` found failing checks.
+    Doctor(usize),
+    /// stdout could not be written.
+    Output(io::Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::P8hsm(e)
+    }
+}
+
+/// Exit statuses, as `docs/manual.md` documents them.
+pub mod exit {
+    /// Unexpected failure: a PKCS#11 call failed, output could not be written.
+    pub const FAILURE: u8 = 1;
+    /// Usage error: bad or missing options.
+    pub const USAGE: u8 = 2;
+    /// Bad input: key file, IDs, scope, lifetime, request.
+    pub const INPUT: u8 = 3;
+    /// PIN: wrong, locked, or the PIN source failed.
+    pub const PIN: u8 = 4;
+    /// Module, token or agent not found, not reachable or unable.
+    pub const TOKEN: u8 = 5;
+    /// Key not found on the token (or not allowed).
+    pub const KEY_NOT_FOUND: u8 = 6;
+    /// The key ID is already on the token.
+    pub const KEY_EXISTS: u8 = 7;
+    /// Import check failed.
+    pub const IMPORT_CHECK: u8 = 8;
+    /// `check` found reasons Apple would reject the token.
+    pub const FINDINGS: u8 = 9;
+    /// The key's recorded kind or identity contradicts the command.
+    pub const KEY_KIND: u8 = 10;
+    /// `doctor` found failing checks.
+    pub const DOCTOR: u8 = 11;
+}
+
+/// The exit status of a class of failure: the same whether the failure happened here
+/// or in the agent.
+pub fn exit_status(code: ErrorCode) -> u8 {
+    match code {
+        ErrorCode::BadRequest | ErrorCode::TooLarge | ErrorCode::InvalidInput => exit::INPUT,
+        ErrorCode::Usage => exit::USAGE,
+        ErrorCode::PinRefused => exit::PIN,
+        ErrorCode::TokenUnavailable
+        | ErrorCode::Unsupported
+        | ErrorCode::Forbidden
+        | ErrorCode::Busy => exit::TOKEN,
+        ErrorCode::KeyNotFound | ErrorCode::KeyNotAllowed => exit::KEY_NOT_FOUND,
+        ErrorCode::KeyExists => exit::KEY_EXISTS,
+        ErrorCode::ImportFailed => exit::IMPORT_CHECK,
+        ErrorCode::KeyKind => exit::KEY_KIND,
+        ErrorCode::AuditFailed | ErrorCode::Failed | ErrorCode::Internal | ErrorCode::Unknown => {
+            exit::FAILURE
+        }
+    }
+}
+
+impl Failure {
+    /// The class of failure, as the agent's protocol sends it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Failure::P8hsm(e) => e.code(),
+            Failure::Agent(body) => body.code,
+            Failure::Usage(_) => ErrorCode::Usage,
+            Failure::File { .. } | Failure::KeyIdMismatch { .. } | Failure::KeyIdUnknown => {
+                ErrorCode::InvalidInput
+            }
+            Failure::PinSource(_) => ErrorCode::PinRefused,
+            Failure::KeyNotAllowed(_) => ErrorCode::KeyNotAllowed,
+            Failure::Forbidden { .. } => ErrorCode::Forbidden,
+            Failure::Busy => ErrorCode::Busy,
+            Failure::TooLarge(_) => ErrorCode::TooLarge,
+            Failure::AuditFailed(_) => ErrorCode::AuditFailed,
+            Failure::AgentSetup(_) | Failure::AgentUnreachable { .. } => {
+                ErrorCode::TokenUnavailable
+            }
+            Failure::Findings(_) | Failure::Doctor(_) | Failure::Output(_) => ErrorCode::Failed,
+        }
+    }
+
+    /// The exit status.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Failure::Findings(_) => exit::FINDINGS,
+            Failure::Doctor(_) => exit::DOCTOR,
+            Failure::Output(_) => exit::FAILURE,
+            Failure::P8hsm(_)
+            | Failure::Agent(_)
+            | Failure::Usage(_)
+            | Failure::File { .. }
+            | Failure::KeyIdMismatch { .. }
+            | Failure::KeyIdUnknown
+            | Failure::PinSource(_)
+            | Failure::KeyNotAllowed(_)
+            | Failure::Forbidden { .. }
+            | Failure::Busy
+            | Failure::TooLarge(_)
+            | Failure::AuditFailed(_)
+            | Failure::AgentSetup(_)
+            | Failure::AgentUnreachable { .. } => exit_status(self.code()),
+        }
+    }
+
+    /// What happened, in one line, and what to do about it.
+    pub fn message_and_hint(&self) -> (String, Option<String>) {
+        let hint = |text: &str| Some(format!("hint: {text}"));
+        match self {
+            Failure::P8hsm(e) => (e.to_string(), e.hint()),
+            Failure::Agent(body) => (body.message.clone(), body.hint.clone()),
+            Failure::Usage(message) => (message.clone(), None),
+            Failure::File { path, source } => {
+                (format!("cannot read {}: {source}", path.display()), None)
+            }
+            Failure::KeyIdMismatch { given, in_name } => (
+                format!("--key-id {given} does not match the key ID {in_name} in the file name"),
+                hint("Apple names the file after the key ID; drop --key-id or check the file"),
+            ),
+            Failure::KeyIdUnknown => (
+                "no key ID: the file name is not AuthKey_<ID>.p8 or SubscriptionKey_<ID>.p8"
+                    .to_owned(),
+                hint("pass --key-id ID (App Store Connect shows it next to the key)"),
+            ),
+            Failure::PinSource(reason) => (
+                format!("cannot read the PIN: {reason}"),
+                hint("give --pin-source file:PATH, env:VAR or prompt (or set P8HSM_PIN_SOURCE)"),
+            ),
+            Failure::KeyNotAllowed(key_id) => (
+                format!("this agent does not sign with key {key_id}"),
+                hint("the agent was started with --keys; use one of those keys"),
+            ),
+            Failure::Forbidden { uid } => (
+                format!("uid {uid} may not use this agent"),
+                hint("start the agent with --allow-uid or --allow-gid to let it"),
+            ),
+            Failure::Busy => (
+                "the agent is serving too many connections".to_owned(),
+                hint("try again shortly"),
+            ),
+            Failure::TooLarge(limit) => (
+                format!("a request is one line of at most {limit} bytes"),
+                None,
+            ),
+            Failure::AuditFailed(e) => (
+                format!("cannot write the audit line ({e}), so nothing was handed out"),
+                hint(
+                    "check the audit log's disk and file; the agent signs nothing it cannot audit",
+                ),
+            ),
+            Failure::AgentSetup(reason) => (format!("cannot start the agent: {reason}"), None),
+            Failure::AgentUnreachable { socket, reason } => (
+                format!("cannot reach the agent at {}: {reason}", socket.display()),
+                hint("is `p8hsm agent` running? Unset P8HSM_AGENT_SOCK to use the token directly"),
+            ),
+            Failure::Findings(n) => (
+                format!(
+                    "Apple would reject this token: {n} problem{} listed above",
+                    if *n == 1 { "" } else { "s" }
+                ),
+                None,
+            ),
+            Failure::Doctor(n) => (
+                format!("{n} check{} failed", if *n == 1 { "" } else { "s" }),
+                None,
+            ),
+            Failure::Output(e) => (format!("cannot write the result: {e}"), None),
+        }
+    }
+
+    /// The error body the agent's protocol sends for it.
+    pub fn body(&self) -> ErrorBody {
+        let (message, hint) = self.message_and_hint();
+        ErrorBody {
+            code: self.code(),
+            message,
+            hint,
+        }
+    }
+
+    /// Prints the failure to stderr — one `error:` line, then its hint line — and
+    /// returns its exit status.
+    pub fn report(&self) -> ExitCode {
+        let (message, hint) = self.message_and_hint();
+        let mut text = format!("error: {}\n", one_line(&message));
+        if let Some(hint) = hint {
+            text.push_str(&one_line(&hint));
+            text.push('\n');
+        }
+        let _ = io::stderr().lock().write_all(text.as_bytes());
+        ExitCode::from(self.exit_status())
+    }
+}
+
+/// A message on one line: control characters (a newline in a quoted value) escaped.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Writes the result to stdout; a closed pipe is not an error.
+pub fn print(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure::Output(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_exits_the_same_directly_and_through_the_agent() {
+        let failures = [
+            Failure::P8hsm(Error::KeyNotFound { key_id: "X".into() }),
+            Failure::P8hsm(Error::KeyAmbiguous {
+                key_id: "X".into(),
+                count: 2,
+            }),
+            Failure::KeyNotAllowed("2X9R4HXF34".parse().unwrap()),
+            Failure::Forbidden { uid: 7 },
+            Failure::PinSource("x".into()),
+        ];
+        for failure in failures {
+            let through_agent = Failure::Agent(failure.body());
+            assert_eq!(failure.exit_status(), through_agent.exit_status());
+            assert_eq!(failure.message_and_hint(), through_agent.message_and_hint());
+        }
+    }
+
+    #[test]
+    fn messages_stay_on_one_line() {
+        assert_eq!(one_line("a\nb"), "a\\nb");
+    }
+}

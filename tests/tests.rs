@@ -1,0 +1,20 @@
+//! The integration tests, as one test binary (as ripgrep's `tests/tests.rs`): each
+//! module drives the real `p8hsm` binary, or the library, against real tokens — a
+//! SoftHSM token store per test (or Kryoptic with `P8HSM_TEST_KRYOPTIC=<module>`).
+//! `custody` and `stress` are binaries of their own: they re-execute themselves.
+
+mod common;
+
+mod agent;
+mod attributes;
+mod catalogue;
+mod doctor;
+mod errors;
+mod hygiene;
+mod import;
+mod kinds;
+mod parity;
+mod recovery;
+mod threads;
+mod token;
+mod uri;
