@@ -96,7 +96,7 @@ pub enum Error {
     },
     /// A request (as the agent's protocol carries it) that is not one: not JSON, an
     /// unknown kind or field, a value of the wrong type or form.
-    #[error("not a request: {reason}")]
+    #[error("{reason}")]
     Malformed {
         /// What is wrong.
         reason: String,

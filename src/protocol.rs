@@ -43,7 +43,7 @@ pub fn parse(line: &[u8]) -> Incoming {
             return Incoming {
                 id: Value::Null,
                 request: Err(Error::Malformed {
-                    reason: e.to_string(),
+                    reason: format!("the request is not JSON: {e}"),
                 }),
             }
         }

@@ -8,6 +8,7 @@ mod common;
 mod agent;
 mod attributes;
 mod catalogue;
+mod docs;
 mod doctor;
 mod errors;
 mod hygiene;

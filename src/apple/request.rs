@@ -523,3 +523,67 @@ pub(crate) fn from_fields<T: DeserializeOwned>(fields: Map<String, Value>) -> Re
         reason: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The fields serde knows for `kind`, from its refusal of an unknown one.
+    fn serde_fields(kind: Kind) -> BTreeSet<String> {
+        let mut object = Map::new();
+        object.insert("zzz".into(), Value::Null);
+        let refused = match TokenParams::from_fields(kind, object.clone()) {
+            Some(result) => result.map(drop),
+            None => SignatureParams::from_fields(kind, object).unwrap().map(drop),
+        };
+        let message = refused.unwrap_err().to_string();
+        let listed = message
+            .split_once("expected ")
+            .map(|(_, list)| list)
+            .unwrap_or_else(|| panic!("{kind}: {message}"));
+        listed
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn each_spec_lists_exactly_the_fields_its_request_takes() {
+        for kind in Kind::ALL {
+            let spec = kind.spec();
+            let declared: BTreeSet<String> =
+                spec.fields.iter().map(|f| f.name.to_owned()).collect();
+            assert_eq!(serde_fields(*kind), declared, "{kind}");
+            assert_eq!(Kind::from_name(spec.name), Some(*kind));
+        }
+        let names: BTreeSet<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), Kind::ALL.len(), "kind names are unique");
+    }
+
+    #[test]
+    fn a_request_reads_back_from_its_own_json() {
+        let line = serde_json::json!({
+            "command": "sign", "kind": "promo-offer", "key_id": "2X9R4HXF34",
+            "bundle_id": "b", "product_id": "p", "offer_id": "o", "transaction_id": "1"
+        });
+        let request = Request::from_json(line).unwrap();
+        let again = Request::from_json(request.to_json().unwrap()).unwrap();
+        assert_eq!(again.to_json().unwrap(), request.to_json().unwrap());
+        assert_eq!(again.kind(), Kind::PromoOffer);
+    }
+
+    #[test]
+    fn a_missing_key_id_is_input_and_a_broken_field_is_malformed() {
+        let no_key = Request::from_json(serde_json::json!({"kind": "apns"})).unwrap_err();
+        assert!(matches!(no_key, Error::MissingInput { what: "key_id", .. }), "{no_key}");
+        let bad_issuer = Request::from_json(serde_json::json!({
+            "kind": "server", "key_id": "2X9R4HXF34", "issuer": "x", "bundle_id": "b"
+        }))
+        .unwrap_err();
+        assert!(matches!(bad_issuer, Error::Malformed { .. }), "{bad_issuer}");
+        assert!(bad_issuer.to_string().contains("invalid issuer ID"), "{bad_issuer}");
+    }
+}
