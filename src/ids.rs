@@ -160,6 +160,64 @@ pub(crate) fn printable(s: &str) -> String {
     format!("\"{out}\"")
 }
 
+/// A one-time nonce: a UUID in lowercase hyphenated form.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Nonce(String);
+
+impl TryFrom<String> for Nonce {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl From<Nonce> for String {
+    fn from(nonce: Nonce) -> String {
+        nonce.0
+    }
+}
+
+impl Nonce {
+    /// A fresh random (v4) nonce.
+    pub fn random() -> Nonce {
+        Nonce(uuid::Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// The nonce as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Nonce {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match uuid::Uuid::try_parse(s) {
+            Ok(uuid) if s.len() == 36 => Ok(Nonce(uuid.hyphenated().to_string())),
+            _ => Err(Error::InvalidId {
+                what: "nonce",
+                value: printable(s),
+                rule: "a nonce is a UUID",
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nonce({:?})", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

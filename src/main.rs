@@ -5,6 +5,7 @@
 mod agent;
 mod cli;
 mod failure;
+mod input;
 
 use std::process::ExitCode;
 

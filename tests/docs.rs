@@ -11,7 +11,8 @@ use crate::common::root;
 
 /// The protocol's field tables, as `docs/protocol.md` must carry them.
 fn field_tables() -> String {
-    let mut out = String::from("<!-- fields: generated from the kinds' specs; tests/docs.rs checks it -->\n");
+    let mut out =
+        String::from("<!-- fields: generated from the kinds' specs; tests/docs.rs checks it -->\n");
     for kind in Kind::ALL {
         let spec = kind.spec();
         out.push_str(&format!(
@@ -81,7 +82,12 @@ fn every_command_the_documents_show_exists() {
             .success()
     };
     let mut checked = 0;
-    for doc in ["README.md", "docs/manual.md", "docs/kinds.md", "docs/security.md"] {
+    for doc in [
+        "README.md",
+        "docs/manual.md",
+        "docs/kinds.md",
+        "docs/security.md",
+    ] {
         let text = std::fs::read_to_string(root().join(doc)).unwrap();
         let mut in_code = false;
         for line in text.lines() {
@@ -110,7 +116,11 @@ fn every_command_the_documents_show_exists() {
                 if words.is_empty() {
                     continue;
                 }
-                assert!(help(&words), "{doc}: `p8hsm {}` is not a command", words.join(" "));
+                assert!(
+                    help(&words),
+                    "{doc}: `p8hsm {}` is not a command",
+                    words.join(" ")
+                );
                 checked += 1;
             }
         }

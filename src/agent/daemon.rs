@@ -193,7 +193,7 @@ pub fn spawn(
 
 /// The background agent's side: the launch line and the PIN from standard input.
 pub fn read_parent() -> Result<(Args, TokenSpec, SecretString), Failure> {
-    let bytes = crate::cli::read_fd(rustix::stdio::stdin(), MAX_LAUNCH)
+    let bytes = crate::input::read_fd(rustix::stdio::stdin(), MAX_LAUNCH)
         .map_err(|e| Failure::AgentSetup(format!("cannot read what the parent sent: {e}")))?;
     let newline = bytes
         .iter()

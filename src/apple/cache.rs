@@ -21,8 +21,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::{unix, SignedToken, TokenRequest};
-use crate::{lock, Error};
+use super::lifetime::unix;
+use super::metadata::KeyMetadata;
+use super::request::{Request, TokenRequest};
+use super::signed::{Signed, SignedToken};
+use crate::{lock, Error, Es256Signer};
 
 /// A token is never handed out from the cache with fewer seconds than this left.
 pub const MIN_REMAINING: u64 = 60;
@@ -131,6 +134,23 @@ impl<C: Clock> TokenCache<C> {
                 Some(cached) => Ok((cached.clone(), Source::Stale)),
                 None => Err(error),
             },
+        }
+    }
+
+    /// Signs `request` with `signer` (whose key's recorded metadata is `meta`): from the
+    /// cache when the kind may be cached, else fresh.
+    pub fn sign(
+        &self,
+        request: &Request,
+        signer: &dyn Es256Signer,
+        meta: Option<&KeyMetadata>,
+    ) -> Result<(Signed, Source), Error> {
+        match request {
+            Request::Token(r) if request.spec().cacheable => {
+                let (token, source) = self.get(r, |now| r.sign(signer, meta, now))?;
+                Ok((Signed::Token(token), source))
+            }
+            _ => Ok((request.sign(signer, meta, self.clock.now())?, Source::Fresh)),
         }
     }
 

@@ -3,14 +3,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::lifetime::Times;
 use super::metadata::KeyKind;
+use super::signed::{sign_jwt, HeaderStyle, SignedToken};
 use super::spec::{
     check, is_false, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind,
     Value,
 };
 #[cfg(test)]
 use super::TokenRequest;
-use super::{sign_jwt, HeaderStyle, SignedToken, Times, AUD_APP_STORE_CONNECT, AUD_ENTERPRISE};
+use super::{AUD_APP_STORE_CONNECT, AUD_ENTERPRISE};
 use crate::ids::printable;
 use crate::{Error, Es256Signer, IssuerId};
 

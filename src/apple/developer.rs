@@ -5,11 +5,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::metadata::KeyKind;
+use super::signed::{sign_jwt, HeaderStyle, SignedToken};
 use super::spec::{
     check, is_false, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind,
     Value,
 };
-use super::{sign_jwt, HeaderStyle, SignedToken, AUD_SIGN_IN_WITH_APPLE};
+use super::AUD_SIGN_IN_WITH_APPLE;
 use crate::{ClientId, Error, Es256Signer, Origin, ServiceId, TeamId};
 
 /// How long APNs and DeviceCheck accept a provider token after its `iat`.

@@ -9,163 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::cache::{Clock, Source, TokenCache};
 use super::metadata::KeyMetadata;
+use super::signed::{Signed, SignedToken};
 use super::spec::{Context, Family, LifetimeRule, Spec, DEFAULT_SKEW};
-use super::storekit::{LegacySignature, SignedStoreKit};
-use super::{Kind, Lifetime, SignatureParams, SignedToken, TokenParams};
+use super::{Kind, Lifetime, SignatureParams, TokenParams};
 use crate::ids::printable;
 use crate::{Error, Es256Signer, KeyId};
-
-/// Generates, from the one list of kinds in `apple/mod.rs`: [`Kind`], and the
-/// kind-specific parts of requests, [`TokenParams`] and [`SignatureParams`].
-macro_rules! kinds {
-    (
-        tokens { $( $(#[$tdoc:meta])* $tv:ident($tt:ty) = $tspec:path, )* }
-        signatures { $( $(#[$sdoc:meta])* $sv:ident($st:ty) = $sspec:path, )* }
-    ) => {
-        /// Every kind of request, as `p8hsm token KIND` / `p8hsm sign KIND` and the
-        /// agent's protocol (`"kind"`) name it.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Kind {
-            $( $(#[$tdoc])* $tv, )*
-            $( $(#[$sdoc])* $sv, )*
-        }
-
-        impl Kind {
-            /// Every kind, tokens first, in the order the command line lists them.
-            pub const ALL: &'static [Kind] = &[$(Kind::$tv,)* $(Kind::$sv,)*];
-
-            /// What the kind states about itself.
-            pub fn spec(self) -> &'static $crate::apple::spec::Spec {
-                match self {
-                    $( Kind::$tv => &$tspec, )*
-                    $( Kind::$sv => &$sspec, )*
-                }
-            }
-        }
-
-        /// The kind-specific part of a JWT request.
-        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-        pub enum TokenParams {
-            $( $(#[$tdoc])* $tv($tt), )*
-        }
-
-        impl TokenParams {
-            /// Its kind.
-            pub fn kind(&self) -> Kind {
-                match self {
-                    $( TokenParams::$tv(_) => Kind::$tv, )*
-                }
-            }
-
-            pub(crate) fn rules(&self) -> &dyn $crate::apple::spec::TokenKind {
-                match self {
-                    $( TokenParams::$tv(p) => p, )*
-                }
-            }
-
-            pub(crate) fn to_fields(
-                &self,
-            ) -> Result<serde_json::Map<String, serde_json::Value>, $crate::Error> {
-                match self {
-                    $( TokenParams::$tv(p) => $crate::apple::request::to_fields(p), )*
-                }
-            }
-
-            pub(crate) fn from_fields(
-                kind: Kind,
-                fields: serde_json::Map<String, serde_json::Value>,
-            ) -> Option<Result<Self, $crate::Error>> {
-                match kind {
-                    $( Kind::$tv => Some(
-                        $crate::apple::request::from_fields(fields).map(TokenParams::$tv)
-                    ), )*
-                    _ => None,
-                }
-            }
-        }
-
-        /// The kind-specific part of a signature request. Not `Hash`: signatures carry
-        /// one-time nonces and are never cached.
-        #[derive(Debug, Clone)]
-        pub enum SignatureParams {
-            $( $(#[$sdoc])* $sv($st), )*
-        }
-
-        impl SignatureParams {
-            /// Its kind.
-            pub fn kind(&self) -> Kind {
-                match self {
-                    $( SignatureParams::$sv(_) => Kind::$sv, )*
-                }
-            }
-
-            pub(crate) fn rules(&self) -> &dyn $crate::apple::spec::SignatureKind {
-                match self {
-                    $( SignatureParams::$sv(p) => p, )*
-                }
-            }
-
-            pub(crate) fn to_fields(
-                &self,
-            ) -> Result<serde_json::Map<String, serde_json::Value>, $crate::Error> {
-                match self {
-                    $( SignatureParams::$sv(p) => $crate::apple::request::to_fields(p), )*
-                }
-            }
-
-            pub(crate) fn from_fields(
-                kind: Kind,
-                fields: serde_json::Map<String, serde_json::Value>,
-            ) -> Option<Result<Self, $crate::Error>> {
-                match kind {
-                    $( Kind::$sv => Some(
-                        $crate::apple::request::from_fields(fields).map(SignatureParams::$sv)
-                    ), )*
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-
-impl Kind {
-    /// The kind named `name`, as the command line and the protocol name it.
-    pub fn from_name(name: &str) -> Option<Kind> {
-        Kind::ALL.iter().copied().find(|k| k.spec().name == name)
-    }
-
-    /// Its name.
-    pub fn name(self) -> &'static str {
-        self.spec().name
-    }
-}
-
-impl Serialize for Kind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.name())
-    }
-}
-
-impl std::fmt::Display for Kind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Kind {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Kind::from_name(s).ok_or_else(|| Error::InvalidId {
-            what: "kind",
-            value: printable(s),
-            rule: "use a `p8hsm token` or `p8hsm sign` kind, e.g. connect, server, apns, \
-                   promo-offer",
-        })
-    }
-}
 
 /// A request to sign, checked: a JWT for an API, or a signature.
 #[derive(Debug, Clone)]
@@ -189,29 +38,6 @@ pub struct TokenRequest {
 pub struct SignatureRequest {
     key_id: KeyId,
     params: SignatureParams,
-}
-
-/// What a request produced.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Signed {
-    /// A JWT.
-    Token(SignedToken),
-    /// A StoreKit JWS.
-    StoreKit(SignedStoreKit),
-    /// A legacy promotional offer signature.
-    Legacy(LegacySignature),
-}
-
-impl Signed {
-    /// The one line the command line prints without `--json`.
-    pub fn line(&self) -> &str {
-        match self {
-            Signed::Token(t) => &t.token,
-            Signed::StoreKit(t) => &t.token,
-            Signed::Legacy(s) => &s.signature,
-        }
-    }
 }
 
 /// A time well inside the range every clock check accepts: construction checks the
@@ -378,26 +204,17 @@ impl Request {
         }
     }
 
-    /// Signs with `signer`, whose key's recorded metadata is `meta`: through `cache` when
-    /// one is given and the kind may be cached, else fresh. Every front end signs here.
-    pub fn sign<C: Clock>(
+    /// Signs with `signer`, whose key's recorded metadata is `meta`, at `now`: always a
+    /// fresh signature ([`TokenCache::sign`](super::cache::TokenCache::sign) reuses tokens).
+    pub fn sign(
         &self,
         signer: &dyn Es256Signer,
         meta: Option<&KeyMetadata>,
-        cache: Option<&TokenCache<C>>,
-    ) -> Result<(Signed, Source), Error> {
-        match (self, cache) {
-            (Request::Token(r), Some(cache)) if self.spec().cacheable => {
-                let (token, source) = cache.get(r, |now| r.sign(signer, meta, now))?;
-                Ok((Signed::Token(token), source))
-            }
-            (Request::Token(r), _) => Ok((
-                Signed::Token(r.sign(signer, meta, SystemTime::now())?),
-                Source::Fresh,
-            )),
-            (Request::Signature(r), _) => {
-                Ok((r.sign(signer, meta, SystemTime::now())?, Source::Fresh))
-            }
+        now: SystemTime,
+    ) -> Result<Signed, Error> {
+        match self {
+            Request::Token(r) => Ok(Signed::Token(r.sign(signer, meta, now)?)),
+            Request::Signature(r) => r.sign(signer, meta, now),
         }
     }
 
@@ -535,7 +352,9 @@ mod tests {
         object.insert("zzz".into(), Value::Null);
         let refused = match TokenParams::from_fields(kind, object.clone()) {
             Some(result) => result.map(drop),
-            None => SignatureParams::from_fields(kind, object).unwrap().map(drop),
+            None => SignatureParams::from_fields(kind, object)
+                .unwrap()
+                .map(drop),
         };
         let message = refused.unwrap_err().to_string();
         let listed = message
@@ -578,12 +397,21 @@ mod tests {
     #[test]
     fn a_missing_key_id_is_input_and_a_broken_field_is_malformed() {
         let no_key = Request::from_json(serde_json::json!({"kind": "apns"})).unwrap_err();
-        assert!(matches!(no_key, Error::MissingInput { what: "key_id", .. }), "{no_key}");
+        assert!(
+            matches!(no_key, Error::MissingInput { what: "key_id", .. }),
+            "{no_key}"
+        );
         let bad_issuer = Request::from_json(serde_json::json!({
             "kind": "server", "key_id": "2X9R4HXF34", "issuer": "x", "bundle_id": "b"
         }))
         .unwrap_err();
-        assert!(matches!(bad_issuer, Error::Malformed { .. }), "{bad_issuer}");
-        assert!(bad_issuer.to_string().contains("invalid issuer ID"), "{bad_issuer}");
+        assert!(
+            matches!(bad_issuer, Error::Malformed { .. }),
+            "{bad_issuer}"
+        );
+        assert!(
+            bad_issuer.to_string().contains("invalid issuer ID"),
+            "{bad_issuer}"
+        );
     }
 }

@@ -5,10 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::metadata::KeyKind;
+use super::signed::{sign_jwt, HeaderStyle, SignedToken};
 use super::spec::{
     check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind, Value,
 };
-use super::{sign_jwt, HeaderStyle, SignedToken, AUD_APP_STORE_CONNECT};
+use super::AUD_APP_STORE_CONNECT;
 use crate::{BundleId, Error, Es256Signer, IssuerId};
 
 /// The most a token of this family may live, `exp - iat`, in seconds.

@@ -7,8 +7,9 @@
 use std::str::FromStr;
 use std::time::SystemTime;
 
+use super::lifetime::{unix, Lifetime, Times};
 use super::metadata::{KeyKind, KeyMetadata};
-use super::{unix, Lifetime, SignedToken, Times};
+use super::signed::SignedToken;
 use crate::{Error, Es256Signer, IssuerId, KeyId, TeamId};
 
 /// Everything one kind of request states about itself.
@@ -260,7 +261,7 @@ pub(crate) trait SignatureKind: Send + Sync {
         &self,
         cx: &Context<'_>,
         signer: &dyn Es256Signer,
-    ) -> Result<super::request::Signed, Error>;
+    ) -> Result<super::signed::Signed, Error>;
 }
 
 /// `#[serde(skip_serializing_if)]` for switches.

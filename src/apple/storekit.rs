@@ -5,81 +5,21 @@
 //! None of them carries `exp` (Apple derives expiry from `iat`), each carries a fresh
 //! one-time nonce, and none may be cached.
 
-use std::fmt;
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::metadata::KeyKind;
-use super::request::Signed;
+use super::signed::{sign_jwt, HeaderStyle, LegacySignature, Signed, SignedStoreKit};
 use super::spec::{
     check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, SignatureKind, Spec, Value,
 };
-use super::{sign_jwt, HeaderStyle};
 use crate::ids::printable;
+pub use crate::ids::Nonce;
 use crate::{BundleId, Error, Es256Signer, IssuerId, KeyId, OfferId, ProductId, TransactionId};
 
 /// The largest Advanced Commerce request p8hsm signs.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
-
-/// A one-time nonce: a UUID in lowercase hyphenated form.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct Nonce(String);
-
-impl TryFrom<String> for Nonce {
-    type Error = Error;
-
-    fn try_from(s: String) -> Result<Self, Error> {
-        s.parse()
-    }
-}
-
-impl From<Nonce> for String {
-    fn from(nonce: Nonce) -> String {
-        nonce.0
-    }
-}
-
-impl Nonce {
-    /// A fresh random (v4) nonce.
-    pub fn random() -> Nonce {
-        Nonce(uuid::Uuid::new_v4().hyphenated().to_string())
-    }
-
-    /// The nonce as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::str::FromStr for Nonce {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match uuid::Uuid::try_parse(s) {
-            Ok(uuid) if s.len() == 36 => Ok(Nonce(uuid.hyphenated().to_string())),
-            _ => Err(Error::InvalidId {
-                what: "nonce",
-                value: printable(s),
-                rule: "a nonce is a UUID",
-            }),
-        }
-    }
-}
-
-impl fmt::Display for Nonce {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for Nonce {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Nonce({:?})", self.0)
-    }
-}
 
 /// The JSON body of an Advanced Commerce in-app request, checked to be one JSON object
 /// within [`MAX_REQUEST_BYTES`] (surrounding white space dropped).
@@ -378,19 +318,6 @@ pub struct AdvancedCommerceRequest {
     pub request: AdvancedCommerceBody,
 }
 
-/// A signed StoreKit JWS.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignedStoreKit {
-    /// The compact JWS.
-    pub token: String,
-    /// The key that signed it.
-    pub key_id: KeyId,
-    /// The one-time nonce it carries.
-    pub nonce: Nonce,
-    /// `iat`, UNIX seconds.
-    pub issued_at: u64,
-}
-
 #[derive(Serialize)]
 struct Claims<'a> {
     iss: &'a IssuerId,
@@ -522,19 +449,6 @@ pub struct PromoOfferLegacy {
     /// UNIX milliseconds; now when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<u64>,
-}
-
-/// A legacy promotional offer signature and the values the app passes with it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LegacySignature {
-    /// Standard base64 of the DER ECDSA signature.
-    pub signature: String,
-    /// The key that signed it (`keyIdentifier`).
-    pub key_id: KeyId,
-    /// The nonce.
-    pub nonce: Nonce,
-    /// The timestamp, UNIX milliseconds.
-    pub timestamp: u64,
 }
 
 /// Timestamps below this are seconds, not milliseconds (it is March 1973 in ms).

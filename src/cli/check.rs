@@ -10,8 +10,9 @@ use p8hsm::Error;
 use serde::Serialize;
 
 use super::args::CheckArgs;
-use super::{input, json_line, Config};
+use super::{json_line, Config};
 use crate::failure::{print, Failure};
+use crate::input;
 
 /// The most `check` reads of a token or a public key.
 const MAX_INPUT: usize = 64 * 1024;

@@ -9,8 +9,9 @@ use p8hsm::pkcs11::ImportOptions;
 use p8hsm::{KeyId, P8Key};
 
 use super::args::ImportArgs;
-use super::{input, Config};
+use super::Config;
 use crate::failure::{print, Failure};
+use crate::input;
 
 pub fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
     // Read and check everything before touching the token: bad input writes nothing.

@@ -8,7 +8,6 @@ mod check;
 mod config;
 mod doctor;
 mod import;
-mod input;
 mod pin;
 mod request;
 mod sign;
@@ -20,7 +19,6 @@ use serde::Serialize;
 
 pub use args::{Command, Global};
 pub use config::Config;
-pub use input::read_fd;
 
 use crate::failure::{print, Failure};
 

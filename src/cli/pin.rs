@@ -9,8 +9,8 @@ use std::str::FromStr;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::input;
 use crate::failure::Failure;
+use crate::input;
 
 /// The most a PIN file may hold.
 const MAX_PIN_FILE_BYTES: usize = 4096;

@@ -12,8 +12,8 @@ use p8hsm::apple::{Kind, Request};
 use p8hsm::KeyId;
 use serde_json::{Map, Value};
 
-use super::input;
 use crate::failure::Failure;
+use crate::input;
 
 /// A `token` or `sign` command as parsed: the kind, its fields, and what the command
 /// line adds (the output format, files to read), before the key ID is resolved.

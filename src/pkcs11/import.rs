@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use super::context::ck;
-use super::keys::encode_ec_point;
-use super::Token;
+use super::ec::encode_ec_point;
+use super::token::Token;
 use crate::ids::printable;
 use crate::{fingerprint, Error, KeyId, P8Key};
 

@@ -9,6 +9,7 @@
 //! - import, vendor [`Profile`]s, module discovery and RFC 7512 [`uri`]s.
 
 mod context;
+mod ec;
 mod import;
 mod keys;
 pub mod modules;

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use sha2::{Digest, Sha256};
 
-use super::keys::P256_PARAMS;
+use super::ec::P256_PARAMS;
 use crate::ids::printable;
 use crate::{Error, KeyId};
 

@@ -13,8 +13,8 @@ use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
 use super::context::{ck, initialize};
+use super::profile::Profile;
 use super::slot::{find_slot, TokenSelector};
-use super::Profile;
 use crate::{lock, Error};
 
 /// The pool of logged-in sessions on one token, the PIN kept to log in again, and the

@@ -9,7 +9,7 @@ use cryptoki::slot::{Slot, TokenInfo};
 use serde::{Deserialize, Serialize};
 
 use super::context::ck;
-use super::Profile;
+use super::profile::Profile;
 use crate::Error;
 
 /// What to open: the module, the token in it, and how to treat it.

@@ -12,9 +12,10 @@ use cryptoki::slot::{Limit, Slot};
 use secrecy::SecretString;
 
 use super::context::{ck, context};
+use super::profile::Profile;
 use super::session::{Lease, OpError, Sessions};
 use super::slot::{find_slot, TokenSelector, TokenSpec};
-use super::{uri, Profile};
+use super::uri;
 use crate::{Error, KeyId};
 
 /// A logged-in token: a pool of sessions on the slot whose token the selector matched,

@@ -1,4 +1,4 @@
-//! Reading what the user hands p8hsm: files (regular files only, so a FIFO cannot block
+//! Reading what the user hands p8hsm (shared by the front ends): files (regular files only, so a FIFO cannot block
 //! a command forever) and standard input, into buffers wiped on drop, read with no
 //! buffer of std's in between (std's stdin keeps an 8 KiB copy of what passed).
 

@@ -1,0 +1,107 @@
+//! What signing produces: tokens and signatures, and the JOSE headers Apple's kinds use.
+
+use serde::{Deserialize, Serialize};
+
+use super::lifetime::Times;
+use crate::ids::Nonce;
+use crate::jws::{self, Header};
+use crate::{Error, Es256Signer, KeyId};
+
+/// What a request produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Signed {
+    /// A JWT.
+    Token(SignedToken),
+    /// A StoreKit JWS.
+    StoreKit(SignedStoreKit),
+    /// A legacy promotional offer signature.
+    Legacy(LegacySignature),
+}
+
+impl Signed {
+    /// The one line the command line prints without `--json`.
+    pub fn line(&self) -> &str {
+        match self {
+            Signed::Token(t) => &t.token,
+            Signed::StoreKit(t) => &t.token,
+            Signed::Legacy(s) => &s.signature,
+        }
+    }
+}
+
+/// A signed token and what it is good for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedToken {
+    /// The compact JWS.
+    pub token: String,
+    /// The key that signed it.
+    pub key_id: KeyId,
+    /// `iat`, UNIX seconds.
+    pub issued_at: u64,
+    /// `exp`, UNIX seconds (for APNs and DeviceCheck: when Apple stops accepting it).
+    pub expires_at: u64,
+}
+
+/// Which JOSE header a kind uses besides `alg` and `kid`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HeaderStyle<'a> {
+    /// `typ: "JWT"`.
+    Jwt,
+    /// `alg` and `kid` only.
+    Plain,
+    /// WeatherKit: `id: "<TeamID>.<ServiceID>"`.
+    WithId(&'a str),
+}
+
+/// Signs `claims` under the header `style` and wraps the result.
+pub(crate) fn sign_jwt<C: Serialize>(
+    signer: &dyn Es256Signer,
+    style: HeaderStyle<'_>,
+    claims: &C,
+    times: Times,
+) -> Result<SignedToken, Error> {
+    let key_id = signer.key_id().clone();
+    let mut header = Header::jwt(key_id.as_str());
+    match style {
+        HeaderStyle::Jwt => {}
+        HeaderStyle::Plain => header.typ = None,
+        HeaderStyle::WithId(id) => {
+            header.typ = None;
+            header.id = Some(id);
+        }
+    }
+    let token = jws::sign(signer, &header, claims)?;
+    Ok(SignedToken {
+        token,
+        key_id,
+        issued_at: times.iat,
+        expires_at: times.exp,
+    })
+}
+
+/// A signed StoreKit JWS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedStoreKit {
+    /// The compact JWS.
+    pub token: String,
+    /// The key that signed it.
+    pub key_id: KeyId,
+    /// The one-time nonce it carries.
+    pub nonce: Nonce,
+    /// `iat`, UNIX seconds.
+    pub issued_at: u64,
+}
+
+/// A legacy promotional offer signature and the values the app passes with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LegacySignature {
+    /// Standard base64 of the DER ECDSA signature.
+    pub signature: String,
+    /// The key that signed it (`keyIdentifier`).
+    pub key_id: KeyId,
+    /// The nonce.
+    pub nonce: Nonce,
+    /// The timestamp, UNIX milliseconds.
+    pub timestamp: u64,
+}
