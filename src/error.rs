@@ -227,6 +227,14 @@ pub enum Error {
         /// What clashes, e.g. `an object with CKA_ID "ABC"`.
         what: String,
     },
+    /// Another import of the same key ID won, or holds a claim on it.
+    #[error("{reason}; nothing of this import was kept")]
+    ImportContended {
+        /// The key ID.
+        key_id: String,
+        /// What the import met.
+        reason: String,
+    },
     /// The token cannot import this way, or at all.
     #[error("{token} cannot import the key: {reason}")]
     ImportUnsupported {
@@ -314,7 +322,9 @@ impl Error {
             ImportUnsupported { .. } => ErrorCode::Unsupported,
             PinUnavailable { .. } | PinIncorrect { .. } | PinLocked => ErrorCode::PinRefused,
             KeyNotFound { .. } | PublicKeyMissing { .. } => ErrorCode::KeyNotFound,
-            KeyAmbiguous { .. } | DuplicateKey { .. } => ErrorCode::KeyExists,
+            KeyAmbiguous { .. } | DuplicateKey { .. } | ImportContended { .. } => {
+                ErrorCode::KeyExists
+            }
             ImportCheck { .. } | ImportLeftObjects { .. } => ErrorCode::ImportFailed,
             BadSignature { .. } | Pkcs11 { .. } => ErrorCode::Failed,
             Internal(_) => ErrorCode::Internal,
@@ -405,6 +415,15 @@ impl Error {
             DuplicateKey { .. } => "hint: `p8hsm keys` lists what is there; to replace a key, \
                  delete it first with `p8hsm delete --key-id ID --yes`"
                 .to_owned(),
+            KeyAmbiguous { key_id, .. } => format!(
+                "hint: `p8hsm keys` shows their fingerprints; `p8hsm delete --key-id {key_id} \
+                 --all --yes` removes every one, then import the right key again"
+            ),
+            ImportContended { key_id, .. } => format!(
+                "hint: `p8hsm keys` shows key {key_id} once an import finishes; if no import is \
+                 running, an interrupted one left its claim: `p8hsm doctor` names it, `p8hsm \
+                 delete --unfinished --yes` removes it"
+            ),
             ImportLeftObjects { key_id, .. } => {
                 format!("hint: remove what is left with `p8hsm delete --key-id {key_id} --yes`")
             }
@@ -421,7 +440,6 @@ impl Error {
             | NotApplicable { .. }
             | InvalidRequest { .. }
             | InvalidMetadata(_)
-            | KeyAmbiguous { .. }
             | ImportUnsupported { .. }
             | ImportCheck { .. }
             | BadSignature { .. }

@@ -1,6 +1,7 @@
-//! Stress: 8 processes × 250 fresh tokens against one SoftHSM token while this process's
-//! library thread pool signs at full load. Every token verifies, nothing fails, and the
-//! token has the same objects afterwards.
+//! Stress: 16 one-shot `p8hsm token connect` processes started at once, then 8 library
+//! processes × 250 fresh tokens, started at once, against one SoftHSM token while this
+//! process's library thread pool signs at full load. Every token verifies, nothing
+//! fails, and the token has the same objects afterwards.
 //!
 //! Runs without the test harness: the binary re-executes itself with `--worker`.
 
@@ -16,6 +17,8 @@ use p8hsm::Token;
 const PROCESSES: usize = 8;
 const TOKENS: usize = 250;
 const THREADS: usize = 4;
+/// One-shot `p8hsm token connect` processes started at once.
+const ONE_SHOT: usize = 16;
 
 fn main() -> ExitCode {
     if let Some(worker) = std::env::args().skip_while(|a| a != "--worker").nth(1) {
@@ -27,17 +30,52 @@ fn main() -> ExitCode {
     for (name, value) in &hsm.env {
         std::env::set_var(name, value);
     }
-    // SoftHSM 2.6 reads its token store racily when several processes initialize at
-    // once, so the workers open the token one after another, then all sign together.
+    // One-shot processes of the command line, all started together: each loads SoftHSM,
+    // logs in (SoftHSM rewrites its token store at every login) and signs.
+    let one_shot: Vec<_> = (0..ONE_SHOT)
+        .map(|i| {
+            hsm.command(&[
+                "token",
+                "connect",
+                "--key-id",
+                "2X9R4HXF34",
+                "--individual",
+                "--scope",
+                &format!("GET /v1/apps/cli-{i}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start p8hsm")
+        })
+        .collect();
+    let mut one_shot_failures = Vec::new();
+    let mut tokens = Vec::new();
+    for child in one_shot {
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            tokens.push(String::from_utf8(out.stdout).unwrap().trim_end().to_owned());
+        } else {
+            one_shot_failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+
+    // Library workers, all started together: they open the token at once, then sign
+    // together while this process's pool signs at full load.
     let token = open();
     let mut workers: Vec<_> = (0..PROCESSES)
         .map(|i| {
-            let mut worker = Command::new(std::env::current_exe().unwrap())
+            Command::new(std::env::current_exe().unwrap())
                 .args(["--worker", &format!("p{i}")])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
-                .expect("start a worker");
+                .expect("start a worker")
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut worker)| {
             let mut out = BufReader::new(worker.stdout.take().unwrap());
             let mut ready = String::new();
             out.read_line(&mut ready).unwrap();
@@ -59,7 +97,7 @@ fn main() -> ExitCode {
             .flat_map(|h| h.join().unwrap())
             .collect()
     });
-    let mut tokens = in_process;
+    tokens.extend(in_process);
     let mut failed = 0;
     for (mut worker, out) in workers {
         let lines: Vec<String> = out.lines().map(Result::unwrap).collect();
@@ -70,17 +108,25 @@ fn main() -> ExitCode {
         verify_jwt(token, &key);
     }
     let unique: std::collections::HashSet<&String> = tokens.iter().collect();
+    for failure in &one_shot_failures {
+        println!("a one-shot process failed: {failure}");
+    }
     let checks = [
+        (
+            "every one-shot process started at once succeeded",
+            one_shot_failures.is_empty(),
+        ),
         ("every worker signed all its tokens", failed == 0),
         ("every token is fresh", unique.len() == tokens.len()),
         (
             "as many tokens as asked",
-            tokens.len() == PROCESSES * TOKENS + THREADS * TOKENS,
+            tokens.len() == ONE_SHOT + PROCESSES * TOKENS + THREADS * TOKENS,
         ),
         ("no object created or lost", hsm.object_count() == before),
     ];
     println!(
-        "stress: {} tokens from {PROCESSES} processes and {THREADS} threads, all verified",
+        "stress: {} tokens from {ONE_SHOT} one-shot processes, {PROCESSES} worker processes and \
+         {THREADS} threads, all verified",
         tokens.len()
     );
     for (name, ok) in &checks {

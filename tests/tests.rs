@@ -6,6 +6,7 @@
 mod common;
 
 mod agent;
+mod attack;
 mod attributes;
 mod catalogue;
 mod docs;

@@ -119,6 +119,13 @@ pub enum Command {
         /// Apple key ID [default: from --key]
         #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
         key_id: Option<KeyId>,
+        /// Every object with the key ID, when it is on the token more than once
+        #[arg(long, conflicts_with = "unfinished")]
+        all: bool,
+        /// Instead of a key: every object an interrupted import left, and its claim (run
+        /// it when no import is under way)
+        #[arg(long, conflicts_with = "key_id")]
+        unfinished: bool,
         /// Confirm the deletion (it cannot be undone: Apple keeps no copy of the key)
         #[arg(long)]
         yes: bool,

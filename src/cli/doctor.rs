@@ -115,6 +115,31 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
     if keys.is_empty() {
         report.pass("no EC P-256 keys on the token yet (`p8hsm import` adds one)".to_owned());
     }
+    check_unfinished(&mut report, &token);
+    let keys: Vec<_> = keys.into_iter().filter(|k| !k.unfinished).collect();
+    let mut ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
+        let copies: Vec<_> = keys.iter().filter(|k| k.id == id).collect();
+        if copies.len() > 1 {
+            let fingerprints: Vec<&str> = copies
+                .iter()
+                .map(|k| k.fingerprint.as_deref().unwrap_or("no public key"))
+                .collect();
+            report.fail(
+                format!(
+                    "key ID {id} is on the token {} times ({}): signing with it fails",
+                    copies.len(),
+                    fingerprints.join(", ")
+                ),
+                Some(format!(
+                    "hint: `p8hsm delete --key-id {id} --all --yes` removes every copy; then \
+                     import the right .p8 again"
+                )),
+            );
+        }
+    }
     for key in &keys {
         let mut problems = Vec::new();
         if !key.sensitive {
@@ -153,6 +178,33 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
         }
     }
     report.finish()
+}
+
+/// Objects and claims that interrupted imports left.
+fn check_unfinished(report: &mut Report, token: &p8hsm::Token) {
+    match token.unfinished() {
+        Ok(unfinished) if unfinished.is_empty() => {}
+        Ok(unfinished) => {
+            let names: Vec<String> = unfinished
+                .iter()
+                .map(|u| format!("{} ({})", u.what, u.label))
+                .collect();
+            report.fail(
+                format!(
+                    "{} object{} of unfinished imports: {}",
+                    unfinished.len(),
+                    if unfinished.len() == 1 { "" } else { "s" },
+                    names.join("; ")
+                ),
+                Some(
+                    "hint: they never sign; when no import is under way, `p8hsm delete \
+                     --unfinished --yes` removes them"
+                        .to_owned(),
+                ),
+            );
+        }
+        Err(e) => report.fail_with(&e.into()),
+    }
 }
 
 fn check_clock(report: &mut Report) {

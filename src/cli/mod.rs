@@ -35,23 +35,63 @@ pub fn run(config: &Config, command: Command) -> Result<(), Failure> {
                 .map_err(Error::internal)?;
             print(&pem)
         }
-        Command::Delete { key_id, yes } => {
-            let key_id = config.key_id(key_id.as_ref())?;
-            if !yes {
-                return Err(Failure::Usage(format!(
-                    "delete destroys key {key_id} for good (Apple keeps no copy); add --yes to \
-                     confirm"
-                )));
-            }
-            config.open()?.delete(&key_id)?;
-            eprintln!("deleted key {key_id}");
-            Ok(())
-        }
+        Command::Delete {
+            key_id,
+            all,
+            unfinished,
+            yes,
+        } => delete(config, key_id, all, unfinished, yes),
         Command::Token(args) => sign::sign(args.0, config),
         Command::Sign(args) => sign::sign(args.0, config),
         Command::Check(args) => check::check(&args, config),
         Command::Modules { json } => modules(json, config),
         Command::Doctor => doctor::doctor(config),
+    }
+}
+
+fn delete(
+    config: &Config,
+    key_id: Option<KeyId>,
+    all: bool,
+    unfinished: bool,
+    yes: bool,
+) -> Result<(), Failure> {
+    if unfinished {
+        if !yes {
+            return Err(Failure::Usage(
+                "delete --unfinished destroys what interrupted imports left; add --yes to confirm"
+                    .to_owned(),
+            ));
+        }
+        let gone = config.open()?.delete_unfinished()?;
+        eprintln!(
+            "deleted {gone} object{} of unfinished imports",
+            plural(gone)
+        );
+        return Ok(());
+    }
+    let key_id = config.key_id(key_id.as_ref())?;
+    if !yes {
+        return Err(Failure::Usage(format!(
+            "delete destroys key {key_id} for good (Apple keeps no copy); add --yes to confirm"
+        )));
+    }
+    let token = config.open()?;
+    if all {
+        let gone = token.delete_all(&key_id)?;
+        eprintln!("deleted {gone} object{} of key ID {key_id}", plural(gone));
+    } else {
+        token.delete(&key_id)?;
+        eprintln!("deleted key {key_id}");
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 
@@ -85,9 +125,11 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
             }
         })
         .collect();
+    warn_about(&rows);
     if json {
         return print(&json_line(&rows)?);
     }
+    let rows: Vec<KeyRow> = rows.into_iter().filter(|r| !r.info.unfinished).collect();
     let mut out = String::new();
     if !rows.is_empty() {
         out.push_str("KEY ID      LABEL       KIND                ISSUER / TEAM                         SENSITIVE  EXTRACTABLE  PUBLIC  FINGERPRINT\n");
@@ -112,6 +154,37 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
         ));
     }
     print(&out)
+}
+
+/// Says on stderr what is wrong with the keys listed: a key ID on the token more than
+/// once, objects of unfinished imports.
+fn warn_about(rows: &[KeyRow]) {
+    let unfinished = rows.iter().filter(|r| r.info.unfinished).count();
+    if unfinished > 0 {
+        eprintln!(
+            "warning: {unfinished} private key{} of unfinished imports (never used to sign); \
+             `p8hsm doctor` names them",
+            plural(unfinished)
+        );
+    }
+    let mut ids: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.info.unfinished)
+        .map(|r| r.info.id.as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut duplicated: Vec<&str> = ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    duplicated.dedup();
+    for id in duplicated {
+        eprintln!(
+            "warning: key ID {id} is on the token more than once; `p8hsm delete --key-id {id} \
+             --all --yes` removes every copy"
+        );
+    }
 }
 
 #[derive(Serialize)]

@@ -37,6 +37,54 @@ pub(super) fn initialize(pkcs11: &Pkcs11) -> Result<(), CkError> {
     }
 }
 
+/// Finalizes and initializes the module again, so that it reads its token store anew.
+pub(super) fn reinitialize(pkcs11: &Pkcs11) -> Result<(), CkError> {
+    // Nothing useful can be done if finalizing fails: initializing says what is wrong.
+    let _ = pkcs11.clone().finalize();
+    initialize(pkcs11)
+}
+
+/// Whether an error can come from another process rewriting a software token's store
+/// while this one reads it (SoftHSM rewrites `token.object` at every login, and a
+/// process reading it meanwhile finds it half written): the token seems missing or
+/// uninitialized, or a call fails with `CKR_GENERAL_ERROR`.
+pub(super) fn transient(e: &Error) -> bool {
+    matches!(e, Error::TokenNotFound { .. }) || busy_store(e)
+}
+
+/// Whether a call failed as calls on a software token fail while another process
+/// writes its store: SoftHSM answers `CKR_GENERAL_ERROR`, or finds the user PIN "not
+/// initialized" in a half-written `token.object`; Kryoptic answers `CKR_DEVICE_MEMORY`
+/// while its SQLite database is locked.
+pub(super) fn busy_store(e: &Error) -> bool {
+    matches!(e, Error::Pkcs11 { source, .. } if busy(source))
+}
+
+/// [`busy_store`], for cryptoki's error.
+pub(super) fn busy(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::GeneralError | RvError::UserPinNotInitialized | RvError::DeviceMemory,
+            _
+        )
+    )
+}
+
+/// Waits a little, more at each attempt, with jitter so that processes that collided
+/// do not collide again.
+pub(super) fn settle(attempt: u32) {
+    use p256::elliptic_curve::rand_core::{OsRng, RngCore};
+    let jitter = u64::from(OsRng.next_u32() % 40);
+    std::thread::sleep(std::time::Duration::from_millis(
+        10 + 20 * u64::from(attempt) + jitter,
+    ));
+}
+
+/// How often a one-shot process tries again to find and log in to a token whose store
+/// another process is rewriting (about 2.5 s in all).
+pub(super) const SETTLE_ATTEMPTS: u32 = 12;
+
 /// Maps a cryptoki error to [`Error::Pkcs11`], naming what p8hsm was doing.
 pub(super) fn ck(operation: &'static str) -> impl Fn(CkError) -> Error {
     move |source| Error::Pkcs11 { operation, source }

@@ -20,7 +20,8 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
-use super::context::ck;
+use super::claim::Claim;
+use super::context::{busy, ck, settle, SETTLE_ATTEMPTS};
 use super::ec::encode_ec_point;
 use super::token::Token;
 use crate::ids::printable;
@@ -91,6 +92,31 @@ pub struct Imported {
     pub fingerprint: String,
     /// How the private key went in: [`ImportMethod::Create`] or [`ImportMethod::Unwrap`].
     pub method: ImportMethod,
+}
+
+/// The error of an import that failed and could not remove all it created.
+fn left(key_id: &KeyId, cause: Error, cleanup: Error) -> Error {
+    Error::ImportLeftObjects {
+        key_id: key_id.to_string(),
+        cause: Box::new(cause),
+        cleanup: Box::new(cleanup),
+    }
+}
+
+/// What an import created so far.
+#[derive(Default)]
+struct Created {
+    private: Option<ObjectHandle>,
+    public: Option<ObjectHandle>,
+    metadata: Option<ObjectHandle>,
+}
+
+impl Created {
+    fn all(&self) -> impl Iterator<Item = ObjectHandle> {
+        [self.metadata, self.public, self.private]
+            .into_iter()
+            .flatten()
+    }
 }
 
 /// A template whose secret values are wiped when it is dropped, whatever happened.
@@ -211,43 +237,125 @@ impl Token {
                 what: format!("an object with key ID {key_id}"),
             });
         }
-        if !self
+        if self
             .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?
-            .is_empty()
+            .into_iter()
+            .any(|object| !self.is_claim(object))
         {
             return Err(Error::DuplicateKey {
                 what: format!("an object labelled \"{label}\""),
             });
         }
 
-        let mut created = Vec::new();
-        let mut method = ImportMethod::Create;
-        let result = self
-            .put_private_key(key, &id, label, options.method, &mut created)
-            .and_then(|used| {
-                method = used;
-                self.finish(key, key_id, &id, label, options.metadata, &mut created)
-            });
-        if let Err(error) = result {
-            let leftovers: Vec<_> = created
-                .into_iter()
-                .filter_map(|object| self.destroy(object).err())
-                .collect();
-            return Err(match leftovers.into_iter().next() {
-                None => error,
-                Some(cleanup) => Error::ImportLeftObjects {
-                    key_id: key_id.to_string(),
-                    cause: Box::new(error),
-                    cleanup: Box::new(cleanup),
-                },
-            });
+        if !profile.renames() {
+            // No claim, no pending names: this token cannot rename (see Profile::renames).
+            return self.put_and_prove(key, key_id, &id, label, options, None);
         }
-        Ok(Imported {
-            key_id: key_id.clone(),
-            label: label.to_owned(),
-            fingerprint: fingerprint(key.public_key()),
-            method,
-        })
+        let claim = self.claim(key_id)?;
+        let result = self.put_and_prove(key, key_id, &id, label, options, Some(&claim));
+        // Whether it won or not, the claim goes; a claim that cannot be removed is left
+        // for `p8hsm doctor` to name, and does not undo a finished import.
+        let _ = self.release(claim);
+        result
+    }
+
+    /// Puts the key in and proves it — under the claim's pending names when there is a
+    /// claim, contending for the key ID and renaming the objects only once it won — or
+    /// destroys whatever it created.
+    fn put_and_prove(
+        &self,
+        key: &P8Key,
+        key_id: &KeyId,
+        id: &[u8],
+        label: &str,
+        options: &ImportOptions<'_>,
+        claim: Option<&Claim>,
+    ) -> Result<Imported, Error> {
+        // Metadata is found by the key ID: under the pending name until the import won.
+        let (put_id, put_label, metadata_label) = match claim {
+            Some(claim) => (
+                claim.pending.as_bytes(),
+                claim.pending.as_str(),
+                claim.pending.as_str(),
+            ),
+            None => (id, label, key_id.as_str()),
+        };
+        let metadata = options.metadata.map(|bytes| (bytes, metadata_label));
+        let mut created = Created::default();
+        let result = self
+            .put_private_key(key, put_id, put_label, options.method, &mut created)
+            .and_then(|method| {
+                self.finish(key, put_id, put_label, metadata, &mut created)?;
+                if let Some(claim) = claim {
+                    fault("proved")?;
+                    self.contend(claim, id)?;
+                    fault("contended")?;
+                    self.commit(claim, key_id, id, label)?;
+                }
+                Ok(method)
+            });
+        let error = match result {
+            Ok(method) => {
+                return Ok(Imported {
+                    key_id: key_id.clone(),
+                    label: label.to_owned(),
+                    fingerprint: fingerprint(key.public_key()),
+                    method,
+                })
+            }
+            Err(error) => error,
+        };
+        // The handles of `created` are invalid once a contention read the token anew:
+        // under a claim, the objects are found by their pending name.
+        let cleaned = match claim {
+            Some(claim) => self.remove_pending(claim),
+            None => created
+                .all()
+                .try_for_each(|object| self.destroy_gone_ok(object)),
+        };
+        match cleaned {
+            Ok(()) => Err(error),
+            Err(cleanup) => Err(left(key_id, error, cleanup)),
+        }
+    }
+
+    /// Destroys what the import made under its pending name, then looks again with the
+    /// token read anew, and again while anything is left: a token whose store another
+    /// process was writing may show an object later than it made it.
+    fn remove_pending(&self, claim: &Claim) -> Result<(), Error> {
+        for pass in 0..3 {
+            let left = self.pending_objects(claim)?;
+            if left.is_empty() && pass > 0 {
+                return Ok(());
+            }
+            for (object, _) in left {
+                self.destroy_gone_ok(object)?;
+            }
+            self.refresh()?;
+        }
+        match self.pending_objects(claim)?.len() {
+            0 => Ok(()),
+            n => Err(Error::ImportCheck {
+                reason: format!("{n} objects named {} stay on the token", claim.pending),
+            }),
+        }
+    }
+
+    /// Gives the won import's objects — found by their pending name — their own names:
+    /// the key ID and the label.
+    fn commit(&self, claim: &Claim, key_id: &KeyId, id: &[u8], label: &str) -> Result<(), Error> {
+        for (handle, class) in self.pending_objects(claim)? {
+            match class {
+                ObjectClass::DATA => {
+                    self.rename(handle, class, None, key_id.as_str(), "the key's metadata")?
+                }
+                ObjectClass::PUBLIC_KEY => {
+                    self.rename(handle, class, Some(id), label, "the public key")?
+                }
+                _ => self.rename(handle, class, Some(id), label, "the private key")?,
+            }
+        }
+        Ok(())
     }
 
     /// Puts the private key in with `method`, returning the method that worked.
@@ -257,7 +365,7 @@ impl Token {
         id: &[u8],
         label: &str,
         method: ImportMethod,
-        created: &mut Vec<ObjectHandle>,
+        created: &mut Created,
     ) -> Result<ImportMethod, Error> {
         let offers = |mechanism: MechanismType, needs: fn(&MechanismInfo) -> bool| {
             self.pkcs11()
@@ -293,16 +401,37 @@ impl Token {
         let session = self.session()?;
         let mut last_refusal = None;
         for way in ways {
-            let result = refused(way)
-                .map_err(at(way.operation()))
-                .and_then(|()| match way {
-                    Way::Create => self.create_private(&session, key, id, label),
-                    Way::RsaOaep => self.unwrap_rsa_oaep(&session, key, id, label),
-                    Way::AesCbcPad => self.unwrap_aes_cbc_pad(&session, key, id, label),
-                });
+            let mut attempt = 0;
+            let result = loop {
+                let result = refused(way)
+                    .map_err(at(way.operation()))
+                    .and_then(|()| match way {
+                        Way::Create => self.create_private(&session, key, id, label),
+                        Way::RsaOaep => self.unwrap_rsa_oaep(&session, key, id, label),
+                        Way::AesCbcPad => self.unwrap_aes_cbc_pad(&session, key, id, label),
+                    });
+                // A store another process is writing: the same way again, once what a
+                // failed attempt may have left is gone.
+                match result {
+                    Err(Failure::Token(_, e)) if busy(&e) && attempt < SETTLE_ATTEMPTS => {
+                        attempt += 1;
+                        settle(attempt);
+                        self.destroy_private(id)?;
+                    }
+                    other => break other,
+                }
+            };
             match result {
                 Ok(handle) => {
-                    created.push(handle);
+                    created.private = Some(handle);
+                    self.check_kept(
+                        handle,
+                        &[
+                            Attribute::Class(ObjectClass::PRIVATE_KEY),
+                            Attribute::Id(id.to_vec()),
+                        ],
+                        "the private key",
+                    )?;
                     fault("private-key")?;
                     return Ok(match way {
                         Way::Create => ImportMethod::Create,
@@ -314,12 +443,26 @@ impl Token {
                 // p8hsm used before it); the others move on only when refused.
                 Err(Failure::Token(operation, e)) if refuses(&e) || way == Way::RsaOaep => {
                     last_refusal = Some(ck(operation)(e));
+                    // A way that failed may have left a key all the same (a token whose
+                    // store was busy): none of the next way's may stand beside it.
+                    self.destroy_private(id)?;
                 }
                 Err(Failure::Token(operation, e)) => return Err(ck(operation)(e)),
                 Err(Failure::Other(e)) => return Err(e),
             }
         }
         Err(last_refusal.expect("at least one way was tried"))
+    }
+
+    /// Destroys what a failed attempt may have left under the import's CKA_ID.
+    fn destroy_private(&self, id: &[u8]) -> Result<(), Error> {
+        for left in self.find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(id.to_vec()),
+        ])? {
+            self.destroy_gone_ok(left)?;
+        }
+        Ok(())
     }
 
     fn create_private(
@@ -464,26 +607,23 @@ impl Token {
     fn finish(
         &self,
         key: &P8Key,
-        key_id: &KeyId,
         id: &[u8],
         label: &str,
-        metadata: Option<&[u8]>,
-        created: &mut Vec<ObjectHandle>,
+        metadata: Option<(&[u8], &str)>,
+        created: &mut Created,
     ) -> Result<(), Error> {
-        let private_key = created[0];
+        let private_key = created
+            .private
+            .ok_or_else(|| Error::internal("no private key to finish"))?;
         if let Some(template) =
             self.profile()
                 .public_template(id, label, encode_ec_point(key.public_key()))
         {
-            let public_key = self
-                .session()?
-                .create_object(&template)
-                .map_err(ck("creating the public key (C_CreateObject)"))?;
-            created.push(public_key);
+            created.public = Some(self.create_checked(&template, "the public key")?);
         }
         fault("public-key")?;
-        if let Some(bytes) = metadata {
-            created.push(self.create_metadata(key_id, bytes)?);
+        if let Some((bytes, recorded_as)) = metadata {
+            created.metadata = Some(self.create_metadata(recorded_as, bytes)?);
         }
         self.prove(private_key, key)
     }
@@ -564,6 +704,10 @@ fn refuses(e: &CkError) -> bool {
 /// (any of them) makes the token seem to refuse those ways of putting the key in.
 #[cfg(feature = "fault-injection")]
 fn fault(step: &str) -> Result<(), Error> {
+    // P8HSM_FAULT_KILL=<step> ends the process there, as a SIGKILL would: no clean-up.
+    if std::env::var("P8HSM_FAULT_KILL").is_ok_and(|at| at == step) {
+        std::process::abort();
+    }
     match std::env::var("P8HSM_FAULT_AFTER") {
         Ok(at) if at == step => Err(Error::Internal(format!("fault injected after {step}"))),
         _ => Ok(()),

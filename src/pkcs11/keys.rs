@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use std::sync::RwLock;
 
+use super::claim::is_pending;
 use super::context::ck;
 use super::ec::{decode_ec_point, P256_PARAMS};
 use super::session::OpError;
@@ -76,6 +77,10 @@ pub struct KeyInfo {
     pub has_public_key: bool,
     /// A PKCS#11 URI naming the private key (never with a PIN).
     pub uri: String,
+    /// Whether it was left by an import that did not finish (its CKA_ID is a pending
+    /// name): it is never used to sign. In JSON only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unfinished: bool,
     /// The metadata recorded beside the key, if any.
     #[serde(skip)]
     pub metadata: Option<Vec<u8>>,
@@ -143,6 +148,7 @@ impl Token {
             };
             keys.push(KeyInfo {
                 uri: self.object_uri(&id, &label, super::uri::ObjectType::Private),
+                unfinished: is_pending(&id),
                 id: id_text(&id),
                 label,
                 fingerprint: public.as_ref().map(fingerprint),
@@ -214,27 +220,53 @@ impl Token {
         self.destroy(private)
     }
 
+    /// Destroys every private and public key object whose CKA_ID (or CKA_LABEL) is the
+    /// key ID, and its metadata: the way out when the key ID is on the token more than
+    /// once. Returns how many objects went; none is an error ([`Error::KeyNotFound`]).
+    pub fn delete_all(&self, key_id: &KeyId) -> Result<usize, Error> {
+        let id = key_id.as_str().as_bytes().to_vec();
+        let mut objects = Vec::new();
+        for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
+            for by in [Attribute::Id(id.clone()), Attribute::Label(id.clone())] {
+                for handle in self.find_objects(&[Attribute::Class(class), by])? {
+                    if !objects.contains(&handle) {
+                        objects.push(handle);
+                    }
+                }
+            }
+        }
+        if objects.is_empty() {
+            return Err(Error::KeyNotFound {
+                key_id: key_id.to_string(),
+            });
+        }
+        objects.extend(self.metadata_objects(&id)?);
+        for object in &objects {
+            self.destroy_gone_ok(*object)?;
+        }
+        Ok(objects.len())
+    }
+
     /// The metadata recorded beside `key_id` at import, if any: opaque bytes in a data
     /// object (CKA_APPLICATION `p8hsm`, CKA_LABEL the key ID).
     pub fn key_metadata(&self, key_id: &KeyId) -> Result<Option<Vec<u8>>, Error> {
         self.metadata_by_id(key_id.as_str().as_bytes())
     }
 
-    pub(super) fn create_metadata(
-        &self,
-        key_id: &KeyId,
-        bytes: &[u8],
-    ) -> Result<ObjectHandle, Error> {
-        self.session()?
-            .create_object(&[
+    /// Records metadata in a data object labelled `label` (the key ID, or an import's
+    /// pending name until it wins), read back after creation.
+    pub(super) fn create_metadata(&self, label: &str, bytes: &[u8]) -> Result<ObjectHandle, Error> {
+        self.create_checked(
+            &[
                 Attribute::Class(ObjectClass::DATA),
                 Attribute::Token(true),
                 Attribute::Private(true),
                 Attribute::Application(METADATA_APPLICATION.to_vec()),
-                Attribute::Label(key_id.as_str().as_bytes().to_vec()),
+                Attribute::Label(label.as_bytes().to_vec()),
                 Attribute::Value(bytes.to_vec()),
-            ])
-            .map_err(ck("recording the key's metadata (C_CreateObject)"))
+            ],
+            "the key's metadata",
+        )
     }
 
     fn metadata_objects(&self, id: &[u8]) -> Result<Vec<ObjectHandle>, Error> {
@@ -255,17 +287,20 @@ impl Token {
     }
 
     pub(super) fn destroy(&self, object: ObjectHandle) -> Result<(), Error> {
-        self.session()?
-            .destroy_object(object)
-            .map_err(ck("C_DestroyObject"))
+        self.settled(|| {
+            self.session()?
+                .destroy_object(object)
+                .map_err(ck("C_DestroyObject"))
+        })
     }
 
     /// ECDSA over a 32-byte digest with CKM_ECDSA; the token returns R||S.
     pub(super) fn sign_digest(&self, key: ObjectHandle, digest: &[u8]) -> Result<Signature, Error> {
-        let raw = self
-            .session()?
-            .sign(&Mechanism::Ecdsa, key, digest)
-            .map_err(ck("C_Sign"))?;
+        let raw = self.settled(|| {
+            self.session()?
+                .sign(&Mechanism::Ecdsa, key, digest)
+                .map_err(ck("C_Sign"))
+        })?;
         Signature::from_slice(&raw).map_err(|_| Error::BadSignature { len: raw.len() })
     }
 

@@ -8,6 +8,7 @@
 //! - [`HsmKey`]: a key on the token, signing through it;
 //! - import, vendor [`Profile`]s, module discovery and RFC 7512 [`uri`]s.
 
+mod claim;
 mod context;
 mod ec;
 mod import;
@@ -19,6 +20,7 @@ mod slot;
 mod token;
 pub mod uri;
 
+pub use claim::Unfinished;
 pub(crate) use context::rv_name;
 pub use import::{ImportMethod, ImportOptions, Imported};
 pub use keys::{HsmKey, KeyInfo};

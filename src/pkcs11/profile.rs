@@ -80,6 +80,13 @@ impl Profile {
         }
     }
 
+    /// Whether an import can record a claim (a data object) and rename its objects
+    /// after it won (C_SetAttributeValue of CKA_ID and CKA_LABEL): every profile but
+    /// YubiHSM 2's, whose objects keep the ID and label they were made with.
+    pub(crate) fn renames(self) -> bool {
+        !matches!(self, Profile::YubiHsm)
+    }
+
     /// Whether key metadata can be kept in a data object beside the key.
     pub(crate) fn stores_metadata(self) -> bool {
         !matches!(self, Profile::YubiHsm)

@@ -12,9 +12,9 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
-use super::context::{ck, initialize};
+use super::context::{ck, initialize, reinitialize, settle, transient, SETTLE_ATTEMPTS};
 use super::profile::Profile;
-use super::slot::{find_slot, TokenSelector};
+use super::slot::{find_slot, find_slot_settled, TokenSelector};
 use crate::{lock, Error};
 
 /// The pool of logged-in sessions on one token, the PIN kept to log in again, and the
@@ -251,6 +251,29 @@ impl Sessions {
         self.drain();
         let lease = self.reopen()?;
         op(&lease, true).map_err(OpError::into_error)
+    }
+
+    /// See [`Token::refresh`](super::token::Token::refresh).
+    pub(super) fn refresh(&self) -> Result<(), Error> {
+        let mut attempt = 0;
+        loop {
+            self.drain();
+            reinitialize(&self.pkcs11).map_err(ck("C_Initialize"))?;
+            let (slot, _) = find_slot_settled(&self.pkcs11, &self.selector)?;
+            *lock(&self.slot) = slot;
+            match self.reopen() {
+                Ok(lease) => {
+                    drop(lease);
+                    return Ok(());
+                }
+                // Read half written: read the store anew and try again.
+                Err(e) if transient(&e) && attempt < SETTLE_ATTEMPTS => {
+                    attempt += 1;
+                    settle(attempt);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A fresh, logged-in session after a failure: on the same slot; else on the slot

@@ -8,7 +8,7 @@ use cryptoki::context::Pkcs11;
 use cryptoki::slot::{Slot, TokenInfo};
 use serde::{Deserialize, Serialize};
 
-use super::context::ck;
+use super::context::{ck, reinitialize, settle, transient, SETTLE_ATTEMPTS};
 use super::profile::Profile;
 use crate::Error;
 
@@ -82,6 +82,25 @@ impl fmt::Display for TokenSelector {
             parts.push("at all".to_owned());
         }
         f.write_str(&parts.join(", "))
+    }
+}
+
+/// [`find_slot`], trying again — after reading the store anew — while another process
+/// may be rewriting a software token's store.
+pub(super) fn find_slot_settled(
+    pkcs11: &Pkcs11,
+    selector: &TokenSelector,
+) -> Result<(Slot, TokenInfo), Error> {
+    let mut attempt = 0;
+    loop {
+        match find_slot(pkcs11, selector) {
+            Err(e) if transient(&e) && attempt < SETTLE_ATTEMPTS => {
+                attempt += 1;
+                settle(attempt);
+                reinitialize(pkcs11).map_err(ck("C_Initialize"))?;
+            }
+            found => return found,
+        }
     }
 }
 

@@ -11,10 +11,10 @@ use cryptoki::session::Session;
 use cryptoki::slot::{Limit, Slot};
 use secrecy::SecretString;
 
-use super::context::{ck, context};
+use super::context::{busy_store, ck, context, reinitialize, settle, transient, SETTLE_ATTEMPTS};
 use super::profile::Profile;
 use super::session::{Lease, OpError, Sessions};
-use super::slot::{find_slot, TokenSelector, TokenSpec};
+use super::slot::{find_slot_settled, TokenSelector, TokenSpec};
 use super::uri;
 use crate::{Error, KeyId};
 
@@ -63,14 +63,30 @@ impl FoundToken {
     /// Logs in as the user with `pin`: exactly one C_Login attempt, never retried,
     /// since hardware tokens lock after repeated failures.
     pub fn login(self, pin: SecretString) -> Result<Token, Error> {
-        let sessions = Sessions::login(
-            self.pkcs11,
-            self.spec.selector,
-            self.profile,
-            self.slot,
-            self.limit,
-            pin,
-        )?;
+        // A software token read while another process rewrote its store can seem to
+        // have no user PIN, or fail with CKR_GENERAL_ERROR: read it anew and try again.
+        // A refused PIN is never tried again.
+        let mut slot = self.slot;
+        let mut attempt = 0;
+        let sessions = loop {
+            match Sessions::login(
+                self.pkcs11.clone(),
+                self.spec.selector.clone(),
+                self.profile,
+                slot,
+                self.limit,
+                pin.clone(),
+            ) {
+                Ok(sessions) => break sessions,
+                Err(e) if transient(&e) && attempt < SETTLE_ATTEMPTS => {
+                    attempt += 1;
+                    settle(attempt);
+                    reinitialize(&self.pkcs11).map_err(ck("C_Initialize"))?;
+                    slot = find_slot_settled(&self.pkcs11, &self.spec.selector)?.0;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Token(Arc::new(Inner {
             sessions,
             module: self.spec.module,
@@ -87,7 +103,7 @@ impl Token {
     /// and the token.
     pub fn find(spec: &TokenSpec) -> Result<FoundToken, Error> {
         let pkcs11 = context(&spec.module)?;
-        let (slot, info) = find_slot(&pkcs11, &spec.selector)?;
+        let (slot, info) = find_slot_settled(&pkcs11, &spec.selector)?;
         let label = info.label().trim_end().to_owned();
         let identity = TokenSelector {
             label: Some(label.clone()),
@@ -158,6 +174,14 @@ impl Token {
         self.0.sessions.slot()
     }
 
+    /// Reads the token anew, so that a software token (SoftHSM) sees what other
+    /// processes wrote to its store since it last looked: the pool's sessions close, the
+    /// module is finalized and initialized again, and the kept PIN logs in again. Every
+    /// object handle held before is invalid after it.
+    pub(super) fn refresh(&self) -> Result<(), Error> {
+        self.0.sessions.refresh()
+    }
+
     /// A session from the pool.
     pub(super) fn session(&self) -> Result<Lease<'_>, Error> {
         self.0.sessions.lease()
@@ -196,7 +220,22 @@ impl Token {
 
     /// Object handles matching `template`.
     pub(super) fn find_objects(&self, template: &[Attribute]) -> Result<Vec<ObjectHandle>, Error> {
-        find(&*self.session()?, template).map_err(OpError::into_error)
+        self.settled(|| find(&*self.session()?, template).map_err(OpError::into_error))
+    }
+
+    /// Runs `op`, and again after a pause while it fails as calls on a software token
+    /// fail while another process rewrites its store (see [`busy_store`]).
+    pub(super) fn settled<T>(&self, mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Err(e) if busy_store(&e) && attempt < SETTLE_ATTEMPTS => {
+                    attempt += 1;
+                    settle(attempt);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The one private key whose CKA_ID is the key ID.
@@ -218,12 +257,14 @@ impl Token {
         object: ObjectHandle,
         kind: AttributeType,
     ) -> Result<Option<Attribute>, Error> {
-        Ok(self
-            .session()?
-            .get_attributes(object, &[kind])
-            .map_err(ck("C_GetAttributeValue"))?
-            .into_iter()
-            .next())
+        self.settled(|| {
+            Ok(self
+                .session()?
+                .get_attributes(object, &[kind])
+                .map_err(ck("C_GetAttributeValue"))?
+                .into_iter()
+                .next())
+        })
     }
 }
 

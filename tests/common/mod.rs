@@ -34,7 +34,10 @@ pub fn kryoptic() -> bool {
 
 /// A fresh SoftHSM token labelled `p8hsm` in a directory of its own.
 pub struct Hsm {
+    /// Where key files go, and (unless [`Hsm::in_dir`]) the token store.
     pub dir: TempDir,
+    /// The token store: SoftHSM's tokens and the PIN files.
+    pub store: PathBuf,
     pub env: Vec<(String, String)>,
 }
 
@@ -88,16 +91,29 @@ pub fn root() -> PathBuf {
 impl Hsm {
     pub fn new() -> Hsm {
         let dir = tempfile::tempdir().expect("temporary directory");
+        let store = dir.path().to_path_buf();
+        Hsm::with_store(dir, store)
+    }
+
+    /// A token whose store is `store` (a small disk, say); key files go elsewhere.
+    pub fn in_dir(store: &Path) -> Hsm {
+        Hsm::with_store(
+            tempfile::tempdir().expect("temporary directory"),
+            store.to_path_buf(),
+        )
+    }
+
+    fn with_store(dir: TempDir, store: PathBuf) -> Hsm {
         let mut init = match std::env::var_os("P8HSM_TEST_KRYOPTIC") {
             Some(module) => {
                 let mut init = Command::new(root().join("scripts/kryoptic-init.sh"));
-                init.env("P8HSM_KRYOPTIC_DIR", dir.path())
+                init.env("P8HSM_KRYOPTIC_DIR", &store)
                     .env("P8HSM_KRYOPTIC_MODULE", module);
                 init
             }
             None => {
                 let mut init = Command::new(root().join("scripts/softhsm-init.sh"));
-                init.env("P8HSM_SOFTHSM_DIR", dir.path());
+                init.env("P8HSM_SOFTHSM_DIR", &store);
                 init
             }
         };
@@ -112,7 +128,7 @@ impl Hsm {
             String::from_utf8_lossy(&output.stderr)
         );
         let env = parse_exports(&output.stdout);
-        Hsm { dir, env }
+        Hsm { dir, store, env }
     }
 
     pub fn var(&self, name: &str) -> &str {
@@ -120,7 +136,7 @@ impl Hsm {
     }
 
     pub fn pin(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("user.pin"))
+        std::fs::read_to_string(self.store.join("user.pin"))
             .unwrap()
             .trim_end()
             .to_owned()
@@ -277,7 +293,7 @@ pub fn path_str(path: &Path) -> &str {
 fn softhsm_server(hsm: &Hsm, args: &[&str]) -> Vec<(String, String)> {
     let output = Command::new(root().join("scripts/softhsm-server.sh"))
         .args(args)
-        .env("P8HSM_SOFTHSM_DIR", hsm.dir.path())
+        .env("P8HSM_SOFTHSM_DIR", &hsm.store)
         .output()
         .expect("run scripts/softhsm-server.sh");
     assert!(
