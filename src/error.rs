@@ -30,7 +30,7 @@ pub enum Error {
         rule: &'static str,
     },
     /// Not a usable CKA_LABEL.
-    #[error("invalid label {value}: use 1 to 64 bytes without control characters")]
+    #[error("invalid label {value}: use 1 to 64 bytes without control or bidirectional formatting characters")]
     InvalidLabel {
         /// The rejected value, quoted.
         value: String,
@@ -137,9 +137,13 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// The system clock is before 1970 or absurdly far ahead.
-    #[error("the system clock is not usable")]
-    Clock,
+    /// The system clock reads a time that cannot be right (see
+    /// [`apple::SANE_CLOCK`](crate::apple::SANE_CLOCK)).
+    #[error("the system clock reads {reading}, which cannot be right")]
+    Clock {
+        /// What it reads, in UNIX seconds (or how far before 1970).
+        reading: String,
+    },
 
     /// A PKCS#11 URI that cannot be used.
     #[error("invalid PKCS#11 URI: {reason}")]
@@ -308,7 +312,7 @@ impl Error {
             | InvalidRequest { .. }
             | InvalidMetadata(_)
             | InvalidUri { .. }
-            | Clock => ErrorCode::InvalidInput,
+            | Clock { .. } => ErrorCode::InvalidInput,
             NotApplicable { .. } => ErrorCode::Usage,
             KeyKindMismatch { .. } | MetadataContradiction { .. } | MetadataUnreadable { .. } => {
                 ErrorCode::KeyKind
@@ -375,7 +379,8 @@ impl Error {
                 "hint: `p8hsm keys` shows the key; re-import it to record its metadata again, or \
                  remove the data object labelled {key_id}"
             ),
-            Clock => "hint: fix the system clock (NTP); Apple rejects tokens whose times are off"
+            Clock { .. } => "hint: fix the system clock (NTP): Apple rejects tokens whose iat or \
+                 exp are off, so p8hsm signs nothing with it"
                 .to_owned(),
             InvalidUri { .. } => {
                 "hint: see RFC 7512; `p8hsm keys` and `p8hsm modules` print URIs to start from"

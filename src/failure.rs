@@ -66,6 +66,13 @@ pub enum Failure {
     Doctor(usize),
     /// stdout could not be written.
     Output(io::Error),
+    /// A key was imported, but what was imported could not be written.
+    Unreported {
+        /// The key ID.
+        key_id: KeyId,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 impl From<Error> for Failure {
@@ -140,7 +147,10 @@ impl Failure {
             Failure::AgentSetup(_) | Failure::AgentUnreachable { .. } => {
                 ErrorCode::TokenUnavailable
             }
-            Failure::Findings(_) | Failure::Doctor(_) | Failure::Output(_) => ErrorCode::Failed,
+            Failure::Findings(_)
+            | Failure::Doctor(_)
+            | Failure::Output(_)
+            | Failure::Unreported { .. } => ErrorCode::Failed,
         }
     }
 
@@ -149,7 +159,7 @@ impl Failure {
         match self {
             Failure::Findings(_) => exit::FINDINGS,
             Failure::Doctor(_) => exit::DOCTOR,
-            Failure::Output(_) => exit::FAILURE,
+            Failure::Output(_) | Failure::Unreported { .. } => exit::FAILURE,
             Failure::P8hsm(_)
             | Failure::Agent(_)
             | Failure::Usage(_)
@@ -229,6 +239,10 @@ impl Failure {
                 None,
             ),
             Failure::Output(e) => (format!("cannot write the result: {e}"), None),
+            Failure::Unreported { key_id, source } => (
+                format!("key {key_id} was imported, but the report of it could not be written: {source}"),
+                hint(&format!("`p8hsm keys` shows key {key_id}; do not import it again")),
+            ),
         }
     }
 

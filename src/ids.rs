@@ -64,7 +64,8 @@ macro_rules! id_type {
     };
 }
 
-const TEXT_RULE: &str = "it must be non-empty, without spaces or control characters";
+const TEXT_RULE: &str =
+    "it must be non-empty, without spaces, control or bidirectional formatting characters";
 
 id_type!(
     /// An Apple key ID: 10 characters, `A`–`Z` and `0`–`9` (e.g. `2X9R4HXF34`).
@@ -138,11 +139,21 @@ fn hyphenated_uuid(s: &str) -> Option<String> {
     Some(uuid.hyphenated().to_string())
 }
 
-/// Non-empty, at most 255 bytes, no whitespace or control characters.
+/// Non-empty, at most 255 bytes, no whitespace or hidden characters.
 fn text(s: &str) -> Option<String> {
-    let ok =
-        !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    let ok = !s.is_empty() && s.len() <= 255 && !s.chars().any(|c| c.is_whitespace() || hidden(c));
     ok.then(|| s.to_owned())
+}
+
+/// Whether a character would change how text around it reads without showing itself:
+/// a control character, or a bidirectional or zero-width formatting character (U+202E
+/// RIGHT-TO-LEFT OVERRIDE turns a listing around).
+pub(crate) fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'
+        )
 }
 
 /// Quotes a rejected value for an error message, escaping control characters so a

@@ -32,13 +32,29 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let Cli { global, command } = Cli::parse();
+    let Cli { global, command } = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refused_while_parsing(e),
+    };
     let code = match run(global, command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
     };
     pause_for_inspection();
     code
+}
+
+/// A value one of p8hsm's own parsers refused (an ID, a scope, a profile…) is reported
+/// as every failure is: one `error:` line, its control characters escaped (clap would
+/// print the value as it came, newlines and all). Anything else is clap's to say.
+fn refused_while_parsing(e: clap::Error) -> ExitCode {
+    let ours = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<p8hsm::Error>());
+    match (e.kind(), ours) {
+        (clap::error::ErrorKind::ValueValidation, Some(refused)) => {
+            Failure::Usage(refused.to_string()).report()
+        }
+        _ => e.exit(),
+    }
 }
 
 fn run(global: cli::Global, command: Command) -> Result<(), Failure> {

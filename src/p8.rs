@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use der::asn1::ObjectIdentifier as Oid;
 use der::{Decode, Sequence};
 use p256::pkcs8::{EncodePrivateKey, EncodePublicKey};
@@ -157,15 +159,45 @@ fn parse_pem(text: &[u8]) -> Result<P8Key, P8Error> {
     if blocks > 1 {
         return Err(P8Error::SeveralBlocks(blocks));
     }
-    let (label, der) = der::pem::decode_vec(text).map_err(|e| P8Error::Pem(e.to_string()))?;
-    let der = Zeroizing::new(der);
-    match label {
+    let (label, der) = decode_pem(text)?;
+    match label.as_str() {
         "PRIVATE KEY" => parse_pkcs8_der(&der),
+        // Apple Business and School Manager name PKCS#8 data `EC PRIVATE KEY` at times.
+        "EC PRIVATE KEY" if pkcs8::PrivateKeyInfo::from_der(&der).is_ok() => parse_pkcs8_der(&der),
         "EC PRIVATE KEY" => parse_sec1(&der, None),
         "ENCRYPTED PRIVATE KEY" => Err(P8Error::Encrypted),
         "RSA PRIVATE KEY" => Err(P8Error::UnsupportedAlgorithm("an RSA")),
         other => Err(P8Error::NotAPrivateKey(other.to_owned())),
     }
+}
+
+/// A PEM block's label and body, read as RFC 7468's lax parsers read it: the body's
+/// lines may be of any length (76 columns, or one line), white space anywhere in it is
+/// ignored; the base64 itself must be whole (padded). The body's copies are wiped.
+fn decode_pem(text: &[u8]) -> Result<(String, Zeroizing<Vec<u8>>), P8Error> {
+    let corrupt = |why: &str| P8Error::Pem(why.to_owned());
+    let text = std::str::from_utf8(text).map_err(|_| corrupt("not text"))?;
+    let begin = text
+        .strip_prefix("-----BEGIN ")
+        .ok_or_else(|| corrupt("no BEGIN line"))?;
+    let (label, rest) = begin
+        .split_once("-----")
+        .ok_or_else(|| corrupt("the BEGIN line is not closed"))?;
+    let end = format!("-----END {label}-----");
+    let (body, after) = rest
+        .split_once(end.as_str())
+        .ok_or_else(|| corrupt("no END line matching the BEGIN line"))?;
+    if !after.trim().is_empty() || !body.starts_with(['\r', '\n']) {
+        return Err(corrupt("text around the encapsulation boundaries"));
+    }
+    let base64: Zeroizing<Vec<u8>> =
+        Zeroizing::new(body.bytes().filter(|b| !b.is_ascii_whitespace()).collect());
+    let mut der = Zeroizing::new(vec![0u8; base64.len() / 4 * 3 + 3]);
+    let len = STANDARD
+        .decode_slice(&base64[..], &mut der[..])
+        .map_err(|e| P8Error::Pem(format!("invalid base64: {e}")))?;
+    der.truncate(len);
+    Ok((label.to_owned(), der))
 }
 
 /// EncryptedPrivateKeyInfo (RFC 5958): only recognised, never decrypted.
@@ -285,6 +317,23 @@ mod tests {
         der::pem::encode_string(label, der::pem::LineEnding::LF, der).unwrap()
     }
 
+    /// The PEM with its body's lines `width` characters long.
+    fn rewrap(pem: &str, width: usize) -> String {
+        let lines: Vec<&str> = pem.lines().collect();
+        let body: String = lines[1..lines.len() - 1].concat();
+        let wrapped: Vec<String> = body
+            .as_bytes()
+            .chunks(width.min(body.len()))
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
+        format!(
+            "{}\n{}\n{}\n",
+            lines[0],
+            wrapped.join("\n"),
+            lines[lines.len() - 1]
+        )
+    }
+
     fn public_point() -> Vec<u8> {
         key().public_key().to_sec1_bytes().to_vec()
     }
@@ -312,6 +361,12 @@ mod tests {
                 &pkcs8_around(&sec1_der(&scalar, false, None)),
             ),
             pem("EC PRIVATE KEY", &sec1_der(&scalar, true, Some(&point))),
+            // Finding 21: any line length RFC 7468's lax parsers accept.
+            rewrap(&pkcs8_pem(), 76),
+            rewrap(&pkcs8_pem(), usize::MAX),
+            rewrap(&pkcs8_pem(), 16),
+            // PKCS#8 labelled as SEC1, as some Apple Business Manager downloads are.
+            pkcs8_pem().replace("PRIVATE KEY", "EC PRIVATE KEY"),
         ];
         for (i, text) in variants.iter().enumerate() {
             let parsed =

@@ -289,6 +289,14 @@ fn a_peer_of_another_uid_is_refused_unless_allowed() {
             .as_str()
             .unwrap()
             .contains("uid 0 may not use this agent"));
+        // Finding 13: the hint carries its prefix, as every hint does.
+        assert!(
+            reply["error"]["hint"]
+                .as_str()
+                .unwrap()
+                .starts_with("hint: start the agent with --allow-uid"),
+            "{reply}"
+        );
     }
     let agent = Agent::start(&hsm, &hsm.env, &nobody, &["--allow-uid", "0"]);
     let reply = agent.request(&request);

@@ -262,3 +262,531 @@ fn a_full_token_store_never_reports_an_import_it_did_not_keep() {
         doctor.stdout
     );
 }
+
+/// The environment `p8hsm agent` prints, parsed: (socket, pid).
+fn agent_env(stdout: &str) -> (String, u32) {
+    let value = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.split(';').next())
+            .unwrap()
+            .trim_matches('\'')
+            .to_owned()
+    };
+    (
+        value("P8HSM_AGENT_SOCK"),
+        value("P8HSM_AGENT_PID").parse().unwrap(),
+    )
+}
+
+/// Finding 4: a PIN in a `--key` URI must never reach the background agent's argv (or
+/// environment): it goes through a pipe, and the parent warns on its own stderr.
+#[test]
+fn the_background_agent_never_carries_the_pin_in_its_arguments() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let pin = hsm.pin();
+    let uri = format!(
+        "pkcs11:token=p8hsm?module-path={}&pin-value={pin}",
+        hsm.var("P8HSM_MODULE")
+    );
+    let socket = hsm.dir.path().join("bg").join("agent.sock");
+    let out = hsm
+        .command(&["--key", &uri, "agent", "--socket", path_str(&socket)])
+        .env_remove("P8HSM_PIN_SOURCE")
+        .env("P8HSM_KEY_UNUSED", "x")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: the PKCS#11 URI carries pin-value"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, pid) = agent_env(&stdout);
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let kill = || {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    };
+    for (what, bytes) in [("argv", &cmdline), ("environment", &environ)] {
+        let text = String::from_utf8_lossy(bytes);
+        if text.contains(&pin) || text.contains("pin-value") {
+            kill();
+            panic!("the agent's {what} holds the PIN: {text:?}");
+        }
+    }
+    // It works: it logged in with the PIN it was sent.
+    let signed = hsm
+        .command(&["token", "connect", "--key-id", "2X9R4HXF34", "--individual"])
+        .env("P8HSM_AGENT_SOCK", &socket)
+        .env_remove("P8HSM_PIN_SOURCE")
+        .output()
+        .unwrap();
+    kill();
+    assert!(signed.status.success(), "{}", stderr(&signed));
+}
+
+/// Finding 5: slow and idle clients cannot hold the agent: a request line must arrive
+/// whole within 10 s, and when every connection is taken a new one evicts the one that
+/// waited longest.
+#[test]
+fn slow_clients_are_cut_off_and_cannot_starve_others() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let agent = crate::common::Agent::start(&hsm, &hsm.env, &[], &[]);
+    let request =
+        b"{\"id\":1,\"kind\":\"connect\",\"key_id\":\"2X9R4HXF34\",\"individual\":true}\n";
+
+    // One byte every 3 s: under the old per-read timeout this never ended.
+    let mut trickle = agent.connect();
+    let started = Instant::now();
+    let closed = std::thread::spawn(move || {
+        for byte in request.iter().take(8) {
+            if trickle.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        let mut rest = Vec::new();
+        let _ = trickle.read_to_end(&mut rest);
+        started.elapsed()
+    });
+
+    // 70 idle connections, more than the agent serves at once.
+    let idle: Vec<_> = (0..70).map(|_| agent.connect()).collect();
+    let begin = Instant::now();
+    let reply = agent.request(&serde_json::from_slice(&request[..request.len() - 1]).unwrap());
+    assert_eq!(reply["ok"], true, "a new client is served: {reply}");
+    assert!(
+        begin.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        begin.elapsed()
+    );
+    let elapsed = closed.join().unwrap();
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "the trickling client was cut off after {elapsed:?}"
+    );
+    drop(idle);
+}
+
+/// Finding 6: `--socket` pointing at a regular file must never remove it.
+#[test]
+fn the_agent_removes_only_a_stale_socket() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let private = hsm.dir.path().join("private");
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&private)
+        .unwrap();
+    let precious = private.join("precious");
+    std::fs::write(&precious, "precious\n").unwrap();
+    let out = hsm
+        .command(&["agent", "--foreground", "--socket", path_str(&precious)])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exists and is not a socket"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "precious\n");
+}
+
+/// Finding 7: `--allow-uid` works for a real second uid, and the default stays closed.
+#[test]
+fn an_allowed_uid_can_reach_the_agent_and_others_cannot() {
+    let hsm = Hsm::new();
+    let key = hsm.import_new_key("2X9R4HXF34");
+    let dir = std::path::PathBuf::from(format!("/tmp/p8hsm-allow-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let socket = dir.join("agent.sock");
+    let run_as_nobody = |socket: &Path| {
+        let mut args = crate::common::as_uid(65534);
+        args.extend(
+            [
+                env!("CARGO_BIN_EXE_p8hsm"),
+                "token",
+                "connect",
+                "--key-id",
+                "2X9R4HXF34",
+                "--individual",
+            ]
+            .map(String::from),
+        );
+        Command::new(&args[0])
+            .args(&args[1..])
+            .env("P8HSM_AGENT_SOCK", socket)
+            .output()
+            .unwrap()
+    };
+    {
+        let _closed = crate::common::Agent::start_at(&socket, &hsm.env, &[], &[]);
+        let refused = run_as_nobody(&socket);
+        assert_eq!(code(&refused), Some(5), "{}", stderr(&refused));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let _open = crate::common::Agent::start_at(&socket, &hsm.env, &[], &["--allow-uid", "65534"]);
+    let served = run_as_nobody(&socket);
+    assert!(served.status.success(), "{}", stderr(&served));
+    crate::common::verify_jwt(String::from_utf8_lossy(&served.stdout).trim_end(), &key);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o711,
+        "others may reach the socket, not list the directory"
+    );
+    drop(_open);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Finding 8: when it cannot start a thread, the agent answers `busy` and goes on.
+#[test]
+fn the_agent_survives_when_it_cannot_start_threads() {
+    use std::io::Write;
+    let hsm = Hsm::new();
+    let key = hsm.import_new_key("2X9R4HXF34");
+    crate::common::give_to(&hsm.store, 45454);
+    crate::common::give_to(hsm.dir.path(), 45454);
+    let mut prefix = crate::common::as_uid(45454);
+    prefix.extend([
+        "prlimit".to_owned(),
+        "--nproc=6".to_owned(),
+        "--".to_owned(),
+    ]);
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let mut agent = crate::common::Agent::start(&hsm, &hsm.env, &prefix, &["--allow-uid", "0"]);
+    let mut held: Vec<_> = (0..30).map(|_| agent.connect()).collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let busy = held
+        .iter_mut()
+        .filter(|s| {
+            s.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(&**s), &mut line).is_ok()
+                && line.contains("\"busy\"")
+        })
+        .count();
+    assert!(busy > 0, "some connections were told the agent is busy");
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut stream = agent.connect();
+    let _ = stream.write_all(
+        b"{\"id\":1,\"kind\":\"connect\",\"key_id\":\"2X9R4HXF34\",\"individual\":true}\n",
+    );
+    let reply = crate::common::read_reply(&mut stream);
+    crate::common::verify_jwt(reply["result"]["token"].as_str().unwrap(), &key);
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent still runs"
+    );
+}
+
+/// Finding 10: a socket directory reached through a symbolic link is refused, and a
+/// client does not talk to an agent of another user.
+#[test]
+fn symlinked_socket_directories_and_foreign_agents_are_refused() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let real = hsm.dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = hsm.dir.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = hsm
+        .command(&[
+            "agent",
+            "--foreground",
+            "--socket",
+            path_str(&link.join("agent.sock")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+
+    // An agent of uid 65534 that would serve root: root's client refuses to use it.
+    crate::common::give_to(&hsm.store, 65534);
+    let socket = std::path::PathBuf::from(format!(
+        "/tmp/p8hsm-foreign-{}/agent.sock",
+        std::process::id()
+    ));
+    let prefix = crate::common::as_uid(65534);
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let agent = crate::common::Agent::start_at(&socket, &hsm.env, &prefix, &["--allow-uid", "0"]);
+    let args = ["token", "connect", "--key-id", "2X9R4HXF34", "--individual"];
+    let refused = hsm
+        .command(&args)
+        .env("P8HSM_AGENT_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert_eq!(code(&refused), Some(5), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("served by uid 65534"),
+        "{}",
+        stderr(&refused)
+    );
+    let trusted = hsm
+        .command(&args)
+        .env("P8HSM_AGENT_SOCK", &socket)
+        .env("P8HSM_AGENT_UID", "65534")
+        .output()
+        .unwrap();
+    assert!(trusted.status.success(), "{}", stderr(&trusted));
+    drop(agent);
+    let _ = std::fs::remove_dir_all(socket.parent().unwrap());
+}
+
+/// Finding 12: no audit line, no token.
+#[test]
+fn a_token_that_cannot_be_audited_is_not_handed_out() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let disk = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _disk = SmallDisk(disk.path());
+    let audit = disk.path().join("audit.log");
+    let agent =
+        crate::common::Agent::start(&hsm, &hsm.env, &[], &["--audit-log", path_str(&audit)]);
+    let request =
+        serde_json::json!({"id": 1, "kind": "connect", "key_id": "2X9R4HXF34", "individual": true});
+    assert_eq!(agent.request(&request)["ok"], true);
+    // Fill the disk the audit log is on, its own last page too.
+    let _ = std::fs::write(disk.path().join("filler"), vec![b'x'; 64 * 1024]);
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&audit)
+        .unwrap();
+    while std::io::Write::write_all(&mut log, b"x").is_ok() {}
+    let reply = agent.request(&serde_json::json!({"id": 2, "kind": "connect", "key_id": "2X9R4HXF34", "individual": true, "scope": ["GET /v1/apps"]}));
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["error"]["code"], "audit_failed", "{reply}");
+    assert!(reply.get("result").is_none());
+    // A cached token needs an audit line too.
+    let cached = agent.request(&request);
+    assert_eq!(cached["error"]["code"], "audit_failed", "{cached}");
+    drop(agent);
+}
+
+/// Finding 14: the agent holds the PIN, so it is not dumpable: /proc/PID/ belongs to
+/// root although the agent runs as another user.
+#[test]
+fn the_agent_cannot_dump_core() {
+    use std::os::unix::fs::MetadataExt;
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    crate::common::give_to(&hsm.store, 45455);
+    crate::common::give_to(hsm.dir.path(), 45455);
+    let prefix = crate::common::as_uid(45455);
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let agent = crate::common::Agent::start(&hsm, &hsm.env, &prefix, &[]);
+    let pid = agent.child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("45455")),
+        "{status}"
+    );
+    let owner = std::fs::metadata(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .uid();
+    assert_eq!(
+        owner, 0,
+        "a non-dumpable process's /proc files belong to root"
+    );
+}
+
+/// Finding 17: a rogue agent streaming data cannot make the client read without end.
+#[test]
+fn the_client_bounds_what_it_reads_from_an_agent() {
+    use std::io::{Read, Write};
+    let hsm = Hsm::new();
+    let socket = hsm.dir.path().join("rogue.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut line = [0u8; 1024];
+            let _ = stream.read(&mut line);
+            let chunk = vec![b'x'; 64 * 1024];
+            while stream.write_all(&chunk).is_ok() {}
+        }
+    });
+    let out = hsm
+        .command(&["token", "connect", "--key-id", "2X9R4HXF34", "--individual"])
+        .env("P8HSM_AGENT_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not the agent's protocol"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+/// Runs `command` and fails the test if it takes more than 10 s (a FIFO blocking it).
+fn within_10s(mut command: Command) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(10));
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    assert!(out.status.code().is_some(), "it blocked and was killed");
+    out
+}
+
+/// Finding 18: a FIFO where a file belongs is refused at once, never waited on.
+#[test]
+fn fifos_are_refused_not_waited_on() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let fifo = hsm.dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut pin = hsm.command(&["keys"]);
+    pin.env("P8HSM_PIN_SOURCE", format!("file:{}", fifo.display()));
+    let out = within_10s(pin);
+    assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+
+    let token = hsm
+        .run(&["token", "connect", "--key-id", "2X9R4HXF34", "--individual"])
+        .ok();
+    let out = within_10s(hsm.command(&["check", token.trim_end(), "--pubkey", path_str(&fifo)]));
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+
+    let socket = hsm.dir.path().join("run").join("agent.sock");
+    let out = within_10s(hsm.command(&[
+        "agent",
+        "--foreground",
+        "--socket",
+        path_str(&socket),
+        "--audit-log",
+        path_str(&fifo),
+    ]));
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !socket.exists(),
+        "no socket left by an agent that did not start"
+    );
+}
+
+/// Finding 19: SIGHUP stops the agent as SIGTERM does, socket removed.
+#[test]
+fn sighup_stops_the_agent_cleanly() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let mut agent = crate::common::Agent::start(&hsm, &hsm.env, &[], &[]);
+    Command::new("kill")
+        .args(["-HUP", &agent.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = agent.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!agent.socket.exists());
+}
+
+/// Findings 21 and 22: PEM in any line length is read; a label with a bidirectional
+/// override is refused.
+#[test]
+fn pem_line_lengths_are_lax_and_labels_plain() {
+    let hsm = Hsm::new();
+    let (path, _) = hsm.write_key("AuthKey_WRAPPED076.p8");
+    let pem = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = pem.lines().collect();
+    let body = lines[1..lines.len() - 1].concat();
+    let one_line = format!("{}\n{body}\n{}\n", lines[0], lines[lines.len() - 1]);
+    std::fs::write(&path, one_line).unwrap();
+    hsm.run(&["import", path_str(&path)]).ok();
+    let (other, _) = hsm.write_key("AuthKey_BIDILABEL1.p8");
+    hsm.run(&["import", path_str(&other), "--label", "ops\u{202e}yek"])
+        .fails(3, "invalid label");
+}
+
+/// Finding 23: numbers too large, values with newlines, and a report that cannot be
+/// written after an import.
+#[test]
+fn odd_values_keep_messages_true_and_on_one_line() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let big = hsm.run(&[
+        "token",
+        "connect",
+        "--key-id",
+        "2X9R4HXF34",
+        "--individual",
+        "--ttl",
+        "18446744073709551615",
+    ]);
+    big.fails(3, "gives 18446744073709551615");
+    let newline = hsm.run(&[
+        "token",
+        "connect",
+        "--key-id",
+        "2X9R4HXF34",
+        "--individual",
+        "--scope",
+        "GET /v1/\napps",
+    ]);
+    newline.fails(2, "invalid scope \"GET /v1/\\napps\"");
+    assert_eq!(newline.stderr.lines().count(), 1, "{}", newline.stderr);
+
+    let (path, _) = hsm.write_key("AuthKey_UNREPORT01.p8");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = hsm
+        .command(&["import", path_str(&path)])
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("key UNREPORT01 was imported"),
+        "{}",
+        stderr(&out)
+    );
+    hsm.run(&["token", "connect", "--key-id", "UNREPORT01", "--individual"])
+        .ok();
+}

@@ -88,17 +88,20 @@ pub fn private_dir(socket: &Path, shared: bool) -> Result<PathBuf, Failure> {
 /// Opens a log for appending: created with mode 0600, and only ever a regular file
 /// (a FIFO would block every write).
 pub fn open_log(path: &Path) -> std::io::Result<File> {
+    let not_regular =
+        || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(not_regular());
+    }
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)?;
+    // The path may have changed in between: the opened file is what counts.
     if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+        return Err(not_regular());
     }
     Ok(file)
 }

@@ -76,6 +76,8 @@ type Entry = Arc<Mutex<Option<SignedToken>>>;
 pub struct TokenCache<C: Clock = SystemClock> {
     clock: C,
     entries: Mutex<Entries>,
+    /// The most entries it keeps.
+    capacity: usize,
 }
 
 /// The entries, and the size at which expired ones are next pruned.
@@ -92,16 +94,25 @@ impl Default for TokenCache<SystemClock> {
 
 /// Entries kept before expired ones are pruned.
 const PRUNE_ABOVE: usize = 4096;
+/// The most entries the cache keeps: past it, the tokens nearest their end go first.
+pub const MAX_ENTRIES: usize = 16_384;
 
 impl<C: Clock> TokenCache<C> {
     /// An empty cache reading `clock`.
     pub fn new(clock: C) -> Self {
+        TokenCache::with_capacity(clock, MAX_ENTRIES)
+    }
+
+    /// An empty cache reading `clock` that keeps at most `capacity` entries.
+    pub fn with_capacity(clock: C, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         TokenCache {
             clock,
             entries: Mutex::new(Entries {
                 by_request: HashMap::new(),
-                prune_at: PRUNE_ABOVE,
+                prune_at: PRUNE_ABOVE.min(capacity),
             }),
+            capacity,
         }
     }
 
@@ -162,22 +173,42 @@ impl<C: Clock> TokenCache<C> {
         if entries.by_request.len() >= entries.prune_at {
             self.prune(&mut entries);
             // Pruning again only once the cache has doubled keeps inserts O(1) on average.
-            entries.prune_at = (entries.by_request.len() * 2).max(PRUNE_ABOVE);
+            entries.prune_at =
+                (entries.by_request.len() * 2).clamp(PRUNE_ABOVE.min(self.capacity), self.capacity);
         }
         let entry = Entry::default();
         entries.by_request.insert(request.clone(), entry.clone());
         entry
     }
 
-    /// Drops entries whose tokens have expired and that nobody is signing for.
+    /// Drops entries whose tokens can no longer be handed out and that nobody is signing
+    /// for; then, at capacity, a quarter of it: the tokens nearest their end.
     fn prune(&self, entries: &mut Entries) {
-        let now = unix(self.clock.now()).unwrap_or(0);
+        let now = self.clock.now();
         entries
             .by_request
             .retain(|_, entry| match entry.try_lock() {
-                Ok(token) => token.as_ref().is_some_and(|t| t.expires_at > now),
+                Ok(token) => token.as_ref().is_some_and(|t| usable(t, now)),
                 Err(_) => true,
             });
+        let over = match entries.by_request.len() {
+            n if n >= self.capacity => n + 1 - self.capacity * 3 / 4,
+            _ => 0,
+        };
+        if over > 0 {
+            let mut ends: Vec<(u64, TokenRequest)> = entries
+                .by_request
+                .iter()
+                .filter_map(|(request, entry)| {
+                    let token = entry.try_lock().ok()?;
+                    Some((token.as_ref().map_or(0, |t| t.expires_at), request.clone()))
+                })
+                .collect();
+            ends.sort_unstable_by_key(|(end, _)| *end);
+            for (_, request) in ends.into_iter().take(over) {
+                entries.by_request.remove(&request);
+            }
+        }
     }
 
     /// How many requests the cache holds.
@@ -192,18 +223,21 @@ impl<C: Clock> TokenCache<C> {
 }
 
 /// Whether `token` may still be handed out at `now` when no new one can be signed: at
-/// least [`MIN_REMAINING`] seconds left.
+/// least [`MIN_REMAINING`] seconds left, and not issued after `now` (a clock stepped
+/// back would hand out a token from the future, living longer than its kind allows).
 fn usable(token: &SignedToken, now: SystemTime) -> bool {
-    unix(now).is_ok_and(|now| token.expires_at.saturating_sub(now) >= MIN_REMAINING)
+    unix(now).is_ok_and(|now| {
+        token.issued_at <= now && token.expires_at.saturating_sub(now) >= MIN_REMAINING
+    })
 }
 
-/// Whether `token` may still be handed out at `now`: at least a third of its lifetime
-/// and at least [`MIN_REMAINING`] seconds left.
+/// Whether `token` may still be handed out at `now`: [`usable`], with at least a third
+/// of its lifetime left.
 fn fresh(token: &SignedToken, now: SystemTime) -> bool {
-    let Ok(now) = unix(now) else { return false };
+    let Ok(seconds) = unix(now) else { return false };
     let lifetime = token.expires_at.saturating_sub(token.issued_at);
-    let remaining = token.expires_at.saturating_sub(now);
-    remaining >= MIN_REMAINING && remaining.saturating_mul(3) >= lifetime
+    let remaining = token.expires_at.saturating_sub(seconds);
+    usable(token, now) && remaining.saturating_mul(3) >= lifetime
 }
 
 #[cfg(test)]
@@ -422,6 +456,49 @@ mod tests {
         signer.down.store(false, Ordering::SeqCst);
         let (_, source) = get_with_source(&cache, &request, &signer).unwrap();
         assert_eq!(source, Source::Fresh);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_gets_a_new_token_never_one_from_the_future() {
+        let clock = FakeClock::at(NOW);
+        let cache = TokenCache::new(clock.clone());
+        let signer = Counting::new(Duration::ZERO);
+        let request = connect(600, 60, &[]);
+        let first = get(&cache, &request, &signer).unwrap();
+        clock.set(NOW - 7139); // stepped back two hours
+        let (again, source) = get_with_source(&cache, &request, &signer).unwrap();
+        assert_eq!(source, Source::Fresh);
+        assert_ne!(again.token, first.token);
+        assert_eq!(
+            again.issued_at,
+            NOW - 7139 - 60,
+            "issued by the clock as it reads now"
+        );
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_and_drops_what_expired() {
+        let clock = FakeClock::at(NOW);
+        let cache = TokenCache::with_capacity(clock.clone(), 64);
+        let signer = MemorySigner::new();
+        for i in 0..300 {
+            let request = connect(600, 60, &[&format!("GET /v1/apps/{i}")]);
+            get(&cache, &request, &signer).unwrap();
+            assert!(cache.len() <= 64, "{}", cache.len());
+        }
+        // The newest stay: the entry just signed is a hit.
+        let last = connect(600, 60, &["GET /v1/apps/299"]);
+        assert_eq!(
+            get_with_source(&cache, &last, &signer).unwrap().1,
+            Source::Hit
+        );
+        clock.set(NOW + 3600); // every token has expired
+        cache.prune(&mut lock(&cache.entries));
+        assert_eq!(
+            cache.len(),
+            0,
+            "a prune drops every token that can no longer be handed out"
+        );
     }
 
     #[test]

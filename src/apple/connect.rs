@@ -75,26 +75,36 @@ impl Scope {
         self.long_lived_refusal().is_none()
     }
 
-    /// Why this entry may not appear in a long-lived token, if it may not.
+    /// Why this entry may not appear in a long-lived token, if it may not. The path is
+    /// matched exactly: `/v1/` then the resource, with no empty, `.` or `..` segment
+    /// and nothing percent-encoded (`/v1/ciProducts/../apps` is not a ciProducts path).
     fn long_lived_refusal(&self) -> Option<String> {
         let (method, target) = self.0.split_once(' ')?;
         if method != "GET" {
             return Some(format!("{method} is not GET"));
         }
         let path = target.split('?').next().unwrap_or(target);
-        let mut segments = path.split('/').filter(|s| !s.is_empty());
-        let _version = segments.next();
-        let segments: Vec<&str> = segments.collect();
-        let allowed = segments
-            .first()
-            .is_some_and(|first| LONG_LIVED_RESOURCES.contains(first))
+        let Some(rest) = path.strip_prefix("/v1/") else {
+            return Some(format!("{} is not a /v1/ resource path", printable(path)));
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
+        if segments
+            .iter()
+            .any(|s| s.is_empty() || *s == "." || *s == ".." || s.contains(['%', '\\']))
+        {
+            return Some(format!(
+                "{} has an empty, dot or encoded path segment",
+                printable(path)
+            ));
+        }
+        let allowed = LONG_LIVED_RESOURCES.contains(&segments[0])
             || segments
                 .iter()
                 .any(|s| *s == "perfPowerMetrics" || *s == "diagnosticSignatures");
         (!allowed).then(|| {
             format!(
                 "{} is not a resource that allows long-lived tokens",
-                segments.first().unwrap_or(&path)
+                segments[0]
             )
         })
     }
@@ -480,6 +490,24 @@ mod tests {
             long_lived(&["GET /v1/ciProducts"], MAX_LONG_LIVED_LIFETIME),
             Err(Error::LifetimeTooLong { .. })
         ));
+        // Finding 11: the resource is matched exactly, not by prefix.
+        for sneaky in [
+            "GET /v1/ciProducts/../apps",
+            "GET //v1/ciProducts",
+            "GET /v2/ciProducts",
+            "GET /v1//ciProducts",
+            "GET /v1/ciProducts/./x",
+            "GET /v1/ciProducts%2F..%2Fapps",
+            "GET /v1/ciProducts/",
+        ] {
+            assert!(
+                matches!(
+                    long_lived(&[sneaky], month),
+                    Err(Error::LongLivedScope { .. })
+                ),
+                "{sneaky}"
+            );
+        }
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl Lifetime {
                 limit,
             });
         }
-        let iat = unix(now)?.checked_sub(self.skew).ok_or(Error::Clock)?;
+        // A sane clock is far past any skew a lifetime limit allows.
+        let iat = unix(now)?.saturating_sub(self.skew);
         Ok(Times {
             iat,
             exp: iat + self.skew + self.ttl,
@@ -56,18 +57,53 @@ impl Lifetime {
     }
 }
 
-/// Seconds since the UNIX epoch.
+/// The UNIX times a clock may read for p8hsm to sign, and for `p8hsm doctor` to pass:
+/// from September 2020 (before any p8hsm) to the year 2100. A clock outside them is
+/// wrong, and a token signed by it would be rejected or, worse, accepted long after.
+pub const SANE_CLOCK: std::ops::Range<u64> = 1_600_000_000..4_102_444_800;
+
+/// `now` in seconds since the UNIX epoch, when it is within [`SANE_CLOCK`].
+pub fn clock(now: SystemTime) -> Result<u64, Error> {
+    match now.duration_since(UNIX_EPOCH) {
+        Ok(d) if SANE_CLOCK.contains(&d.as_secs()) => Ok(d.as_secs()),
+        Ok(d) => Err(Error::Clock {
+            reading: format!("{} (UNIX seconds)", d.as_secs()),
+        }),
+        Err(e) => Err(Error::Clock {
+            reading: format!("{} s before 1970", e.duration().as_secs()),
+        }),
+    }
+}
+
+/// Seconds since the UNIX epoch, from a sane clock.
 pub(crate) fn unix(now: SystemTime) -> Result<u64, Error> {
-    Ok(now
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| Error::Clock)?
-        .as_secs())
+    clock(now)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::apple::tests::{now, NOW};
+
+    #[test]
+    fn an_absurd_clock_signs_nothing() {
+        use std::time::Duration;
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        for absurd in [0, 978_307_200, 4_890_000_000] {
+            // 1970, 2001 and 2125
+            let e = Lifetime::default()
+                .times(at(absurd), "x", 1200)
+                .unwrap_err();
+            assert!(matches!(e, Error::Clock { .. }), "{e}");
+            assert!(e.hint().unwrap().contains("fix the system clock"));
+        }
+        let before_1970 = UNIX_EPOCH - Duration::from_secs(10);
+        assert!(clock(before_1970)
+            .unwrap_err()
+            .to_string()
+            .contains("10 s before 1970"));
+        assert!(clock(at(1_800_000_000)).is_ok());
+    }
 
     #[test]
     fn default_lifetime_is_ten_minutes_backdated_a_minute() {

@@ -23,7 +23,7 @@ pub mod spec;
 pub mod storekit;
 
 pub(crate) use lifetime::unix;
-pub use lifetime::{Lifetime, Times};
+pub use lifetime::{clock, Lifetime, Times, SANE_CLOCK};
 pub use request::{Request, SignatureRequest, TokenRequest};
 pub use signed::{LegacySignature, Signed, SignedStoreKit, SignedToken};
 

@@ -215,9 +215,7 @@ impl Context<'_> {
                         limit: validity,
                     });
                 }
-                let iat = unix(self.now)?
-                    .checked_sub(self.lifetime.skew)
-                    .ok_or(Error::Clock)?;
+                let iat = unix(self.now)?.saturating_sub(self.lifetime.skew);
                 Ok(Times {
                     iat,
                     exp: iat + validity,

@@ -493,13 +493,18 @@ impl SignatureKind for PromoOfferLegacy {
     /// Signs the payload (ECDSA P-256 over SHA-256) and encodes the signature as DER,
     /// then standard base64.
     fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<Signed, Error> {
+        // The clock is checked even when the timestamp is given: nothing is signed with
+        // a clock that cannot be right.
+        let seconds = super::lifetime::clock(cx.now)?;
         let timestamp = match self.timestamp {
             Some(ms) => ms,
-            None => cx
-                .now
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_err(|_| Error::Clock)?
-                .as_millis() as u64,
+            None => {
+                let millis = cx
+                    .now
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_millis());
+                seconds * 1000 + u64::from(millis)
+            }
         };
         let nonce = self.nonce.clone().unwrap_or_else(Nonce::random);
         let key_id = signer.key_id().clone();

@@ -6,7 +6,6 @@ use std::time::SystemTime;
 
 use p256::pkcs8::DecodePublicKey;
 use p8hsm::apple::check::{self, Finding};
-use p8hsm::Error;
 use serde::Serialize;
 
 use super::args::CheckArgs;
@@ -31,10 +30,7 @@ pub fn check(args: &CheckArgs, config: &Config) -> Result<(), Failure> {
     } else {
         args.jwt.clone()
     };
-    let now = SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| Error::Clock)?
-        .as_secs();
+    let now = p8hsm::apple::clock(SystemTime::now())?;
     let mut report = check::check(&text, args.kind, now);
     let key = match (&args.key_id, &args.pubkey) {
         (Some(key_id), _) => Some((config.open()?.public_key(key_id)?, format!("key {key_id}"))),

@@ -1,6 +1,6 @@
 //! `p8hsm doctor`: one line per check, ✓ or ✗ with a hint; exit 0 only when all pass.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use p8hsm::{pkcs11, Error};
 
@@ -40,11 +40,6 @@ impl Report {
         }
     }
 }
-
-/// Earliest time the clock may show: when this code was written.
-const EARLIEST: u64 = 1_790_000_000; // 2026-09
-/// Latest believable time.
-const LATEST: u64 = 4_102_444_800; // 2100-01-01
 
 pub fn doctor(config: &Config) -> Result<(), Failure> {
     let mut report = Report::default();
@@ -208,19 +203,8 @@ fn check_unfinished(report: &mut Report, token: &p8hsm::Token) {
 }
 
 fn check_clock(report: &mut Report) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if (EARLIEST..LATEST).contains(&now) {
-        report.pass(format!("the local clock reads {now} (UNIX seconds)"));
-    } else {
-        report.fail(
-            format!("the local clock reads {now} (UNIX seconds), which cannot be right"),
-            Some(
-                "hint: Apple rejects tokens whose iat or exp are off; fix the clock (NTP)"
-                    .to_owned(),
-            ),
-        );
+    match p8hsm::apple::clock(SystemTime::now()) {
+        Ok(now) => report.pass(format!("the local clock reads {now} (UNIX seconds)")),
+        Err(e) => report.fail_with(&e.into()),
     }
 }

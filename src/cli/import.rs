@@ -49,7 +49,14 @@ pub fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
             out.push_str(&format!("team_id      {team_id}\n"));
         }
     }
-    print(&out)
+    // The key is on the token now: a failed report must not read as a failed import.
+    print(&out).map_err(|failure| match failure {
+        Failure::Output(source) => Failure::Unreported {
+            key_id: imported.key_id.clone(),
+            source,
+        },
+        other => other,
+    })
 }
 
 /// The key ID: `--key-id`, Apple's file name, or the `--key` URI; the first two must agree.

@@ -43,6 +43,24 @@ fn via_agent(socket: &Path, request: &Request) -> Result<Signed, Failure> {
         reason,
     };
     let mut stream = UnixStream::connect(socket).map_err(|e| unreachable(e.to_string()))?;
+    // Whoever listens there gets the request: it must be an agent of this user's (or
+    // root's, or the uid P8HSM_AGENT_UID names), not a socket another user put in its way.
+    let agent_uid = rustix::net::sockopt::socket_peercred(&stream)
+        .map_err(|e| unreachable(e.to_string()))?
+        .uid
+        .as_raw();
+    let trusted = std::env::var("P8HSM_AGENT_UID")
+        .ok()
+        .and_then(|uid| uid.parse::<u32>().ok());
+    if agent_uid != rustix::process::getuid().as_raw()
+        && agent_uid != 0
+        && Some(agent_uid) != trusted
+    {
+        return Err(unreachable(format!(
+            "it is served by uid {agent_uid}, not by you (set P8HSM_AGENT_UID={agent_uid} if \
+             that agent is yours to use)"
+        )));
+    }
     stream
         .set_read_timeout(Some(TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))

@@ -226,7 +226,7 @@ impl Token {
             });
         }
         let label = options.label.unwrap_or(key_id.as_str());
-        if label.is_empty() || label.len() > 64 || label.chars().any(char::is_control) {
+        if label.is_empty() || label.len() > 64 || label.chars().any(crate::ids::hidden) {
             return Err(Error::InvalidLabel {
                 value: printable(label),
             });

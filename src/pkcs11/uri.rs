@@ -129,24 +129,40 @@ impl FromStr for Pkcs11Uri {
                     .map(|a| (a, QUERY)),
             );
         for (attribute, allowed) in attributes {
-            let (name, raw) = attribute.split_once('=').ok_or_else(|| {
-                invalid(format!(
-                    "attribute \"{attribute}\" has no value (name=value)"
-                ))
-            })?;
+            // The query may hold a PIN (pin-value), cut in pieces by a stray `&`: no
+            // error ever echoes query text, only the names p8hsm knows.
+            let in_query = allowed == QUERY;
+            let (name, raw) = match attribute.split_once('=') {
+                Some(pair) => pair,
+                None if in_query => {
+                    return Err(invalid(
+                        "a query attribute has no value (name=value; a value holding & or = \
+                         must percent-encode it as %26 or %3D)"
+                            .to_owned(),
+                    ))
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "attribute \"{attribute}\" has no value (name=value)"
+                    )))
+                }
+            };
             if !allowed.contains(&name) {
-                let place = if allowed == PATH {
-                    if QUERY.contains(&name) {
-                        return Err(invalid(format!("{name} belongs in the query, after ?")));
-                    }
-                    "path"
-                } else {
+                if in_query {
                     if PATH.contains(&name) {
                         return Err(invalid(format!("{name} belongs in the path, before ?")));
                     }
-                    "query"
-                };
-                return Err(invalid(format!("unknown {place} attribute \"{name}\"")));
+                    return Err(invalid(
+                        "unknown query attribute (the query takes pin-source, pin-value, \
+                         module-name and module-path; a value holding & must percent-encode \
+                         it as %26)"
+                            .to_owned(),
+                    ));
+                }
+                if QUERY.contains(&name) {
+                    return Err(invalid(format!("{name} belongs in the query, after ?")));
+                }
+                return Err(invalid(format!("unknown path attribute \"{name}\"")));
             }
             if seen.contains(&name) {
                 return Err(invalid(format!("attribute {name} appears twice")));
@@ -379,9 +395,16 @@ mod tests {
         // The RFC's vendor-specific example: p8hsm knows no vendor attributes.
         assert!(error("pkcs11:token=my-token;object=my-certificate;type=cert;vendor-aaa=value-a?pin-source=file:/etc/token_pin&vendor-bbb=value-b")
             .contains("unknown path attribute \"vendor-aaa\""));
-        assert!(
-            error("pkcs11:token=a?vendor-bbb=b").contains("unknown query attribute \"vendor-bbb\"")
-        );
+        assert!(error("pkcs11:token=a?vendor-bbb=b").contains("unknown query attribute"));
+        // Query text is never echoed: it may be a PIN that a stray & cut in two.
+        for secret in [
+            "?pin-value=Se&cretTail99",
+            "?MyS3cretPIN",
+            "?pin-value=a&b=cretTail99",
+        ] {
+            let e = error(&format!("pkcs11:token=a{secret}"));
+            assert!(!e.contains("cret") && !e.contains("S3cret"), "{e}");
+        }
         assert!(error("pkcs11:token=a;token=b").contains("attribute token appears twice"));
         assert!(error("pkcs11:object=%4").contains("object has a malformed percent-encoding"));
         assert!(error("pkcs11:id=%zz").contains("id has a malformed percent-encoding"));

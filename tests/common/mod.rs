@@ -364,6 +364,17 @@ impl Agent {
     /// `prefix` (e.g. setpriv), and waits until it listens.
     pub fn start(hsm: &Hsm, env: &[(String, String)], prefix: &[&str], extra: &[&str]) -> Agent {
         let socket = hsm.dir.path().join("run").join("agent.sock");
+        Agent::start_at(&socket, env, prefix, extra)
+    }
+
+    /// [`Agent::start`] listening on `socket`.
+    pub fn start_at(
+        socket: &Path,
+        env: &[(String, String)],
+        prefix: &[&str],
+        extra: &[&str],
+    ) -> Agent {
+        let socket = socket.to_path_buf();
         let mut args: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
         args.push(env!("CARGO_BIN_EXE_p8hsm").to_owned());
         args.extend(["agent", "--foreground", "--socket"].map(String::from));
@@ -424,4 +435,26 @@ pub fn read_reply(stream: &mut UnixStream) -> Value {
         .read_line(&mut reply)
         .unwrap();
     serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{reply:?}: {e}"))
+}
+
+/// Makes `path` and everything below it belong to `uid` (and the group of that number).
+pub fn give_to(path: &Path, uid: u32) {
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{uid}"))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The arguments that run what follows as `uid` (setpriv, from util-linux).
+pub fn as_uid(uid: u32) -> Vec<String> {
+    vec![
+        "setpriv".to_owned(),
+        format!("--reuid={uid}"),
+        format!("--regid={uid}"),
+        "--clear-groups".to_owned(),
+        "--".to_owned(),
+    ]
 }
