@@ -708,6 +708,23 @@ fn fifos_are_refused_not_waited_on() {
         !socket.exists(),
         "no socket left by an agent that did not start"
     );
+
+    // Found in this project's own pass: an audit log that is a symbolic link (another
+    // user's trap in a shared directory) is refused, and its target left alone.
+    let target = hsm.dir.path().join("victim");
+    std::fs::write(&target, "untouched\n").unwrap();
+    let trap = hsm.dir.path().join("audit-trap.log");
+    std::os::unix::fs::symlink(&target, &trap).unwrap();
+    let out = within_10s(hsm.command(&[
+        "agent",
+        "--foreground",
+        "--socket",
+        path_str(&socket),
+        "--audit-log",
+        path_str(&trap),
+    ]));
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
 }
 
 /// Finding 19: SIGHUP stops the agent as SIGTERM does, socket removed.

@@ -85,19 +85,21 @@ pub fn private_dir(socket: &Path, shared: bool) -> Result<PathBuf, Failure> {
     Ok(dir)
 }
 
-/// Opens a log for appending: created with mode 0600, and only ever a regular file
-/// (a FIFO would block every write).
+/// Opens a log for appending: created with mode 0600, only ever a regular file (a
+/// FIFO would block every write), never through a symbolic link.
 pub fn open_log(path: &Path) -> std::io::Result<File> {
     let not_regular =
         || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
         return Err(not_regular());
     }
+    // Never through a symbolic link: in a shared directory another user could point
+    // it at a file of the agent's user, which the agent would then append to.
     let file = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32)
         .open(path)?;
     // The path may have changed in between: the opened file is what counts.
     if !file.metadata()?.is_file() {
