@@ -68,10 +68,16 @@ const TEXT_RULE: &str =
     "it must be non-empty, without spaces, control or bidirectional formatting characters";
 
 id_type!(
-    /// An Apple key ID: 10 characters, `A`–`Z` and `0`–`9` (e.g. `2X9R4HXF34`).
+    /// The ID Apple shows for a key, in one of its [`KeyIdFormat`]s: 10 characters
+    /// `A`–`Z` and `0`–`9` for developer-account keys (e.g. `2X9R4HXF34`), a UUID for
+    /// Apple Business and School Manager and Apple Ads keys, a long hexadecimal string
+    /// for CloudKit keys. Kept exactly as given.
     ///
     /// It is the JWT header's `kid` and, on the token, the key objects' `CKA_ID`.
-    KeyId, "key ID", "Apple key IDs are 10 characters A-Z and 0-9", apple_ten
+    KeyId,
+    "key ID",
+    "key IDs are 10 characters A-Z and 0-9, a UUID, or 32 to 128 hexadecimal digits",
+    key_id
 );
 id_type!(
     /// An Apple Developer Team ID: 10 characters, `A`–`Z` and `0`–`9`.
@@ -112,7 +118,41 @@ id_type!(
     Origin, "origin", TEXT_RULE, text
 );
 
+/// The forms of key ID Apple shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyIdFormat {
+    /// 10 characters `A`–`Z` and `0`–`9`: developer-account keys (App Store Connect, In-App
+    /// Purchase, APNs, Sign in with Apple…).
+    Apple,
+    /// A UUID: Apple Business and School Manager, Apple Ads.
+    Uuid,
+    /// 32 to 128 hexadecimal digits: CloudKit server-to-server keys.
+    Hex,
+}
+
+impl KeyIdFormat {
+    /// The rule a key ID of this form follows, for an error message.
+    pub fn rule(self) -> &'static str {
+        match self {
+            KeyIdFormat::Apple => "Apple key IDs are 10 characters A-Z and 0-9",
+            KeyIdFormat::Uuid => "this kind's key IDs are UUIDs",
+            KeyIdFormat::Hex => "CloudKit key IDs are 32 to 128 hexadecimal digits",
+        }
+    }
+}
+
 impl KeyId {
+    /// Its form.
+    pub fn format(&self) -> KeyIdFormat {
+        if apple_ten(&self.0).is_some() {
+            KeyIdFormat::Apple
+        } else if self.0.len() == 36 {
+            KeyIdFormat::Uuid
+        } else {
+            KeyIdFormat::Hex
+        }
+    }
+
     /// Infers the key ID from Apple's download names `AuthKey_<ID>.p8` and
     /// `SubscriptionKey_<ID>.p8`; `None` when the name is not one of them.
     pub fn from_file_name(path: &Path) -> Option<KeyId> {
@@ -131,6 +171,13 @@ fn apple_ten(s: &str) -> Option<String> {
         && s.bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
     .then(|| s.to_owned())
+}
+
+/// A key ID in one of the [`KeyIdFormat`]s, as given.
+fn key_id(s: &str) -> Option<String> {
+    let uuid = s.len() == 36 && uuid::Uuid::try_parse(s).is_ok();
+    let hex = (32..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (apple_ten(s).is_some() || uuid || hex).then(|| s.to_owned())
 }
 
 /// Only the hyphenated 36-character form Apple shows, lower-cased.
@@ -169,6 +216,29 @@ pub(crate) fn printable(s: &str) -> String {
         out.push('…');
     }
     format!("\"{out}\"")
+}
+
+id_type!(
+    /// An OAuth client's identifier at Apple: `BUSINESSAPI.<uuid>` (Apple Business
+    /// Manager), `SCHOOLAPI.<uuid>` (Apple School Manager) or `SEARCHADS.<uuid>` (Apple
+    /// Ads client and team IDs).
+    OAuthId,
+    "client ID",
+    "it is BUSINESSAPI.<uuid>, SCHOOLAPI.<uuid> or SEARCHADS.<uuid>",
+    oauth_id
+);
+
+impl OAuthId {
+    /// Its prefix: `BUSINESSAPI`, `SCHOOLAPI` or `SEARCHADS`.
+    pub fn prefix(&self) -> &str {
+        self.0.split_once('.').map_or("", |(prefix, _)| prefix)
+    }
+}
+
+fn oauth_id(s: &str) -> Option<String> {
+    let (prefix, uuid) = s.split_once('.')?;
+    let known = matches!(prefix, "BUSINESSAPI" | "SCHOOLAPI" | "SEARCHADS");
+    (known && uuid.len() == 36 && uuid::Uuid::try_parse(uuid).is_ok()).then(|| s.to_owned())
 }
 
 /// A one-time nonce: a UUID in lowercase hyphenated form.
@@ -245,6 +315,36 @@ mod tests {
             "2X9R4HXF3\n",
         ] {
             assert!(bad.parse::<KeyId>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn key_ids_come_in_apples_three_forms() {
+        let format = |s: &str| s.parse::<KeyId>().map(|k| k.format());
+        assert_eq!(format("2X9R4HXF34").unwrap(), KeyIdFormat::Apple);
+        assert_eq!(
+            format("d136aa66-0c3b-4bd4-9892-c20e8db024ab").unwrap(),
+            KeyIdFormat::Uuid
+        );
+        assert_eq!(
+            format("ec8a4df1ef6b4f7a4f3c9d2b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29").unwrap(),
+            KeyIdFormat::Hex
+        );
+        for bad in ["d136aa66-0c3b-4bd4-9892-c20e8db024a", "ec8a4df1", "g".repeat(40).as_str()] {
+            assert!(bad.parse::<KeyId>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn oauth_ids_have_a_known_prefix_and_a_uuid() {
+        let id: OAuthId = "SEARCHADS.d136aa66-0c3b-4bd4-9892-c20e8db024ab".parse().unwrap();
+        assert_eq!(id.prefix(), "SEARCHADS");
+        for bad in [
+            "SEARCHADS.x",
+            "OTHER.d136aa66-0c3b-4bd4-9892-c20e8db024ab",
+            "d136aa66-0c3b-4bd4-9892-c20e8db024ab",
+        ] {
+            assert!(bad.parse::<OAuthId>().is_err(), "{bad:?} accepted");
         }
     }
 

@@ -65,8 +65,8 @@ use std::sync::{Mutex, MutexGuard};
 pub use apple::{Request, Signed};
 pub use error::{Error, ErrorCode};
 pub use ids::{
-    BundleId, ClientId, IssuerId, KeyId, OfferId, Origin, ProductId, ServiceId, TeamId,
-    TransactionId,
+    BundleId, ClientId, IssuerId, KeyId, KeyIdFormat, OAuthId, OfferId, Origin, ProductId,
+    ServiceId, TeamId, TransactionId,
 };
 pub use p8::{fingerprint, P8Key};
 pub use pkcs11::{HsmKey, Token};

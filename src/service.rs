@@ -10,7 +10,8 @@ use p256::ecdsa::Signature;
 
 use crate::apple::cache::{Source, TokenCache};
 use crate::apple::metadata::KeyMetadata;
-use crate::apple::{Request, Signed};
+use crate::apple::renew::{self, Decision};
+use crate::apple::{Request, Signed, TokenRequest};
 use crate::{lock, Error, Es256Signer, HsmKey, KeyId, Token};
 
 /// Waits before a token that went away is called again: doubling from the first to
@@ -74,6 +75,26 @@ impl Service {
                 Source::Fresh,
             )),
         }
+    }
+
+    /// Whether the token `kept` in a file (`None`: no file) may stay as the token of
+    /// `request`, or why to sign a new one: see [`renew::decide`].
+    pub fn renewal(
+        &self,
+        request: &TokenRequest,
+        kept: Option<&str>,
+        within: Duration,
+    ) -> Result<Decision, Error> {
+        let key = self.key(request.key_id())?;
+        let public = self.token.public_key(request.key_id())?;
+        renew::decide(
+            kept,
+            request,
+            key.meta.as_ref(),
+            &public,
+            SystemTime::now(),
+            within,
+        )
     }
 
     /// The key and its metadata, looked up once.

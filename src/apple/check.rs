@@ -14,12 +14,13 @@ use serde_json::{Map, Value};
 
 use super::connect::{self, Scope};
 use super::spec::{IssuerShape, JwtShape, LifetimeRule};
+use super::oauth::AUD_ACCOUNT_TOKEN;
 use super::storekit::{
     AUD_ADVANCED_COMMERCE, AUD_INTRODUCTORY_OFFER_ELIGIBILITY, AUD_PROMOTIONAL_OFFER,
 };
 use super::{Kind, AUD_APP_STORE_CONNECT, AUD_ENTERPRISE, AUD_SIGN_IN_WITH_APPLE};
 use crate::ids::printable;
-use crate::{Error, IssuerId, KeyId, TeamId};
+use crate::{Error, IssuerId, KeyId, OAuthId, TeamId};
 
 /// The kinds `check` knows: every kind whose result is a JWT.
 pub fn kinds() -> impl Iterator<Item = Kind> {
@@ -183,7 +184,15 @@ fn detect(
             AUD_APP_STORE_CONNECT if claims.contains_key("bid") => Some(Kind::Server),
             AUD_APP_STORE_CONNECT => Some(Kind::Connect),
             AUD_ENTERPRISE => Some(Kind::Enterprise),
+            AUD_SIGN_IN_WITH_APPLE if sub_prefix(claims) == Some("SEARCHADS") => {
+                Some(Kind::AppleAds)
+            }
             AUD_SIGN_IN_WITH_APPLE => Some(Kind::SignInWithApple),
+            AUD_ACCOUNT_TOKEN => match sub_prefix(claims) {
+                Some("BUSINESSAPI") => Some(Kind::BusinessManager),
+                Some("SCHOOLAPI") => Some(Kind::SchoolManager),
+                _ => None,
+            },
             AUD_PROMOTIONAL_OFFER => Some(Kind::PromoOffer),
             AUD_INTRODUCTORY_OFFER_ELIGIBILITY => Some(Kind::IntroOfferEligibility),
             AUD_ADVANCED_COMMERCE => Some(Kind::AdvancedCommerceRequest),
@@ -211,10 +220,19 @@ fn detect(
     };
     if kind.is_none() {
         report.notes.push(
-            "cannot tell which API the token is for (MusicKit or MapKit?); give --kind".into(),
+            "cannot tell which API the token is for (MusicKit or MapKit? Business or School \
+             Manager?); give --kind"
+                .into(),
         );
     }
     kind
+}
+
+/// The prefix of `sub` when it is an OAuth ID (`SEARCHADS`…).
+fn sub_prefix(claims: &Map<String, Value>) -> Option<&str> {
+    let sub = claims.get("sub")?.as_str()?;
+    let (prefix, _) = sub.split_once('.')?;
+    matches!(prefix, "BUSINESSAPI" | "SCHOOLAPI" | "SEARCHADS").then_some(prefix)
 }
 
 fn check_header(report: &mut Report, header: &Map<String, Value>, kind: Option<Kind>) {
@@ -227,11 +245,15 @@ fn check_header(report: &mut Report, header: &Map<String, Value>, kind: Option<K
         ),
     }
     match header.get("kid") {
-        Some(Value::String(kid)) if kid.parse::<KeyId>().is_ok() => {}
-        Some(kid) => report.find(
-            "kid",
-            format!("kid {kid} is not an Apple key ID (10 characters A-Z and 0-9)"),
-        ),
+        Some(Value::String(kid)) => match kid.parse::<KeyId>() {
+            Ok(key_id) => {
+                if let Some(Err(e)) = kind.map(|k| k.spec().check_key_id(&key_id)) {
+                    report.find("kid", format!("kid: {e}"));
+                }
+            }
+            Err(e) => report.find("kid", format!("kid: {e}")),
+        },
+        Some(kid) => report.find("kid", format!("kid {kid} is not a string")),
         None => report.find("kid", "the header has no kid (the Apple key ID)".into()),
     }
     match header.get("typ") {
@@ -361,18 +383,41 @@ fn check_claims(
             );
         }
     }
+    let oauth = |s: &str, prefix: &str| s.parse::<OAuthId>().is_ok_and(|id| id.prefix() == prefix);
     if let Some(iss) = claims.get("iss") {
         let ok = iss.as_str().is_some_and(|s| match shape.issuer {
             IssuerShape::IssuerId => s.parse::<IssuerId>().is_ok(),
             IssuerShape::TeamId => s.parse::<TeamId>().is_ok(),
+            IssuerShape::OAuth { prefix, .. } => oauth(s, prefix),
         });
         if !ok {
             let want = match shape.issuer {
-                IssuerShape::IssuerId => "an issuer ID (UUID)",
-                IssuerShape::TeamId => "a Team ID",
+                IssuerShape::IssuerId => "an issuer ID (UUID)".to_owned(),
+                IssuerShape::TeamId => "a Team ID".to_owned(),
+                IssuerShape::OAuth { prefix, .. } => format!("{prefix}.<uuid>"),
             };
             report.find("iss", format!("iss {iss} is not {want}"));
         }
+    }
+    if let IssuerShape::OAuth { prefix, is_sub } = shape.issuer {
+        if let Some(sub) = claims.get("sub") {
+            if !sub.as_str().is_some_and(|s| oauth(s, prefix)) {
+                report.find("sub", format!("sub {sub} is not a client ID {prefix}.<uuid>"));
+            } else if is_sub && claims.get("iss").is_some_and(|iss| iss != sub) {
+                report.find(
+                    "iss",
+                    "iss and sub must both be the client ID in a client assertion".into(),
+                );
+            }
+        }
+    }
+    if shape.required.contains(&"jti")
+        && claims.get("jti").is_some_and(|jti| {
+            !jti.as_str()
+                .is_some_and(|s| s.len() == 36 && uuid::Uuid::try_parse(s).is_ok())
+        })
+    {
+        report.find("jti", "jti must be a fresh UUID".into());
     }
     match kind {
         Kind::Connect => check_connect_issuer(report, claims),

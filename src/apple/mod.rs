@@ -12,10 +12,13 @@ mod kinds;
 
 pub mod cache;
 pub mod check;
+pub mod cloudkit;
 pub mod connect;
 pub mod developer;
 mod lifetime;
 pub mod metadata;
+pub mod oauth;
+pub mod renew;
 mod request;
 pub mod server;
 mod signed;
@@ -25,7 +28,7 @@ pub mod storekit;
 pub(crate) use lifetime::unix;
 pub use lifetime::{clock, Lifetime, Times, SANE_CLOCK};
 pub use request::{Request, SignatureRequest, TokenRequest};
-pub use signed::{LegacySignature, Signed, SignedStoreKit, SignedToken};
+pub use signed::{CloudKitSignature, LegacySignature, Signed, SignedStoreKit, SignedToken};
 
 /// The `aud` of App Store Connect API and App Store Server API family tokens.
 pub const AUD_APP_STORE_CONNECT: &str = "appstoreconnect-v1";
@@ -62,6 +65,12 @@ kinds! {
         Weatherkit(developer::WeatherKit) = developer::WEATHERKIT,
         /// MapKit JS or Maps Server API token.
         Mapkit(developer::MapKit) = developer::MAPKIT,
+        /// Apple Business Manager API client assertion.
+        BusinessManager(oauth::ClientAssertion) = oauth::BUSINESS_MANAGER,
+        /// Apple School Manager API client assertion.
+        SchoolManager(oauth::ClientAssertion) = oauth::SCHOOL_MANAGER,
+        /// Apple Ads Campaign Management API client secret.
+        AppleAds(oauth::AppleAds) = oauth::APPLE_ADS,
     }
     signatures {
         /// Promotional offer signature (V2 JWS).
@@ -72,6 +81,8 @@ kinds! {
         AdvancedCommerceRequest(storekit::AdvancedCommerceRequest) = storekit::ADVANCED_COMMERCE_REQUEST,
         /// Legacy (StoreKit 1) promotional offer signature: DER, base64.
         PromoOfferLegacy(storekit::PromoOfferLegacy) = storekit::PROMO_OFFER_LEGACY,
+        /// CloudKit Web Services server-to-server request signature.
+        Cloudkit(cloudkit::CloudKit) = cloudkit::CLOUDKIT,
     }
 }
 

@@ -55,6 +55,7 @@ impl TokenRequest {
         skew: Option<u64>,
     ) -> Result<TokenRequest, Error> {
         let spec = params.kind().spec();
+        spec.check_key_id(&key_id)?;
         let skew = skew.unwrap_or(DEFAULT_SKEW);
         let lifetime = match spec.lifetime {
             LifetimeRule::Exp { default_ttl, .. } => Lifetime {
@@ -132,6 +133,7 @@ impl TokenRequest {
 impl SignatureRequest {
     /// A signature request by `key_id`; checks every rule that needs no key.
     pub fn new(key_id: KeyId, params: SignatureParams) -> Result<SignatureRequest, Error> {
+        params.kind().spec().check_key_id(&key_id)?;
         params.rules().validate(params.kind().spec())?;
         Ok(SignatureRequest { key_id, params })
     }

@@ -17,15 +17,31 @@ pub enum Signed {
     StoreKit(SignedStoreKit),
     /// A legacy promotional offer signature.
     Legacy(LegacySignature),
+    /// A CloudKit Web Services request signature.
+    CloudKit(CloudKitSignature),
 }
 
 impl Signed {
-    /// The one line the command line prints without `--json`.
+    /// The token or signature itself.
     pub fn line(&self) -> &str {
         match self {
             Signed::Token(t) => &t.token,
             Signed::StoreKit(t) => &t.token,
             Signed::Legacy(s) => &s.signature,
+            Signed::CloudKit(s) => &s.signature,
+        }
+    }
+
+    /// What the command line prints without `--json`: the token or signature on one
+    /// line, or for CloudKit the three request headers, one per line.
+    pub fn text(&self) -> String {
+        match self {
+            Signed::CloudKit(s) => format!(
+                "X-Apple-CloudKit-Request-KeyID: {}\nX-Apple-CloudKit-Request-ISO8601Date: {}\n\
+                 X-Apple-CloudKit-Request-SignatureV1: {}\n",
+                s.key_id, s.date, s.signature
+            ),
+            other => format!("{}\n", other.line()),
         }
     }
 }
@@ -104,4 +120,15 @@ pub struct LegacySignature {
     pub nonce: Nonce,
     /// The timestamp, UNIX milliseconds.
     pub timestamp: u64,
+}
+
+/// A CloudKit Web Services request signature: the values of the three request headers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CloudKitSignature {
+    /// Standard base64 of the DER ECDSA signature (`X-Apple-CloudKit-Request-SignatureV1`).
+    pub signature: String,
+    /// The key that signed it (`X-Apple-CloudKit-Request-KeyID`).
+    pub key_id: KeyId,
+    /// The date signed (`X-Apple-CloudKit-Request-ISO8601Date`).
+    pub date: String,
 }

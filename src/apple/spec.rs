@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use super::lifetime::{unix, Lifetime, Times};
 use super::metadata::{KeyKind, KeyMetadata};
 use super::signed::SignedToken;
-use crate::{Error, Es256Signer, IssuerId, KeyId, TeamId};
+use crate::{Error, Es256Signer, IssuerId, KeyId, OAuthId, TeamId};
 
 /// Everything one kind of request states about itself.
 #[derive(Debug)]
@@ -125,6 +125,16 @@ pub enum Value {
         /// The most bytes it may hold.
         limit: usize,
     },
+    /// A digest of a file: the command line reads the file (`--NAME-file FILE|-`, the
+    /// field's name without its `_sha256`) and the request carries `digest` of its bytes.
+    Digest {
+        /// The most bytes the file may hold.
+        limit: usize,
+        /// What the request carries for the bytes read.
+        digest: fn(&[u8]) -> String,
+        /// The field's parser.
+        check: fn(&str) -> Result<(), Error>,
+    },
 }
 
 /// The parser of `T`, as a [`Value`] holds it.
@@ -157,6 +167,14 @@ pub enum IssuerShape {
     IssuerId,
     /// A 10-character Team ID.
     TeamId,
+    /// An OAuth ID (`<prefix>.<uuid>`); with `is_sub`, the same as `sub` (a client
+    /// assertion), else `sub` is another ID of the same form.
+    OAuth {
+        /// `BUSINESSAPI`, `SCHOOLAPI` or `SEARCHADS`.
+        prefix: &'static str,
+        /// Whether `iss` and `sub` are the one client ID.
+        is_sub: bool,
+    },
 }
 
 impl Spec {
@@ -164,7 +182,31 @@ impl Spec {
     pub fn command(&self) -> String {
         format!("{} {}", self.family.command(), self.name)
     }
+
+    /// Whether its tokens may live long enough to be kept in a file and renewed before
+    /// they lapse (`--out FILE --renew-within DURATION`): tokens that may live over a day.
+    pub fn renewable(&self) -> bool {
+        matches!(self.lifetime, LifetimeRule::Exp { max, .. } if max > RENEWABLE_AFTER)
+    }
+
+    /// Refuses a key ID in a form no key of this kind has.
+    pub fn check_key_id(&self, key_id: &KeyId) -> Result<(), Error> {
+        let Some(first) = self.key_kinds.first() else {
+            return Ok(());
+        };
+        if self
+            .key_kinds
+            .iter()
+            .any(|kind| kind.key_id_format() == key_id.format())
+        {
+            return Ok(());
+        }
+        first.check_key_id(key_id)
+    }
 }
+
+/// Tokens that may live longer than this (a day) can be kept in a file and renewed.
+const RENEWABLE_AFTER: u64 = 24 * 60 * 60;
 
 /// What signing needs besides the request: the key, what is recorded with it, the
 /// lifetime asked for, and the time.
@@ -200,6 +242,31 @@ impl Context<'_> {
             what: "--team-id",
             why: "give it, set P8HSM_TEAM_ID, or record it with `p8hsm import --kind developer \
                   --team-id ID`",
+        })
+    }
+
+    /// The OAuth client ID given or recorded with the key.
+    pub(crate) fn client_id(&self, given: Option<&OAuthId>) -> Result<OAuthId, Error> {
+        let resolved = match self.meta {
+            Some(meta) => meta.client_id(self.key_id, given.cloned())?,
+            None => given.cloned(),
+        };
+        resolved.ok_or(Error::MissingInput {
+            what: "--client-id",
+            why: "give it, or record it with `p8hsm assign` or `p8hsm import --kind KIND \
+                  --client-id ID`",
+        })
+    }
+
+    /// The Apple Ads team ID given or recorded with the key.
+    pub(crate) fn ads_team_id(&self, given: Option<&OAuthId>) -> Result<OAuthId, Error> {
+        let resolved = match self.meta {
+            Some(meta) => meta.ads_team_id(self.key_id, given.cloned())?,
+            None => given.cloned(),
+        };
+        resolved.ok_or(Error::MissingInput {
+            what: "--ads-team-id",
+            why: "give it, or record it with `p8hsm assign --kind apple-ads --ads-team-id ID`",
         })
     }
 

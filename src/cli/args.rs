@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use p8hsm::apple::metadata::KeyKind;
 use p8hsm::apple::Kind;
 use p8hsm::pkcs11::{ImportMethod, Profile};
-use p8hsm::{IssuerId, KeyId, TeamId};
+use p8hsm::{IssuerId, KeyId, OAuthId, TeamId};
 use zeroize::Zeroizing;
 
 use super::request::{SignKinds, TokenKinds};
@@ -102,6 +102,16 @@ impl fmt::Debug for SecretText {
 pub enum Command {
     /// Import a .p8 private key into the token (once), then prove the import
     Import(ImportArgs),
+    /// Generate a P-256 key pair inside the token and print its public key (SPKI PEM) for
+    /// Apple; then `assign` records the key ID Apple shows
+    Keygen {
+        /// CKA_LABEL of the pair, by which `assign` finds it
+        #[arg(long, value_name = "LABEL")]
+        label: String,
+    },
+    /// Give a key generated with `keygen` the key ID Apple showed for its public key, and
+    /// record what it is for
+    Assign(AssignArgs),
     /// List the EC P-256 keys on the token
     Keys {
         /// Print JSON
@@ -159,8 +169,24 @@ pub struct ImportArgs {
     /// CKA_LABEL of the objects [default: the key ID]
     #[arg(long, value_name = "L")]
     pub label: Option<String>,
+    #[command(flatten)]
+    pub identities: Identities,
+    /// Also import the key into the token this PKCS#11 URI names (repeatable): all or
+    /// nothing, each copy proven; the URI's pin-source, else --pin-source, gives its PIN
+    #[arg(long, value_name = "URI", value_parser = |s: &str| Ok::<_, std::convert::Infallible>(SecretText::from(s)))]
+    pub also_into: Vec<SecretText>,
+    /// How the private key goes in: unwrap (C_UnwrapKey under a temporary key the token
+    /// makes), create (C_CreateObject), or auto (unwrap under RSA-OAEP where offered, else
+    /// create, then the AES-CBC-PAD unwrap, each when the one before fails or is refused)
+    #[arg(long, value_name = "METHOD", value_parser = parse::<ImportMethod>, default_value = "auto")]
+    pub method: ImportMethod,
+}
+
+/// What a key is for, recorded beside it: `import` and `assign` take the same options.
+#[derive(Debug, Args)]
+pub struct Identities {
     /// Record what the key is for: connect, connect-individual, in-app-purchase,
-    /// enterprise or developer
+    /// enterprise, developer, business-manager, school-manager, apple-ads or cloudkit
     #[arg(long, value_name = "KIND", value_parser = parse::<KeyKind>)]
     pub kind: Option<KeyKind>,
     /// Record the key's issuer ID (connect, in-app-purchase and enterprise keys)
@@ -169,11 +195,25 @@ pub struct ImportArgs {
     /// Record the key's Team ID (developer keys)
     #[arg(long, value_name = "ID", value_parser = parse::<TeamId>, requires = "kind")]
     pub team_id: Option<TeamId>,
-    /// How the private key goes in: unwrap (C_UnwrapKey under a temporary key the token
-    /// makes), create (C_CreateObject), or auto (unwrap under RSA-OAEP where offered, else
-    /// create, then the AES-CBC-PAD unwrap, each when the one before fails or is refused)
-    #[arg(long, value_name = "METHOD", value_parser = parse::<ImportMethod>, default_value = "auto")]
-    pub method: ImportMethod,
+    /// Record the key's client ID: BUSINESSAPI.<uuid>, SCHOOLAPI.<uuid> or SEARCHADS.<uuid>
+    /// (business-manager, school-manager and apple-ads keys)
+    #[arg(long, value_name = "ID", value_parser = parse::<OAuthId>, requires = "kind")]
+    pub client_id: Option<OAuthId>,
+    /// Record the key's Apple Ads team ID, SEARCHADS.<uuid> (apple-ads keys)
+    #[arg(long, value_name = "ID", value_parser = parse::<OAuthId>, requires = "kind")]
+    pub ads_team_id: Option<OAuthId>,
+}
+
+#[derive(Debug, Args)]
+pub struct AssignArgs {
+    /// The label given to `keygen`
+    #[arg(long, value_name = "LABEL")]
+    pub label: String,
+    /// The key ID Apple showed for the uploaded public key
+    #[arg(long, value_name = "ID", value_parser = parse::<KeyId>)]
+    pub key_id: KeyId,
+    #[command(flatten)]
+    pub identities: Identities,
 }
 
 #[derive(Debug, Args)]

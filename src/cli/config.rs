@@ -10,12 +10,25 @@ use p8hsm::pkcs11::{self, TokenSelector, TokenSpec};
 use p8hsm::{Error, KeyId, Token};
 use secrecy::SecretString;
 
-use super::args::Global;
+use super::args::{Global, SecretText};
 use super::pin::PinSource;
 use crate::failure::Failure;
 
 /// The label of the token p8hsm opens when nothing names one.
 const DEFAULT_TOKEN: &str = "p8hsm";
+
+/// A URI's pin-source, else its pin-value (with a warning on stderr).
+fn uri_pin_source(uri: &Pkcs11Uri) -> Option<Result<PinSource, Failure>> {
+    if let Some(source) = &uri.pin_source {
+        return Some(source.parse());
+    }
+    let pin = uri.pin_value.as_ref()?;
+    eprintln!(
+        "warning: the PKCS#11 URI carries pin-value: keep it as secret as the PIN, or use \
+         pin-source"
+    );
+    Some(Ok(PinSource::Value(pin.clone())))
+}
 
 /// What the global options and the `--key` URI say about where to work.
 #[derive(Debug)]
@@ -76,23 +89,48 @@ impl Config {
         if let Some(source) = &self.global.pin_source {
             return source.expose().parse();
         }
-        match self.uri() {
-            Some(Pkcs11Uri {
-                pin_source: Some(source),
-                ..
-            }) => source.parse(),
-            Some(Pkcs11Uri {
-                pin_value: Some(pin),
-                ..
-            }) => {
-                eprintln!(
-                    "warning: the PKCS#11 URI carries pin-value: keep it as secret as the PIN, \
-                     or use pin-source"
-                );
-                Ok(PinSource::Value(pin.clone()))
-            }
-            _ => Ok(PinSource::Prompt),
+        self.uri()
+            .and_then(uri_pin_source)
+            .unwrap_or(Ok(PinSource::Prompt))
+    }
+
+    /// Another token a PKCS#11 URI names (`import --also-into`), and where its PIN comes
+    /// from: the URI's module (else this configuration's), the URI's token attributes
+    /// (one of token, serial or slot-id is required), and the URI's pin-source or
+    /// pin-value, else `--pin-source`, else a prompt.
+    pub fn other(&self, text: &SecretText) -> Result<(TokenSpec, PinSource), Failure> {
+        let uri = text.expose().parse::<Pkcs11Uri>()?;
+        if uri.token.is_none() && uri.serial.is_none() && uri.slot_id.is_none() {
+            return Err(Failure::Usage(
+                "--also-into needs a URI that names a token: add token=LABEL (or serial= or \
+                 slot-id=); `p8hsm modules` prints each token's URI"
+                    .to_owned(),
+            ));
         }
+        let module = if uri.module_path.is_some() || uri.module_name.is_some() {
+            pkcs11::locate_module(None, Some(&uri))?
+        } else {
+            self.module()?
+        };
+        let pin = match uri_pin_source(&uri) {
+            Some(source) => source?,
+            None => match &self.global.pin_source {
+                Some(source) => source.expose().parse()?,
+                None => PinSource::Prompt,
+            },
+        };
+        let spec = TokenSpec {
+            module,
+            selector: TokenSelector {
+                label: uri.token.clone(),
+                manufacturer: uri.manufacturer.clone(),
+                model: uri.model.clone(),
+                serial: uri.serial.clone(),
+                slot_id: uri.slot_id,
+            },
+            profile: None,
+        };
+        Ok((spec, pin))
     }
 
     /// Finds the token and reads its PIN (a prompt names the token), without logging in.

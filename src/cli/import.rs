@@ -1,53 +1,119 @@
-//! `p8hsm import`: read and check the key before touching the token, import it once,
-//! and say what was imported.
+//! `p8hsm import`: read and check the key before touching any token, import it once
+//! into the token (and into each `--also-into` token: all or nothing), prove every
+//! copy, and say what was imported.
 
 use std::path::Path;
 
 use p8hsm::apple::metadata::KeyMetadata;
 use p8hsm::p8::MAX_KEY_FILE_BYTES;
-use p8hsm::pkcs11::ImportOptions;
-use p8hsm::{KeyId, P8Key};
+use p8hsm::pkcs11::{ImportOptions, Imported};
+use p8hsm::{fingerprint, Error, KeyId, P8Key, Token};
 
-use super::args::ImportArgs;
+use super::args::{Identities, ImportArgs};
 use super::Config;
 use crate::failure::{print, Failure};
 use crate::input;
 
+impl Identities {
+    /// What to record beside the key, checked against the key ID's form.
+    pub fn metadata(&self, key_id: &KeyId) -> Result<Option<KeyMetadata>, Failure> {
+        let Some(kind) = self.kind else {
+            return Ok(None);
+        };
+        kind.check_key_id(key_id)?;
+        let meta = KeyMetadata {
+            issuer: self.issuer.clone(),
+            team_id: self.team_id.clone(),
+            client_id: self.client_id.clone(),
+            ads_team_id: self.ads_team_id.clone(),
+            ..KeyMetadata::new(kind)
+        };
+        Ok(Some(meta.checked()?))
+    }
+}
+
+/// The lines that describe recorded metadata, for `import` and `assign`.
+pub fn describe(meta: &KeyMetadata) -> String {
+    let mut out = format!("kind         {}\n", meta.kind);
+    for (name, value) in [
+        ("issuer", meta.issuer.as_ref().map(ToString::to_string)),
+        ("team_id", meta.team_id.as_ref().map(ToString::to_string)),
+        ("client_id", meta.client_id.as_ref().map(ToString::to_string)),
+        ("ads_team_id", meta.ads_team_id.as_ref().map(ToString::to_string)),
+    ] {
+        if let Some(value) = value {
+            out.push_str(&format!("{name:<12} {value}\n"));
+        }
+    }
+    out
+}
+
 pub fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
-    // Read and check everything before touching the token: bad input writes nothing.
+    // Read and check everything before touching a token: bad input writes nothing.
     let key_id = key_id(args, config)?;
+    let metadata = args.identities.metadata(&key_id)?;
     let key = {
         let bytes = input::read(&args.file, MAX_KEY_FILE_BYTES)?;
         P8Key::parse(&bytes).map_err(p8hsm::Error::from)?
     };
-    let metadata = match args.kind {
-        Some(kind) => Some(KeyMetadata::new(
-            kind,
-            args.issuer.clone(),
-            args.team_id.clone(),
-        )?),
-        None => None,
-    };
+    let others = args
+        .also_into
+        .iter()
+        .map(|uri| config.other(uri))
+        .collect::<Result<Vec<_>, _>>()?;
     let metadata_bytes = metadata.as_ref().map(KeyMetadata::to_bytes);
     let options = ImportOptions {
         label: args.label.as_deref(),
         metadata: metadata_bytes.as_deref(),
         method: args.method,
     };
-    let imported = config.open()?.import(&key, &key_id, &options)?;
+    // Every token is opened, and asked whether it would take the key, before any is
+    // written to.
+    let mut tokens = vec![config.open()?];
+    for (spec, pin) in others {
+        let found = Token::find(&spec)?;
+        let pin = pin.read(found.label())?;
+        tokens.push(found.login(pin)?);
+    }
+    let several = tokens.len() > 1;
+    for token in &tokens {
+        token.check_import(&key_id, &options).map_err(|cause| {
+            in_token(several, token, cause, "nothing was written".to_owned())
+        })?;
+    }
+    let mut done: Vec<(&Token, Imported)> = Vec::new();
+    for token in &tokens {
+        // A copy that failed its read-back is on the token and goes too; an import that
+        // failed has removed what it made (and must not touch a key another import made).
+        let (cause, undo_here) = match token.import(&key, &key_id, &options) {
+            Ok(imported) => match prove_copy(token, &key_id, &imported) {
+                Ok(()) => {
+                    done.push((token, imported));
+                    continue;
+                }
+                Err(cause) => (cause, true),
+            },
+            Err(cause) => (cause, false),
+        };
+        let mut undo: Vec<&Token> = done.iter().map(|(t, _)| *t).collect();
+        if undo_here {
+            undo.push(token);
+        }
+        let undone = roll_back(&undo, &key_id);
+        return Err(in_token(several, token, cause, undone).into());
+    }
     drop(key);
+    let (_, imported) = &done[0];
     let mut out = format!(
         "key_id       {}\nlabel        {}\nfingerprint  {}\nmethod       {}\n",
         imported.key_id, imported.label, imported.fingerprint, imported.method
     );
-    if let Some(meta) = metadata {
-        out.push_str(&format!("kind         {}\n", meta.kind));
-        if let Some(issuer) = meta.issuer {
-            out.push_str(&format!("issuer       {issuer}\n"));
-        }
-        if let Some(team_id) = meta.team_id {
-            out.push_str(&format!("team_id      {team_id}\n"));
-        }
+    if let Some(meta) = &metadata {
+        out.push_str(&describe(meta));
+    }
+    if several {
+        let labels: Vec<&str> = done.iter().map(|(t, _)| t.label()).collect();
+        out.push_str(&format!("tokens       {}\n", labels.join(", ")));
     }
     // The key is on the token now: a failed report must not read as a failed import.
     print(&out).map_err(|failure| match failure {
@@ -57,6 +123,63 @@ pub fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
         },
         other => other,
     })
+}
+
+/// Reads the copy's public key back from the token: it must be the key's (the import
+/// has already proven that the token's private key signs for it). Tokens that keep no
+/// public key object (YubiHSM 2) rest on that proof.
+fn prove_copy(token: &Token, key_id: &KeyId, imported: &Imported) -> Result<(), Error> {
+    match token.public_key(key_id) {
+        Ok(public) if fingerprint(&public) == imported.fingerprint => Ok(()),
+        Ok(public) => Err(Error::ImportCheck {
+            reason: format!(
+                "the token's public key reads back as {}, not {}",
+                fingerprint(&public),
+                imported.fingerprint
+            ),
+        }),
+        Err(Error::PublicKeyMissing { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Destroys the copies made; says what became of them.
+fn roll_back(tokens: &[&Token], key_id: &KeyId) -> String {
+    if tokens.is_empty() {
+        return "no copy was made".to_owned();
+    }
+    let mut removed = Vec::new();
+    let mut left = Vec::new();
+    for token in tokens {
+        match token.delete(key_id) {
+            Ok(()) => removed.push(format!("\"{}\"", token.label())),
+            Err(e) => left.push(format!(
+                "removing the copy in \"{}\" failed ({e}): remove it with `p8hsm --token {} \
+                 delete --key-id {key_id} --yes`",
+                token.label(),
+                token.label()
+            )),
+        }
+    }
+    let mut said = Vec::new();
+    if !removed.is_empty() {
+        said.push(format!("the copies in {} were removed", removed.join(", ")));
+    }
+    said.extend(left);
+    said.join("; ")
+}
+
+/// The error of one token among several, naming it; the error itself for one token.
+fn in_token(several: bool, token: &Token, cause: Error, undone: String) -> Error {
+    if several {
+        Error::BackupFailed {
+            token: format!("\"{}\"", token.label()),
+            cause: Box::new(cause),
+            undone,
+        }
+    } else {
+        cause
+    }
 }
 
 /// The key ID: `--key-id`, Apple's file name, or the `--key` URI; the first two must agree.

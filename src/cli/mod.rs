@@ -8,13 +8,14 @@ mod check;
 mod config;
 mod doctor;
 mod import;
+mod keygen;
 mod pin;
 mod request;
 mod sign;
 
 use p256::pkcs8::{EncodePublicKey, LineEnding};
 use p8hsm::apple::metadata::{KeyKind, KeyMetadata};
-use p8hsm::{pkcs11, Error, IssuerId, KeyId, TeamId};
+use p8hsm::{pkcs11, Error, IssuerId, KeyId, OAuthId, TeamId};
 use serde::Serialize;
 
 pub use args::{Command, Global};
@@ -26,6 +27,8 @@ use crate::failure::{print, Failure};
 pub fn run(config: &Config, command: Command) -> Result<(), Failure> {
     match command {
         Command::Import(args) => import::import(&args, config),
+        Command::Keygen { label } => keygen::keygen(&label, config),
+        Command::Assign(args) => keygen::assign(&args, config),
         Command::Keys { json } => keys(json, config),
         Command::Pubkey { key_id } => {
             let key_id = config.key_id(key_id.as_ref())?;
@@ -103,6 +106,8 @@ struct KeyRow {
     kind: Option<KeyKind>,
     issuer: Option<IssuerId>,
     team_id: Option<TeamId>,
+    client_id: Option<OAuthId>,
+    ads_team_id: Option<OAuthId>,
 }
 
 fn keys(json: bool, config: &Config) -> Result<(), Failure> {
@@ -120,7 +125,9 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
             KeyRow {
                 kind: meta.as_ref().map(|m| m.kind),
                 issuer: meta.as_ref().and_then(|m| m.issuer.clone()),
-                team_id: meta.and_then(|m| m.team_id),
+                team_id: meta.as_ref().and_then(|m| m.team_id.clone()),
+                client_id: meta.as_ref().and_then(|m| m.client_id.clone()),
+                ads_team_id: meta.and_then(|m| m.ads_team_id),
                 info,
             }
         })
@@ -132,21 +139,30 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
     let rows: Vec<KeyRow> = rows.into_iter().filter(|r| !r.info.unfinished).collect();
     let mut out = String::new();
     if !rows.is_empty() {
-        out.push_str("KEY ID      LABEL       KIND                ISSUER / TEAM                         SENSITIVE  EXTRACTABLE  PUBLIC  FINGERPRINT\n");
+        out.push_str("KEY ID      LABEL       KIND                ISSUER / TEAM / CLIENT                ORIGIN     SENSITIVE  EXTRACTABLE  PUBLIC  FINGERPRINT\n");
     }
     for row in &rows {
-        let identity = row
-            .issuer
-            .as_ref()
-            .map(ToString::to_string)
-            .or_else(|| row.team_id.as_ref().map(ToString::to_string))
-            .unwrap_or_else(|| "-".to_owned());
+        let identity = [
+            row.issuer.as_ref().map(ToString::to_string),
+            row.team_id.as_ref().map(ToString::to_string),
+            row.client_id.as_ref().map(ToString::to_string),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or_else(|| "-".to_owned());
+        let id = if row.info.unassigned {
+            "(unassigned)"
+        } else {
+            row.info.id.as_str()
+        };
         out.push_str(&format!(
-            "{:<11} {:<11} {:<19} {:<37} {:<10} {:<12} {:<7} {}\n",
-            row.info.id,
+            "{:<11} {:<11} {:<19} {:<37} {:<10} {:<10} {:<12} {:<7} {}\n",
+            id,
             row.info.label,
             row.kind.map_or("-", KeyKind::name),
             identity,
+            row.info.origin.name(),
             yes_no(row.info.sensitive),
             yes_no(row.info.extractable),
             yes_no(row.info.has_public_key),
@@ -169,7 +185,7 @@ fn warn_about(rows: &[KeyRow]) {
     }
     let mut ids: Vec<&str> = rows
         .iter()
-        .filter(|r| !r.info.unfinished)
+        .filter(|r| !r.info.unfinished && !r.info.unassigned)
         .map(|r| r.info.id.as_str())
         .collect();
     ids.sort_unstable();

@@ -5,9 +5,11 @@
 //! differently.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, FromArgMatches, Subcommand};
 use p8hsm::apple::spec::{Family, Field, LifetimeRule, Spec, Value as FieldValue, DEFAULT_SKEW};
+use p8hsm::apple::metadata::KeyKind;
 use p8hsm::apple::{Kind, Request};
 use p8hsm::KeyId;
 use serde_json::{Map, Value};
@@ -25,10 +27,21 @@ pub struct RequestArgs {
     pub key_id: Option<KeyId>,
     /// The request's fields as the protocol names them (`ttl`, `skew` and the kind's).
     fields: Map<String, Value>,
-    /// Fields read from files (`--request-file`), by field name.
-    files: Vec<(&'static str, PathBuf, usize)>,
+    /// Fields read from files (`--request-file`, `--body-file`).
+    files: Vec<(&'static Field, PathBuf)>,
     /// `--json`.
     pub json: bool,
+    /// `--out FILE --renew-within DURATION`.
+    pub out: Option<Renewal>,
+}
+
+/// Where a long-lived token is kept, and how long before it lapses it is renewed.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    /// `--out`.
+    pub path: PathBuf,
+    /// `--renew-within`.
+    pub within: Duration,
 }
 
 /// Environment variables that give a field's default on the command line.
@@ -39,13 +52,22 @@ impl RequestArgs {
     /// read, checked by the library.
     pub fn into_request(self, key_id: KeyId) -> Result<Request, Failure> {
         let mut object = self.fields;
-        for (name, path, limit) in self.files {
-            let bytes = input::read(&path, limit)?;
-            let text = String::from_utf8(bytes.to_vec()).map_err(|_| Failure::File {
-                path: path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8"),
-            })?;
-            object.insert(name.to_owned(), Value::String(text));
+        for (field, path) in self.files {
+            let text = match field.value {
+                FieldValue::Digest { limit, digest, .. } => digest(&input::read(&path, limit)?),
+                FieldValue::File { limit } => {
+                    let bytes = input::read(&path, limit)?;
+                    String::from_utf8(bytes.to_vec()).map_err(|_| Failure::File {
+                        path: path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "it is not UTF-8",
+                        ),
+                    })?
+                }
+                _ => continue,
+            };
+            object.insert(field.name.to_owned(), Value::String(text));
         }
         object.insert("kind".into(), self.kind.name().into());
         object.insert("key_id".into(), key_id.as_str().into());
@@ -117,11 +139,15 @@ macro_rules! subcommand {
 subcommand!(TokenKinds, Family::Token);
 subcommand!(SignKinds, Family::Signature);
 
-/// The option of a field: `--bundle-id` for `bundle_id`, `--request-file` for a file.
+/// The option of a field: `--bundle-id` for `bundle_id`, `--request-file` for a file,
+/// `--body-file` for the digest `body_sha256`.
 fn long(field: &Field) -> String {
     let name = field.name.replace('_', "-");
     match field.value {
         FieldValue::File { .. } => format!("{name}-file"),
+        FieldValue::Digest { .. } => {
+            format!("{}-file", name.strip_suffix("-sha256").unwrap_or(&name))
+        }
         _ => name,
     }
 }
@@ -134,9 +160,10 @@ fn kind_command(spec: &'static Spec) -> clap::Command {
             .value_parser(|s: &str| s.parse::<KeyId>())
             .help(match spec.family {
                 Family::Token => "Apple key ID of the signing key [default: from --key]",
-                Family::Signature => {
+                Family::Signature if spec.key_kinds == [KeyKind::InAppPurchase] => {
                     "Apple key ID of the In-App Purchase key [default: from --key]"
                 }
+                Family::Signature => "Apple key ID of the signing key [default: from --key]",
             }),
     );
     let ttl = Arg::new("ttl")
@@ -168,19 +195,49 @@ fn kind_command(spec: &'static Spec) -> clap::Command {
     for field in spec.fields {
         cmd = cmd.arg(field_arg(field));
     }
-    let json = match (spec.family, spec.jwt.is_some()) {
-        (Family::Token, _) => "Print {\"token\",\"key_id\",\"issued_at\",\"expires_at\"} as JSON",
-        (Family::Signature, true) => "Print {\"token\",\"key_id\",\"nonce\",\"issued_at\"} as JSON",
-        (Family::Signature, false) => {
+    let json = match (spec.family, spec.jwt.is_some(), spec.key_kinds) {
+        (Family::Token, ..) => "Print {\"token\",\"key_id\",\"issued_at\",\"expires_at\"} as JSON",
+        (Family::Signature, true, _) => {
+            "Print {\"token\",\"key_id\",\"nonce\",\"issued_at\"} as JSON"
+        }
+        (Family::Signature, false, [KeyKind::Cloudkit]) => {
+            "Print {\"signature\",\"key_id\",\"date\"} as JSON"
+        }
+        (Family::Signature, false, _) => {
             "Print {\"signature\",\"key_id\",\"nonce\",\"timestamp\"} as JSON"
         }
     };
-    cmd.arg(
+    cmd = cmd.arg(
         Arg::new("json")
             .long("json")
             .action(ArgAction::SetTrue)
             .help(json),
-    )
+    );
+    if spec.renewable() {
+        cmd = cmd
+            .arg(
+                Arg::new("out")
+                    .long("out")
+                    .value_name("FILE")
+                    .value_parser(clap::value_parser!(PathBuf))
+                    .requires("renew_within")
+                    .conflicts_with("json")
+                    .help(
+                        "Keep the token in FILE (mode 0600, replaced atomically), renewing it only \
+                         when it is missing, not a token of this request, or expires within \
+                         --renew-within; --ttl defaults to the longest allowed",
+                    ),
+            )
+            .arg(
+                Arg::new("renew_within")
+                    .long("renew-within")
+                    .value_name("DURATION")
+                    .value_parser(|s: &str| humantime::parse_duration(s))
+                    .requires("out")
+                    .help("Renew when the kept token expires within DURATION, e.g. 30d, 12h"),
+            );
+    }
+    cmd
 }
 
 fn field_arg(field: &'static Field) -> Arg {
@@ -208,7 +265,7 @@ fn field_arg(field: &'static Field) -> Arg {
         FieldValue::Number { placeholder } => arg
             .value_name(placeholder)
             .value_parser(clap::value_parser!(u64)),
-        FieldValue::File { .. } => arg
+        FieldValue::File { .. } | FieldValue::Digest { .. } => arg
             .value_name("FILE|-")
             .value_parser(clap::value_parser!(PathBuf)),
     }
@@ -257,11 +314,34 @@ fn request_args(kind: Kind, matches: &ArgMatches) -> RequestArgs {
                     fields.insert(name.into(), (*n).into());
                 }
             }
-            FieldValue::File { limit } => {
+            FieldValue::File { .. } | FieldValue::Digest { .. } => {
                 if let Some(path) = matches.get_one::<PathBuf>(name) {
-                    files.push((name, path.clone(), limit));
+                    files.push((field, path.clone()));
                 }
             }
+        }
+    }
+    let out = match (
+        has("out").then(|| matches.get_one::<PathBuf>("out")).flatten(),
+        has("renew_within")
+            .then(|| matches.get_one::<Duration>("renew_within"))
+            .flatten(),
+    ) {
+        (Some(path), Some(within)) => Some(Renewal {
+            path: path.clone(),
+            within: *within,
+        }),
+        _ => None,
+    };
+    if let (Some(_), LifetimeRule::Exp { max, .. }) = (&out, spec.lifetime) {
+        // A kept token should live as long as Apple allows: the longest ttl that leaves
+        // room for the skew.
+        if !fields.contains_key("ttl") {
+            let skew = fields
+                .get("skew")
+                .and_then(Value::as_u64)
+                .unwrap_or(DEFAULT_SKEW);
+            fields.insert("ttl".into(), max.saturating_sub(skew).into());
         }
     }
     RequestArgs {
@@ -270,5 +350,6 @@ fn request_args(kind: Kind, matches: &ArgMatches) -> RequestArgs {
         fields,
         files,
         json: matches.get_flag("json"),
+        out,
     }
 }

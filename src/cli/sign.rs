@@ -7,20 +7,26 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use p8hsm::apple::renew::Decision;
 use p8hsm::protocol::{self, Reply};
 use p8hsm::{Request, Service, Signed};
 
-use super::request::RequestArgs;
+use super::request::{Renewal, RequestArgs};
 use super::{json_line, Config};
 use crate::failure::{print, Failure};
+use crate::input;
 
 /// How long a client waits for the agent.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn sign(args: RequestArgs, config: &Config) -> Result<(), Failure> {
+pub fn sign(mut args: RequestArgs, config: &Config) -> Result<(), Failure> {
     let json = args.json;
+    let out = args.out.take();
     let key_id = config.key_id(args.key_id.as_ref())?;
     let request = args.into_request(key_id)?;
+    if let Some(out) = out {
+        return keep(&request, &out, config);
+    }
     let signed = match std::env::var_os("P8HSM_AGENT_SOCK").filter(|s| !s.is_empty()) {
         Some(socket) => via_agent(Path::new(&socket), &request)?,
         None => {
@@ -32,8 +38,117 @@ pub fn sign(args: RequestArgs, config: &Config) -> Result<(), Failure> {
     if json {
         print(&json_line(&signed)?)
     } else {
-        print(&format!("{}\n", signed.line()))
+        print(&signed.text())
     }
+}
+
+/// The largest file `--out` reads as a kept token.
+const MAX_KEPT: usize = 64 * 1024;
+
+/// `--out FILE --renew-within DURATION`: keeps the token in FILE, signing a new one
+/// only when the kept one will not do; one line on stderr says which, nothing on stdout.
+fn keep(request: &Request, out: &Renewal, config: &Config) -> Result<(), Failure> {
+    let Request::Token(token_request) = request else {
+        return Err(Failure::Usage("--out keeps tokens, not signatures".to_owned()));
+    };
+    if std::env::var_os("P8HSM_AGENT_SOCK").is_some_and(|s| !s.is_empty()) {
+        return Err(Failure::Usage(
+            "--out reads the key's public key and recorded identities from the token itself; \
+             unset P8HSM_AGENT_SOCK to renew with the token"
+                .to_owned(),
+        ));
+    }
+    let ttl = token_request.lifetime().ttl;
+    if ttl <= out.within.as_secs() {
+        return Err(Failure::Usage(format!(
+            "--ttl {ttl} s is not longer than --renew-within {}: every run would renew the \
+             token; shorten --renew-within",
+            humantime::format_duration(out.within)
+        )));
+    }
+    let path = &out.path;
+    let kept = read_kept(path)?;
+    request.precheck(SystemTime::now())?;
+    let service = Service::new(config.open()?);
+    match service.renewal(token_request, kept.as_deref(), out.within)? {
+        Decision::Keep { expires_at } => {
+            eprintln!(
+                "kept {}: it expires at {}",
+                path.display(),
+                date(expires_at)
+            );
+        }
+        Decision::Renew { reason } => {
+            let (signed, _) = service.sign(request)?;
+            let Signed::Token(token) = signed else {
+                return Err(p8hsm::Error::internal("a token request signed no token").into());
+            };
+            write_atomically(path, &token.token)?;
+            eprintln!(
+                "renewed {} ({reason}): it expires at {}",
+                path.display(),
+                date(token.expires_at)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn date(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix))
+        .to_string()
+}
+
+/// The kept file's text: `None` when there is no file (or it is not text); an error
+/// when something other than a regular file is there, which p8hsm will not replace.
+fn read_kept(path: &Path) -> Result<Option<String>, Failure> {
+    let file_error = |source: std::io::Error| Failure::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(file_error(e)),
+        Ok(meta) if !meta.file_type().is_file() => {
+            return Err(file_error(std::io::Error::other(
+                "it is not a regular file (a link, directory, FIFO or device): p8hsm replaces \
+                 only regular files",
+            )))
+        }
+        Ok(_) => {}
+    }
+    match input::read(path, MAX_KEPT) {
+        Ok(bytes) => Ok(String::from_utf8(bytes.to_vec()).ok()),
+        // Too large, or unreadable: not a token of this request; it is replaced.
+        Err(_) => Ok(None),
+    }
+}
+
+/// Writes `token` to `path` through a temporary file in the same directory (mode 0600,
+/// flushed to disk), renamed over `path`.
+fn write_atomically(path: &Path, token: &str) -> Result<(), Failure> {
+    let file_error = |source: std::io::Error| Failure::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".p8hsm-")
+        .tempfile_in(dir)
+        .map_err(file_error)?;
+    temporary
+        .write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| temporary.as_file().sync_all())
+        .map_err(file_error)?;
+    temporary
+        .persist(path)
+        .map_err(|e| file_error(e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(file_error)
 }
 
 /// Sends `request` to the agent listening on `socket` and returns what it signed.

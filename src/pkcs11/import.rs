@@ -211,12 +211,11 @@ impl Token {
         result
     }
 
-    fn import_inner(
-        &self,
-        key: &P8Key,
-        key_id: &KeyId,
-        options: &ImportOptions<'_>,
-    ) -> Result<Imported, Error> {
+    /// Refuses, before anything is written, an import this token would refuse: one it
+    /// cannot make (or keep metadata for), an invalid label, a key ID or label already
+    /// there. [`Token::import`] checks this itself; a caller importing into several
+    /// tokens checks them all first.
+    pub fn check_import(&self, key_id: &KeyId, options: &ImportOptions<'_>) -> Result<(), Error> {
         let profile = self.profile();
         profile.check_import()?;
         if options.metadata.is_some() && !profile.stores_metadata() {
@@ -226,26 +225,40 @@ impl Token {
             });
         }
         let label = options.label.unwrap_or(key_id.as_str());
-        if label.is_empty() || label.len() > 64 || label.chars().any(crate::ids::hidden) {
-            return Err(Error::InvalidLabel {
-                value: printable(label),
-            });
-        }
+        check_label(label)?;
         let id = profile.object_id(key_id);
-        if !self.find_objects(&[Attribute::Id(id.clone())])?.is_empty() {
+        if !self.find_objects(&[Attribute::Id(id)])?.is_empty() {
             return Err(Error::DuplicateKey {
                 what: format!("an object with key ID {key_id}"),
             });
         }
+        self.check_label_free(label)
+    }
+
+    /// Refuses a label an object (other than an import's claim) already has.
+    pub(super) fn check_label_free(&self, label: &str) -> Result<(), Error> {
         if self
             .find_objects(&[Attribute::Label(label.as_bytes().to_vec())])?
             .into_iter()
             .any(|object| !self.is_claim(object))
         {
             return Err(Error::DuplicateKey {
-                what: format!("an object labelled \"{label}\""),
+                what: format!("an object labelled {}", printable(label)),
             });
         }
+        Ok(())
+    }
+
+    fn import_inner(
+        &self,
+        key: &P8Key,
+        key_id: &KeyId,
+        options: &ImportOptions<'_>,
+    ) -> Result<Imported, Error> {
+        self.check_import(key_id, options)?;
+        let profile = self.profile();
+        let label = options.label.unwrap_or(key_id.as_str());
+        let id = profile.object_id(key_id);
 
         if !profile.renames() {
             // No claim, no pending names: this token cannot rename (see Profile::renames).
@@ -672,6 +685,16 @@ impl Token {
             "a probe signed by the token does not verify with the .p8's public key",
         )
     }
+}
+
+/// Refuses a label that is empty, over 64 bytes, or hides characters.
+pub(super) fn check_label(label: &str) -> Result<(), Error> {
+    if label.is_empty() || label.len() > 64 || label.chars().any(crate::ids::hidden) {
+        return Err(Error::InvalidLabel {
+            value: printable(label),
+        });
+    }
+    Ok(())
 }
 
 /// Return values by which a token says it will not take the key this way (a plaintext

@@ -6,11 +6,13 @@
 //! - [`Token`]: a logged-in token with a pool of sessions that recovers from lost
 //!   sessions and devices (the pool, the kept PIN and recovery are one file);
 //! - [`HsmKey`]: a key on the token, signing through it;
+//! - keys generated in the token and given their key ID later ([`Generated`]);
 //! - import, vendor [`Profile`]s, module discovery and RFC 7512 [`uri`]s.
 
 mod claim;
 mod context;
 mod ec;
+mod generate;
 mod import;
 mod keys;
 pub mod modules;
@@ -21,9 +23,10 @@ mod token;
 pub mod uri;
 
 pub use claim::Unfinished;
+pub use generate::Generated;
 pub(crate) use context::rv_name;
 pub use import::{ImportMethod, ImportOptions, Imported};
-pub use keys::{HsmKey, KeyInfo};
+pub use keys::{HsmKey, KeyInfo, KeyOrigin};
 pub use modules::locate_module;
 pub use profile::Profile;
 pub use slot::{TokenSelector, TokenSpec};

@@ -1,0 +1,230 @@
+//! Long-lived tokens kept in a file and renewed before they lapse: whether a kept
+//! token may stay, or why it must be signed anew. Pure: the caller reads the file, and
+//! supplies the key's public key, what is recorded with it, and the time.
+
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use p256::ecdsa::Signature;
+use p256::PublicKey;
+use serde_json::{Map, Value};
+
+use super::check::verify_signature;
+use super::lifetime::unix;
+use super::metadata::KeyMetadata;
+use super::spec::LifetimeRule;
+use super::TokenRequest;
+use crate::{Error, Es256Signer, KeyId};
+
+/// What to do with a kept token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// It may stay: a token of this request, signed by its key, that does not expire
+    /// within the renewal window.
+    Keep {
+        /// Its `exp`, UNIX seconds.
+        expires_at: u64,
+    },
+    /// Sign a new one, because of `reason`.
+    Renew {
+        /// Why, in a few words ("it expires within 30days").
+        reason: String,
+    },
+}
+
+/// The claims that differ between two tokens of one request.
+const PER_TOKEN: [&str; 3] = ["iat", "exp", "jti"];
+
+/// Whether `kept` (a file's text, `None` when there is no file) may stay as the token of
+/// `request` at `now`: it must verify with `public`, carry the header and claims
+/// `request` would (times and `jti` aside), have been issued before `now`, and not
+/// expire within `within`.
+pub fn decide(
+    kept: Option<&str>,
+    request: &TokenRequest,
+    meta: Option<&KeyMetadata>,
+    public: &PublicKey,
+    now: SystemTime,
+    within: Duration,
+) -> Result<Decision, Error> {
+    let renew = |reason: &str| {
+        Ok(Decision::Renew {
+            reason: reason.to_owned(),
+        })
+    };
+    let spec = request.params().kind().spec();
+    let LifetimeRule::Exp { max, .. } = spec.lifetime else {
+        return Err(Error::NotApplicable {
+            reason: format!("{} tokens are not kept in files", spec.api),
+        });
+    };
+    // What this request would sign now, with a signer that signs nothing: its header
+    // and claims, resolved against what is recorded with the key (and refused as
+    // signing would refuse it).
+    let expected = request.sign(&Unsigned(request.key_id().clone()), meta, now)?;
+    let now = unix(now)?;
+    let Some(kept) = kept else {
+        return renew("there is none");
+    };
+    let kept = kept.strip_suffix('\n').unwrap_or(kept);
+    let (Some((header, claims)), Some((want_header, want_claims))) =
+        (parts(kept), parts(&expected.token))
+    else {
+        return renew("it is not a JWT");
+    };
+    if !verify_signature(kept, public) {
+        return renew("its signature does not verify with the key");
+    }
+    if header != want_header {
+        return renew("its header is not this request's");
+    }
+    if without(&claims, &PER_TOKEN) != without(&want_claims, &PER_TOKEN) {
+        return renew("its claims are not this request's");
+    }
+    let time = |name| claims.get(name).and_then(Value::as_u64);
+    let (Some(iat), Some(exp)) = (time("iat"), time("exp")) else {
+        return renew("it has no iat or exp");
+    };
+    if iat > now {
+        return renew("it was issued in the future");
+    }
+    if exp.saturating_sub(iat) > max {
+        return renew("it lives longer than Apple allows");
+    }
+    if exp <= now.saturating_add(within.as_secs()) {
+        return renew(&format!(
+            "it expires within {}",
+            humantime::format_duration(within)
+        ));
+    }
+    Ok(Decision::Keep { expires_at: exp })
+}
+
+/// The decoded header and claims of a compact JWS.
+fn parts(token: &str) -> Option<(Map<String, Value>, Map<String, Value>)> {
+    let mut it = token.split('.');
+    let mut next = || -> Option<Map<String, Value>> {
+        let bytes = URL_SAFE_NO_PAD.decode(it.next()?).ok()?;
+        match serde_json::from_slice(&bytes).ok()? {
+            Value::Object(map) => Some(map),
+            _ => None,
+        }
+    };
+    let decoded = (next()?, next()?);
+    (it.next().is_some() && it.next().is_none()).then_some(decoded)
+}
+
+fn without(map: &Map<String, Value>, names: &[&str]) -> Map<String, Value> {
+    map.iter()
+        .filter(|(k, _)| !names.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A signer that signs nothing: it stands in to build a request's header and claims.
+struct Unsigned(KeyId);
+
+impl Es256Signer for Unsigned {
+    fn key_id(&self) -> &KeyId {
+        &self.0
+    }
+
+    fn sign_es256(&self, _message: &[u8]) -> Result<Signature, Error> {
+        Signature::from_slice(&[1; 64]).map_err(Error::internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apple::developer::SignInWithApple;
+    use crate::apple::tests::{now, NOW};
+    use crate::apple::TokenParams;
+    use crate::jws::tests::MemorySigner;
+    use p256::ecdsa::SigningKey;
+
+    const DAY: u64 = 86_400;
+
+    fn request(client: &str, ttl: u64) -> TokenRequest {
+        TokenRequest::new(
+            "2X9R4HXF34".parse().unwrap(),
+            TokenParams::SignInWithApple(SignInWithApple {
+                team_id: Some("A1B2C3D4E5".parse().unwrap()),
+                client_id: client.parse().unwrap(),
+            }),
+            Some(ttl),
+            Some(60),
+        )
+        .unwrap()
+    }
+
+    fn at(seconds: u64) -> SystemTime {
+        now() + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn a_kept_token_stays_until_the_window_then_is_renewed() {
+        let signer = MemorySigner::new();
+        let public = signer.key.verifying_key().into();
+        let request = request("com.example.web", 90 * DAY);
+        let token = request.sign(&signer, None, now()).unwrap().token;
+        let decide = |kept: Option<&str>, later: u64, within: u64| {
+            decide(
+                kept,
+                &request,
+                None,
+                &public,
+                at(later),
+                Duration::from_secs(within * DAY),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            decide(Some(&format!("{token}\n")), 0, 30),
+            Decision::Keep {
+                expires_at: NOW + 90 * DAY
+            }
+        );
+        assert_eq!(
+            decide(Some(&token), 59 * DAY, 30),
+            Decision::Keep {
+                expires_at: NOW + 90 * DAY
+            }
+        );
+        assert!(matches!(decide(Some(&token), 61 * DAY, 30), Decision::Renew { .. }));
+        assert!(matches!(decide(None, 0, 30), Decision::Renew { .. }));
+        assert!(matches!(decide(Some("garbage"), 0, 30), Decision::Renew { .. }));
+    }
+
+    #[test]
+    fn a_token_of_another_request_or_key_or_tampered_with_is_renewed() {
+        let signer = MemorySigner::new();
+        let public = signer.key.verifying_key().into();
+        let mine = request("com.example.web", 90 * DAY);
+        let other_client = request("com.example.other", 90 * DAY)
+            .sign(&signer, None, now())
+            .unwrap()
+            .token;
+        let other_key = MemorySigner {
+            key: SigningKey::from_slice(&[0x22; 32]).unwrap(),
+            ..MemorySigner::new()
+        };
+        let foreign = mine.sign(&other_key, None, now()).unwrap().token;
+        let good = mine.sign(&signer, None, now()).unwrap().token;
+        let (input, _) = good.rsplit_once('.').unwrap();
+        let bad_signature = format!("{input}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]));
+        for (kept, why) in [
+            (other_client, "its claims are not this request's"),
+            (foreign, "its signature does not verify with the key"),
+            (bad_signature, "its signature does not verify with the key"),
+        ] {
+            assert_eq!(
+                decide(Some(&kept), &mine, None, &public, now(), Duration::ZERO).unwrap(),
+                Decision::Renew {
+                    reason: why.to_owned()
+                }
+            );
+        }
+    }
+}
