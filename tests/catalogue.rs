@@ -152,7 +152,7 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
             "key ID too short",
             &["pubkey", "--key-id", "ABC"],
             2,
-            "Apple key IDs are 10 characters",
+            "key IDs are 10 characters A-Z and 0-9, a UUID, or 32 to 128 hexadecimal digits",
         ),
         case(
             "issuer not a UUID",

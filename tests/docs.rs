@@ -6,6 +6,7 @@ use std::path::Path;
 
 use p8hsm::apple::spec::{LifetimeRule, Value, DEFAULT_SKEW};
 use p8hsm::apple::Kind;
+use p8hsm::KeyIdFormat;
 
 use crate::common::root;
 
@@ -19,7 +20,19 @@ fn field_tables() -> String {
             "\n#### `{}` — {}\n\n| field | type | required | meaning |\n|---|---|---|---|\n",
             spec.name, spec.about
         ));
-        out.push_str("| `key_id` | string | yes | Apple key ID of the signing key |\n");
+        let forms: Vec<&str> = spec
+            .key_kinds
+            .iter()
+            .map(|k| match k.key_id_format() {
+                KeyIdFormat::Apple => "10 characters A-Z, 0-9",
+                KeyIdFormat::Uuid => "a UUID",
+                KeyIdFormat::Hex => "32 to 128 hexadecimal digits",
+            })
+            .collect();
+        out.push_str(&format!(
+            "| `key_id` | string | yes | key ID of the signing key ({}) |\n",
+            forms[0]
+        ));
         match spec.lifetime {
             LifetimeRule::Exp { default_ttl, max } => {
                 out.push_str(&format!(
@@ -42,6 +55,7 @@ fn field_tables() -> String {
                 Value::Bool => "boolean".to_owned(),
                 Value::Number { placeholder } => format!("integer ({placeholder})"),
                 Value::File { limit } => format!("string (at most {limit} bytes)"),
+                Value::Digest { .. } => "string (standard base64 of SHA-256)".to_owned(),
             };
             out.push_str(&format!(
                 "| `{}` | {kind} | {} | {} |\n",

@@ -16,7 +16,7 @@ fn doctor_passes_on_a_healthy_token_and_names_what_is_wrong() {
     );
     assert!(out.contains("✓ the token signs with CKM_ECDSA"), "{out}");
     assert!(
-        out.contains("✓ key 2X9R4HXF34: sensitive, not extractable, a probe signature verifies"),
+        out.contains("✓ key 2X9R4HXF34: imported, sensitive, not extractable, a probe signature verifies"),
         "{out}"
     );
 
@@ -37,7 +37,7 @@ fn doctor_passes_on_a_healthy_token_and_names_what_is_wrong() {
     let run = hsm.run(&["doctor"]);
     assert_eq!(run.code, 11, "{}", run.stdout);
     assert!(
-        run.stdout.contains("✗ key AB: extractable"),
+        run.stdout.contains("✗ key AB: imported, extractable"),
         "{}",
         run.stdout
     );

@@ -56,9 +56,12 @@ fn import_infers_the_key_id_and_reports_what_it_created() {
             "sensitive": true,
             "extractable": false,
             "has_public_key": true,
+            "origin": "imported",
             "kind": null,
             "issuer": null,
             "team_id": null,
+            "client_id": null,
+            "ads_team_id": null,
         }])
     );
     let table = hsm.run(&["keys"]).ok();
@@ -121,7 +124,7 @@ fn key_id_problems_are_refused_before_the_token_is_touched() {
     let run = hsm.run(&["import", path_str(&path), "--key-id", "short"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("Apple key IDs are 10 characters"),
+        run.stderr.contains("key IDs are 10 characters A-Z and 0-9, a UUID, or 32 to 128 hexadecimal digits"),
         "{}",
         run.stderr
     );

@@ -65,7 +65,7 @@ pub fn decide(
     let expected = request.sign(&Unsigned(request.key_id().clone()), meta, now)?;
     let now = unix(now)?;
     let Some(kept) = kept else {
-        return renew("there is none");
+        return renew("none was kept");
     };
     let kept = kept.strip_suffix('\n').unwrap_or(kept);
     let (Some((header, claims)), Some((want_header, want_claims))) =
@@ -93,12 +93,21 @@ pub fn decide(
         return renew("it lives longer than Apple allows");
     }
     if exp <= now.saturating_add(within.as_secs()) {
-        return renew(&format!(
-            "it expires within {}",
-            humantime::format_duration(within)
-        ));
+        return renew(&format!("it expires within {}", span(within)));
     }
     Ok(Decision::Keep { expires_at: exp })
+}
+
+/// A duration as people write it: `30 days`, `12 h`, `90 s`.
+pub fn span(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0 => "0 s".to_owned(),
+        s if s % 86_400 == 0 => format!("{} day{}", s / 86_400, if s == 86_400 { "" } else { "s" }),
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
 }
 
 /// The decoded header and claims of a compact JWS.

@@ -160,7 +160,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The .p8 file, or - for standard input
+    /// The private key file (.p8, or the PEM Apple Business/School Manager gives), or -
+    /// for standard input
     #[arg(value_name = "FILE|-")]
     pub file: PathBuf,
     /// Apple key ID [default: from the file name AuthKey_<ID>.p8 or SubscriptionKey_<ID>.p8]

@@ -112,7 +112,11 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
     }
     check_unfinished(&mut report, &token);
     let keys: Vec<_> = keys.into_iter().filter(|k| !k.unfinished).collect();
-    let mut ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+    let mut ids: Vec<&str> = keys
+        .iter()
+        .filter(|k| !k.unassigned)
+        .map(|k| k.id.as_str())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     for id in ids {
@@ -152,10 +156,18 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
             Ok(Some(true)) => {}
             Err(_) => problems.push("the token cannot sign with it"),
         }
+        let name = if key.unassigned {
+            format!("key labelled \"{}\" (awaiting its key ID: `p8hsm assign`)", key.label)
+        } else {
+            format!("key {}", key.id)
+        };
+        let origin = match key.origin {
+            p8hsm::pkcs11::KeyOrigin::Generated => "generated in the token (never outside it)",
+            p8hsm::pkcs11::KeyOrigin::Imported => "imported",
+        };
         if problems.is_empty() {
             report.pass(format!(
-                "key {}: sensitive, not extractable, {}",
-                key.id,
+                "{name}: {origin}, sensitive, not extractable, {}",
                 match probe {
                     Ok(Some(true)) => "a probe signature verifies with its public key",
                     _ => "no public key object to verify a probe with",
@@ -163,7 +175,7 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
             ));
         } else {
             report.fail(
-                format!("key {}: {}", key.id, problems.join(", ")),
+                format!("{name}: {origin}, {}", problems.join(", ")),
                 Some(format!(
                     "hint: a key Apple trusts should be sensitive, unextractable and whole; re-import it \
                      from the .p8 if you still have it, or revoke it in App Store Connect ({})",

@@ -137,10 +137,18 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
         return print(&json_line(&rows)?);
     }
     let rows: Vec<KeyRow> = rows.into_iter().filter(|r| !r.info.unfinished).collect();
-    let mut out = String::new();
-    if !rows.is_empty() {
-        out.push_str("KEY ID      LABEL       KIND                ISSUER / TEAM / CLIENT                ORIGIN     SENSITIVE  EXTRACTABLE  PUBLIC  FINGERPRINT\n");
-    }
+    let mut table = vec![[
+        "KEY ID",
+        "LABEL",
+        "KIND",
+        "ISSUER / TEAM / CLIENT",
+        "ORIGIN",
+        "SENSITIVE",
+        "EXTRACTABLE",
+        "PUBLIC",
+        "FINGERPRINT",
+    ]
+    .map(str::to_owned)];
     for row in &rows {
         let identity = [
             row.issuer.as_ref().map(ToString::to_string),
@@ -156,19 +164,23 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
         } else {
             row.info.id.as_str()
         };
-        out.push_str(&format!(
-            "{:<11} {:<11} {:<19} {:<37} {:<10} {:<10} {:<12} {:<7} {}\n",
-            id,
-            row.info.label,
-            row.kind.map_or("-", KeyKind::name),
+        table.push([
+            id.to_owned(),
+            row.info.label.clone(),
+            row.kind.map_or("-", KeyKind::name).to_owned(),
             identity,
-            row.info.origin.name(),
-            yes_no(row.info.sensitive),
-            yes_no(row.info.extractable),
-            yes_no(row.info.has_public_key),
-            row.info.fingerprint.as_deref().unwrap_or("-")
-        ));
+            row.info.origin.name().to_owned(),
+            yes_no(row.info.sensitive).to_owned(),
+            yes_no(row.info.extractable).to_owned(),
+            yes_no(row.info.has_public_key).to_owned(),
+            row.info.fingerprint.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
     }
+    let out = if rows.is_empty() {
+        String::new()
+    } else {
+        columns(&table)
+    };
     print(&out)
 }
 
@@ -253,6 +265,27 @@ fn modules(json: bool, config: &Config) -> Result<(), Failure> {
         }
     }
     print(&out)
+}
+
+/// Rows as left-aligned columns, each as wide as its widest cell.
+fn columns<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn yes_no(b: bool) -> &'static str {

@@ -63,7 +63,7 @@ fn keep(request: &Request, out: &Renewal, config: &Config) -> Result<(), Failure
         return Err(Failure::Usage(format!(
             "--ttl {ttl} s is not longer than --renew-within {}: every run would renew the \
              token; shorten --renew-within",
-            humantime::format_duration(out.within)
+            p8hsm::apple::renew::span(out.within)
         )));
     }
     let path = &out.path;

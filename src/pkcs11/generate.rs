@@ -93,8 +93,14 @@ impl Token {
                 public_key,
             }),
             Err(e) => {
-                for object in [public, private] {
-                    let _ = self.destroy_gone_ok(object);
+                // Found by their unassigned ID: handles may not outlive a read anew.
+                for class in [ObjectClass::PUBLIC_KEY, ObjectClass::PRIVATE_KEY] {
+                    for object in self
+                        .find_objects(&[Attribute::Class(class), Attribute::Id(id.clone().into_bytes())])
+                        .unwrap_or_default()
+                    {
+                        let _ = self.destroy_gone_ok(object);
+                    }
                 }
                 Err(e)
             }
@@ -120,18 +126,6 @@ impl Token {
                 &[Attribute::Class(class), Attribute::Id(id.as_bytes().to_vec())],
                 what,
             )?;
-        }
-        // Two key generations under one label at once: both give up, so that a label
-        // names one key.
-        self.refresh()?;
-        let same_label = self.find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])?;
-        if same_label.len() > 1 {
-            return Err(Error::DuplicateKey {
-                what: format!("another key labelled {} made at the same time", printable(label)),
-            });
         }
         let attributes = self
             .session()?
@@ -191,6 +185,18 @@ impl Token {
             return Err(fail(
                 "a probe signed by the token does not verify with its public key",
             ));
+        }
+        // Two key generations under one label at once: both give up, so that a label
+        // names one key. (Read anew: object handles are not valid after this.)
+        self.refresh()?;
+        let same_label = self.find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])?;
+        if same_label.len() > 1 {
+            return Err(Error::DuplicateKey {
+                what: format!("another key labelled {} made at the same time", printable(label)),
+            });
         }
         Ok(public_key)
     }
