@@ -7,6 +7,7 @@ Run by scripts/interop.sh, which prepares the token, the key and the environment
 """
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -181,6 +182,81 @@ check("legacy: p8hsm's signature verifies as Apple's server would",
       verify_legacy(ours["signature"], ours["nonce"], ours["timestamp"], username))
 check("legacy: a different payload does not verify",
       not verify_legacy(ours["signature"], ours["nonce"], ours["timestamp"] + 1, username))
+
+# 4. Keys born in the token and the OAuth and CloudKit kinds, verified by code p8hsm did
+#    not write: PyJWT with the exact claim sets and audiences, and `cryptography`
+#    rebuilding the CloudKit message and verifying the DER signature with the public key
+#    `keygen` printed.
+DAY = 86400
+
+
+def exact(name, token, key, aud, header_names, claim_names):
+    try:
+        claims = jwt.decode(token, key, algorithms=["ES256"], audience=aud,
+                            options={"require": ["iat", "exp"]})
+    except jwt.PyJWTError as e:
+        check(f"PyJWT verifies {name}", False, repr(e))
+        return None
+    header = jwt.get_unverified_header(token)
+    check(f"PyJWT verifies {name}", True)
+    check(f"{name}: header is exactly {sorted(header_names)}", sorted(header) == sorted(header_names), header)
+    check(f"{name}: claims are exactly {sorted(claim_names)}", sorted(claims) == sorted(claim_names), claims)
+    check(f"{name}: lives at most 180 days", 0 < claims["exp"] - claims["iat"] <= 180 * DAY, claims)
+    return header, claims
+
+
+ads_key_id = str(uuid.uuid4())
+ads_client = f"SEARCHADS.{uuid.uuid4()}"
+ads_team = f"SEARCHADS.{uuid.uuid4()}"
+ads_public = serialization.load_pem_public_key(p8hsm("keygen", "--label", "interop-ads").encode())
+p8hsm("assign", "--label", "interop-ads", "--key-id", ads_key_id, "--kind", "apple-ads",
+      "--client-id", ads_client, "--ads-team-id", ads_team)
+token = p8hsm("token", "apple-ads", "--key-id", ads_key_id, "--ttl", str(180 * DAY - 60))
+got = exact("apple-ads (key generated in the token)", token, ads_public, "https://appleid.apple.com",
+            ["alg", "kid"], ["sub", "iss", "aud", "iat", "exp"])
+if got:
+    header, claims = got
+    check("apple-ads: kid, sub (client ID) and iss (team ID)",
+          header["kid"] == ads_key_id and claims["sub"] == ads_client and claims["iss"] == ads_team, got)
+
+for kind, prefix in [("business-manager", "BUSINESSAPI"), ("school-manager", "SCHOOLAPI")]:
+    # Apple's download: PKCS#8 data under an "EC PRIVATE KEY" label.
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    pem = pem.replace("BEGIN PRIVATE KEY", "BEGIN EC PRIVATE KEY").replace("END PRIVATE KEY", "END EC PRIVATE KEY")
+    key_id = str(uuid.uuid4())
+    client = f"{prefix}.{uuid.uuid4()}"
+    p8hsm("import", "-", "--key-id", key_id, "--kind", kind, "--client-id", client, stdin=pem.encode())
+    tokens = [p8hsm("token", kind, "--key-id", key_id) for _ in range(2)]
+    got = exact(kind, tokens[0], private.public_key(), "https://account.apple.com/auth/oauth2/v2/token",
+                ["alg", "kid", "typ"], ["sub", "iss", "aud", "iat", "exp", "jti"])
+    if got:
+        header, claims = got
+        check(f"{kind}: typ JWT, kid, iss = sub = client ID",
+              header["typ"] == "JWT" and header["kid"] == key_id and claims["iss"] == claims["sub"] == client, got)
+        check(f"{kind}: jti is a UUID, fresh per assertion",
+              str(uuid.UUID(claims["jti"])) == claims["jti"] and parts(tokens[1])[1]["jti"] != claims["jti"])
+
+ck_key_id = uuid.uuid4().hex + uuid.uuid4().hex
+ck_public = serialization.load_pem_public_key(p8hsm("keygen", "--label", "interop-cloudkit").encode())
+p8hsm("assign", "--label", "interop-cloudkit", "--key-id", ck_key_id, "--kind", "cloudkit")
+subpath = "/database/1/iCloud.com.example.app/development/public/records/query"
+for body in [b'{"query":{"recordType":"Note"}}', b""]:
+    lines = p8hsm("sign", "cloudkit", "--key-id", ck_key_id, "--subpath", subpath, "--body-file", "-",
+                  stdin=body).splitlines()
+    headers = dict(line.split(": ", 1) for line in lines)
+    message = ":".join([headers["X-Apple-CloudKit-Request-ISO8601Date"],
+                        base64.b64encode(hashlib.sha256(body).digest()).decode(), subpath])
+    try:
+        ck_public.verify(base64.b64decode(headers["X-Apple-CloudKit-Request-SignatureV1"]), message.encode(),
+                         ec.ECDSA(hashes.SHA256()))
+        verified = True
+    except InvalidSignature:
+        verified = False
+    check(f"cloudkit ({len(body)}-byte body): `cryptography` verifies the DER signature over the message",
+          verified and headers["X-Apple-CloudKit-Request-KeyID"] == ck_key_id
+          and len(lines) == 3 and headers["X-Apple-CloudKit-Request-ISO8601Date"].endswith("Z"), lines)
 
 print(f"interop: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

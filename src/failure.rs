@@ -66,6 +66,13 @@ pub enum Failure {
     Doctor(usize),
     /// stdout could not be written.
     Output(io::Error),
+    /// A file p8hsm writes (`--out`) could not be written; what was there is unchanged.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// A key was imported, but what was imported could not be written.
     Unreported {
         /// The key ID.
@@ -150,6 +157,7 @@ impl Failure {
             Failure::Findings(_)
             | Failure::Doctor(_)
             | Failure::Output(_)
+            | Failure::Write { .. }
             | Failure::Unreported { .. } => ErrorCode::Failed,
         }
     }
@@ -159,7 +167,9 @@ impl Failure {
         match self {
             Failure::Findings(_) => exit::FINDINGS,
             Failure::Doctor(_) => exit::DOCTOR,
-            Failure::Output(_) | Failure::Unreported { .. } => exit::FAILURE,
+            Failure::Output(_) | Failure::Write { .. } | Failure::Unreported { .. } => {
+                exit::FAILURE
+            }
             Failure::P8hsm(_)
             | Failure::Agent(_)
             | Failure::Usage(_)
@@ -239,6 +249,10 @@ impl Failure {
                 None,
             ),
             Failure::Output(e) => (format!("cannot write the result: {e}"), None),
+            Failure::Write { path, source } => (
+                format!("cannot write {}: {source}; what was there is unchanged", path.display()),
+                Some("hint: --out needs a directory p8hsm may create files in".to_owned()),
+            ),
             Failure::Unreported { key_id, source } => (
                 format!("key {key_id} was imported, but the report of it could not be written: {source}"),
                 hint(&format!("`p8hsm keys` shows key {key_id}; do not import it again")),

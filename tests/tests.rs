@@ -7,6 +7,7 @@ mod common;
 
 mod agent;
 mod attack;
+mod backup;
 mod attributes;
 mod catalogue;
 mod docs;
@@ -14,6 +15,7 @@ mod doctor;
 mod errors;
 mod hygiene;
 mod import;
+mod keygen;
 mod kinds;
 mod parity;
 mod recovery;

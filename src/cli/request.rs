@@ -54,7 +54,19 @@ impl RequestArgs {
         let mut object = self.fields;
         for (field, path) in self.files {
             let text = match field.value {
-                FieldValue::Digest { limit, digest, .. } => digest(&input::read(&path, limit)?),
+                FieldValue::Digest { limit, digest, .. } => {
+                    let bytes = input::read(&path, limit)?;
+                    if bytes.len() > limit {
+                        return Err(Failure::File {
+                            path: path.clone(),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("it is over {} MiB, the most p8hsm hashes", limit >> 20),
+                            ),
+                        });
+                    }
+                    digest(&bytes)
+                }
                 FieldValue::File { limit } => {
                     let bytes = input::read(&path, limit)?;
                     String::from_utf8(bytes.to_vec()).map_err(|_| Failure::File {

@@ -127,7 +127,7 @@ fn read_kept(path: &Path) -> Result<Option<String>, Failure> {
 /// Writes `token` to `path` through a temporary file in the same directory (mode 0600,
 /// flushed to disk), renamed over `path`.
 fn write_atomically(path: &Path, token: &str) -> Result<(), Failure> {
-    let file_error = |source: std::io::Error| Failure::File {
+    let file_error = |source: std::io::Error| Failure::Write {
         path: path.to_path_buf(),
         source,
     };
@@ -146,9 +146,9 @@ fn write_atomically(path: &Path, token: &str) -> Result<(), Failure> {
     temporary
         .persist(path)
         .map_err(|e| file_error(e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(file_error)
+    // The rename is done; making it durable is best effort.
+    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    Ok(())
 }
 
 /// Sends `request` to the agent listening on `socket` and returns what it signed.

@@ -1,6 +1,7 @@
 //! One initialized PKCS#11 context per module per process, and how cryptoki's errors
 //! are named.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -37,8 +38,19 @@ pub(super) fn initialize(pkcs11: &Pkcs11) -> Result<(), CkError> {
     }
 }
 
+/// How many times this process finalized and initialized a module again: sessions
+/// opened before the last time are gone, and their tokens logged out.
+static REINITIALIZED: AtomicU64 = AtomicU64::new(0);
+
+/// See [`REINITIALIZED`].
+pub(super) fn reinitializations() -> u64 {
+    REINITIALIZED.load(Ordering::SeqCst)
+}
+
 /// Finalizes and initializes the module again, so that it reads its token store anew.
+/// Every session of every token on it closes: their pools notice ([`reinitializations`]).
 pub(super) fn reinitialize(pkcs11: &Pkcs11) -> Result<(), CkError> {
+    REINITIALIZED.fetch_add(1, Ordering::SeqCst);
     // Nothing useful can be done if finalizing fails: initializing says what is wrong.
     let _ = pkcs11.clone().finalize();
     initialize(pkcs11)

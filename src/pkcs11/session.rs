@@ -3,7 +3,7 @@
 //! object handle or the device went away runs once more on a fresh session.
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use cryptoki::context::Pkcs11;
@@ -12,7 +12,9 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
-use super::context::{ck, initialize, reinitialize, settle, transient, SETTLE_ATTEMPTS};
+use super::context::{
+    ck, reinitializations, reinitialize, settle, transient, SETTLE_ATTEMPTS,
+};
 use super::profile::Profile;
 use super::slot::{find_slot, find_slot_settled, TokenSelector};
 use crate::{lock, Error};
@@ -31,6 +33,9 @@ pub(super) struct Sessions {
     max: AtomicUsize,
     /// The token's own maximum session count.
     limit: usize,
+    /// [`reinitializations`] when the pool's sessions were opened and logged in: when
+    /// the module has been initialized again since, they are gone.
+    generation: AtomicU64,
 }
 
 /// The PIN kept for logging in again after the token forgot the login, until the token
@@ -82,7 +87,9 @@ impl Drop for Lease<'_> {
 impl Lease<'_> {
     /// Closes the session instead of returning it to the pool.
     fn discard(mut self) {
-        drop(self.session.take());
+        if let Some(session) = self.session.take() {
+            self.sessions.close(session);
+        }
     }
 }
 
@@ -131,6 +138,13 @@ impl OpError {
     }
 }
 
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        // Sessions of an old generation are forgotten, not closed (see `close`).
+        self.drain();
+    }
+}
+
 /// Sessions a token opens at most unless told otherwise.
 const DEFAULT_MAX_SESSIONS: usize = 16;
 
@@ -145,6 +159,7 @@ impl Sessions {
         limit: usize,
         pin: SecretString,
     ) -> Result<Sessions, Error> {
+        let generation = AtomicU64::new(reinitializations());
         let session = pkcs11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
         login(&session, &pin, profile)?;
         Ok(Sessions {
@@ -161,6 +176,7 @@ impl Sessions {
             returned: Condvar::new(),
             max: AtomicUsize::new(limit.min(DEFAULT_MAX_SESSIONS)),
             limit,
+            generation,
         })
     }
 
@@ -185,6 +201,12 @@ impl Sessions {
     /// An idle session from the pool, a new one while fewer than the maximum exist, or
     /// else the next one another thread gives back.
     pub(crate) fn lease(&self) -> Result<Lease<'_>, Error> {
+        if self.generation.load(Ordering::SeqCst) != reinitializations() {
+            // Another token on the module initialized it again: the sessions are gone
+            // and the token logged out.
+            self.drain();
+            return self.reopen();
+        }
         let mut pool = lock(&self.pool);
         loop {
             if let Some(session) = pool.idle.pop() {
@@ -224,10 +246,25 @@ impl Sessions {
     /// Closes every idle session: after a failure they are likely dead too.
     fn drain(&self) {
         let mut pool = lock(&self.pool);
-        let closed = pool.idle.len();
-        pool.idle.clear();
-        pool.open -= closed;
+        let idle = std::mem::take(&mut pool.idle);
+        pool.open -= idle.len();
+        drop(pool);
+        for session in idle {
+            self.close(session);
+        }
         self.returned.notify_all();
+    }
+
+    /// Closes a session — unless the module was initialized again since the pool's
+    /// sessions were opened: then its handle is gone, and may since have been given to
+    /// a session of another token on the module, which C_CloseSession would close. It
+    /// is forgotten instead.
+    fn close(&self, session: Session) {
+        if self.generation.load(Ordering::SeqCst) == reinitializations() {
+            drop(session);
+        } else {
+            std::mem::forget(session);
+        }
     }
 
     /// Runs `op` on a pooled session. If it fails in a way a fresh session can cure
@@ -251,6 +288,17 @@ impl Sessions {
         self.drain();
         let lease = self.reopen()?;
         op(&lease, true).map_err(OpError::into_error)
+    }
+
+    /// A fresh, logged-in session in place of the pool's: after another [`Token`] on the
+    /// same module read it anew (`refresh` finalizes the module), this pool's sessions
+    /// are gone and the token is logged out.
+    ///
+    /// [`Token`]: super::token::Token
+    pub(super) fn revive(&self) -> Result<(), Error> {
+        self.drain();
+        drop(self.reopen()?);
+        Ok(())
     }
 
     /// See [`Token::refresh`](super::token::Token::refresh).
@@ -288,9 +336,7 @@ impl Sessions {
                 let (slot, _) = match find_slot(&self.pkcs11, &self.selector) {
                     Ok(found) => found,
                     Err(_) => {
-                        // Nothing useful can be done if finalizing a lost module fails.
-                        let _ = self.pkcs11.clone().finalize();
-                        initialize(&self.pkcs11)
+                        reinitialize(&self.pkcs11)
                             .map_err(ck("C_Initialize after the device went away"))?;
                         find_slot(&self.pkcs11, &self.selector)?
                     }
@@ -301,6 +347,9 @@ impl Sessions {
                     .map_err(ck("C_OpenSession"))?
             }
         };
+        // Read once the session exists: a session opened after the module was last
+        // initialized belongs to this generation.
+        let generation = reinitializations();
         let logged_in = session.get_session_info().is_ok_and(|info| {
             matches!(
                 info.session_state(),
@@ -326,6 +375,7 @@ impl Sessions {
             result?;
         }
         lock(&self.pool).open += 1;
+        self.generation.store(generation, Ordering::SeqCst);
         Ok(self.lent(session))
     }
 }

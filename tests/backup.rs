@@ -1,0 +1,183 @@
+//! Backups across tokens: `import --also-into URI` reads the key once, imports it into
+//! every token named and proves each copy, all or nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::{path_str, Hsm};
+
+/// Adds a token labelled `label` to the fixture's SoftHSM store, with the PIN of the
+/// first; returns a `--also-into` URI naming it, its PIN source inside.
+fn add_token(hsm: &Hsm, label: &str) -> String {
+    let module = hsm.var("P8HSM_MODULE");
+    let slots = Command::new("pkcs11-tool")
+        .args(["--module", module, "--list-slots"])
+        .envs(hsm.env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let slots = String::from_utf8_lossy(&slots.stdout).into_owned();
+    // The slot whose token is not initialized yet: SoftHSM always keeps one.
+    let free = slots
+        .split("Slot ")
+        .find(|s| s.contains("uninitialized"))
+        .and_then(|s| s.split_once('(')?.1.split_once(')').map(|(id, _)| id.to_owned()))
+        .unwrap_or_else(|| panic!("a free slot in {slots}"));
+    let free = u64::from_str_radix(free.trim_start_matches("0x"), 16).unwrap().to_string();
+    let so = "so-pin-for-tests";
+    for args in [
+        vec!["--slot", &free, "--init-token", "--label", label, "--so-pin", "env:SO"],
+        vec!["--token-label", label, "--login", "--login-type", "so", "--so-pin", "env:SO", "--init-pin", "--pin", "env:USER"],
+    ] {
+        let out = Command::new("pkcs11-tool")
+            .args(["--module", module])
+            .args(&args)
+            .envs(hsm.env.iter().map(|(k, v)| (k, v)))
+            .env("SO", so)
+            .env("USER", hsm.pin())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    format!(
+        "pkcs11:token={label}?pin-source=file:{}",
+        hsm.store.join("user.pin").display()
+    )
+}
+
+/// `keys --json` on the token labelled `label`.
+fn keys_on(hsm: &Hsm, label: &str) -> Vec<Value> {
+    let out = hsm.run(&["--token", label, "keys", "--json"]).ok();
+    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+}
+
+/// Objects of every class on the token labelled `label` (claims and metadata included).
+fn objects_on(hsm: &Hsm, label: &str) -> usize {
+    let out = Command::new("pkcs11-tool")
+        .args(["--module", hsm.var("P8HSM_MODULE"), "--token-label", label])
+        .args(["--login", "--pin", "env:PIN", "--list-objects"])
+        .envs(hsm.env.iter().map(|(k, v)| (k, v)))
+        .env("PIN", hsm.pin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(" Object;") || line.starts_with("Data object"))
+        .count()
+}
+
+#[test]
+fn a_key_goes_into_every_token_named_each_copy_proven() {
+    let hsm = Hsm::new();
+    if crate::common::kryoptic() {
+        return; // the extra tokens are SoftHSM's
+    }
+    let a = add_token(&hsm, "backup-a");
+    let b = add_token(&hsm, "backup-b");
+    let (path, key) = hsm.write_key("AuthKey_BACKUP0001.p8");
+    let out = hsm
+        .run(&["import", path_str(&path), "--kind", "developer", "--team-id", "A1B2C3D4E5", "--also-into", &a, "--also-into", &b])
+        .ok();
+    assert!(out.contains("tokens       p8hsm, backup-a, backup-b"), "{out}");
+    let fingerprint = p8hsm::fingerprint(&key.public_key());
+    for label in ["p8hsm", "backup-a", "backup-b"] {
+        let keys = keys_on(&hsm, label);
+        assert_eq!(keys.len(), 1, "{label}: {keys:?}");
+        assert_eq!(keys[0]["id"], "BACKUP0001");
+        assert_eq!(keys[0]["fingerprint"], fingerprint.as_str(), "{label}");
+        assert_eq!(keys[0]["team_id"], "A1B2C3D4E5", "metadata goes along: {label}");
+        // Each copy signs on its own.
+        let token = hsm
+            .run(&["--token", label, "token", "apns", "--key-id", "BACKUP0001"])
+            .ok();
+        crate::common::verify_jwt(token.trim(), &key);
+    }
+    // A URI that names no token is refused before anything is read or written.
+    let (other, _) = hsm.write_key("other.p8");
+    hsm.run(&["import", path_str(&other), "--key-id", "BACKUP0002", "--also-into", "pkcs11:model=SoftHSM%20v2"])
+        .fails(2, "--also-into needs a URI that names a token");
+}
+
+/// A small filesystem mounted over one token's directory: that token refuses writes.
+struct Full(PathBuf);
+
+impl Drop for Full {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the token labelled `label` (its SoftHSM directory goes onto a full tmpfs).
+fn fill(hsm: &Hsm, label: &str) -> Full {
+    let tokens = hsm.store.join("tokens");
+    let dir = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.is_dir()
+                && std::fs::read(p.join("token.object"))
+                    .is_ok_and(|b| b.windows(label.len()).any(|w| w == label.as_bytes()))
+        })
+        .expect("the token's directory");
+    let copy = hsm.dir.path().join("copy");
+    copy_dir(&dir, &copy);
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs (the tests run as root)");
+    let full = Full(dir.clone());
+    copy_dir(&copy, &dir);
+    // Whatever room is left goes to a filler file.
+    let _ = std::fs::write(dir.join("filler"), vec![0u8; 64 * 1024]);
+    full
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn when_one_token_refuses_no_copy_is_left_anywhere() {
+    let hsm = Hsm::new();
+    if crate::common::kryoptic() {
+        return; // the extra tokens are SoftHSM's
+    }
+    let a = add_token(&hsm, "backup-a");
+    let b = add_token(&hsm, "backup-b");
+    let before: Vec<usize> = ["p8hsm", "backup-a", "backup-b"]
+        .iter()
+        .map(|l| objects_on(&hsm, l))
+        .collect();
+    let (path, _) = hsm.write_key("AuthKey_BACKUP0001.p8");
+
+    // A token that refuses the PIN: refused before anything is written.
+    let wrong = hsm.dir.path().join("wrong.pin");
+    std::fs::write(&wrong, "wrong-pin\n").unwrap();
+    let refusing = format!("pkcs11:token=backup-b?pin-source=file:{}", wrong.display());
+    hsm.run(&["import", path_str(&path), "--also-into", &a, "--also-into", &refusing])
+        .fails(4, "wrong PIN");
+
+    // A token that refuses the write, after two copies were made: both are removed.
+    let _full = fill(&hsm, "backup-b");
+    let run = hsm.run(&["import", path_str(&path), "--kind", "connect-individual", "--also-into", &a, "--also-into", &b]);
+    run.fails(8, "importing into token \"backup-b\" failed");
+    assert!(
+        run.stderr.contains("the copies in \"p8hsm\", \"backup-a\" were removed"),
+        "{}",
+        run.stderr
+    );
+    drop(_full);
+    let after: Vec<usize> = ["p8hsm", "backup-a", "backup-b"]
+        .iter()
+        .map(|l| objects_on(&hsm, l))
+        .collect();
+    assert_eq!(after, before, "nothing is left in any token");
+}

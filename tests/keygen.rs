@@ -1,0 +1,229 @@
+//! Keys born in the token (`keygen`, `assign`) and the kinds whose keys Apple never
+//! sees: attributes read back with raw PKCS#11, tokens verified against the public key
+//! `keygen` printed, and every refusal leaving the token as it was.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{DerSignature, Signature, VerifyingKey};
+use p256::pkcs8::DecodePublicKey;
+use p256::PublicKey;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::common::{path_str, Hsm};
+
+const ADS_KEY: &str = "d136aa66-0c3b-4bd4-9892-c20e8db024ab";
+const ADS_CLIENT: &str = "SEARCHADS.8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6";
+const ADS_TEAM: &str = "SEARCHADS.0f1e2d3c-4b5a-4697-8877-665544332211";
+const CLOUDKIT_KEY: &str = "ec8a4df1ef6b4f7a4f3c9d2b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29";
+
+/// How OpenSC's pkcs11-tool (a neutral PKCS#11 client) describes the private key
+/// labelled `label`: its `Usage:` and `Access:` lines.
+fn described(hsm: &Hsm, label: &str) -> (String, String) {
+    let listing = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"], &[]);
+    let block = listing
+        .split("Private Key Object")
+        .find(|block| block.lines().any(|l| l.trim() == format!("label:      {label}")))
+        .unwrap_or_else(|| panic!("no private key labelled {label}: {listing}"));
+    let line = |name: &str| {
+        block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {block}"))
+            .trim()
+            .to_owned()
+    };
+    (line("Usage:"), line("Access:"))
+}
+
+fn keygen(hsm: &Hsm, label: &str) -> PublicKey {
+    let run = hsm.run(&["keygen", "--label", label]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1, "one line on stderr: {}", run.stderr);
+    assert!(run.stderr.contains("p8hsm assign --label"), "{}", run.stderr);
+    PublicKey::from_public_key_pem(&run.stdout).expect("stdout is the SPKI PEM, nothing else")
+}
+
+fn keys(hsm: &Hsm) -> Vec<Value> {
+    let out = hsm.run(&["keys", "--json"]).ok();
+    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+}
+
+fn verify_jws(token: &str, public: &PublicKey) -> (Value, Value) {
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    let signature = Signature::from_slice(&URL_SAFE_NO_PAD.decode(signature).unwrap()).unwrap();
+    VerifyingKey::from(public)
+        .verify(input.as_bytes(), &signature)
+        .expect("verifies with the public key keygen printed");
+    let mut parts = input.split('.').map(|p| {
+        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
+    });
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+#[test]
+fn a_generated_key_never_left_the_token_and_signs_for_its_printed_public_key() {
+    let hsm = Hsm::new();
+    let public = keygen(&hsm, "ads-prod");
+    // CKA_SIGN only; CKA_SENSITIVE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_LOCAL.
+    assert_eq!(
+        described(&hsm, "ads-prod"),
+        (
+            "sign".to_owned(),
+            "sensitive, always sensitive, never extractable, local".to_owned()
+        )
+    );
+    let listed = keys(&hsm);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["unassigned"], true, "{listed:?}");
+    assert_eq!(listed[0]["origin"], "generated");
+    // Before its key ID is assigned, nothing finds it by one.
+    hsm.run(&["token", "apple-ads", "--key-id", ADS_KEY, "--client-id", ADS_CLIENT, "--ads-team-id", ADS_TEAM])
+        .fails(6, "no key with key ID");
+
+    let assigned = hsm
+        .run(&[
+            "assign", "--label", "ads-prod", "--key-id", ADS_KEY, "--kind", "apple-ads",
+            "--client-id", ADS_CLIENT, "--ads-team-id", ADS_TEAM,
+        ])
+        .ok();
+    assert!(assigned.contains("origin       generated"), "{assigned}");
+    let listed = keys(&hsm);
+    assert_eq!(listed[0]["id"], ADS_KEY);
+    assert_eq!(listed[0]["origin"], "generated");
+    assert_eq!(listed[0]["kind"], "apple-ads");
+    assert_eq!(listed[0]["client_id"], ADS_CLIENT);
+    assert!(listed[0].get("unassigned").is_none(), "{listed:?}");
+    let doctor = hsm.run(&["doctor"]).ok();
+    assert!(
+        doctor.contains(&format!("✓ key {ADS_KEY}: generated in the token (never outside it)")),
+        "{doctor}"
+    );
+
+    // The recorded IDs fill the claims in; the token verifies with the printed key.
+    let token = hsm.run(&["token", "apple-ads", "--key-id", ADS_KEY]).ok();
+    let (header, claims) = verify_jws(token.trim(), &public);
+    assert_eq!(header, serde_json::json!({"alg": "ES256", "kid": ADS_KEY}));
+    let names: Vec<&String> = claims.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["aud", "exp", "iat", "iss", "sub"], "{claims}");
+    assert_eq!(claims["sub"], ADS_CLIENT);
+    assert_eq!(claims["iss"], ADS_TEAM);
+    assert_eq!(claims["aud"], "https://appleid.apple.com");
+}
+
+#[test]
+fn cloudkit_signs_the_date_body_hash_and_subpath_with_a_generated_key() {
+    let hsm = Hsm::new();
+    let public = keygen(&hsm, "cloudkit");
+    hsm.run(&["assign", "--label", "cloudkit", "--key-id", CLOUDKIT_KEY, "--kind", "cloudkit"])
+        .ok();
+    let body = br#"{"operations":[{"operationType":"create"}]}"#;
+    let path = hsm.dir.path().join("body.json");
+    std::fs::write(&path, body).unwrap();
+    let subpath = "/database/1/iCloud.com.example.app/development/public/records/modify";
+    let out = hsm
+        .run(&[
+            "sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", subpath, "--body-file",
+            path_str(&path), "--date", "2026-11-27T13:31:14Z",
+        ])
+        .ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], format!("X-Apple-CloudKit-Request-KeyID: {CLOUDKIT_KEY}"));
+    assert_eq!(lines[1], "X-Apple-CloudKit-Request-ISO8601Date: 2026-11-27T13:31:14Z");
+    let signature = lines[2]
+        .strip_prefix("X-Apple-CloudKit-Request-SignatureV1: ")
+        .unwrap();
+    let message = format!(
+        "2026-11-27T13:31:14Z:{}:{subpath}",
+        STANDARD.encode(Sha256::digest(body))
+    );
+    let der = DerSignature::from_bytes(&STANDARD.decode(signature).unwrap()).unwrap();
+    VerifyingKey::from(&public)
+        .verify(message.as_bytes(), &der)
+        .expect("the DER signature verifies over date:body-hash:subpath");
+    // Another body does not verify: the hash is of the body given.
+    let other = format!("2026-11-27T13:31:14Z:{}:{subpath}", STANDARD.encode(Sha256::digest(b"")));
+    assert!(VerifyingKey::from(&public).verify(other.as_bytes(), &der).is_err());
+    let json: Value =
+        serde_json::from_str(&hsm.run(&["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", subpath, "--json"]).ok())
+            .unwrap();
+    assert_eq!(json["key_id"], CLOUDKIT_KEY);
+    assert!(json["date"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn keygen_and_assign_refuse_what_they_cannot_do_and_change_nothing() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    keygen(&hsm, "spare");
+    // An imported key is described as no more than sensitive: its value once existed
+    // outside the token.
+    assert_eq!(described(&hsm, "2X9R4HXF34").1, "sensitive");
+    let before = hsm.object_count();
+    hsm.run(&["keygen", "--label", "spare"])
+        .fails(7, "an object labelled \"spare\"");
+    hsm.run(&["keygen", "--label", "ABCDEFGH12"])
+        .fails(3, "must not look like a key ID");
+    hsm.run(&["keygen", "--label", "a\u{202e}b"])
+        .fails(3, "invalid label");
+    hsm.run(&["assign", "--label", "nope", "--key-id", ADS_KEY])
+        .fails(6, "no key generated by `p8hsm keygen` and awaiting its key ID is labelled \"nope\"");
+    hsm.run(&["assign", "--label", "spare", "--key-id", "2X9R4HXF34"])
+        .fails(7, "an object with key ID 2X9R4HXF34");
+    hsm.run(&["assign", "--label", "spare", "--key-id", "ABCDEFGH12", "--kind", "apple-ads"])
+        .fails(3, "this kind's key IDs are UUIDs");
+    hsm.run(&["assign", "--label", "spare", "--key-id", ADS_KEY, "--kind", "business-manager", "--client-id", ADS_CLIENT])
+        .fails(3, "a client ID of a business-manager key is BUSINESSAPI.<uuid>");
+    hsm.run(&["assign", "--label", "spare", "--key-id", ADS_KEY, "--kind", "apple-ads", "--team-id", "A1B2C3D4E5"])
+        .fails(3, "--ads-team-id SEARCHADS.<uuid>");
+    assert_eq!(hsm.object_count(), before, "nothing was written");
+    assert_eq!(keys(&hsm).iter().filter(|k| k["unassigned"] == true).count(), 1);
+
+    hsm.run(&["assign", "--label", "spare", "--key-id", ADS_KEY]).ok();
+    hsm.run(&["assign", "--label", "spare", "--key-id", "8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6"])
+        .fails(7, &format!("the key labelled \"spare\" already has key ID {ADS_KEY}"));
+}
+
+#[test]
+fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
+    let hsm = Hsm::new();
+    let uuid = "8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6";
+    let (path, _) = hsm.write_key("abm.pem");
+    // Apple Business Manager's download: PKCS#8 under an "EC PRIVATE KEY" label.
+    let pem = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("PRIVATE KEY-----", "EC PRIVATE KEY-----");
+    std::fs::write(&path, pem).unwrap();
+    hsm.run(&[
+        "import", path_str(&path), "--key-id", uuid, "--kind", "business-manager",
+        "--client-id", "BUSINESSAPI.0f1e2d3c-4b5a-4697-8877-665544332211",
+    ])
+    .ok();
+    let before = hsm.object_count();
+    let big = hsm.dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 16 * 1024 * 1024 + 1]).unwrap();
+    let out = hsm.dir.path().join("kept.jwt");
+    for (args, code, message) in [
+        (vec!["token", "business-manager", "--key-id", "2X9R4HXF34"], 3, "this kind's key IDs are UUIDs"),
+        (vec!["token", "business-manager", "--key-id", "short"], 2, "key IDs are 10 characters A-Z and 0-9, a UUID"),
+        (vec!["token", "business-manager", "--key-id", uuid, "--ttl", "15552001"], 3, "at most 15552000 s"),
+        (vec!["token", "business-manager", "--key-id", uuid, "--client-id", "SCHOOLAPI.0f1e2d3c-4b5a-4697-8877-665544332211"], 3, "BUSINESSAPI.<uuid>"),
+        (vec!["token", "business-manager", "--key-id", uuid, "--client-id", "BUSINESSAPI.1f1e2d3c-4b5a-4697-8877-665544332211"], 10, "contradicts"),
+        (vec!["token", "school-manager", "--key-id", uuid], 10, "recorded as a business-manager key"),
+        (vec!["token", "apple-ads", "--key-id", uuid, "--client-id", "SEARCHADS.x"], 2, "invalid client ID"),
+        (vec!["token", "business-manager", "--key-id", uuid, "--out", path_str(&out), "--renew-within", "30d", "--ttl", "15552001"], 3, "at most 15552000 s"),
+        (vec!["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", "/records/query"], 2, "from /database/ on"),
+        (vec!["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", "/database/1/x?y=1"], 2, "without a query"),
+        (vec!["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", "/database/1/x", "--date", "2026-11-27T13:31:14.250Z"], 2, "without fractional seconds"),
+        (vec!["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", "/database/1/x", "--body-file", path_str(&big)], 3, "over 16 MiB"),
+        (vec!["sign", "cloudkit", "--key-id", uuid, "--subpath", "/database/1/x"], 3, "CloudKit key IDs are 32 to 128 hexadecimal digits"),
+    ] {
+        hsm.run(&args).fails(code, message);
+    }
+    assert!(!out.exists(), "a refused --out writes nothing");
+    assert_eq!(hsm.object_count(), before);
+}
