@@ -20,6 +20,7 @@ kryoptic=$(scripts/kryoptic.sh)
 # SoftHSM behind p11-kit's server.
 P8HSM_TEST_KRYOPTIC=$kryoptic cargo test --all-features --test integration -- \
     import:: token:: kinds:: errors:: uri:: attributes:: doctor:: catalogue:: hygiene:: parity:: attack:: \
+    keygen:: renew:: \
     --skip a_wrong_pin_is_tried_exactly_once --skip the_agent_also_tries_a_wrong_pin_exactly_once \
     --skip the_agent_never_tries_a_pin_again
 

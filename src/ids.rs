@@ -330,14 +330,20 @@ mod tests {
             format("ec8a4df1ef6b4f7a4f3c9d2b1a0e9f8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a29").unwrap(),
             KeyIdFormat::Hex
         );
-        for bad in ["d136aa66-0c3b-4bd4-9892-c20e8db024a", "ec8a4df1", "g".repeat(40).as_str()] {
+        for bad in [
+            "d136aa66-0c3b-4bd4-9892-c20e8db024a",
+            "ec8a4df1",
+            "g".repeat(40).as_str(),
+        ] {
             assert!(bad.parse::<KeyId>().is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn oauth_ids_have_a_known_prefix_and_a_uuid() {
-        let id: OAuthId = "SEARCHADS.d136aa66-0c3b-4bd4-9892-c20e8db024ab".parse().unwrap();
+        let id: OAuthId = "SEARCHADS.d136aa66-0c3b-4bd4-9892-c20e8db024ab"
+            .parse()
+            .unwrap();
         assert_eq!(id.prefix(), "SEARCHADS");
         for bad in [
             "SEARCHADS.x",

@@ -22,13 +22,39 @@ fn add_token(hsm: &Hsm, label: &str) -> String {
     let free = slots
         .split("Slot ")
         .find(|s| s.contains("uninitialized"))
-        .and_then(|s| s.split_once('(')?.1.split_once(')').map(|(id, _)| id.to_owned()))
+        .and_then(|s| {
+            s.split_once('(')?
+                .1
+                .split_once(')')
+                .map(|(id, _)| id.to_owned())
+        })
         .unwrap_or_else(|| panic!("a free slot in {slots}"));
-    let free = u64::from_str_radix(free.trim_start_matches("0x"), 16).unwrap().to_string();
+    let free = u64::from_str_radix(free.trim_start_matches("0x"), 16)
+        .unwrap()
+        .to_string();
     let so = "so-pin-for-tests";
     for args in [
-        vec!["--slot", &free, "--init-token", "--label", label, "--so-pin", "env:SO"],
-        vec!["--token-label", label, "--login", "--login-type", "so", "--so-pin", "env:SO", "--init-pin", "--pin", "env:USER"],
+        vec![
+            "--slot",
+            &free,
+            "--init-token",
+            "--label",
+            label,
+            "--so-pin",
+            "env:SO",
+        ],
+        vec![
+            "--token-label",
+            label,
+            "--login",
+            "--login-type",
+            "so",
+            "--so-pin",
+            "env:SO",
+            "--init-pin",
+            "--pin",
+            "env:USER",
+        ],
     ] {
         let out = Command::new("pkcs11-tool")
             .args(["--module", module])
@@ -38,7 +64,11 @@ fn add_token(hsm: &Hsm, label: &str) -> String {
             .env("USER", hsm.pin())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     format!(
         "pkcs11:token={label}?pin-source=file:{}",
@@ -49,7 +79,11 @@ fn add_token(hsm: &Hsm, label: &str) -> String {
 /// `keys --json` on the token labelled `label`.
 fn keys_on(hsm: &Hsm, label: &str) -> Vec<Value> {
     let out = hsm.run(&["--token", label, "keys", "--json"]).ok();
-    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// Objects of every class on the token labelled `label` (claims and metadata included).
@@ -61,7 +95,11 @@ fn objects_on(hsm: &Hsm, label: &str) -> usize {
         .env("PIN", hsm.pin())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|line| line.contains(" Object;") || line.starts_with("Data object"))
@@ -78,16 +116,33 @@ fn a_key_goes_into_every_token_named_each_copy_proven() {
     let b = add_token(&hsm, "backup-b");
     let (path, key) = hsm.write_key("AuthKey_BACKUP0001.p8");
     let out = hsm
-        .run(&["import", path_str(&path), "--kind", "developer", "--team-id", "A1B2C3D4E5", "--also-into", &a, "--also-into", &b])
+        .run(&[
+            "import",
+            path_str(&path),
+            "--kind",
+            "developer",
+            "--team-id",
+            "A1B2C3D4E5",
+            "--also-into",
+            &a,
+            "--also-into",
+            &b,
+        ])
         .ok();
-    assert!(out.contains("tokens       p8hsm, backup-a, backup-b"), "{out}");
+    assert!(
+        out.contains("tokens       p8hsm, backup-a, backup-b"),
+        "{out}"
+    );
     let fingerprint = p8hsm::fingerprint(&key.public_key());
     for label in ["p8hsm", "backup-a", "backup-b"] {
         let keys = keys_on(&hsm, label);
         assert_eq!(keys.len(), 1, "{label}: {keys:?}");
         assert_eq!(keys[0]["id"], "BACKUP0001");
         assert_eq!(keys[0]["fingerprint"], fingerprint.as_str(), "{label}");
-        assert_eq!(keys[0]["team_id"], "A1B2C3D4E5", "metadata goes along: {label}");
+        assert_eq!(
+            keys[0]["team_id"], "A1B2C3D4E5",
+            "metadata goes along: {label}"
+        );
         // Each copy signs on its own.
         let token = hsm
             .run(&["--token", label, "token", "apns", "--key-id", "BACKUP0001"])
@@ -96,8 +151,15 @@ fn a_key_goes_into_every_token_named_each_copy_proven() {
     }
     // A URI that names no token is refused before anything is read or written.
     let (other, _) = hsm.write_key("other.p8");
-    hsm.run(&["import", path_str(&other), "--key-id", "BACKUP0002", "--also-into", "pkcs11:model=SoftHSM%20v2"])
-        .fails(2, "--also-into needs a URI that names a token");
+    hsm.run(&[
+        "import",
+        path_str(&other),
+        "--key-id",
+        "BACKUP0002",
+        "--also-into",
+        "pkcs11:model=SoftHSM%20v2",
+    ])
+    .fails(2, "--also-into needs a URI that names a token");
 }
 
 /// A small filesystem mounted over one token's directory: that token refuses writes.
@@ -128,7 +190,10 @@ fn fill(hsm: &Hsm, label: &str) -> Full {
         .arg(&dir)
         .status()
         .unwrap();
-    assert!(mounted.success(), "mounting a tmpfs (the tests run as root)");
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs (the tests run as root)"
+    );
     let full = Full(dir.clone());
     copy_dir(&copy, &dir);
     // Whatever room is left goes to a filler file.
@@ -162,15 +227,32 @@ fn when_one_token_refuses_no_copy_is_left_anywhere() {
     let wrong = hsm.dir.path().join("wrong.pin");
     std::fs::write(&wrong, "wrong-pin\n").unwrap();
     let refusing = format!("pkcs11:token=backup-b?pin-source=file:{}", wrong.display());
-    hsm.run(&["import", path_str(&path), "--also-into", &a, "--also-into", &refusing])
-        .fails(4, "wrong PIN");
+    hsm.run(&[
+        "import",
+        path_str(&path),
+        "--also-into",
+        &a,
+        "--also-into",
+        &refusing,
+    ])
+    .fails(4, "wrong PIN");
 
     // A token that refuses the write, after two copies were made: both are removed.
     let _full = fill(&hsm, "backup-b");
-    let run = hsm.run(&["import", path_str(&path), "--kind", "connect-individual", "--also-into", &a, "--also-into", &b]);
+    let run = hsm.run(&[
+        "import",
+        path_str(&path),
+        "--kind",
+        "connect-individual",
+        "--also-into",
+        &a,
+        "--also-into",
+        &b,
+    ]);
     run.fails(8, "importing into token \"backup-b\" failed");
     assert!(
-        run.stderr.contains("the copies in \"p8hsm\", \"backup-a\" were removed"),
+        run.stderr
+            .contains("the copies in \"p8hsm\", \"backup-a\" were removed"),
         "{}",
         run.stderr
     );

@@ -123,8 +123,9 @@ fn every_command_the_documents_show_exists() {
                 // The command and its subcommand, before any option or argument.
                 let words: Vec<&str> = line[at + 6..]
                     .split_whitespace()
-                    .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
-                    .filter(|w| !w.starts_with('-'))
+                    .take_while(|w| {
+                        !w.starts_with('-') && w.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                    })
                     .take(2)
                     .collect();
                 if words.is_empty() {

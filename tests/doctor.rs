@@ -16,7 +16,9 @@ fn doctor_passes_on_a_healthy_token_and_names_what_is_wrong() {
     );
     assert!(out.contains("✓ the token signs with CKM_ECDSA"), "{out}");
     assert!(
-        out.contains("✓ key 2X9R4HXF34: imported, sensitive, not extractable, a probe signature verifies"),
+        out.contains(
+            "✓ key 2X9R4HXF34: imported, sensitive, not extractable, a probe signature verifies"
+        ),
         "{out}"
     );
 

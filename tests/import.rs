@@ -124,7 +124,9 @@ fn key_id_problems_are_refused_before_the_token_is_touched() {
     let run = hsm.run(&["import", path_str(&path), "--key-id", "short"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("key IDs are 10 characters A-Z and 0-9, a UUID, or 32 to 128 hexadecimal digits"),
+        run.stderr.contains(
+            "key IDs are 10 characters A-Z and 0-9, a UUID, or 32 to 128 hexadecimal digits"
+        ),
         "{}",
         run.stderr
     );

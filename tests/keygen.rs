@@ -26,7 +26,11 @@ fn described(hsm: &Hsm, label: &str) -> (String, String) {
     let listing = hsm.pkcs11_tool(&["--list-objects", "--type", "privkey"], &[]);
     let block = listing
         .split("Private Key Object")
-        .find(|block| block.lines().any(|l| l.trim() == format!("label:      {label}")))
+        .find(|block| {
+            block
+                .lines()
+                .any(|l| l.trim() == format!("label:      {label}"))
+        })
         .unwrap_or_else(|| panic!("no private key labelled {label}: {listing}"));
     let line = |name: &str| {
         block
@@ -42,14 +46,27 @@ fn described(hsm: &Hsm, label: &str) -> (String, String) {
 fn keygen(hsm: &Hsm, label: &str) -> PublicKey {
     let run = hsm.run(&["keygen", "--label", label]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(run.stderr.lines().count(), 1, "one line on stderr: {}", run.stderr);
-    assert!(run.stderr.contains("p8hsm assign --label"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.lines().count(),
+        1,
+        "one line on stderr: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("p8hsm assign --label"),
+        "{}",
+        run.stderr
+    );
     PublicKey::from_public_key_pem(&run.stdout).expect("stdout is the SPKI PEM, nothing else")
 }
 
 fn keys(hsm: &Hsm) -> Vec<Value> {
     let out = hsm.run(&["keys", "--json"]).ok();
-    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn verify_jws(token: &str, public: &PublicKey) -> (Value, Value) {
@@ -58,9 +75,9 @@ fn verify_jws(token: &str, public: &PublicKey) -> (Value, Value) {
     VerifyingKey::from(public)
         .verify(input.as_bytes(), &signature)
         .expect("verifies with the public key keygen printed");
-    let mut parts = input.split('.').map(|p| {
-        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap()
-    });
+    let mut parts = input
+        .split('.')
+        .map(|p| serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap());
     (parts.next().unwrap(), parts.next().unwrap())
 }
 
@@ -81,13 +98,31 @@ fn a_generated_key_never_left_the_token_and_signs_for_its_printed_public_key() {
     assert_eq!(listed[0]["unassigned"], true, "{listed:?}");
     assert_eq!(listed[0]["origin"], "generated");
     // Before its key ID is assigned, nothing finds it by one.
-    hsm.run(&["token", "apple-ads", "--key-id", ADS_KEY, "--client-id", ADS_CLIENT, "--ads-team-id", ADS_TEAM])
-        .fails(6, "no key with key ID");
+    hsm.run(&[
+        "token",
+        "apple-ads",
+        "--key-id",
+        ADS_KEY,
+        "--client-id",
+        ADS_CLIENT,
+        "--ads-team-id",
+        ADS_TEAM,
+    ])
+    .fails(6, "no key with key ID");
 
     let assigned = hsm
         .run(&[
-            "assign", "--label", "ads-prod", "--key-id", ADS_KEY, "--kind", "apple-ads",
-            "--client-id", ADS_CLIENT, "--ads-team-id", ADS_TEAM,
+            "assign",
+            "--label",
+            "ads-prod",
+            "--key-id",
+            ADS_KEY,
+            "--kind",
+            "apple-ads",
+            "--client-id",
+            ADS_CLIENT,
+            "--ads-team-id",
+            ADS_TEAM,
         ])
         .ok();
     assert!(assigned.contains("origin       generated"), "{assigned}");
@@ -99,7 +134,9 @@ fn a_generated_key_never_left_the_token_and_signs_for_its_printed_public_key() {
     assert!(listed[0].get("unassigned").is_none(), "{listed:?}");
     let doctor = hsm.run(&["doctor"]).ok();
     assert!(
-        doctor.contains(&format!("✓ key {ADS_KEY}: generated in the token (never outside it)")),
+        doctor.contains(&format!(
+            "✓ key {ADS_KEY}: generated in the token (never outside it)"
+        )),
         "{doctor}"
     );
 
@@ -118,22 +155,44 @@ fn a_generated_key_never_left_the_token_and_signs_for_its_printed_public_key() {
 fn cloudkit_signs_the_date_body_hash_and_subpath_with_a_generated_key() {
     let hsm = Hsm::new();
     let public = keygen(&hsm, "cloudkit");
-    hsm.run(&["assign", "--label", "cloudkit", "--key-id", CLOUDKIT_KEY, "--kind", "cloudkit"])
-        .ok();
+    hsm.run(&[
+        "assign",
+        "--label",
+        "cloudkit",
+        "--key-id",
+        CLOUDKIT_KEY,
+        "--kind",
+        "cloudkit",
+    ])
+    .ok();
     let body = br#"{"operations":[{"operationType":"create"}]}"#;
     let path = hsm.dir.path().join("body.json");
     std::fs::write(&path, body).unwrap();
     let subpath = "/database/1/iCloud.com.example.app/development/public/records/modify";
     let out = hsm
         .run(&[
-            "sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", subpath, "--body-file",
-            path_str(&path), "--date", "2026-11-27T13:31:14Z",
+            "sign",
+            "cloudkit",
+            "--key-id",
+            CLOUDKIT_KEY,
+            "--subpath",
+            subpath,
+            "--body-file",
+            path_str(&path),
+            "--date",
+            "2026-11-27T13:31:14Z",
         ])
         .ok();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert_eq!(lines[0], format!("X-Apple-CloudKit-Request-KeyID: {CLOUDKIT_KEY}"));
-    assert_eq!(lines[1], "X-Apple-CloudKit-Request-ISO8601Date: 2026-11-27T13:31:14Z");
+    assert_eq!(
+        lines[0],
+        format!("X-Apple-CloudKit-Request-KeyID: {CLOUDKIT_KEY}")
+    );
+    assert_eq!(
+        lines[1],
+        "X-Apple-CloudKit-Request-ISO8601Date: 2026-11-27T13:31:14Z"
+    );
     let signature = lines[2]
         .strip_prefix("X-Apple-CloudKit-Request-SignatureV1: ")
         .unwrap();
@@ -146,11 +205,26 @@ fn cloudkit_signs_the_date_body_hash_and_subpath_with_a_generated_key() {
         .verify(message.as_bytes(), &der)
         .expect("the DER signature verifies over date:body-hash:subpath");
     // Another body does not verify: the hash is of the body given.
-    let other = format!("2026-11-27T13:31:14Z:{}:{subpath}", STANDARD.encode(Sha256::digest(b"")));
-    assert!(VerifyingKey::from(&public).verify(other.as_bytes(), &der).is_err());
-    let json: Value =
-        serde_json::from_str(&hsm.run(&["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", subpath, "--json"]).ok())
-            .unwrap();
+    let other = format!(
+        "2026-11-27T13:31:14Z:{}:{subpath}",
+        STANDARD.encode(Sha256::digest(b""))
+    );
+    assert!(VerifyingKey::from(&public)
+        .verify(other.as_bytes(), &der)
+        .is_err());
+    let json: Value = serde_json::from_str(
+        &hsm.run(&[
+            "sign",
+            "cloudkit",
+            "--key-id",
+            CLOUDKIT_KEY,
+            "--subpath",
+            subpath,
+            "--json",
+        ])
+        .ok(),
+    )
+    .unwrap();
     assert_eq!(json["key_id"], CLOUDKIT_KEY);
     assert!(json["date"].as_str().unwrap().ends_with('Z'));
 }
@@ -171,21 +245,71 @@ fn keygen_and_assign_refuse_what_they_cannot_do_and_change_nothing() {
     hsm.run(&["keygen", "--label", "a\u{202e}b"])
         .fails(3, "invalid label");
     hsm.run(&["assign", "--label", "nope", "--key-id", ADS_KEY])
-        .fails(6, "no key generated by `p8hsm keygen` and awaiting its key ID is labelled \"nope\"");
+        .fails(
+            6,
+            "no key generated by `p8hsm keygen` and awaiting its key ID is labelled \"nope\"",
+        );
     hsm.run(&["assign", "--label", "spare", "--key-id", "2X9R4HXF34"])
         .fails(7, "an object with key ID 2X9R4HXF34");
-    hsm.run(&["assign", "--label", "spare", "--key-id", "ABCDEFGH12", "--kind", "apple-ads"])
-        .fails(3, "this kind's key IDs are UUIDs");
-    hsm.run(&["assign", "--label", "spare", "--key-id", ADS_KEY, "--kind", "business-manager", "--client-id", ADS_CLIENT])
-        .fails(3, "a client ID of a business-manager key is BUSINESSAPI.<uuid>");
-    hsm.run(&["assign", "--label", "spare", "--key-id", ADS_KEY, "--kind", "apple-ads", "--team-id", "A1B2C3D4E5"])
-        .fails(3, "--ads-team-id SEARCHADS.<uuid>");
+    hsm.run(&[
+        "assign",
+        "--label",
+        "spare",
+        "--key-id",
+        "ABCDEFGH12",
+        "--kind",
+        "apple-ads",
+    ])
+    .fails(3, "this kind's key IDs are UUIDs");
+    hsm.run(&[
+        "assign",
+        "--label",
+        "spare",
+        "--key-id",
+        ADS_KEY,
+        "--kind",
+        "business-manager",
+        "--client-id",
+        ADS_CLIENT,
+    ])
+    .fails(
+        3,
+        "a client ID of a business-manager key is BUSINESSAPI.<uuid>",
+    );
+    hsm.run(&[
+        "assign",
+        "--label",
+        "spare",
+        "--key-id",
+        ADS_KEY,
+        "--kind",
+        "apple-ads",
+        "--team-id",
+        "A1B2C3D4E5",
+    ])
+    .fails(3, "--ads-team-id SEARCHADS.<uuid>");
     assert_eq!(hsm.object_count(), before, "nothing was written");
-    assert_eq!(keys(&hsm).iter().filter(|k| k["unassigned"] == true).count(), 1);
+    assert_eq!(
+        keys(&hsm)
+            .iter()
+            .filter(|k| k["unassigned"] == true)
+            .count(),
+        1
+    );
 
-    hsm.run(&["assign", "--label", "spare", "--key-id", ADS_KEY]).ok();
-    hsm.run(&["assign", "--label", "spare", "--key-id", "8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6"])
-        .fails(7, &format!("the key labelled \"spare\" already has key ID {ADS_KEY}"));
+    hsm.run(&["assign", "--label", "spare", "--key-id", ADS_KEY])
+        .ok();
+    hsm.run(&[
+        "assign",
+        "--label",
+        "spare",
+        "--key-id",
+        "8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6",
+    ])
+    .fails(
+        7,
+        &format!("the key labelled \"spare\" already has key ID {ADS_KEY}"),
+    );
 }
 
 #[test]
@@ -199,8 +323,14 @@ fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
         .replace("PRIVATE KEY-----", "EC PRIVATE KEY-----");
     std::fs::write(&path, pem).unwrap();
     hsm.run(&[
-        "import", path_str(&path), "--key-id", uuid, "--kind", "business-manager",
-        "--client-id", "BUSINESSAPI.0f1e2d3c-4b5a-4697-8877-665544332211",
+        "import",
+        path_str(&path),
+        "--key-id",
+        uuid,
+        "--kind",
+        "business-manager",
+        "--client-id",
+        "BUSINESSAPI.0f1e2d3c-4b5a-4697-8877-665544332211",
     ])
     .ok();
     let before = hsm.object_count();
@@ -208,22 +338,213 @@ fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
     std::fs::write(&big, vec![b'x'; 16 * 1024 * 1024 + 1]).unwrap();
     let out = hsm.dir.path().join("kept.jwt");
     for (args, code, message) in [
-        (vec!["token", "business-manager", "--key-id", "2X9R4HXF34"], 3, "this kind's key IDs are UUIDs"),
-        (vec!["token", "business-manager", "--key-id", "short"], 2, "key IDs are 10 characters A-Z and 0-9, a UUID"),
-        (vec!["token", "business-manager", "--key-id", uuid, "--ttl", "15552001"], 3, "at most 15552000 s"),
-        (vec!["token", "business-manager", "--key-id", uuid, "--client-id", "SCHOOLAPI.0f1e2d3c-4b5a-4697-8877-665544332211"], 3, "BUSINESSAPI.<uuid>"),
-        (vec!["token", "business-manager", "--key-id", uuid, "--client-id", "BUSINESSAPI.1f1e2d3c-4b5a-4697-8877-665544332211"], 10, "contradicts"),
-        (vec!["token", "school-manager", "--key-id", uuid], 10, "recorded as a business-manager key"),
-        (vec!["token", "apple-ads", "--key-id", uuid, "--client-id", "SEARCHADS.x"], 2, "invalid client ID"),
-        (vec!["token", "business-manager", "--key-id", uuid, "--out", path_str(&out), "--renew-within", "30d", "--ttl", "15552001"], 3, "at most 15552000 s"),
-        (vec!["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", "/records/query"], 2, "from /database/ on"),
-        (vec!["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", "/database/1/x?y=1"], 2, "without a query"),
-        (vec!["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", "/database/1/x", "--date", "2026-11-27T13:31:14.250Z"], 2, "without fractional seconds"),
-        (vec!["sign", "cloudkit", "--key-id", CLOUDKIT_KEY, "--subpath", "/database/1/x", "--body-file", path_str(&big)], 3, "over 16 MiB"),
-        (vec!["sign", "cloudkit", "--key-id", uuid, "--subpath", "/database/1/x"], 3, "CloudKit key IDs are 32 to 128 hexadecimal digits"),
+        (
+            vec!["token", "business-manager", "--key-id", "2X9R4HXF34"],
+            3,
+            "this kind's key IDs are UUIDs",
+        ),
+        (
+            vec!["token", "business-manager", "--key-id", "short"],
+            2,
+            "key IDs are 10 characters A-Z and 0-9, a UUID",
+        ),
+        (
+            vec![
+                "token",
+                "business-manager",
+                "--key-id",
+                uuid,
+                "--ttl",
+                "15552001",
+            ],
+            3,
+            "at most 15552000 s",
+        ),
+        (
+            vec![
+                "token",
+                "business-manager",
+                "--key-id",
+                uuid,
+                "--client-id",
+                "SCHOOLAPI.0f1e2d3c-4b5a-4697-8877-665544332211",
+            ],
+            3,
+            "BUSINESSAPI.<uuid>",
+        ),
+        (
+            vec![
+                "token",
+                "business-manager",
+                "--key-id",
+                uuid,
+                "--client-id",
+                "BUSINESSAPI.1f1e2d3c-4b5a-4697-8877-665544332211",
+            ],
+            10,
+            "contradicts",
+        ),
+        (
+            vec!["token", "school-manager", "--key-id", uuid],
+            10,
+            "recorded as a business-manager key",
+        ),
+        (
+            vec![
+                "token",
+                "apple-ads",
+                "--key-id",
+                uuid,
+                "--client-id",
+                "SEARCHADS.x",
+            ],
+            2,
+            "invalid client ID",
+        ),
+        (
+            vec![
+                "token",
+                "business-manager",
+                "--key-id",
+                uuid,
+                "--out",
+                path_str(&out),
+                "--renew-within",
+                "30d",
+                "--ttl",
+                "15552001",
+            ],
+            3,
+            "at most 15552000 s",
+        ),
+        (
+            vec![
+                "sign",
+                "cloudkit",
+                "--key-id",
+                CLOUDKIT_KEY,
+                "--subpath",
+                "/records/query",
+            ],
+            2,
+            "from /database/ on",
+        ),
+        (
+            vec![
+                "sign",
+                "cloudkit",
+                "--key-id",
+                CLOUDKIT_KEY,
+                "--subpath",
+                "/database/1/x?y=1",
+            ],
+            2,
+            "without a query",
+        ),
+        (
+            vec![
+                "sign",
+                "cloudkit",
+                "--key-id",
+                CLOUDKIT_KEY,
+                "--subpath",
+                "/database/1/x",
+                "--date",
+                "2026-11-27T13:31:14.250Z",
+            ],
+            2,
+            "without fractional seconds",
+        ),
+        (
+            vec![
+                "sign",
+                "cloudkit",
+                "--key-id",
+                CLOUDKIT_KEY,
+                "--subpath",
+                "/database/1/x",
+                "--body-file",
+                path_str(&big),
+            ],
+            3,
+            "over 16 MiB",
+        ),
+        (
+            vec![
+                "sign",
+                "cloudkit",
+                "--key-id",
+                uuid,
+                "--subpath",
+                "/database/1/x",
+            ],
+            3,
+            "CloudKit key IDs are 32 to 128 hexadecimal digits",
+        ),
     ] {
         hsm.run(&args).fails(code, message);
     }
     assert!(!out.exists(), "a refused --out writes nothing");
     assert_eq!(hsm.object_count(), before);
+}
+
+#[test]
+fn the_agent_serves_the_new_kinds_from_generated_keys() {
+    let hsm = Hsm::new();
+    let ads_public = keygen(&hsm, "ads");
+    hsm.run(&[
+        "assign",
+        "--label",
+        "ads",
+        "--key-id",
+        ADS_KEY,
+        "--kind",
+        "apple-ads",
+        "--client-id",
+        ADS_CLIENT,
+        "--ads-team-id",
+        ADS_TEAM,
+    ])
+    .ok();
+    let ck_public = keygen(&hsm, "ck");
+    hsm.run(&[
+        "assign",
+        "--label",
+        "ck",
+        "--key-id",
+        CLOUDKIT_KEY,
+        "--kind",
+        "cloudkit",
+    ])
+    .ok();
+    let agent = crate::common::Agent::start(&hsm, &hsm.env, &[], &[]);
+    let reply =
+        agent.request(&serde_json::json!({"id": 1, "kind": "apple-ads", "key_id": ADS_KEY}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    let (_, claims) = verify_jws(reply["result"]["token"].as_str().unwrap(), &ads_public);
+    assert_eq!(claims["iss"], ADS_TEAM, "recorded identities fill in");
+    let empty = STANDARD.encode(Sha256::digest(b""));
+    let reply = agent.request(&serde_json::json!({
+        "id": 2, "kind": "cloudkit", "key_id": CLOUDKIT_KEY, "subpath": "/database/1/x/development/public/zones/list",
+        "body_sha256": empty, "date": "2026-11-27T13:31:14Z",
+    }));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["source"], "fresh", "signatures are never cached");
+    let der = DerSignature::from_bytes(
+        &STANDARD
+            .decode(reply["result"]["signature"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let message =
+        format!("2026-11-27T13:31:14Z:{empty}:/database/1/x/development/public/zones/list");
+    VerifyingKey::from(&ck_public)
+        .verify(message.as_bytes(), &der)
+        .expect("the agent's CloudKit signature verifies");
+    // The CloudKit key cannot make an Apple Ads secret, nor an Apple-form key ID a CloudKit signature.
+    let reply =
+        agent.request(&serde_json::json!({"id": 3, "kind": "apple-ads", "key_id": CLOUDKIT_KEY}));
+    assert_eq!(reply["error"]["code"], "invalid_input", "{reply}");
+    let reply = agent.request(&serde_json::json!({"id": 4, "kind": "cloudkit", "key_id": "2X9R4HXF34", "subpath": "/database/1/x"}));
+    assert_eq!(reply["error"]["code"], "invalid_input", "{reply}");
 }

@@ -7,8 +7,8 @@ mod common;
 
 mod agent;
 mod attack;
-mod backup;
 mod attributes;
+mod backup;
 mod catalogue;
 mod docs;
 mod doctor;
@@ -19,6 +19,7 @@ mod keygen;
 mod kinds;
 mod parity;
 mod recovery;
+mod renew;
 mod threads;
 mod token;
 mod uri;

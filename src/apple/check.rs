@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::connect::{self, Scope};
-use super::spec::{IssuerShape, JwtShape, LifetimeRule};
 use super::oauth::AUD_ACCOUNT_TOKEN;
+use super::spec::{IssuerShape, JwtShape, LifetimeRule};
 use super::storekit::{
     AUD_ADVANCED_COMMERCE, AUD_INTRODUCTORY_OFFER_ELIGIBILITY, AUD_PROMOTIONAL_OFFER,
 };
@@ -402,7 +402,10 @@ fn check_claims(
     if let IssuerShape::OAuth { prefix, is_sub } = shape.issuer {
         if let Some(sub) = claims.get("sub") {
             if !sub.as_str().is_some_and(|s| oauth(s, prefix)) {
-                report.find("sub", format!("sub {sub} is not a client ID {prefix}.<uuid>"));
+                report.find(
+                    "sub",
+                    format!("sub {sub} is not a client ID {prefix}.<uuid>"),
+                );
             } else if is_sub && claims.get("iss").is_some_and(|iss| iss != sub) {
                 report.find(
                     "iss",
@@ -867,5 +870,61 @@ mod tests {
         );
         assert_eq!(report.kind, None);
         assert!(report.findings.is_empty() && !report.notes.is_empty());
+    }
+
+    #[test]
+    fn oauth_secrets_are_told_apart_and_checked_claim_by_claim() {
+        let t = NOW as i64;
+        let uuid = "8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6";
+        let kid = "d136aa66-0c3b-4bd4-9892-c20e8db024ab";
+        let business = format!("BUSINESSAPI.{uuid}");
+        let ads = format!("SEARCHADS.{uuid}");
+        let typ = serde_json::json!({"alg": "ES256", "kid": kid, "typ": "JWT"});
+        let assertion = serde_json::json!({
+            "sub": business, "iss": business, "aud": AUD_ACCOUNT_TOKEN,
+            "iat": t, "exp": t + 600, "jti": uuid,
+        });
+        let report = check(&token(typ.clone(), assertion.clone()), None, NOW);
+        assert_eq!(report.kind, Some(Kind::BusinessManager));
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        let school = serde_json::json!({
+            "sub": format!("SCHOOLAPI.{uuid}"), "iss": format!("SCHOOLAPI.{uuid}"),
+            "aud": AUD_ACCOUNT_TOKEN, "iat": t, "exp": t + 600, "jti": uuid,
+        });
+        assert_eq!(
+            check(&token(typ.clone(), school), None, NOW).kind,
+            Some(Kind::SchoolManager)
+        );
+        let secret = serde_json::json!({
+            "sub": ads, "iss": ads, "aud": AUD_SIGN_IN_WITH_APPLE, "iat": t, "exp": t + 600,
+        });
+        let plain = serde_json::json!({"alg": "ES256", "kid": kid});
+        let report = check(&token(plain, secret), None, NOW);
+        assert_eq!(report.kind, Some(Kind::AppleAds));
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+
+        let codes = |header: Value, claims: Value| -> Vec<&'static str> {
+            check(&token(header, claims), Some(Kind::BusinessManager), NOW)
+                .findings
+                .into_iter()
+                .map(|f| f.code)
+                .collect()
+        };
+        let mut bad = assertion.clone();
+        bad["iss"] = serde_json::json!(format!("BUSINESSAPI.{kid}"));
+        assert_eq!(codes(typ.clone(), bad), ["iss"]);
+        let mut bad = assertion.clone();
+        bad["jti"] = serde_json::json!("1");
+        assert_eq!(codes(typ.clone(), bad), ["jti"]);
+        let mut bad = assertion.clone();
+        bad["exp"] = serde_json::json!(t + 181 * 86_400);
+        assert_eq!(codes(typ.clone(), bad), ["lifetime"]);
+        let mut bad = assertion.clone();
+        bad["sub"] = serde_json::json!(ads);
+        assert_eq!(codes(typ.clone(), bad), ["sub"]);
+        let apple_kid = serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34", "typ": "JWT"});
+        assert_eq!(codes(apple_kid, assertion.clone()), ["kid"]);
+        let no_typ = serde_json::json!({"alg": "ES256", "kid": kid});
+        assert_eq!(codes(no_typ, assertion), ["typ"]);
     }
 }

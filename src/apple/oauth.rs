@@ -103,9 +103,7 @@ pub const APPLE_ADS: Spec = Spec {
     },
     cacheable: true,
     fields: &[
-        client_id_field(
-            "Client ID, SEARCHADS.<uuid> (claim sub) [default: recorded with the key]",
-        ),
+        client_id_field("Client ID, SEARCHADS.<uuid> (claim sub) [default: recorded with the key]"),
         Field {
             name: "ads_team_id",
             help: "Apple Ads team ID, SEARCHADS.<uuid> (claim iss) [default: recorded with the \
@@ -281,7 +279,10 @@ mod tests {
             let sign = || request.sign(&signer(), None, now()).unwrap().token;
             let (first, second) = (sign(), sign());
             let (header, claims) = parts(&first);
-            assert_eq!(header, format!(r#"{{"alg":"ES256","kid":"{KID}","typ":"JWT"}}"#));
+            assert_eq!(
+                header,
+                format!(r#"{{"alg":"ES256","kid":"{KID}","typ":"JWT"}}"#)
+            );
             let claims: serde_json::Value = serde_json::from_str(&claims).unwrap();
             let jti = claims["jti"].as_str().unwrap().to_owned();
             assert_eq!(
@@ -297,7 +298,10 @@ mod tests {
             );
             assert!(jti.parse::<Nonce>().is_ok(), "jti {jti} is not a UUID");
             let other: serde_json::Value = serde_json::from_str(&parts(&second).1).unwrap();
-            assert_ne!(other["jti"], claims["jti"], "jti must be fresh per assertion");
+            assert_ne!(
+                other["jti"], claims["jti"],
+                "jti must be fresh per assertion"
+            );
             assert!(!request.params().kind().spec().cacheable);
         }
     }
@@ -368,7 +372,9 @@ mod tests {
         };
         let request = request(TokenParams::AppleAds(AppleAds::default()), 600).unwrap();
         let token = request.sign(&signer(), Some(&meta), now()).unwrap().token;
-        assert!(parts(&token).1.contains(&format!(r#""sub":"SEARCHADS.{UUID}""#)));
+        assert!(parts(&token)
+            .1
+            .contains(&format!(r#""sub":"SEARCHADS.{UUID}""#)));
         let missing = request.sign(&signer(), None, now()).unwrap_err();
         assert!(matches!(
             missing,

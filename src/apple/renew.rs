@@ -98,6 +98,18 @@ pub fn decide(
     Ok(Decision::Keep { expires_at: exp })
 }
 
+/// Reads a renewal window as people write it: `30d`, `12h`, `90m`, `2w`.
+pub fn window(s: &str) -> Result<Duration, Error> {
+    match humantime::parse_duration(s) {
+        Ok(duration) if duration.as_secs() > 0 => Ok(duration),
+        _ => Err(Error::InvalidId {
+            what: "duration",
+            value: crate::ids::printable(s),
+            rule: "give a positive duration such as 30d, 12h or 90m",
+        }),
+    }
+}
+
 /// A duration as people write it: `30 days`, `12 h`, `90 s`.
 pub fn span(duration: Duration) -> String {
     let seconds = duration.as_secs();
@@ -201,9 +213,15 @@ mod tests {
                 expires_at: NOW + 90 * DAY
             }
         );
-        assert!(matches!(decide(Some(&token), 61 * DAY, 30), Decision::Renew { .. }));
+        assert!(matches!(
+            decide(Some(&token), 61 * DAY, 30),
+            Decision::Renew { .. }
+        ));
         assert!(matches!(decide(None, 0, 30), Decision::Renew { .. }));
-        assert!(matches!(decide(Some("garbage"), 0, 30), Decision::Renew { .. }));
+        assert!(matches!(
+            decide(Some("garbage"), 0, 30),
+            Decision::Renew { .. }
+        ));
     }
 
     #[test]

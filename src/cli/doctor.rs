@@ -157,7 +157,10 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
             Err(_) => problems.push("the token cannot sign with it"),
         }
         let name = if key.unassigned {
-            format!("key labelled \"{}\" (awaiting its key ID: `p8hsm assign`)", key.label)
+            format!(
+                "key labelled \"{}\" (awaiting its key ID: `p8hsm assign`)",
+                key.label
+            )
         } else {
             format!("key {}", key.id)
         };

@@ -38,8 +38,14 @@ pub fn describe(meta: &KeyMetadata) -> String {
     for (name, value) in [
         ("issuer", meta.issuer.as_ref().map(ToString::to_string)),
         ("team_id", meta.team_id.as_ref().map(ToString::to_string)),
-        ("client_id", meta.client_id.as_ref().map(ToString::to_string)),
-        ("ads_team_id", meta.ads_team_id.as_ref().map(ToString::to_string)),
+        (
+            "client_id",
+            meta.client_id.as_ref().map(ToString::to_string),
+        ),
+        (
+            "ads_team_id",
+            meta.ads_team_id.as_ref().map(ToString::to_string),
+        ),
     ] {
         if let Some(value) = value {
             out.push_str(&format!("{name:<12} {value}\n"));
@@ -77,9 +83,9 @@ pub fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
     }
     let several = tokens.len() > 1;
     for token in &tokens {
-        token.check_import(&key_id, &options).map_err(|cause| {
-            in_token(several, token, cause, "nothing was written".to_owned())
-        })?;
+        token
+            .check_import(&key_id, &options)
+            .map_err(|cause| in_token(several, token, cause, "nothing was written".to_owned()))?;
     }
     let mut done: Vec<(&Token, Imported)> = Vec::new();
     for token in &tokens {

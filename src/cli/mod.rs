@@ -173,7 +173,10 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
             yes_no(row.info.sensitive).to_owned(),
             yes_no(row.info.extractable).to_owned(),
             yes_no(row.info.has_public_key).to_owned(),
-            row.info.fingerprint.clone().unwrap_or_else(|| "-".to_owned()),
+            row.info
+                .fingerprint
+                .clone()
+                .unwrap_or_else(|| "-".to_owned()),
         ]);
     }
     let out = if rows.is_empty() {

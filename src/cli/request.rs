@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, FromArgMatches, Subcommand};
-use p8hsm::apple::spec::{Family, Field, LifetimeRule, Spec, Value as FieldValue, DEFAULT_SKEW};
 use p8hsm::apple::metadata::KeyKind;
+use p8hsm::apple::spec::{Family, Field, LifetimeRule, Spec, Value as FieldValue, DEFAULT_SKEW};
 use p8hsm::apple::{Kind, Request};
 use p8hsm::KeyId;
 use serde_json::{Map, Value};
@@ -244,7 +244,7 @@ fn kind_command(spec: &'static Spec) -> clap::Command {
                 Arg::new("renew_within")
                     .long("renew-within")
                     .value_name("DURATION")
-                    .value_parser(|s: &str| humantime::parse_duration(s))
+                    .value_parser(p8hsm::apple::renew::window)
                     .requires("out")
                     .help("Renew when the kept token expires within DURATION, e.g. 30d, 12h"),
             );
@@ -334,7 +334,9 @@ fn request_args(kind: Kind, matches: &ArgMatches) -> RequestArgs {
         }
     }
     let out = match (
-        has("out").then(|| matches.get_one::<PathBuf>("out")).flatten(),
+        has("out")
+            .then(|| matches.get_one::<PathBuf>("out"))
+            .flatten(),
         has("renew_within")
             .then(|| matches.get_one::<Duration>("renew_within"))
             .flatten(),

@@ -49,7 +49,9 @@ const MAX_KEPT: usize = 64 * 1024;
 /// only when the kept one will not do; one line on stderr says which, nothing on stdout.
 fn keep(request: &Request, out: &Renewal, config: &Config) -> Result<(), Failure> {
     let Request::Token(token_request) = request else {
-        return Err(Failure::Usage("--out keeps tokens, not signatures".to_owned()));
+        return Err(Failure::Usage(
+            "--out keeps tokens, not signatures".to_owned(),
+        ));
     };
     if std::env::var_os("P8HSM_AGENT_SOCK").is_some_and(|s| !s.is_empty()) {
         return Err(Failure::Usage(
@@ -95,8 +97,7 @@ fn keep(request: &Request, out: &Renewal, config: &Config) -> Result<(), Failure
 }
 
 fn date(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix))
-        .to_string()
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
 /// The kept file's text: `None` when there is no file (or it is not text); an error
@@ -143,9 +144,7 @@ fn write_atomically(path: &Path, token: &str) -> Result<(), Failure> {
         .write_all(format!("{token}\n").as_bytes())
         .and_then(|()| temporary.as_file().sync_all())
         .map_err(file_error)?;
-    temporary
-        .persist(path)
-        .map_err(|e| file_error(e.error))?;
+    temporary.persist(path).map_err(|e| file_error(e.error))?;
     // The rename is done; making it durable is best effort.
     let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     Ok(())

@@ -1,9 +1,9 @@
 //! One initialized PKCS#11 context per module per process, and how cryptoki's errors
 //! are named.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};

@@ -96,7 +96,10 @@ impl Token {
                 // Found by their unassigned ID: handles may not outlive a read anew.
                 for class in [ObjectClass::PUBLIC_KEY, ObjectClass::PRIVATE_KEY] {
                     for object in self
-                        .find_objects(&[Attribute::Class(class), Attribute::Id(id.clone().into_bytes())])
+                        .find_objects(&[
+                            Attribute::Class(class),
+                            Attribute::Id(id.clone().into_bytes()),
+                        ])
                         .unwrap_or_default()
                     {
                         let _ = self.destroy_gone_ok(object);
@@ -123,7 +126,10 @@ impl Token {
         ] {
             self.check_kept(
                 handle,
-                &[Attribute::Class(class), Attribute::Id(id.as_bytes().to_vec())],
+                &[
+                    Attribute::Class(class),
+                    Attribute::Id(id.as_bytes().to_vec()),
+                ],
                 what,
             )?;
         }
@@ -195,7 +201,10 @@ impl Token {
         ])?;
         if same_label.len() > 1 {
             return Err(Error::DuplicateKey {
-                what: format!("another key labelled {} made at the same time", printable(label)),
+                what: format!(
+                    "another key labelled {} made at the same time",
+                    printable(label)
+                ),
             });
         }
         Ok(public_key)
@@ -303,7 +312,11 @@ impl Token {
                 label: printable(label),
             }),
             (many, _) => Err(Error::DuplicateKey {
-                what: format!("{} generated keys labelled {}", many.len(), printable(label)),
+                what: format!(
+                    "{} generated keys labelled {}",
+                    many.len(),
+                    printable(label)
+                ),
             }),
         }
     }

@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use std::sync::RwLock;
 
 use super::claim::is_pending;
-use super::generate::is_unassigned;
 use super::context::ck;
 use super::ec::{decode_ec_point, P256_PARAMS};
+use super::generate::is_unassigned;
 use super::session::OpError;
 use super::token::{private_key, Token};
 use crate::{fingerprint, Error, Es256Signer, KeyId};

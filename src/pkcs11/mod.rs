@@ -23,8 +23,8 @@ mod token;
 pub mod uri;
 
 pub use claim::Unfinished;
-pub use generate::Generated;
 pub(crate) use context::rv_name;
+pub use generate::Generated;
 pub use import::{ImportMethod, ImportOptions, Imported};
 pub use keys::{HsmKey, KeyInfo, KeyOrigin};
 pub use modules::locate_module;

@@ -12,9 +12,7 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
-use super::context::{
-    ck, reinitializations, reinitialize, settle, transient, SETTLE_ATTEMPTS,
-};
+use super::context::{ck, reinitializations, reinitialize, settle, transient, SETTLE_ATTEMPTS};
 use super::profile::Profile;
 use super::slot::{find_slot, find_slot_settled, TokenSelector};
 use crate::{lock, Error};
