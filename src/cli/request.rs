@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, FromArgMatches, Subcommand};
-use p8hsm::apple::metadata::KeyKind;
 use p8hsm::apple::spec::{Family, Field, LifetimeRule, Spec, Value as FieldValue, DEFAULT_SKEW};
 use p8hsm::apple::{Kind, Request};
 use p8hsm::KeyId;
@@ -170,13 +169,7 @@ fn kind_command(spec: &'static Spec) -> clap::Command {
             .long("key-id")
             .value_name("ID")
             .value_parser(|s: &str| s.parse::<KeyId>())
-            .help(match spec.family {
-                Family::Token => "Apple key ID of the signing key [default: from --key]",
-                Family::Signature if spec.key_kinds == [KeyKind::InAppPurchase] => {
-                    "Apple key ID of the In-App Purchase key [default: from --key]"
-                }
-                Family::Signature => "Apple key ID of the signing key [default: from --key]",
-            }),
+            .help(key_id_help(spec)),
     );
     let ttl = Arg::new("ttl")
         .long("ttl")
@@ -207,16 +200,11 @@ fn kind_command(spec: &'static Spec) -> clap::Command {
     for field in spec.fields {
         cmd = cmd.arg(field_arg(field));
     }
-    let json = match (spec.family, spec.jwt.is_some(), spec.key_kinds) {
-        (Family::Token, ..) => "Print {\"token\",\"key_id\",\"issued_at\",\"expires_at\"} as JSON",
-        (Family::Signature, true, _) => {
-            "Print {\"token\",\"key_id\",\"nonce\",\"issued_at\"} as JSON"
-        }
-        (Family::Signature, false, [KeyKind::Cloudkit]) => {
-            "Print {\"signature\",\"key_id\",\"date\"} as JSON"
-        }
-        (Family::Signature, false, _) => {
-            "Print {\"signature\",\"key_id\",\"nonce\",\"timestamp\"} as JSON"
+    let json = match (spec.family, spec.jwt.is_some()) {
+        (Family::Token, _) => "Print {\"token\",\"key_id\",\"issued_at\",\"expires_at\"} as JSON",
+        (Family::Signature, true) => "Print {\"token\",\"key_id\",\"nonce\",\"issued_at\"} as JSON",
+        (Family::Signature, false) => {
+            "Print the signature (standard base64 of DER) and what was signed with it as JSON"
         }
     };
     cmd = cmd.arg(
@@ -250,6 +238,15 @@ fn kind_command(spec: &'static Spec) -> clap::Command {
             );
     }
     cmd
+}
+
+/// `--key-id`'s help: the kinds of key that sign this kind.
+fn key_id_help(spec: &Spec) -> String {
+    let kinds: Vec<&str> = spec.key_kinds.iter().map(|k| k.name()).collect();
+    format!(
+        "Key ID of the signing {} key [default: from --key]",
+        kinds.join(" or ")
+    )
 }
 
 fn field_arg(field: &'static Field) -> Arg {
