@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{exchange, read_reply, verify_jwt, Agent, Hsm, ISSUER};
+use crate::common::{exchange, read_reply, succeeded, verify_jwt, Agent, Hsm, ISSUER};
 use serde_json::{json, Value};
 
 const KEY_ID: &str = "2X9R4HXF34";
@@ -80,11 +80,7 @@ fn many_clients_get_verified_tokens_and_the_same_output_as_without_the_agent() {
                 .env_remove("P8HSM_PIN_SOURCE");
         }
         let out = command.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         String::from_utf8(out.stdout).unwrap()
     };
     let args = [

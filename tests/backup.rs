@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{path_str, Hsm};
+use crate::common::{path_str, succeeded, Hsm};
 
 /// Adds a token labelled `label` to the fixture's SoftHSM store, with the PIN of the
 /// first; returns a `--also-into` URI naming it, its PIN source inside.
@@ -64,11 +64,7 @@ fn add_token(hsm: &Hsm, label: &str) -> String {
             .env("USER", hsm.pin())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
     }
     format!(
         "pkcs11:token={label}?pin-source=file:{}",
@@ -86,34 +82,23 @@ fn keys_on(hsm: &Hsm, label: &str) -> Vec<Value> {
         .clone()
 }
 
-/// Objects of every class on the token labelled `label` (claims and metadata included).
-fn objects_on(hsm: &Hsm, label: &str) -> usize {
-    let out = Command::new("pkcs11-tool")
-        .args(["--module", hsm.var("P8HSM_MODULE"), "--token-label", label])
-        .args(["--login", "--pin", "env:PIN", "--list-objects"])
-        .envs(hsm.env.iter().map(|(k, v)| (k, v)))
-        .env("PIN", hsm.pin())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|line| line.contains(" Object;") || line.starts_with("Data object"))
-        .count()
+/// The fixture with two more tokens, `backup-a` and `backup-b`, and the URIs naming them;
+/// `None` on Kryoptic (the extra tokens are SoftHSM's).
+fn three_tokens() -> Option<(Hsm, String, String)> {
+    if crate::common::kryoptic() {
+        return None;
+    }
+    let hsm = Hsm::new();
+    let a = add_token(&hsm, "backup-a");
+    let b = add_token(&hsm, "backup-b");
+    Some((hsm, a, b))
 }
 
 #[test]
 fn a_key_goes_into_every_token_named_each_copy_proven() {
-    let hsm = Hsm::new();
-    if crate::common::kryoptic() {
-        return; // the extra tokens are SoftHSM's
-    }
-    let a = add_token(&hsm, "backup-a");
-    let b = add_token(&hsm, "backup-b");
+    let Some((hsm, a, b)) = three_tokens() else {
+        return;
+    };
     let (path, key) = hsm.write_key("AuthKey_BACKUP0001.p8");
     let out = hsm
         .run(&[
@@ -211,15 +196,12 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn when_one_token_refuses_no_copy_is_left_anywhere() {
-    let hsm = Hsm::new();
-    if crate::common::kryoptic() {
-        return; // the extra tokens are SoftHSM's
-    }
-    let a = add_token(&hsm, "backup-a");
-    let b = add_token(&hsm, "backup-b");
+    let Some((hsm, a, b)) = three_tokens() else {
+        return;
+    };
     let before: Vec<usize> = ["p8hsm", "backup-a", "backup-b"]
         .iter()
-        .map(|l| objects_on(&hsm, l))
+        .map(|l| hsm.object_count_on(l))
         .collect();
     let (path, _) = hsm.write_key("AuthKey_BACKUP0001.p8");
 
@@ -259,7 +241,7 @@ fn when_one_token_refuses_no_copy_is_left_anywhere() {
     drop(_full);
     let after: Vec<usize> = ["p8hsm", "backup-a", "backup-b"]
         .iter()
-        .map(|l| objects_on(&hsm, l))
+        .map(|l| hsm.object_count_on(l))
         .collect();
     assert_eq!(after, before, "nothing is left in any token");
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::common::Hsm;
+use crate::common::{succeeded, Hsm};
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)
@@ -43,11 +43,7 @@ fn pin_files_token_store_and_agent_files_are_private() {
         .stdout(Stdio::piped())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let env = String::from_utf8(out.stdout).unwrap();
     let pid = env
         .lines()

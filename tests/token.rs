@@ -1,7 +1,7 @@
 //! `token connect` and `token server`: tokens signed by the SoftHSM token, verified
 //! with the .p8's public key; exact headers, claim sets and lifetime rules.
 
-use crate::common::{now, verify_jwt, Hsm, ISSUER};
+use crate::common::{now, succeeded, verify_jwt, Hsm, ISSUER};
 use serde_json::json;
 
 const KEY_ID: &str = "2X9R4HXF34";
@@ -208,11 +208,7 @@ fn issuer_comes_from_the_environment_and_inputs_are_validated() {
         .env("P8HSM_ISSUER", ISSUER)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let (_, claims) = verify_jwt(String::from_utf8(out.stdout).unwrap().trim_end(), &key);
     assert_eq!(claims["iss"], ISSUER);
 

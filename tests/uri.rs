@@ -2,7 +2,7 @@
 //! precedence (options and environment over the URI, the URI over defaults), and
 //! `p8hsm modules`.
 
-use crate::common::{verify_jwt, Hsm};
+use crate::common::{succeeded, verify_jwt, Hsm};
 
 /// The URI `keys` prints for the only key on the token.
 fn key_uri(hsm: &Hsm) -> String {
@@ -26,11 +26,7 @@ fn a_printed_uri_chooses_module_token_and_key() {
         command.output().unwrap()
     };
     let out = run(&uri, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     verify_jwt(String::from_utf8(out.stdout).unwrap().trim_end(), &key);
 
     // P8HSM_KEY works as --key does; a pin-source in the URI is used when no option gives one.
@@ -48,11 +44,7 @@ fn a_printed_uri_chooses_module_token_and_key() {
         .env("P8HSM_KEY", &with_pin_source)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
 
     // pin-value is accepted with a warning, and the PIN is never echoed.
     let pin = hsm.pin();
@@ -137,9 +129,5 @@ fn modules_lists_what_p8hsm_finds_and_their_tokens() {
         .env_remove("P8HSM_TOKEN")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
 }

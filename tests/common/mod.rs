@@ -84,6 +84,15 @@ impl Run {
     }
 }
 
+/// Asserts that a process succeeded, showing its stderr when it did not.
+pub fn succeeded(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -194,13 +203,13 @@ impl Hsm {
     /// its environment as `env:P8HSM_TEST_PIN`), with `env` added to its environment;
     /// fails the test if it fails.
     pub fn pkcs11_tool(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        self.pkcs11_tool_on("p8hsm", args, env)
+    }
+
+    /// [`Hsm::pkcs11_tool`] on the token labelled `label` of this store (same PIN).
+    pub fn pkcs11_tool_on(&self, label: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         let output = Command::new("pkcs11-tool")
-            .args([
-                "--module",
-                self.var("P8HSM_MODULE"),
-                "--token-label",
-                "p8hsm",
-            ])
+            .args(["--module", self.var("P8HSM_MODULE"), "--token-label", label])
             .args(["--login", "--pin", "env:P8HSM_TEST_PIN"])
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -218,7 +227,12 @@ impl Hsm {
 
     /// Every object on the token, counted by OpenSC's pkcs11-tool (logged in).
     pub fn object_count(&self) -> usize {
-        self.pkcs11_tool(&["--list-objects"], &[])
+        self.object_count_on("p8hsm")
+    }
+
+    /// [`Hsm::object_count`] on the token labelled `label` of this store.
+    pub fn object_count_on(&self, label: &str) -> usize {
+        self.pkcs11_tool_on(label, &["--list-objects"], &[])
             .lines()
             .filter(|line| line.contains(" Object;") || line.starts_with("Data object"))
             .count()
