@@ -19,7 +19,7 @@ work=$(mktemp -d)
 export P8HSM_SOFTHSM_DIR=$work
 cleanup() { scripts/softhsm-server.sh --stop 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-eval "$(scripts/softhsm-init.sh 2>/dev/null)"
+eval "$(P8HSM_BIN=target/release/p8hsm scripts/softhsm-init.sh 2>/dev/null)"
 umask 077
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/AuthKey_BENCH00001.p8"
 target/release/p8hsm import "$work/AuthKey_BENCH00001.p8" >/dev/null

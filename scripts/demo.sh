@@ -17,6 +17,7 @@ stop_server=
 step "building p8hsm (release)"
 cargo build --release --quiet
 p8hsm=$PWD/target/release/p8hsm
+export P8HSM_BIN=$p8hsm
 
 umask 077
 work=$(mktemp -d)
@@ -28,7 +29,7 @@ trap cleanup EXIT
 
 if [ -n "${P8HSM_DEMO_IN_PROCESS:-}" ]; then
     step "SoftHSM token, loaded in-process"
-    eval "$(scripts/softhsm-init.sh)"
+    eval "$(P8HSM_BIN=$p8hsm scripts/softhsm-init.sh)"
     echo "module=$P8HSM_MODULE SOFTHSM2_CONF=$SOFTHSM2_CONF"
 else
     step "SoftHSM token, served by p11-kit server"

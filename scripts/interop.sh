@@ -21,7 +21,7 @@ fi
 cargo build --quiet --release
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-eval "$(P8HSM_SOFTHSM_DIR=$work scripts/softhsm-init.sh 2>/dev/null)"
+eval "$(P8HSM_BIN=target/release/p8hsm P8HSM_SOFTHSM_DIR=$work scripts/softhsm-init.sh 2>/dev/null)"
 umask 077
 key_id=INTEROP001
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/AuthKey_$key_id.p8"

@@ -304,6 +304,12 @@ pub enum Error {
         /// What became of the copies already made.
         undone: String,
     },
+    /// A token could not be made.
+    #[error("cannot initialize the token: {reason}")]
+    TokenInit {
+        /// Why.
+        reason: String,
+    },
     /// The token returned a signature that is not 64 bytes R||S.
     #[error("the token returned a {len}-byte signature, not a 64-byte ECDSA P-256 R||S")]
     BadSignature {
@@ -363,7 +369,9 @@ impl Error {
             | TokenNotFound { .. }
             | TokenAmbiguous { .. }
             | TokenUnavailable => ErrorCode::TokenUnavailable,
-            ImportUnsupported { .. } | KeygenUnsupported { .. } => ErrorCode::Unsupported,
+            ImportUnsupported { .. } | KeygenUnsupported { .. } | TokenInit { .. } => {
+                ErrorCode::Unsupported
+            }
             BackupFailed { cause, .. } => cause.code(),
             PinUnavailable { .. } | PinIncorrect { .. } | PinLocked => ErrorCode::PinRefused,
             KeyNotFound { .. } | PublicKeyMissing { .. } | NotGenerated { .. } => {
@@ -501,6 +509,7 @@ impl Error {
             | ImportUnsupported { .. }
             | KeygenUnsupported { .. }
             | KeygenCheck { .. }
+            | TokenInit { .. }
             | ImportCheck { .. }
             | BadSignature { .. }
             | Pkcs11 { .. }

@@ -9,7 +9,7 @@ mod input;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use failure::Failure;
 
@@ -29,6 +29,17 @@ enum Command {
     OneShot(cli::Command),
     /// Log in once and hand out tokens to local clients over a unix socket
     Agent(agent::Args),
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (p8hsm.1 and one per command) into DIR
+    #[command(hide = true)]
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,7 +77,38 @@ fn run(global: cli::Global, command: Command) -> Result<(), Failure> {
             agent::run(args, config.spec()?, found, pin)
         }
         Command::OneShot(command) => cli::run(&cli::Config::resolve(global)?, command),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "p8hsm", &mut out);
+            failure::print(&String::from_utf8_lossy(&out))
+        }
+        Command::Man { dir } => man_pages(&dir),
     }
+}
+
+/// Writes `p8hsm.1` and `p8hsm-COMMAND.1` for each (sub)command that is shown.
+fn man_pages(dir: &std::path::Path) -> Result<(), Failure> {
+    fn write(dir: &std::path::Path, name: &str, cmd: &clap::Command) -> Result<(), Failure> {
+        let failed = |source| Failure::Write {
+            path: dir.join(format!("{name}.1")),
+            source,
+        };
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone().name(name.to_owned()))
+            .render(&mut page)
+            .map_err(failed)?;
+        std::fs::write(dir.join(format!("{name}.1")), page).map_err(failed)?;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            write(dir, &format!("{name}-{}", sub.get_name()), sub)?;
+        }
+        Ok(())
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    write(dir, "p8hsm", &cmd)
 }
 
 /// Test builds only (`fault-injection`): with `P8HSM_PAUSE_BEFORE_EXIT` set, the process

@@ -150,6 +150,9 @@ pub enum Command {
     Check(CheckArgs),
     /// Check the module, token, login, keys and clock, one line each
     Doctor,
+    /// SoftHSM test tokens, for tests and CI
+    #[command(subcommand)]
+    Softhsm(SoftHsmCommand),
     /// List the PKCS#11 modules p8hsm finds, in the order it considers them, and their tokens
     Modules {
         /// Print JSON
@@ -181,6 +184,22 @@ pub struct ImportArgs {
     /// create, then the AES-CBC-PAD unwrap, each when the one before fails or is refused)
     #[arg(long, value_name = "METHOD", value_parser = parse::<ImportMethod>, default_value = "auto")]
     pub method: ImportMethod,
+}
+
+/// `p8hsm softhsm …`.
+#[derive(Debug, Subcommand)]
+pub enum SoftHsmCommand {
+    /// Make a SoftHSM token store and a token with random PINs in 0600 files (through
+    /// PKCS#11, no other tool), or keep the one there; print the environment to eval
+    Init {
+        /// The store's directory [default: $XDG_DATA_HOME/p8hsm/softhsm, else
+        /// ~/.local/share/p8hsm/softhsm]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The token's label
+        #[arg(long, value_name = "LABEL", default_value = "p8hsm")]
+        label: String,
+    },
 }
 
 /// What a key is for, recorded beside it: `import` and `assign` take the same options.

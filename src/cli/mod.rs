@@ -12,6 +12,7 @@ mod keygen;
 mod pin;
 mod request;
 mod sign;
+mod softhsm;
 
 use p256::pkcs8::{EncodePublicKey, LineEnding};
 use p8hsm::apple::metadata::{KeyKind, KeyMetadata};
@@ -48,6 +49,9 @@ pub fn run(config: &Config, command: Command) -> Result<(), Failure> {
         Command::Sign(args) => sign::sign(args.0, config),
         Command::Check(args) => check::check(&args, config),
         Command::Modules { json } => modules(json, config),
+        Command::Softhsm(args::SoftHsmCommand::Init { dir, label }) => {
+            softhsm::init(dir.as_deref(), &label, config)
+        }
         Command::Doctor => doctor::doctor(config),
     }
 }

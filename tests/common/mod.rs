@@ -122,7 +122,8 @@ impl Hsm {
             }
             None => {
                 let mut init = Command::new(root().join("scripts/softhsm-init.sh"));
-                init.env("P8HSM_SOFTHSM_DIR", &store);
+                init.env("P8HSM_SOFTHSM_DIR", &store)
+                    .env("P8HSM_BIN", env!("CARGO_BIN_EXE_p8hsm"));
                 init
             }
         };
@@ -308,6 +309,7 @@ fn softhsm_server(hsm: &Hsm, args: &[&str]) -> Vec<(String, String)> {
     let output = Command::new(root().join("scripts/softhsm-server.sh"))
         .args(args)
         .env("P8HSM_SOFTHSM_DIR", &hsm.store)
+        .env("P8HSM_BIN", env!("CARGO_BIN_EXE_p8hsm"))
         .output()
         .expect("run scripts/softhsm-server.sh");
     assert!(
