@@ -63,23 +63,7 @@ step "p8hsm token connect --key-id $key_id --issuer $issuer --scope 'GET /v1/app
 token=$("$p8hsm" token connect --key-id "$key_id" --issuer "$issuer" --scope "GET /v1/apps")
 echo "$token"
 
-b64url_decode() {
-    local s=${1//-/+}
-    s=${s//_//}
-    case $((${#s} % 4)) in 2) s+="==" ;; 3) s+="=" ;; esac
-    printf '%s' "$s" | base64 -d
-}
-IFS=. read -r header claims signature <<<"$token"
-
-step "decoded"
-printf 'header: %s\nclaims: %s\n' "$(b64url_decode "$header")" "$(b64url_decode "$claims")"
-
 step "verifying the ES256 signature with openssl against p8hsm pubkey"
 "$p8hsm" pubkey --key-id "$key_id" >"$work/public.pem"
 cat "$work/public.pem"
-hex=$(b64url_decode "$signature" | od -An -tx1 -v | tr -d ' \n')
-[ ${#hex} -eq 128 ] || { echo "error: the signature is not 64 bytes R||S" >&2; exit 1; }
-# JWS carries R||S; openssl wants the DER SEQUENCE { INTEGER r, INTEGER s }.
-printf 'asn1=SEQUENCE:sig\n[sig]\nr=INTEGER:0x%s\ns=INTEGER:0x%s\n' "${hex:0:64}" "${hex:64}" >"$work/sig.conf"
-openssl asn1parse -genconf "$work/sig.conf" -out "$work/sig.der" -noout
-printf '%s' "$header.$claims" | openssl dgst -sha256 -verify "$work/public.pem" -signature "$work/sig.der"
+scripts/verify-jws.sh "$token" "$work/public.pem"
