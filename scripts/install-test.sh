@@ -38,8 +38,8 @@ echo "== cargo install --locked --path . (from a clone)"
 CARGO_TARGET_DIR=$root/target cargo install --locked --quiet --path . --root "$work/clone"
 signs "$work/clone/bin/p8hsm"
 
-echo "== cargo install --locked --git URL (the repository's URL; here the clone's file:// URL)"
-CARGO_TARGET_DIR=$root/target cargo install --locked --quiet --git "file://$root" --root "$work/url"
+echo "== cargo install --locked --git URL p8hsm (the repository's URL; here the clone's file:// URL)"
+CARGO_TARGET_DIR=$root/target cargo install --locked --quiet --git "file://$root" --root "$work/url" p8hsm
 signs "$work/url/bin/p8hsm"
 
 echo "== the Debian package"
