@@ -51,6 +51,8 @@ if dpkg -s p8hsm >/dev/null 2>&1; then
     echo "skipped: a p8hsm package is installed already; this test does not replace it"
     exit 0
 fi
+# cargo-deb reads the binary's library needs with dpkg-shlibdeps.
+command -v dpkg-shlibdeps >/dev/null || apt-get install -y -qq --no-install-recommends dpkg-dev >&2
 deb=$(scripts/package.sh)
 dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' >"$work/files"
 for expected in /usr/bin/p8hsm /usr/share/man/man1/p8hsm.1.gz /usr/share/man/man1/p8hsm-token-connect.1.gz \
@@ -84,7 +86,7 @@ exec_start=${exec_start//%h/$home}
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/AuthKey_AGENT00001.p8"
     /usr/bin/p8hsm import "$work/AuthKey_AGENT00001.p8" >/dev/null
     # shellcheck disable=SC2086
-    $exec_start 2>"$work/agent.log" &
+    $exec_start >"$work/agent.out" 2>"$work/agent.log" &
     agent=$!
     socket=$work/runtime/p8hsm/agent.sock
     for _ in $(seq 50); do [ -S "$socket" ] && break; sleep 0.1; done

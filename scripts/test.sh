@@ -2,7 +2,8 @@
 # Installs what the tests need (SoftHSM, OpenSC, openssl, p11-kit), then checks
 # formatting and lints, runs the whole suite against real SoftHSM tokens, the integration
 # suite again against Kryoptic (built from crates.io), the interop checks against PyJWT
-# and Apple's library (when python3 is there), the demo and the library example.
+# and Apple's library (when python3 is there), the installs (cargo install, the Debian
+# package), the CI guide's steps, the demo and the library example.
 #   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,12 @@ if command -v python3 >/dev/null; then
 else
     echo "skipped: python3 is not installed (apt-get install python3 python3-venv to run it)"
 fi
+
+echo "== scripts/install-test.sh: cargo install, the Debian package, outside the clone"
+scripts/install-test.sh
+
+echo "== scripts/ci-guide.sh: every step of docs/ci.md on a fresh directory"
+scripts/ci-guide.sh
 
 echo "== scripts/demo.sh on a token store of its own"
 demo_dir=$(mktemp -d)
