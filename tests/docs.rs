@@ -101,6 +101,7 @@ fn every_command_the_documents_show_exists() {
         "docs/manual.md",
         "docs/kinds.md",
         "docs/security.md",
+        "docs/ci.md",
     ] {
         let text = std::fs::read_to_string(root().join(doc)).unwrap();
         let mut in_code = false;
