@@ -51,6 +51,17 @@ pub enum Failure {
     AuditFailed(io::Error),
     /// The agent could not be started.
     AgentSetup(String),
+    /// The service could not be started: a file, the listener, the policy.
+    ServeSetup(String),
+    /// No caller of the service's policy is named by the client's certificate.
+    UnknownCaller(Vec<String>),
+    /// The service's policy does not let the caller ask for this.
+    NotPermitted {
+        /// The caller, as the policy names it.
+        caller: String,
+        /// What it may not do.
+        reason: String,
+    },
     /// No agent answers on the socket.
     AgentUnreachable {
         /// `P8HSM_AGENT_SOCK`.
@@ -146,7 +157,9 @@ impl Failure {
                 ErrorCode::InvalidInput
             }
             Failure::PinSource(_) => ErrorCode::PinRefused,
-            Failure::KeyNotAllowed(_) => ErrorCode::KeyNotAllowed,
+            Failure::KeyNotAllowed(_) | Failure::NotPermitted { .. } => ErrorCode::KeyNotAllowed,
+            Failure::UnknownCaller(_) => ErrorCode::Forbidden,
+            Failure::ServeSetup(_) => ErrorCode::InvalidInput,
             Failure::Forbidden { .. } => ErrorCode::Forbidden,
             Failure::Busy => ErrorCode::Busy,
             Failure::TooLarge(_) => ErrorCode::TooLarge,
@@ -178,6 +191,9 @@ impl Failure {
             | Failure::KeyIdUnknown
             | Failure::PinSource(_)
             | Failure::KeyNotAllowed(_)
+            | Failure::NotPermitted { .. }
+            | Failure::UnknownCaller(_)
+            | Failure::ServeSetup(_)
             | Failure::Forbidden { .. }
             | Failure::Busy
             | Failure::TooLarge(_)
@@ -219,8 +235,24 @@ impl Failure {
                 hint("start the agent with --allow-uid or --allow-gid to let it"),
             ),
             Failure::Busy => (
-                "the agent is serving too many connections".to_owned(),
+                "too many connections are being served".to_owned(),
                 hint("try again shortly"),
+            ),
+            Failure::ServeSetup(reason) => (format!("cannot start the service: {reason}"), None),
+            Failure::UnknownCaller(names) => (
+                format!(
+                    "no caller of the policy is named by the client certificate ({})",
+                    if names.is_empty() {
+                        "it has no common name or DNS or URI name".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+                hint("add a [[caller]] with one of these names to the policy, then send the service SIGHUP"),
+            ),
+            Failure::NotPermitted { caller, reason } => (
+                format!("the policy does not let {caller} {reason}"),
+                hint("the caller's [[caller]] entry in the policy lists what it may ask for"),
             ),
             Failure::TooLarge(limit) => (
                 format!("a request is one line of at most {limit} bytes"),

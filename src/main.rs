@@ -1,11 +1,15 @@
 //! The `p8hsm` command: parse → run → exit status. The command line is composed here
-//! from its front ends — the one-shot commands (`cli`) and the agent (`agent`) — which
-//! share only the binary's error type (`failure`) and never import each other.
+//! from its front ends — the one-shot commands (`cli`), the agent (`agent`) and the
+//! service (`serve`) — which share only the binary's error type (`failure`), the input
+//! helpers (`input`) and the long-lived front ends' audit lines (`audit`), and never
+//! import each other.
 
 mod agent;
+mod audit;
 mod cli;
 mod failure;
 mod input;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -29,6 +33,8 @@ enum Command {
     OneShot(cli::Command),
     /// Log in once and hand out tokens to local clients over a unix socket
     Agent(agent::Args),
+    /// Serve tokens to a fleet over HTTPS with client certificates and a policy
+    Serve(serve::Args),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell)
     Completions {
         #[arg(value_name = "SHELL")]
@@ -77,6 +83,11 @@ fn run(global: cli::Global, command: Command) -> Result<(), Failure> {
             agent::run(args, config.spec()?, found, pin)
         }
         Command::OneShot(command) => cli::run(&cli::Config::resolve(global)?, command),
+        Command::Serve(args) => {
+            let config = cli::Config::resolve(global)?;
+            let (found, pin) = config.find()?;
+            serve::run(args, found.login(pin)?)
+        }
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "p8hsm", &mut out);

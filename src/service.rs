@@ -64,6 +64,20 @@ impl Service {
         &self.token
     }
 
+    /// Whether the token is being called (not left alone after it went away).
+    pub fn available(&self) -> bool {
+        match &self.gate {
+            Some(gate) => lock(&gate.backoff).is_none_or(|(until, _)| Instant::now() >= until),
+            None => true,
+        }
+    }
+
+    /// Whether the service can sign now: the token is called, answers, and is logged in
+    /// (logging in again with the kept PIN if it forgot the login).
+    pub fn ready(&self) -> bool {
+        self.available() && self.token.ready()
+    }
+
     /// Signs `request` with the key it names: from the cache when it may and can, else
     /// through the token. Refuses a kind the key's recorded kind does not allow.
     pub fn sign(&self, request: &Request) -> Result<(Signed, Source), Error> {

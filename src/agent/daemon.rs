@@ -7,9 +7,9 @@
 //! parent writes the token to open and the PIN into a pipe on its standard input, so
 //! neither is ever in its arguments (`/proc/PID/cmdline` is readable by every user).
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::DirBuilder;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -32,13 +32,6 @@ pub fn socket_path(args: &Args) -> PathBuf {
         None => std::env::temp_dir().join(format!("p8hsm-{}", rustix::process::getuid().as_raw())),
     };
     dir.join("agent.sock")
-}
-
-/// Marks this process non-dumpable: no core file, no ptrace by other processes of the
-/// same uid, and /proc/PID/mem readable only by root. The agent holds the PIN.
-pub fn not_dumpable() {
-    // Failing leaves the process as it was; nothing better can be done.
-    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
 }
 
 /// Creates the socket's directory private from the start, or checks that an existing
@@ -85,29 +78,6 @@ pub fn private_dir(socket: &Path, shared: bool) -> Result<PathBuf, Failure> {
     Ok(dir)
 }
 
-/// Opens a log for appending: created with mode 0600, only ever a regular file (a
-/// FIFO would block every write), never through a symbolic link.
-pub fn open_log(path: &Path) -> std::io::Result<File> {
-    let not_regular =
-        || std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file");
-    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
-        return Err(not_regular());
-    }
-    // Never through a symbolic link: in a shared directory another user could point
-    // it at a file of the agent's user, which the agent would then append to.
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32)
-        .open(path)?;
-    // The path may have changed in between: the opened file is what counts.
-    if !file.metadata()?.is_file() {
-        return Err(not_regular());
-    }
-    Ok(file)
-}
-
 /// What a parent sends its background agent, before the PIN.
 #[derive(Serialize, Deserialize)]
 struct Launch {
@@ -128,7 +98,7 @@ pub fn spawn(
 ) -> Result<(), Failure> {
     let dir = private_dir(socket, args.shared())?;
     let log_path = dir.join("agent.log");
-    let log = open_log(&log_path)
+    let log = crate::audit::open_log(&log_path)
         .map_err(|e| Failure::AgentSetup(format!("cannot open {}: {e}", log_path.display())))?;
     let exe = std::env::current_exe().map_err(p8hsm::Error::internal)?;
     let mut child = {

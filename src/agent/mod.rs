@@ -10,7 +10,6 @@
 //! The agent takes the library's types (a token to open, a PIN already read) and never
 //! the command line's: the CLI and the agent do not import each other.
 
-mod audit;
 mod daemon;
 mod server;
 
@@ -21,6 +20,7 @@ use p8hsm::KeyId;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+pub use crate::audit::LogFormat;
 use crate::failure::Failure;
 
 /// `p8hsm agent`'s options.
@@ -59,16 +59,6 @@ pub struct Args {
     pub from_parent: bool,
 }
 
-/// How the agent writes its lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// `time event key=value …`
-    Text,
-    /// One JSON object a line.
-    Json,
-}
-
 impl Args {
     /// Whether peers other than the agent's own uid may connect.
     fn shared(&self) -> bool {
@@ -86,7 +76,7 @@ pub fn run(
     pin: SecretString,
 ) -> Result<(), Failure> {
     // Nothing that holds a PIN may dump core.
-    daemon::not_dumpable();
+    crate::audit::not_dumpable();
     let socket = daemon::socket_path(&args);
     if args.foreground {
         return server::serve(&args, &socket, found.login(pin)?);
@@ -97,7 +87,7 @@ pub fn run(
 
 /// The background agent: what its parent sent on standard input.
 pub fn run_from_parent() -> Result<(), Failure> {
-    daemon::not_dumpable();
+    crate::audit::not_dumpable();
     let (args, spec, pin) = daemon::read_parent()?;
     let socket = daemon::socket_path(&args);
     let token = p8hsm::Token::open(&spec, pin)?;

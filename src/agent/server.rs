@@ -18,9 +18,9 @@ use p8hsm::apple::cache::Source;
 use p8hsm::protocol::{self, Reply, MAX_REQUEST};
 use p8hsm::{KeyId, Request, Service, Signed, Token};
 
-use super::audit::{Audit, Peer};
-use super::daemon::{is_socket, open_log, private_dir};
+use super::daemon::{is_socket, private_dir};
 use super::Args;
+use crate::audit::{open_log, Audit};
 use crate::failure::{print, Failure};
 
 /// Connections served at once.
@@ -193,6 +193,24 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The peer at the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    pid: i32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Peer {
+    /// How audit lines name it.
+    fn fields(&self) -> [(&'static str, String); 2] {
+        [
+            ("peer_pid", self.pid.to_string()),
+            ("peer_uid", self.uid.to_string()),
+        ]
+    }
+}
+
 impl Agent {
     fn connection(&self, mut stream: UnixStream, id: u64) {
         let Ok(cred) = rustix::net::sockopt::socket_peercred(&stream) else {
@@ -208,13 +226,7 @@ impl Agent {
             && !self.allow_uid.contains(&peer.uid)
             && !self.allow_gid.contains(&peer.gid)
         {
-            self.audit.event(
-                "refused",
-                &[
-                    ("peer_pid", peer.pid.to_string()),
-                    ("peer_uid", peer.uid.to_string()),
-                ],
-            );
+            self.audit.event("refused", &peer.fields());
             let _ = stream.write_all(
                 &Reply::error(
                     serde_json::Value::Null,
@@ -269,7 +281,7 @@ impl Agent {
         }
         let (signed, source) = self.service.sign(request)?;
         self.audit
-            .sign(request, &signed, source, peer)
+            .sign(request, &signed, source, &peer.fields())
             .map_err(Failure::AuditFailed)?;
         Ok((signed, source))
     }

@@ -34,6 +34,8 @@ pub(super) struct Sessions {
     /// [`reinitializations`] when the pool's sessions were opened and logged in: when
     /// the module has been initialized again since, they are gone.
     generation: AtomicU64,
+    /// Successful C_Login calls.
+    logins: AtomicU64,
 }
 
 /// The PIN kept for logging in again after the token forgot the login, until the token
@@ -175,11 +177,17 @@ impl Sessions {
             max: AtomicUsize::new(limit.min(DEFAULT_MAX_SESSIONS)),
             limit,
             generation,
+            logins: AtomicU64::new(1),
         })
     }
 
     pub(super) fn pkcs11(&self) -> &Pkcs11 {
         &self.pkcs11
+    }
+
+    /// Successful C_Login calls so far.
+    pub(super) fn logins(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
     }
 
     pub(super) fn slot(&self) -> Slot {
@@ -366,6 +374,9 @@ impl Sessions {
                 }),
             };
             match result {
+                Ok(()) => {
+                    self.logins.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(Error::PinLocked) => *kept = KeptPin::Refused { locked: true },
                 Err(Error::PinIncorrect { .. }) => *kept = KeptPin::Refused { locked: false },
                 _ => {}

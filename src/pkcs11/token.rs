@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cryptoki::context::Pkcs11;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
+use cryptoki::session::{Session, SessionState};
 use cryptoki::slot::{Limit, Slot};
 use secrecy::SecretString;
 
@@ -164,6 +164,32 @@ impl Token {
     /// How many sessions the pool may hold.
     pub fn max_sessions(&self) -> usize {
         self.0.sessions.max()
+    }
+
+    /// How many times it has logged in (C_Login that succeeded), the first time included.
+    pub fn logins(&self) -> u64 {
+        self.0.sessions.logins()
+    }
+
+    /// Whether the token answers with a logged-in session — after logging in again if
+    /// it forgot the login or went away and came back: a readiness probe.
+    pub fn ready(&self) -> bool {
+        self.with_recovery(|session, _| {
+            let info = session
+                .get_session_info()
+                .map_err(|e| OpError::Call("C_GetSessionInfo", e))?;
+            match info.session_state() {
+                SessionState::RwUser | SessionState::RoUser => Ok(()),
+                _ => Err(OpError::Call(
+                    "C_GetSessionInfo",
+                    cryptoki::error::Error::Pkcs11(
+                        cryptoki::error::RvError::UserNotLoggedIn,
+                        cryptoki::context::Function::GetSessionInfo,
+                    ),
+                )),
+            }
+        })
+        .is_ok()
     }
 
     pub(super) fn pkcs11(&self) -> &Pkcs11 {

@@ -1,18 +1,30 @@
-//! The agent's lines: one audit line per token handed out, and events (listening,
-//! refused peers, stopping), as text or JSON, to stderr or an audit log. Never the PIN;
-//! the whole token only with `--audit-tokens`.
+//! What the long-lived front ends (the agent and the service) share: their lines — one
+//! audit line per token handed out, naming who asked, and events (listening, refused
+//! peers, stopping), as text or JSON, to stderr or an audit log; never the PIN, the whole
+//! token only with `--audit-tokens` — and their hardening (non-dumpable).
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use p8hsm::apple::cache::Source;
 use p8hsm::{Request, Signed};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::LogFormat;
+/// How the lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `time event key=value …`
+    Text,
+    /// One JSON object a line.
+    Json,
+}
 
 /// Where the lines go and how they look.
 pub struct Audit {
@@ -20,14 +32,6 @@ pub struct Audit {
     file: Option<File>,
     format: LogFormat,
     tokens: bool,
-}
-
-/// The peer at the other end of a connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    pub pid: i32,
-    pub uid: u32,
-    pub gid: u32,
 }
 
 impl Audit {
@@ -39,14 +43,15 @@ impl Audit {
         }
     }
 
-    /// The audit line for a token handed out. The caller hands the token out only if
-    /// this succeeds.
+    /// The audit line for a token handed out to `who` (the peer's fields: its uid and
+    /// pid, or its certificate's name and address). The caller hands the token out only
+    /// if this succeeds.
     pub fn sign(
         &self,
         request: &Request,
         signed: &Signed,
         source: Source,
-        peer: &Peer,
+        who: &[(&'static str, String)],
     ) -> io::Result<()> {
         let token = signed.line();
         let payload = token.split('.').nth(1).unwrap_or(token);
@@ -70,10 +75,9 @@ impl Audit {
             ("kind", request.spec().command()),
             ("aud", aud),
             ("claims_sha256", digest),
-            ("peer_pid", peer.pid.to_string()),
-            ("peer_uid", peer.uid.to_string()),
-            ("source", source.name().to_owned()),
         ];
+        fields.extend(who.iter().cloned());
+        fields.push(("source", source.name().to_owned()));
         if self.tokens {
             fields.push(("token", token.to_owned()));
         }
@@ -116,4 +120,33 @@ impl Audit {
             None => io::stderr().lock().write_all(line.as_bytes()),
         }
     }
+}
+
+/// Opens a log for appending: created with mode 0600, only ever a regular file (a
+/// FIFO would block every write), never through a symbolic link.
+pub fn open_log(path: &Path) -> io::Result<File> {
+    let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(not_regular());
+    }
+    // Never through a symbolic link: in a shared directory another user could point
+    // it at a file of the process's user, which it would then append to.
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits() as i32)
+        .open(path)?;
+    // The path may have changed in between: the opened file is what counts.
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
+/// Marks this process non-dumpable: no core file, no ptrace by other processes of the
+/// same uid, and /proc/PID/mem readable only by root. Long-lived front ends hold the PIN.
+pub fn not_dumpable() {
+    // Failing leaves the process as it was; nothing better can be done.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
 }

@@ -1,0 +1,444 @@
+//! `p8hsm serve`: the token service for a fleet. HTTPS only (rustls), every client
+//! presenting a certificate the client CA issued; a policy (deny by default) says which
+//! caller may ask for which keys, kinds and claims. `POST /v1/tokens` takes the agent's
+//! request and answers with the agent's reply, so the service is a third thin front end
+//! over the library's request type, its cache and the token.
+
+mod metrics;
+mod policy;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request as HttpRequest, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use p8hsm::apple::cache::Source;
+use p8hsm::protocol::{self, Reply, MAX_REQUEST};
+use p8hsm::{ErrorCode, Request, Service, Signed, Token};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::audit::{open_log, Audit, LogFormat};
+use crate::failure::Failure;
+use metrics::{Cache, Metrics, Outcome};
+use policy::{Denied, Policy};
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+/// How long a client has to send a request's headers.
+const HEADER_TIME: Duration = Duration::from_secs(10);
+/// How long one request may take, body and signing included.
+const REQUEST_TIME: Duration = Duration::from_secs(30);
+/// How long a shutdown waits for requests under way.
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// `p8hsm serve`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on, HTTPS only, e.g. 0.0.0.0:8443 or [::]:8443 (port 0: any)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// The server's certificate chain (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: PathBuf,
+    /// The server's private key: a PEM file, or a PKCS#11 URI naming a P-256 key on the
+    /// token the service signs with (e.g. "pkcs11:object=TLSKEY0001"), so that the
+    /// service's identity lives in the token too
+    #[arg(long, value_name = "FILE|URI")]
+    pub tls_key: String,
+    /// CA certificates (PEM) that issue the clients' certificates: every client must
+    /// present one (mutual TLS)
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: PathBuf,
+    /// The policy (TOML): which caller may ask for which keys, kinds and claims; read
+    /// again on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Append audit lines to this file (created with mode 0600) instead of stderr
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Format of the audit and event lines
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Put the whole token in each audit line (off: the claims' SHA-256 only)
+    #[arg(long)]
+    pub audit_tokens: bool,
+    /// Connections served at once; more are closed at once
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+}
+
+/// What every connection shares.
+struct State {
+    service: Service,
+    policy: RwLock<Arc<Policy>>,
+    audit: Audit,
+    metrics: Metrics,
+}
+
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone)]
+struct Peer {
+    names: Arc<Vec<String>>,
+    addr: SocketAddr,
+}
+
+/// Serves until SIGTERM or SIGINT, then drains.
+pub fn run(args: Args, token: Token) -> Result<(), Failure> {
+    crate::audit::not_dumpable();
+    let setup = Failure::ServeSetup;
+    let policy = Policy::load(&args.policy).map_err(setup)?;
+    let tls = tls::server_config(&args.tls_cert, &args.tls_key, &args.client_ca, &token)?;
+    let audit_file = match &args.audit_log {
+        Some(path) => Some(open_log(path).map_err(|e| {
+            Failure::ServeSetup(format!("cannot open the audit log {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(args.listen)
+        .map_err(|e| Failure::ServeSetup(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(|e| setup(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| setup(e.to_string()))?;
+    let state = Arc::new(State {
+        service: Service::long_lived(token),
+        policy: RwLock::new(Arc::new(policy)),
+        audit: Audit::new(audit_file, args.log_format, args.audit_tokens),
+        metrics: Metrics::new(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| setup(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(accept_loop(
+        state,
+        listener,
+        addr,
+        TlsAcceptor::from(tls),
+        args,
+    ))
+}
+
+async fn accept_loop(
+    state: Arc<State>,
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    args: Args,
+) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| Failure::ServeSetup(e.to_string()))?;
+    let signals = |kind: SignalKind| {
+        signal(kind).map_err(|e| Failure::ServeSetup(format!("cannot handle signals: {e}")))
+    };
+    let (mut term, mut int, mut hup) = (
+        signals(SignalKind::terminate())?,
+        signals(SignalKind::interrupt())?,
+        signals(SignalKind::hangup())?,
+    );
+    let permits = Arc::new(Semaphore::new(args.max_connections.max(1)));
+    let shutdown = GracefulShutdown::new();
+    crate::failure::print(&format!("https://{addr}\n"))?;
+    state
+        .audit
+        .event("listening", &[("address", addr.to_string())]);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, peer_addr)) = accepted else {
+                    // Out of file descriptors, say: let some connections end.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    drop(tcp); // at the limit: closed at once, the others keep being served
+                    continue;
+                };
+                let (acceptor, state) = (acceptor.clone(), state.clone());
+                let watcher = shutdown.watcher();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = tcp.set_nodelay(true);
+                    let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(tcp)).await else {
+                        return; // no certificate, a foreign or expired one, or too slow
+                    };
+                    let names = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .map(tls::names)
+                        .unwrap_or_default();
+                    let peer = Peer { names: Arc::new(names), addr: peer_addr };
+                    let service = service_fn(move |request| {
+                        let (state, peer) = (state.clone(), peer.clone());
+                        async move {
+                            let response = tokio::time::timeout(REQUEST_TIME, route(&state, &peer, request))
+                                .await
+                                .unwrap_or_else(|_| plain(StatusCode::REQUEST_TIMEOUT, "the request took too long\n"));
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let connection = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIME)
+                        .max_buf_size(MAX_REQUEST + 16 * 1024)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(connection).await;
+                });
+            }
+            _ = hup.recv() => reload(&state, &args.policy),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    drop(listener);
+    state
+        .audit
+        .event("stopping", &[("in_flight", shutdown.count().to_string())]);
+    let _ = tokio::time::timeout(DRAIN_TIME, shutdown.shutdown()).await;
+    Ok(())
+}
+
+/// Reads the policy again; a policy that does not parse is refused and the old one
+/// stays in force.
+fn reload(state: &State, path: &std::path::Path) {
+    match Policy::load(path) {
+        Ok(policy) => {
+            let callers = policy.len();
+            *state.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+            state
+                .audit
+                .event("policy-reloaded", &[("callers", callers.to_string())]);
+        }
+        Err(reason) => {
+            eprintln!("error: {reason}; the policy in force is unchanged");
+            state.audit.event("policy-refused", &[("reason", reason)]);
+        }
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json(status: StatusCode, reply: &Reply) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(reply.line())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn route(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>) -> Response<Body> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            let state = state.clone();
+            let ready = tokio::task::spawn_blocking(move || state.service.ready())
+                .await
+                .unwrap_or(false);
+            if ready {
+                plain(StatusCode::OK, "ready\n")
+            } else {
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the token is not reachable or not logged in\n",
+                )
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let m = &state.metrics;
+            m.token_available.set(i64::from(state.service.available()));
+            m.logins
+                .set(i64::try_from(state.service.token().logins()).unwrap_or(i64::MAX));
+            let mut response = plain(StatusCode::OK, "");
+            *response.body_mut() = Full::new(Bytes::from(m.render()));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        (&Method::POST, "/v1/tokens") => tokens(state, peer, request).await,
+        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/tokens") => {
+            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "not found: the API is POST /v1/tokens\n",
+        ),
+    }
+}
+
+/// `POST /v1/tokens`: the agent's request in, the agent's reply out.
+async fn tokens(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>) -> Response<Body> {
+    let body = match Limited::new(request.into_body(), MAX_REQUEST)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            let failure = Failure::TooLarge(MAX_REQUEST);
+            return answer(
+                state,
+                "-",
+                Reply::error(serde_json::Value::Null, failure.body()),
+            );
+        }
+    };
+    let incoming = protocol::parse(&body);
+    let id = incoming.id;
+    let request = match incoming.request {
+        Ok(request) => request,
+        Err(e) => return answer(state, "-", Reply::error(id, Failure::from(e).body())),
+    };
+    let kind = request.kind().name();
+    let allowed = {
+        let policy = state
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        policy
+            .caller(&peer.names)
+            .and_then(|caller| caller.allow(&request).map(|()| caller.name.clone()))
+    };
+    let caller = match allowed {
+        Ok(caller) => caller,
+        Err(Denied::Unknown(names)) => {
+            state.audit.event(
+                "refused",
+                &[
+                    ("names", names.join(",")),
+                    ("peer_addr", peer.addr.to_string()),
+                ],
+            );
+            return answer(
+                state,
+                kind,
+                Reply::error(id, Failure::UnknownCaller(names).body()),
+            );
+        }
+        Err(Denied::NotPermitted { caller, reason }) => {
+            let failure = Failure::NotPermitted { caller, reason };
+            return answer(state, kind, Reply::error(id, failure.body()));
+        }
+    };
+    let signing = {
+        let (state, peer) = (state.clone(), peer.clone());
+        tokio::task::spawn_blocking(move || sign(&state, &request, &caller, &peer))
+    };
+    let reply = match signing.await {
+        Ok(Ok((signed, source))) => Reply::signed(id, signed, source),
+        Ok(Err(failure)) => Reply::error(id, failure.body()),
+        Err(_) => Reply::error(
+            id,
+            Failure::from(p8hsm::Error::internal("the signing task died")).body(),
+        ),
+    };
+    answer(state, kind, reply)
+}
+
+/// Signs (from the cache where it may), then audits: a token whose audit line cannot be
+/// written is not handed out.
+fn sign(
+    state: &State,
+    request: &Request,
+    caller: &str,
+    peer: &Peer,
+) -> Result<(Signed, Source), Failure> {
+    let started = Instant::now();
+    let (signed, source) = state.service.sign(request)?;
+    if source == Source::Fresh {
+        state
+            .metrics
+            .sign_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+    state
+        .metrics
+        .cache
+        .get_or_create(&Cache {
+            result: source.name().to_owned(),
+        })
+        .inc();
+    state
+        .audit
+        .sign(
+            request,
+            &signed,
+            source,
+            &[
+                ("caller", caller.to_owned()),
+                ("peer_addr", peer.addr.to_string()),
+            ],
+        )
+        .map_err(Failure::AuditFailed)?;
+    Ok((signed, source))
+}
+
+/// The reply as an HTTP response, counted.
+fn answer(state: &State, kind: &str, reply: Reply) -> Response<Body> {
+    let (status, outcome) = match &reply {
+        Reply::Ok { .. } => (StatusCode::OK, "ok".to_owned()),
+        Reply::Err { error, .. } => (status(error.code), code_name(error.code)),
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&Outcome {
+            kind: kind.to_owned(),
+            outcome,
+        })
+        .inc();
+    json(status, &reply)
+}
+
+fn code_name(code: ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The HTTP status of a protocol error code.
+fn status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest | ErrorCode::InvalidInput | ErrorCode::Usage => {
+            StatusCode::BAD_REQUEST
+        }
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Forbidden | ErrorCode::KeyNotAllowed => StatusCode::FORBIDDEN,
+        ErrorCode::KeyNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::KeyExists | ErrorCode::KeyKind => StatusCode::CONFLICT,
+        ErrorCode::Busy => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::TokenUnavailable | ErrorCode::PinRefused => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        ErrorCode::ImportFailed
+        | ErrorCode::AuditFailed
+        | ErrorCode::Failed
+        | ErrorCode::Internal
+        | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}

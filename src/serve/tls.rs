@@ -1,0 +1,202 @@
+//! TLS for the service: rustls (TLS 1.2 and 1.3, ring), every client presenting a
+//! certificate its CA issued (mutual TLS, required), and the server's own key either a
+//! PEM file or a P-256 key on the token — so that the service's identity lives in the
+//! token too — and the names a client certificate gives its holder.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use der::{Decode, Encode};
+use p256::pkcs8::EncodePublicKey;
+use p8hsm::pkcs11::uri::Pkcs11Uri;
+use p8hsm::{Es256Signer, HsmKey, KeyId, Token};
+use rustls::crypto::ring;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
+use rustls::{RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::Certificate;
+
+use crate::failure::Failure;
+
+fn setup(what: String) -> Failure {
+    Failure::ServeSetup(what)
+}
+
+/// The server's TLS configuration.
+pub fn server_config(
+    cert: &Path,
+    key: &str,
+    client_ca: &Path,
+    token: &Token,
+) -> Result<Arc<ServerConfig>, Failure> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect())
+        .map_err(|e| {
+            setup(format!(
+                "cannot read the certificate chain {}: {e}",
+                cert.display()
+            ))
+        })?;
+    if chain.is_empty() {
+        return Err(setup(format!("{} holds no certificate", cert.display())));
+    }
+    let signing_key: Arc<dyn SigningKey> = if key.starts_with("pkcs11:") {
+        Arc::new(token_key(key, token, &chain[0])?)
+    } else {
+        let der = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| setup(format!("cannot read the private key {key}: {e}")))?;
+        ring::sign::any_supported_type(&der)
+            .map_err(|e| setup(format!("cannot use the private key {key}: {e}")))?
+    };
+    let certified = CertifiedKey::new(chain, signing_key);
+    if !key.starts_with("pkcs11:") {
+        certified
+            .keys_match()
+            .map_err(|e| setup(format!("--tls-key does not match --tls-cert: {e}")))?;
+    }
+
+    let mut roots = RootCertStore::empty();
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(client_ca)
+        .and_then(|it| it.collect())
+        .map_err(|e| {
+            setup(format!(
+                "cannot read the client CA {}: {e}",
+                client_ca.display()
+            ))
+        })?;
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| setup(format!("cannot use a client CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(setup(format!(
+            "{} holds no certificate",
+            client_ca.display()
+        )));
+    }
+    let provider = Arc::new(ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| setup(format!("cannot verify clients with that CA: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| setup(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The TLS key on the token that `uri` names (by its id or object: a key ID), checked
+/// against the certificate.
+fn token_key(uri: &str, token: &Token, cert: &CertificateDer<'_>) -> Result<TokenKey, Failure> {
+    let uri: Pkcs11Uri = uri.parse()?;
+    if let Some(label) = &uri.token {
+        if label != token.label() {
+            return Err(setup(format!(
+                "--tls-key names token \"{label}\", but the service signs with token \"{}\": \
+                 the TLS key must be on the same token",
+                token.label()
+            )));
+        }
+    }
+    let key_id = uri
+        .id
+        .as_deref()
+        .and_then(|id| std::str::from_utf8(id).ok())
+        .or(uri.object.as_deref())
+        .and_then(|id| id.parse::<KeyId>().ok())
+        .ok_or_else(|| {
+            setup("--tls-key's URI needs an id= or object= that is the key's ID".to_owned())
+        })?;
+    let public = token.public_key(&key_id)?;
+    let spki = public
+        .to_public_key_der()
+        .map_err(|e| setup(e.to_string()))?;
+    let certificate = Certificate::from_der(cert.as_ref())
+        .map_err(|e| setup(format!("cannot read the server certificate: {e}")))?;
+    let cert_spki = certificate
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| setup(e.to_string()))?;
+    if cert_spki != spki.as_bytes() {
+        return Err(setup(format!(
+            "the certificate in --tls-cert is not for key {key_id}'s public key"
+        )));
+    }
+    Ok(TokenKey(Arc::new(token.key(&key_id)?)))
+}
+
+/// A TLS signing key that signs inside the token (ECDSA P-256 with SHA-256).
+#[derive(Debug)]
+struct TokenKey(Arc<HsmKey>);
+
+impl SigningKey for TokenKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
+        offered
+            .contains(&SignatureScheme::ECDSA_NISTP256_SHA256)
+            .then(|| Box::new(TokenSigner(self.0.clone())) as Box<dyn Signer>)
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        SignatureAlgorithm::ECDSA
+    }
+}
+
+#[derive(Debug)]
+struct TokenSigner(Arc<HsmKey>);
+
+impl Signer for TokenSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        // TLS wants ECDSA signatures DER-encoded.
+        self.0
+            .sign_es256(message)
+            .map(|signature| signature.to_der().as_bytes().to_vec())
+            .map_err(|e| rustls::Error::General(format!("the token did not sign: {e}")))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        SignatureScheme::ECDSA_NISTP256_SHA256
+    }
+}
+
+/// The X.520 commonName attribute.
+const COMMON_NAME: der::oid::ObjectIdentifier = der::oid::ObjectIdentifier::new_unwrap("2.5.4.3");
+
+/// The names a (verified) client certificate gives its holder: its subject's common
+/// names, then its DNS and URI subject alternative names.
+pub fn names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok(cert) = Certificate::from_der(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let tbs = &cert.tbs_certificate;
+    let mut names = Vec::new();
+    for rdn in tbs.subject.0.iter() {
+        for atv in rdn.0.iter() {
+            if atv.oid == COMMON_NAME {
+                if let Ok(text) = atv.value.decode_as::<der::asn1::Utf8StringRef<'_>>() {
+                    names.push(text.as_str().to_owned());
+                } else if let Ok(text) = atv.value.decode_as::<der::asn1::PrintableStringRef<'_>>()
+                {
+                    names.push(text.as_str().to_owned());
+                }
+            }
+        }
+    }
+    if let Ok(Some((_, san))) = cert.tbs_certificate.get::<SubjectAltName>() {
+        for name in san.0 {
+            match name {
+                GeneralName::DnsName(dns) => names.push(dns.as_str().to_owned()),
+                GeneralName::UniformResourceIdentifier(uri) => names.push(uri.as_str().to_owned()),
+                _ => {}
+            }
+        }
+    }
+    names
+}
