@@ -20,6 +20,7 @@ mod kinds;
 mod parity;
 mod recovery;
 mod renew;
+mod serve;
 mod softhsm;
 mod threads;
 mod token;

@@ -73,7 +73,8 @@ impl Policy {
                     format!("line {line}, column {column}: ")
                 })
                 .unwrap_or_default();
-            format!("{at}{}", e.message())
+            let message: Vec<&str> = e.message().lines().map(str::trim).collect();
+            format!("{at}{}", message.join(": "))
         })?;
         for caller in &policy.callers {
             if caller.name.is_empty() {
@@ -212,8 +213,10 @@ max_ttl = 600
 
     #[test]
     fn a_broken_policy_is_named_by_line_and_column() {
-        let err = Policy::parse("[[caller]]\nname = \"a\"\nkeys = [\"ABCDEFGH12\"\n").unwrap_err();
-        assert!(err.starts_with("line 3, column"), "{err}");
+        let err = Policy::parse("[[caller]]\nname = \"a\"\nkeys = [\"ABCDEFGH12\"\nkinds = []\n")
+            .unwrap_err();
+        assert!(err.starts_with("line 4, column 1: "), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
         let err = Policy::parse("[[caller]]\nname = \"a\"\nkeys = []\nkinds = [\"teleport\"]\n")
             .unwrap_err();
         assert!(err.contains("unknown kind \"teleport\""), "{err}");

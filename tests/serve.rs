@@ -1,0 +1,665 @@
+//! `p8hsm serve` against real parts: certificates made here with openssl (a CA, the
+//! server's — its key in the token — and clients that are allowed, unlisted, expired or
+//! of a foreign CA), `curl` as the client, the policy, the cache across callers, signals,
+//! floods and a p11-kit server restart.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{succeeded, Hsm, ISSUER};
+
+const IAP: &str = "ABCDEFGH12";
+const DEV: &str = "DEVKEY0001";
+const ASC: &str = "2X9R4HXF34";
+
+const POLICY: &str = r#"
+[[caller]]
+name = "billing-service"
+keys = ["ABCDEFGH12", "DEVKEY0001", "NOSUCHKEY1"]
+kinds = ["server", "promo-offer", "apns"]
+bundle_ids = ["com.example.app"]
+
+[[caller]]
+name = "ci.example.com"
+keys = ["2X9R4HXF34", "DEVKEY0001"]
+kinds = ["connect", "apns"]
+scopes = ["GET /v1/apps"]
+"#;
+
+/// Certificates made with openssl in a directory.
+#[derive(Clone)]
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        succeeded(&out);
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    /// A self-signed CA `name` (name.key, name.pem).
+    fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "2",
+        ]);
+    }
+
+    /// A certificate `name.pem` issued by `ca` for subject `cn` with extensions `ext`,
+    /// valid for `days` (negative: expired), for a new key `name.key` or for the public
+    /// key in `public` (the key stays where it is).
+    fn issue(&self, ca: &str, name: &str, cn: &str, ext: &str, days: &str, public: Option<&Path>) {
+        std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        let mut args = vec![
+            "x509".to_owned(),
+            "-req".to_owned(),
+            "-in".to_owned(),
+            format!("{name}.csr"),
+            "-CA".to_owned(),
+            format!("{ca}.pem"),
+            "-CAkey".to_owned(),
+            format!("{ca}.key"),
+            "-out".to_owned(),
+            format!("{name}.pem"),
+            "-days".to_owned(),
+            days.to_owned(),
+            "-extfile".to_owned(),
+            format!("{name}.ext"),
+        ];
+        if let Some(public) = public {
+            args.extend([
+                "-force_pubkey".to_owned(),
+                public.to_str().unwrap().to_owned(),
+            ]);
+        }
+        self.openssl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
+/// A running `p8hsm serve` and its PKI; killed when dropped.
+struct Serving {
+    pki: Pki,
+    child: Child,
+    url: String,
+    stderr: Arc<std::sync::Mutex<String>>,
+}
+
+const CLIENT: &str = "extendedKeyUsage=clientAuth\n";
+
+fn setup(hsm: Hsm) -> (Hsm, Pki) {
+    let pki = Pki {
+        dir: hsm.dir.path().join("pki"),
+    };
+    std::fs::create_dir(&pki.dir).unwrap();
+    pki.ca("ca");
+    pki.ca("foreign");
+    // The server's key is born in the token; only its certificate is made here.
+    let public = pki.dir.join("server-public.pem");
+    let keygen = hsm.run(&["keygen", "--label", "serve-tls"]).ok();
+    std::fs::write(&public, keygen).unwrap();
+    hsm.run(&["assign", "--label", "serve-tls", "--key-id", "TLSSERVER1"])
+        .ok();
+    pki.issue(
+        "ca",
+        "server",
+        "p8hsm-serve",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        "2",
+        Some(&public),
+    );
+    pki.issue(
+        "ca",
+        "server-file",
+        "p8hsm-serve",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        "2",
+        None,
+    );
+    pki.issue("ca", "billing", "billing-service", CLIENT, "2", None);
+    pki.issue("ca", "stranger", "stranger", CLIENT, "2", None);
+    pki.issue("ca", "expired", "billing-service", CLIENT, "-1", None);
+    pki.issue("foreign", "forged", "billing-service", CLIENT, "2", None);
+    pki.issue(
+        "ca",
+        "ci",
+        "runner-42",
+        "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:ci.example.com\n",
+        "2",
+        None,
+    );
+    std::fs::write(pki.dir.join("policy.toml"), POLICY).unwrap();
+    for (key_id, args) in [
+        (IAP, vec!["--kind", "in-app-purchase", "--issuer", ISSUER]),
+        (DEV, vec!["--kind", "developer", "--team-id", "A1B2C3D4E5"]),
+        (ASC, vec!["--kind", "connect-individual"]),
+    ] {
+        let (path, _) = hsm.write_key(&format!("AuthKey_{key_id}.p8"));
+        let mut import = vec!["import", path.to_str().unwrap()];
+        import.extend(args);
+        hsm.run(&import).ok();
+    }
+    (hsm, pki)
+}
+
+impl Serving {
+    /// Serves with the TLS key in the token.
+    fn start(hsm: &Hsm, pki: &Pki, env: &[(String, String)], extra: &[&str]) -> Serving {
+        let (cert, key) = (
+            pki.path("server.pem"),
+            "pkcs11:object=TLSSERVER1".to_owned(),
+        );
+        Serving::start_with(hsm, pki, env, &cert, &key, extra)
+    }
+
+    fn start_with(
+        hsm: &Hsm,
+        pki: &Pki,
+        env: &[(String, String)],
+        cert: &str,
+        key: &str,
+        extra: &[&str],
+    ) -> Serving {
+        let mut command = hsm.command(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            "--client-ca",
+            &pki.path("ca.pem"),
+            "--policy",
+            &pki.path("policy.toml"),
+        ]);
+        command
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut url = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut url)
+            .unwrap();
+        let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        assert!(
+            url.starts_with("https://127.0.0.1:"),
+            "serve did not start: {url:?}"
+        );
+        Serving {
+            pki: pki.clone(),
+            child,
+            url: url.trim().to_owned(),
+            stderr,
+        }
+    }
+
+    /// curl as `client` (a certificate name, or none); returns (HTTP status, body).
+    fn curl(&self, client: Option<&str>, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut command = Command::new("curl");
+        command.args([
+            "-sS",
+            "--max-time",
+            "20",
+            "--cacert",
+            &self.pki.path("ca.pem"),
+        ]);
+        if let Some(client) = client {
+            command.args([
+                "--cert",
+                &self.pki.path(&format!("{client}.pem")),
+                "--key",
+                &self.pki.path(&format!("{client}.key")),
+            ]);
+        }
+        if let Some(body) = body {
+            command.args(["--data-binary", body]);
+        }
+        command
+            .args(["-w", "\n%{http_code}"])
+            .arg(format!("{}{path}", self.url));
+        let out = command.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    /// POST /v1/tokens as `client`: (status, reply).
+    fn token(&self, client: &str, request: Value) -> (u16, Value) {
+        let (status, body) = self.curl(Some(client), "/v1/tokens", Some(&request.to_string()));
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    fn signal(&self, signal: &str) {
+        succeeded(
+            &Command::new("kill")
+                .args([&format!("-{signal}"), &self.child.id().to_string()])
+                .output()
+                .unwrap(),
+        );
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server_request(bundle_id: &str) -> Value {
+    json!({"id": 1, "kind": "server", "key_id": IAP, "bundle_id": bundle_id})
+}
+
+#[test]
+fn only_clients_of_the_ca_get_in_and_the_policy_decides_what_they_get() {
+    let (hsm, pki) = setup(Hsm::new());
+    let s = Serving::start(&hsm, &pki, &[], &[]);
+
+    // The TLS layer: no certificate, a foreign CA's, an expired one — no HTTP at all.
+    for client in [None, Some("forged"), Some("expired")] {
+        let (status, _) = s.curl(client, "/healthz", None);
+        assert_eq!(status, 0, "{client:?}: the handshake is refused");
+    }
+    assert_eq!(s.curl(Some("stranger"), "/healthz", None).0, 200);
+
+    // An allowed caller gets a token that verifies with its key.
+    let (status, reply) = s.token("billing", server_request("com.example.app"));
+    assert_eq!(status, 200, "{reply}");
+    let token = reply["result"]["token"].as_str().unwrap();
+    let verified = hsm.run(&["check", token, "--key-id", IAP]).ok();
+    assert!(verified.contains("✓ the signature verifies"), "{verified}");
+
+    // Deny by default, and every constraint with its own code and status.
+    let (status, reply) = s.token("stranger", server_request("com.example.app"));
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{reply}"
+    );
+    assert!(reply["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("stranger"));
+    for (client, request, status, code, message) in [
+        (
+            "billing",
+            server_request("com.other"),
+            403,
+            "key_not_allowed",
+            "bundle ID com.other",
+        ),
+        (
+            "billing",
+            json!({"kind": "enterprise", "key_id": IAP}),
+            403,
+            "key_not_allowed",
+            "ask for enterprise",
+        ),
+        (
+            "billing",
+            json!({"kind": "apns", "key_id": ASC}),
+            403,
+            "key_not_allowed",
+            "use key 2X9R4HXF34",
+        ),
+        (
+            "ci",
+            json!({"kind": "connect", "key_id": ASC, "individual": true, "scope": ["GET /v1/users"]}),
+            403,
+            "key_not_allowed",
+            "scope \"GET /v1/users\"",
+        ),
+        (
+            "billing",
+            json!({"kind": "apns", "key_id": "NOSUCHKEY1"}),
+            404,
+            "key_not_found",
+            "NOSUCHKEY1",
+        ),
+        (
+            "billing",
+            json!({"kind": "server", "key_id": IAP, "bundle_id": "com.example.app", "ttl": 99999}),
+            400,
+            "invalid_input",
+            "at most",
+        ),
+        (
+            "billing",
+            json!({"kind": "teleport", "key_id": IAP}),
+            400,
+            "bad_request",
+            "teleport",
+        ),
+    ] {
+        let (got, reply) = s.token(client, request.clone());
+        assert_eq!(got, status, "{request}: {reply}");
+        assert_eq!(reply["error"]["code"], code, "{request}: {reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(message),
+            "{reply}"
+        );
+    }
+    let (status, body) = s.curl(Some("billing"), "/v1/tokens", Some("{not json"));
+    assert_eq!(status, 400, "{body}");
+    // A caller named by a DNS subject alternative name.
+    let (status, reply) = s.token(
+        "ci",
+        json!({"kind": "connect", "key_id": ASC, "individual": true, "scope": ["GET /v1/apps"]}),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let audit = s.stderr();
+    assert!(audit.contains("caller=ci.example.com"), "{audit}");
+    assert!(audit.contains("caller=billing-service"), "{audit}");
+    assert!(!audit.contains(&hsm.pin()), "no PIN in the service's lines");
+    let (status, _) = s.curl(Some("billing"), "/nowhere", None);
+    assert_eq!(status, 404);
+    let (status, _) = s.curl(Some("billing"), "/v1/tokens", Some(""));
+    assert_eq!(status, 400, "an empty POST is not a request");
+    let (status, _) = s.curl(Some("billing"), "/v1/tokens", None);
+    assert_eq!(status, 405, "GET /v1/tokens");
+}
+
+#[test]
+fn provider_tokens_are_shared_across_callers_and_storekit_signatures_are_always_fresh() {
+    let (hsm, pki) = setup(Hsm::new());
+    let s = Serving::start(&hsm, &pki, &[], &[]);
+    let apns = json!({"kind": "apns", "key_id": DEV});
+    let (_, first) = s.token("billing", apns.clone());
+    let (_, second) = s.token("ci", apns);
+    assert_eq!(first["source"], "fresh", "{first}");
+    assert_eq!(second["source"], "hit", "{second}");
+    assert_eq!(first["result"]["token"], second["result"]["token"]);
+    let offer = json!({"kind": "promo-offer", "key_id": IAP, "bundle_id": "com.example.app",
+        "product_id": "p", "offer_id": "o"});
+    let (_, a) = s.token("billing", offer.clone());
+    let (_, b) = s.token("billing", offer);
+    assert_eq!(
+        (a["source"].as_str(), b["source"].as_str()),
+        (Some("fresh"), Some("fresh"))
+    );
+    assert_ne!(a["result"]["nonce"], b["result"]["nonce"]);
+
+    let (status, metrics) = s.curl(Some("billing"), "/metrics", None);
+    assert_eq!(status, 200);
+    for line in [
+        "p8hsm_requests_total{kind=\"apns\",outcome=\"ok\"} 2",
+        "p8hsm_cache_total{result=\"hit\"} 1",
+        "p8hsm_cache_total{result=\"fresh\"} 3",
+        "p8hsm_sign_seconds_count 3",
+        "p8hsm_token_available 1",
+        "p8hsm_logins 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert_eq!(s.curl(Some("billing"), "/readyz", None).0, 200);
+}
+
+#[test]
+fn sighup_keeps_the_old_policy_when_the_new_one_is_broken_and_sigterm_drains() {
+    let (hsm, pki) = setup(Hsm::new());
+    let s = Serving::start(&hsm, &pki, &[], &[]);
+    let policy = s.pki.dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[caller]]\nname = \"billing-service\"\nkeys = [\n",
+    )
+    .unwrap();
+    s.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.stderr().contains("policy-refused") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stderr = s.stderr();
+    assert!(stderr.contains("error: the policy"), "{stderr}");
+    assert!(stderr.contains("line 4, column 1"), "{stderr}");
+    assert_eq!(
+        s.token("billing", server_request("com.example.app")).0,
+        200,
+        "old policy in force"
+    );
+
+    std::fs::write(&policy, POLICY.replace("billing-service", "renamed")).unwrap();
+    s.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.stderr().contains("policy-reloaded") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        s.token("billing", server_request("com.example.app")).0,
+        403,
+        "new policy in force"
+    );
+    std::fs::write(&policy, POLICY).unwrap();
+    s.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // A request under way when SIGTERM comes is finished; then the service exits.
+    let mut slow = client(&s, "billing");
+    let body = server_request("com.example.app").to_string();
+    write!(
+        slow,
+        "POST /v1/tokens HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = s;
+    s.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    // New connections are no longer accepted.
+    assert_eq!(s.curl(Some("billing"), "/healthz", None).0, 0);
+    slow.write_all(&body.as_bytes()[10..]).unwrap();
+    slow.flush().unwrap();
+    let mut response = String::new();
+    let _ = slow.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", s.stderr());
+}
+
+/// A TLS connection as `name` (rustls, blocking), ready for HTTP.
+fn client(s: &Serving, name: &str) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(s.pki.path("ca.pem")).unwrap())
+        .unwrap();
+    let chain = vec![CertificateDer::from_pem_file(s.pki.path(&format!("{name}.pem"))).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(s.pki.path(&format!("{name}.key"))).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let addr = s.url.trim_start_matches("https://");
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let connection =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap())
+            .unwrap();
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+#[test]
+fn floods_slow_clients_and_huge_bodies_are_bounded_and_the_service_keeps_serving() {
+    let (hsm, pki) = setup(Hsm::new());
+    let s = Serving::start(&hsm, &pki, &[], &["--max-connections", "1100"]);
+    let addr = s.url.trim_start_matches("https://").to_owned();
+    // 1,000 connections that never say anything.
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let started = Instant::now();
+    let (status, reply) = s.token("billing", server_request("com.example.app"));
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served while flooded"
+    );
+    // A 10 MB body: refused, not read.
+    let big = format!(
+        "{{\"kind\":\"server\",\"pad\":\"{}\"}}",
+        "x".repeat(10 * 1024 * 1024)
+    );
+    let file = hsm.dir.path().join("big.json");
+    std::fs::write(&file, big).unwrap();
+    let (status, body) = s.curl(
+        Some("billing"),
+        "/v1/tokens",
+        Some(&format!("@{}", file.display())),
+    );
+    assert_eq!(status, 413, "{body}");
+    // A slow client sends half its headers and stops: it is cut off.
+    let mut slow = client(&s, "billing");
+    write!(slow, "POST /v1/tokens HTTP/1.1\r\nHost: loc").unwrap();
+    slow.flush().unwrap();
+    let cut = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(
+        cut.elapsed() < Duration::from_secs(15),
+        "cut off by the header deadline"
+    );
+    drop(idle);
+    assert_eq!(s.token("billing", server_request("com.example.app")).0, 200);
+    // At the limit, more connections are closed at once; those being served go on.
+    let (hsm2, pki2) = setup(Hsm::new());
+    let s2 = Serving::start(&hsm2, &pki2, &[], &["--max-connections", "8"]);
+    let addr2 = s2.url.trim_start_matches("https://").to_owned();
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&addr2).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(&addr2).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(extra.read(&mut byte), Ok(0) | Err(_)),
+        "closed at once"
+    );
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        s2.token("billing", server_request("com.example.app")).0,
+        200
+    );
+}
+
+#[test]
+fn a_p11_kit_server_restart_is_ridden_out() {
+    let (hsm, pki) = setup(Hsm::new());
+    let server = hsm.serve();
+    // The TLS key is a file here: with it in the token, no handshake can be made while
+    // the token is away (established connections go on), which the end of this test shows.
+    let (cert, key) = (pki.path("server-file.pem"), pki.path("server-file.key"));
+    let s = Serving::start_with(&hsm, &pki, &server.env, &cert, &key, &[]);
+    let in_token = Serving::start(&hsm, &pki, &server.env, &[]);
+    let apns = json!({"kind": "apns", "key_id": DEV});
+    assert_eq!(s.token("billing", apns.clone()).0, 200);
+    server.stop();
+    let offer = json!({"kind": "promo-offer", "key_id": IAP, "bundle_id": "com.example.app",
+        "product_id": "p", "offer_id": "o"});
+    let (status, reply) = s.token("billing", offer.clone());
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (503, Some("token_unavailable")),
+        "{reply}"
+    );
+    let (status, reply) = s.token("billing", apns);
+    assert_eq!(status, 200, "a cached token is still handed out: {reply}");
+    assert_eq!(s.curl(Some("billing"), "/readyz", None).0, 503);
+    assert_eq!(
+        in_token.curl(Some("billing"), "/healthz", None).0,
+        0,
+        "no handshake without the token"
+    );
+    server.start();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = (0, Value::Null);
+    while Instant::now() < deadline {
+        last = s.token("billing", offer.clone());
+        if last.0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(last.0, 200, "signing again after the restart: {}", last.1);
+    assert_eq!(s.curl(Some("billing"), "/readyz", None).0, 200);
+    assert_eq!(
+        in_token.curl(Some("billing"), "/healthz", None).0,
+        200,
+        "handshakes again"
+    );
+}
