@@ -58,7 +58,8 @@ dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' >"$work/files"
 for expected in /usr/bin/p8hsm /usr/share/man/man1/p8hsm.1.gz /usr/share/man/man1/p8hsm-token-connect.1.gz \
     /usr/share/man/man1/p8hsm-softhsm-init.1.gz /usr/share/bash-completion/completions/p8hsm \
     /usr/share/zsh/vendor-completions/_p8hsm /usr/share/fish/vendor_completions.d/p8hsm.fish \
-    /usr/lib/systemd/user/p8hsm-agent.service /usr/share/doc/p8hsm/examples/agent.env \
+    /usr/lib/systemd/user/p8hsm-agent.service /usr/lib/systemd/system/p8hsm-serve.service \
+    /usr/share/doc/p8hsm/examples/agent.env \
     /usr/share/doc/p8hsm/manual.md /usr/share/doc/p8hsm/copyright; do
     grep -qx "$expected" "$work/files" || { echo "error: the package lacks $expected" >&2; exit 1; }
 done
@@ -98,6 +99,55 @@ exec_start=${exec_start//%h/$home}
     "$root/scripts/verify-jws.sh" "$token" "$work/agent.pem" >/dev/null
     echo "ok: the agent unit's command serves a token as configured by the example"
 )
+
+# The service unit's command, as systemd would run it, with a test directory for /etc/p8hsm
+# and a free port for [::]:8443: its TLS key in the token, as the unit has it.
+etc=$work/etc/p8hsm
+mkdir -p "$etc/tls"
+eval "$(env -i PATH=/usr/bin:/bin /usr/bin/p8hsm softhsm init --dir "$work/serve-softhsm" 2>/dev/null)"
+printf 'SOFTHSM2_CONF=%s\nP8HSM_MODULE=%s\nP8HSM_TOKEN=%s\nP8HSM_PIN_SOURCE=%s\n' \
+    "$SOFTHSM2_CONF" "$P8HSM_MODULE" "$P8HSM_TOKEN" "$P8HSM_PIN_SOURCE" >"$etc/serve.env"
+(
+    set -a
+    source "$etc/serve.env"
+    set +a
+    cd "$etc/tls"
+    quiet() { "$@" >/dev/null 2>&1 || { echo "error: $*" >&2; exit 1; }; }
+    /usr/bin/p8hsm keygen --label tls >server-public.pem 2>/dev/null
+    /usr/bin/p8hsm assign --label tls --key-id TLSSERVER1 >/dev/null
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out AuthKey_SERVE00001.p8
+    /usr/bin/p8hsm import AuthKey_SERVE00001.p8 --kind developer --team-id A1B2C3D4E5 >/dev/null
+    quiet openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+        -out clients-ca.pem -subj /CN=ca -days 1
+    quiet openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout throwaway.key \
+        -out server.csr -subj /CN=server
+    printf 'subjectAltName=IP:127.0.0.1\n' >server.ext
+    quiet openssl x509 -req -in server.csr -CA clients-ca.pem -CAkey ca.key -out server.pem -days 1 \
+        -extfile server.ext -force_pubkey server-public.pem
+    quiet openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout client.key \
+        -out client.csr -subj /CN=worker
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    quiet openssl x509 -req -in client.csr -CA clients-ca.pem -CAkey ca.key -out client.pem -days 1 \
+        -extfile client.ext
+    printf '[[caller]]\nname = "worker"\nkeys = ["SERVE00001"]\nkinds = ["apns"]\n' >"$etc/policy.toml"
+    exec_start=$(sed -n '/^ExecStart=/,/[^\\]$/p' /usr/lib/systemd/system/p8hsm-serve.service |
+        sed -e 's/^ExecStart=//' -e 's/\\$//' | tr '\n' ' ')
+    exec_start=${exec_start//\/etc\/p8hsm/$etc}
+    exec_start=${exec_start//\[::\]:8443/127.0.0.1:0}
+    # shellcheck disable=SC2086
+    $exec_start >"$work/serve.url" 2>"$work/serve.log" &
+    serve=$!
+    for _ in $(seq 50); do [ -s "$work/serve.url" ] && break; sleep 0.1; done
+    url=$(head -n 1 "$work/serve.url")
+    token=$(curl -sS --cacert clients-ca.pem --cert client.pem --key client.key "$url/v1/tokens" \
+        -d '{"kind":"apns","key_id":"SERVE00001"}' | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+    kill -TERM "$serve"
+    wait "$serve"
+    /usr/bin/p8hsm pubkey --key-id SERVE00001 >"$work/serve.pem"
+    "$root/scripts/verify-jws.sh" "$token" "$work/serve.pem" >/dev/null
+    echo "ok: the service unit's command serves a token over HTTPS, its TLS key in the token"
+)
+
 dpkg -r p8hsm >/dev/null
 [ ! -e /usr/bin/p8hsm ] || { echo "error: dpkg -r left /usr/bin/p8hsm" >&2; exit 1; }
 echo "ok: dpkg -r removes it"

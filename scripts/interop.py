@@ -9,6 +9,7 @@ Run by scripts/interop.sh, which prepares the token, the key and the environment
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -257,6 +258,45 @@ for body in [b'{"query":{"recordType":"Note"}}', b""]:
     check(f"cloudkit ({len(body)}-byte body): `cryptography` verifies the DER signature over the message",
           verified and headers["X-Apple-CloudKit-Request-KeyID"] == ck_key_id
           and len(lines) == 3 and headers["X-Apple-CloudKit-Request-ISO8601Date"].endswith("Z"), lines)
+
+# 5. Apple's library with tokens it did not sign: its client asks p8hsm's service (HTTPS,
+#    client certificate) and agent for each bearer token (examples/python/p8hsm_tokens.py).
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples", "python"))
+from p8hsm_tokens import AgentTokens, P8hsmAPIClient, ServiceTokens  # noqa: E402
+
+
+class Captured:
+    status_code = 200
+    headers = {"content-type": "application/json"}
+
+    def json(self):
+        return {"signedTransactionInfo": "x"}
+
+
+for name, tokens in [
+    ("service", ServiceTokens(os.environ["P8HSM_SERVE_URL"], KEY_ID, BUNDLE,
+                              cert=(os.environ["P8HSM_SERVE_CLIENT_CERT"], os.environ["P8HSM_SERVE_CLIENT_KEY"]),
+                              ca=os.environ["P8HSM_SERVE_CA"], issuer=ISSUER)),
+    ("agent", AgentTokens(os.environ["P8HSM_AGENT_SOCK_FOR_TEST"], KEY_ID, BUNDLE, issuer=ISSUER)),
+]:
+    client = P8hsmAPIClient(tokens, BUNDLE, Environment.SANDBOX)
+    sent = {}
+
+    def execute(method, url, params, headers, json_body, data, sent=sent):
+        sent.update(url=url, authorization=headers["Authorization"])
+        return Captured()
+
+    client._execute_request = execute
+    client.get_transaction_info("2000000123")
+    bearer = sent["authorization"].removeprefix("Bearer ")
+    try:
+        claims = jwt.decode(bearer, public_key, algorithms=["ES256"], audience="appstoreconnect-v1")
+        ok = (claims["bid"] == BUNDLE and claims["iss"] == ISSUER
+              and jwt.get_unverified_header(bearer)["kid"] == KEY_ID
+              and sent["url"].endswith("/inApps/v1/transactions/2000000123"))
+    except jwt.PyJWTError as e:
+        ok, claims = False, repr(e)
+    check(f"Apple's client sends a token from p8hsm's {name}, verified by PyJWT", ok, claims)
 
 print(f"interop: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
