@@ -102,6 +102,7 @@ fn every_command_the_documents_show_exists() {
         "docs/kinds.md",
         "docs/security.md",
         "docs/ci.md",
+        "docs/serve.md",
     ] {
         let text = std::fs::read_to_string(root().join(doc)).unwrap();
         let mut in_code = false;
