@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use common::{apns_request, open_token, Hsm};
+use common::{apns_request, open_token, Hsm, Pki};
 
 /// Signatures made before the scans; the signer keeps signing between them.
 const WARM_UP: usize = 2000;
@@ -42,6 +42,7 @@ fn main() -> ExitCode {
     let server = hsm.serve();
     let isolated = copies(&scalar, &server.env, false);
     let agent = agent_copies(&hsm, &scalar, &server.env);
+    let serve = serve_copies(&hsm, &server.env);
     let through = (&server.env[..], "through p11-kit");
     let import = import_copies(&hsm, through, "IMPORT0001", Import::Auto);
     let from_stdin = import_copies(&hsm, through, "STDIN00001", Import::Stdin);
@@ -50,6 +51,10 @@ fn main() -> ExitCode {
     drop(server);
     println!(
         "custody: the agent, through p11-kit, after {AGENT_SIGNATURES} fresh signatures: {agent} copies of the scalar"
+    );
+    println!(
+        "custody: p8hsm serve, through p11-kit, after {HANDSHAKES} TLS handshakes signed with its \
+         TLS key in the token: {serve} copies of that key's scalar"
     );
     if import.is_none() {
         println!("custody: the import scans need the fault-injection feature (scripts/test.sh builds with it)");
@@ -78,6 +83,10 @@ fn main() -> ExitCode {
         (
             "no copy of the scalar in the agent through p11-kit",
             agent == 0,
+        ),
+        (
+            "no copy of the TLS key's scalar in p8hsm serve through p11-kit",
+            serve == 0,
         ),
     ];
     if let Some((scalar, body)) = import {
@@ -163,6 +172,91 @@ fn agent_copies(hsm: &Hsm, scalar: &[u8], env: &[(String, String)]) -> usize {
     Command::new("kill").args(["-CONT", &pid]).status().unwrap();
     let _ = agent.kill();
     let _ = agent.wait();
+    found
+}
+
+/// TLS handshakes `p8hsm serve` signs with its key in the token before its memory is
+/// scanned.
+const HANDSHAKES: usize = 200;
+
+/// Starts `p8hsm serve` through `env` (p11-kit's client) with its TLS key — imported from
+/// a file, so that the scan knows its scalar — in the token, makes [`HANDSHAKES`] TLS
+/// connections to it, then counts the copies of that scalar in its memory.
+fn serve_copies(hsm: &Hsm, env: &[(String, String)]) -> usize {
+    let (path, key) = hsm.write_key("tls.p8");
+    hsm.run(&["import", path.to_str().unwrap(), "--key-id", "TLSSERVER1"])
+        .ok();
+    std::fs::remove_file(&path).unwrap();
+    let pki = Pki::new(&hsm.dir.path().join("pki"));
+    pki.ca("ca");
+    let public = pki.dir.join("server-public.pem");
+    std::fs::write(&public, hsm.run(&["pubkey", "--key-id", "TLSSERVER1"]).ok()).unwrap();
+    pki.issue(
+        "ca",
+        "server",
+        "server",
+        "subjectAltName=IP:127.0.0.1\n",
+        "1",
+        Some(&public),
+    );
+    pki.issue(
+        "ca",
+        "client",
+        "client",
+        "extendedKeyUsage=clientAuth\n",
+        "1",
+        None,
+    );
+    std::fs::write(pki.dir.join("policy.toml"), "").unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_p8hsm"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &pki.path("server.pem"),
+            "--tls-key",
+            "pkcs11:object=TLSSERVER1",
+            "--client-ca",
+            &pki.path("ca.pem"),
+            "--policy",
+            &pki.path("policy.toml"),
+        ])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start p8hsm serve");
+    let mut url = String::new();
+    BufReader::new(serve.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let url = format!("{}/healthz", url.trim());
+    let mut answered = 0;
+    for _ in 0..HANDSHAKES {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--cacert",
+                &pki.path("ca.pem"),
+                "--cert",
+                &pki.path("client.pem"),
+            ])
+            .args(["--key", &pki.path("client.key"), &url])
+            .output()
+            .unwrap();
+        answered += usize::from(out.stdout == b"ok\n");
+    }
+    assert_eq!(answered, HANDSHAKES, "every handshake succeeded");
+    let pid = serve.id().to_string();
+    let scalar = key.to_bytes().to_vec();
+    let reversed: Vec<u8> = scalar.iter().rev().copied().collect();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let found = scan(&pid, &[&scalar, &reversed]);
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
     found
 }
 

@@ -5,14 +5,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{succeeded, Hsm, ISSUER};
+use crate::common::{succeeded, Hsm, Pki, ISSUER};
 
 const IAP: &str = "ABCDEFGH12";
 const DEV: &str = "DEVKEY0001";
@@ -32,92 +31,6 @@ kinds = ["connect", "apns"]
 scopes = ["GET /v1/apps"]
 "#;
 
-/// Certificates made with openssl in a directory.
-#[derive(Clone)]
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .unwrap();
-        succeeded(&out);
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_str().unwrap().to_owned()
-    }
-
-    /// A self-signed CA `name` (name.key, name.pem).
-    fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "2",
-        ]);
-    }
-
-    /// A certificate `name.pem` issued by `ca` for subject `cn` with extensions `ext`,
-    /// valid for `days` (negative: expired), for a new key `name.key` or for the public
-    /// key in `public` (the key stays where it is).
-    fn issue(&self, ca: &str, name: &str, cn: &str, ext: &str, days: &str, public: Option<&Path>) {
-        std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
-        let mut args = vec![
-            "x509".to_owned(),
-            "-req".to_owned(),
-            "-in".to_owned(),
-            format!("{name}.csr"),
-            "-CA".to_owned(),
-            format!("{ca}.pem"),
-            "-CAkey".to_owned(),
-            format!("{ca}.key"),
-            "-out".to_owned(),
-            format!("{name}.pem"),
-            "-days".to_owned(),
-            days.to_owned(),
-            "-extfile".to_owned(),
-            format!("{name}.ext"),
-        ];
-        if let Some(public) = public {
-            args.extend([
-                "-force_pubkey".to_owned(),
-                public.to_str().unwrap().to_owned(),
-            ]);
-        }
-        self.openssl(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-}
-
 /// A running `p8hsm serve` and its PKI; killed when dropped.
 struct Serving {
     pki: Pki,
@@ -129,10 +42,7 @@ struct Serving {
 const CLIENT: &str = "extendedKeyUsage=clientAuth\n";
 
 fn setup(hsm: Hsm) -> (Hsm, Pki) {
-    let pki = Pki {
-        dir: hsm.dir.path().join("pki"),
-    };
-    std::fs::create_dir(&pki.dir).unwrap();
+    let pki = Pki::new(&hsm.dir.path().join("pki"));
     pki.ca("ca");
     pki.ca("foreign");
     // The server's key is born in the token; only its certificate is made here.

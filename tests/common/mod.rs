@@ -369,6 +369,108 @@ impl Drop for P11KitServer<'_> {
     }
 }
 
+/// Certificates made with openssl in a directory.
+#[derive(Clone)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    /// An empty directory for certificates.
+    pub fn new(dir: &Path) -> Pki {
+        std::fs::create_dir_all(dir).unwrap();
+        Pki {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap();
+        succeeded(&out);
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    /// A self-signed CA `name` (name.key, name.pem).
+    pub fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "2",
+        ]);
+    }
+
+    /// A certificate `name.pem` issued by `ca` for subject `cn` with extensions `ext`,
+    /// valid for `days` (negative: expired), for a new key `name.key` or for the public
+    /// key in `public` (the key stays where it is).
+    pub fn issue(
+        &self,
+        ca: &str,
+        name: &str,
+        cn: &str,
+        ext: &str,
+        days: &str,
+        public: Option<&Path>,
+    ) {
+        std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        let mut args = vec![
+            "x509".to_owned(),
+            "-req".to_owned(),
+            "-in".to_owned(),
+            format!("{name}.csr"),
+            "-CA".to_owned(),
+            format!("{ca}.pem"),
+            "-CAkey".to_owned(),
+            format!("{ca}.key"),
+            "-out".to_owned(),
+            format!("{name}.pem"),
+            "-days".to_owned(),
+            days.to_owned(),
+            "-extfile".to_owned(),
+            format!("{name}.ext"),
+        ];
+        if let Some(public) = public {
+            args.extend([
+                "-force_pubkey".to_owned(),
+                public.to_str().unwrap().to_owned(),
+            ]);
+        }
+        self.openssl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+}
+
 /// A running agent; killed when dropped.
 pub struct Agent {
     pub child: Child,
