@@ -5,6 +5,8 @@
 //! BENCH_PIN_FILE. Prints markdown table rows; no assertion: figures are compared with
 //! the anchors in the README.
 
+mod serve;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
@@ -143,10 +145,11 @@ fn main() {
         None,
     );
 
-    // The agent, when bench.sh started one.
+    // The agent and the service, when bench.sh started them: side by side.
     if let Ok(socket) = std::env::var("BENCH_AGENT_SOCK") {
         agent_bench(&mode, &socket, &key_id, window, ceiling2);
     }
+    serve::bench(&mode, key_id.as_str(), window, ceiling2);
 
     // (4) One-shot processes: p8hsm's CLI next to pkcs11-tool --sign, the minimal
     // PKCS#11 process (load module, log in, find the key, sign).

@@ -36,8 +36,39 @@ echo "|---|---|---|---|"
 # The agent, in the background, auditing to a file: its socket is measured too.
 agent_env=$(target/release/p8hsm agent --socket "$work/agent/agent.sock" --audit-log "$work/agent-audit.log")
 agent_pid=$(printf '%s\n' "$agent_env" | sed -n 's/^P8HSM_AGENT_PID=\([0-9]*\);.*/\1/p')
-BENCH_AGENT_SOCK=$work/agent/agent.sock BENCH_MODE=in-process cargo bench --quiet --bench bench
-kill "$agent_pid"
+# The service, twice (its TLS key in a file, then in the token), auditing to a file.
+pki=$work/pki
+mkdir "$pki"
+quiet() { "$@" >/dev/null 2>&1 || { echo "error: $*" >&2; exit 1; }; }
+quiet openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/ca.key" \
+    -out "$pki/ca.pem" -subj /CN=bench-ca -days 1
+target/release/p8hsm keygen --label tls 2>/dev/null >"$pki/token.pub"
+target/release/p8hsm assign --label tls --key-id TLSSERVER1 >/dev/null
+printf 'subjectAltName=DNS:localhost\n' >"$pki/server.ext"
+printf 'extendedKeyUsage=clientAuth\n' >"$pki/client.ext"
+for name in server token client; do
+    quiet openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/$name.key" \
+        -out "$pki/$name.csr" -subj "/CN=bench-$name"
+done
+quiet openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -out "$pki/server.pem" \
+    -days 1 -extfile "$pki/server.ext"
+quiet openssl x509 -req -in "$pki/token.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -out "$pki/token.pem" \
+    -days 1 -extfile "$pki/server.ext" -force_pubkey "$pki/token.pub"
+quiet openssl x509 -req -in "$pki/client.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -out "$pki/client.pem" \
+    -days 1 -extfile "$pki/client.ext"
+printf '[[caller]]\nname = "bench-client"\nkeys = ["BENCH00001"]\nkinds = ["connect"]\n' >"$pki/policy.toml"
+serve() { # CERT KEY NAME
+    target/release/p8hsm serve --listen 127.0.0.1:0 --tls-cert "$1" --tls-key "$2" --client-ca "$pki/ca.pem" \
+        --policy "$pki/policy.toml" --audit-log "$work/serve-$3.log" >"$work/serve-$3.url" 2>/dev/null &
+    echo $!
+}
+serve_pids="$(serve "$pki/server.pem" "$pki/server.key" file) $(serve "$pki/token.pem" pkcs11:object=TLSSERVER1 token)"
+for _ in $(seq 50); do [ -s "$work/serve-file.url" ] && [ -s "$work/serve-token.url" ] && break; sleep 0.1; done
+BENCH_AGENT_SOCK=$work/agent/agent.sock BENCH_MODE=in-process \
+    BENCH_SERVE_URL=$(head -n 1 "$work/serve-file.url") BENCH_SERVE_TOKEN_URL=$(head -n 1 "$work/serve-token.url") \
+    BENCH_SERVE_CA=$pki/ca.pem BENCH_SERVE_CERT=$pki/client.pem BENCH_SERVE_KEY=$pki/client.key \
+    cargo bench --quiet --bench bench
+kill "$agent_pid" $serve_pids
 eval "$(scripts/softhsm-server.sh 2>/dev/null)"
 BENCH_MODE=p11-kit cargo bench --quiet --bench bench
 # One thread through p11-kit is a ping-pong between this process and the server's: how
