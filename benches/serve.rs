@@ -85,7 +85,11 @@ async fn load(
                     let response = sender.send_request(request).await.unwrap();
                     let status = response.status();
                     let body = response.into_body().collect().await.unwrap().to_bytes();
-                    assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&body));
+                    assert!(
+                        status.is_success(),
+                        "{status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
                     latencies.push(sent.elapsed());
                     n += 1;
                 }
@@ -148,13 +152,14 @@ fn one(mode: &str, url: &str, label: &str, key_id: &str, window: Duration, ceili
     let addr = url.trim_start_matches("https://").to_owned();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let p = |latencies: &[Duration], q: f64| {
-        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)]
-            .as_secs_f64()
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64()
             * 1e3
     };
     let key = key_id.to_owned();
     let cached = move |_: usize, _: usize| {
-        format!(r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps"]}}"#)
+        format!(
+            r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps"]}}"#
+        )
     };
     let (rate, latencies) = runtime.block_on(load(&addr, window, cached));
     println!(
@@ -164,10 +169,14 @@ fn one(mode: &str, url: &str, label: &str, key_id: &str, window: Duration, ceili
     );
     let key = key_id.to_owned();
     let fresh = move |c: usize, n: usize| {
-        format!(r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps/{c}-{n}"]}}"#)
+        format!(
+            r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps/{c}-{n}"]}}"#
+        )
     };
     let (rate, latencies) = runtime.block_on(load(&addr, window, fresh));
-    let ratio = ceiling.map_or(String::new(), |c| format!("{:.2} of the 2-thread ceiling", rate / c));
+    let ratio = ceiling.map_or(String::new(), |c| {
+        format!("{:.2} of the 2-thread ceiling", rate / c)
+    });
     println!(
         "| {mode} | serve{label}, fresh tokens over HTTPS, {CONNECTIONS} keep-alive connections | {rate:.0} tokens/s, p50 {:.2} ms, p99 {:.2} ms | {ratio} |",
         p(&latencies, 0.5),
