@@ -293,19 +293,33 @@ async fn route(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>) 
 
 /// `POST /v1/tokens`: the agent's request in, the agent's reply out.
 async fn tokens(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>) -> Response<Body> {
+    // The rest of a body over the limit is never read: the connection closes after the
+    // answer.
+    let too_large = || {
+        let failure = Failure::TooLarge(MAX_REQUEST);
+        let reply = Reply::error(serde_json::Value::Null, failure.body());
+        let mut response = answer(state, "-", reply);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    // A body announced as too large is refused before any of it is read (and before a
+    // client waiting on `Expect: 100-continue` sends it).
+    let announced = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_REQUEST as u64) {
+        return too_large();
+    }
     let body = match Limited::new(request.into_body(), MAX_REQUEST)
         .collect()
         .await
     {
         Ok(body) => body.to_bytes(),
-        Err(_) => {
-            let failure = Failure::TooLarge(MAX_REQUEST);
-            return answer(
-                state,
-                "-",
-                Reply::error(serde_json::Value::Null, failure.body()),
-            );
-        }
+        Err(_) => return too_large(),
     };
     let incoming = protocol::parse(&body);
     let id = incoming.id;
