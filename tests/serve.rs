@@ -585,3 +585,53 @@ fn a_p11_kit_server_restart_is_ridden_out() {
         "handshakes again"
     );
 }
+
+#[test]
+fn a_token_that_cannot_be_audited_is_not_handed_out() {
+    let (hsm, pki) = setup(Hsm::new());
+    let disk = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
+        .arg(disk.path())
+        .status()
+        .unwrap();
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs (the tests run as root)"
+    );
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _disk = Unmount(disk.path());
+    let audit = disk.path().join("audit.log");
+    let s = Serving::start(&hsm, &pki, &[], &["--audit-log", audit.to_str().unwrap()]);
+    let apns = json!({"kind": "apns", "key_id": DEV});
+    assert_eq!(s.token("billing", apns.clone()).0, 200);
+    let logged = std::fs::read_to_string(&audit).unwrap();
+    assert!(logged.contains("caller=billing-service"), "{logged}");
+    // Fill the disk the audit log is on, its own last page too.
+    let _ = std::fs::write(disk.path().join("filler"), vec![b'x'; 64 * 1024]);
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&audit)
+        .unwrap();
+    while log.write_all(b"x").is_ok() {}
+    let (status, reply) = s.token("billing", server_request("com.example.app"));
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (500, Some("audit_failed")),
+        "{reply}"
+    );
+    assert!(reply.get("result").is_none());
+    // A cached token needs an audit line too.
+    let (status, reply) = s.token("billing", apns);
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (500, Some("audit_failed")),
+        "{reply}"
+    );
+    drop(s);
+}
