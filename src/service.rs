@@ -111,6 +111,18 @@ impl Service {
         )
     }
 
+    /// A cache hit for `request`, without calling the token or waiting on another
+    /// caller: for callers that must not block (an async front end), which take
+    /// [`Service::sign`] when this is `None`.
+    pub fn cached(&self, request: &Request) -> Option<Signed> {
+        match (request, &self.cache) {
+            (Request::Token(token), Some(cache)) if request.spec().cacheable => {
+                cache.peek(token).map(Signed::Token)
+            }
+            _ => None,
+        }
+    }
+
     /// The key and its metadata, looked up once.
     fn key(&self, key_id: &KeyId) -> Result<Arc<Key>, Error> {
         if let Some(key) = lock(&self.keys).get(key_id) {

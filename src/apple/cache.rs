@@ -148,6 +148,16 @@ impl<C: Clock> TokenCache<C> {
         }
     }
 
+    /// The cached token for `request`, if one is fresh enough to hand out — without
+    /// waiting: `None` also while another caller holds the entry (signing it), so that a
+    /// caller that must not block can take the blocking path ([`TokenCache::get`]).
+    pub fn peek(&self, request: &TokenRequest) -> Option<SignedToken> {
+        let entry = self.entry(request);
+        let token = entry.try_lock().ok()?;
+        let now = self.clock.now();
+        token.as_ref().filter(|t| fresh(t, now)).cloned()
+    }
+
     /// Signs `request` with `signer` (whose key's recorded metadata is `meta`): from the
     /// cache when the kind may be cached, else fresh.
     pub fn sign(

@@ -359,6 +359,15 @@ async fn tokens(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>)
             return answer(state, kind, Reply::error(id, failure.body()));
         }
     };
+    // A cache hit needs no token and no waiting: answered here; anything else goes to
+    // the blocking pool, since signing calls the token.
+    if let Some(signed) = state.service.cached(&request) {
+        let reply = match audited(state, &request, signed, Source::Hit, &caller, peer) {
+            Ok((signed, source)) => Reply::signed(id, signed, source),
+            Err(failure) => Reply::error(id, failure.body()),
+        };
+        return answer(state, kind, reply);
+    }
     let signing = {
         let (state, peer) = (state.clone(), peer.clone());
         tokio::task::spawn_blocking(move || sign(&state, &request, &caller, &peer))
@@ -390,6 +399,19 @@ fn sign(
             .sign_seconds
             .observe(started.elapsed().as_secs_f64());
     }
+    audited(state, request, signed, source, caller, peer)
+}
+
+/// Counts and audits what is handed out: a token whose audit line cannot be written is
+/// not handed out.
+fn audited(
+    state: &State,
+    request: &Request,
+    signed: Signed,
+    source: Source,
+    caller: &str,
+    peer: &Peer,
+) -> Result<(Signed, Source), Failure> {
     state
         .metrics
         .cache
