@@ -362,6 +362,32 @@ mod tests {
     }
 
     #[test]
+    fn peeking_never_signs_never_waits_and_hands_out_only_what_get_would() {
+        let clock = FakeClock::at(NOW);
+        let cache = Arc::new(TokenCache::new(clock.clone()));
+        let signer = Arc::new(Counting::new(Duration::from_millis(300)));
+        let request = connect(600, 60, &[]);
+        assert!(cache.peek(&request).is_none(), "nothing cached yet");
+        // While another caller signs the entry, peeking does not wait for it.
+        let signing = {
+            let (cache, signer, request) = (cache.clone(), signer.clone(), request.clone());
+            std::thread::spawn(move || get(&cache, &request, &*signer).unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        assert!(cache.peek(&request).is_none());
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "peek waited"
+        );
+        let signed = signing.join().unwrap();
+        assert_eq!(cache.peek(&request).unwrap().token, signed.token);
+        assert_eq!(signer.count(), 1, "peeking signs nothing");
+        clock.set(NOW + 381); // under a third of its life left: get would sign anew
+        assert!(cache.peek(&request).is_none());
+    }
+
+    #[test]
     fn a_token_with_under_a_minute_left_is_never_handed_out() {
         let clock = FakeClock::at(NOW);
         let cache = TokenCache::new(clock.clone());
