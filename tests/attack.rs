@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{path_str, Hsm};
+use crate::common::{path_str, Hsm, SmallDisk};
 
 fn code(output: &Output) -> Option<i32> {
     output.status.code()
@@ -196,15 +196,6 @@ fn an_import_killed_halfway_leaves_objects_that_never_sign() {
     hsm.run(&["doctor"]).ok();
 }
 
-/// A small tmpfs, unmounted when dropped.
-struct SmallDisk<'a>(&'a Path);
-
-impl Drop for SmallDisk<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0).status();
-    }
-}
-
 /// Finding 2: on a full token store SoftHSM fails writes without saying so; an import
 /// must never report a key it did not keep.
 #[test]
@@ -212,17 +203,7 @@ fn a_full_token_store_never_reports_an_import_it_did_not_keep() {
     if crate::common::kryoptic() {
         return; // SoftHSM's file store is what fills up
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(
-        mounted.success(),
-        "mounting a 64 KiB tmpfs (the tests run as root)"
-    );
-    let _disk = SmallDisk(dir.path());
+    let dir = SmallDisk::new("64k");
     let hsm = Hsm::in_dir(dir.path());
     let mut kept = Vec::new();
     let mut refused = 0;
@@ -550,14 +531,7 @@ fn symlinked_socket_directories_and_foreign_agents_are_refused() {
 fn a_token_that_cannot_be_audited_is_not_handed_out() {
     let hsm = Hsm::new();
     hsm.import_new_key("2X9R4HXF34");
-    let disk = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
-        .arg(disk.path())
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let _disk = SmallDisk(disk.path());
+    let disk = SmallDisk::new("16k");
     let audit = disk.path().join("audit.log");
     let agent =
         crate::common::Agent::start(&hsm, &hsm.env, &[], &["--audit-log", path_str(&audit)]);

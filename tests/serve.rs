@@ -589,23 +589,7 @@ fn a_p11_kit_server_restart_is_ridden_out() {
 #[test]
 fn a_token_that_cannot_be_audited_is_not_handed_out() {
     let (hsm, pki) = setup(Hsm::new());
-    let disk = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16k", "tmpfs"])
-        .arg(disk.path())
-        .status()
-        .unwrap();
-    assert!(
-        mounted.success(),
-        "mounting a tmpfs (the tests run as root)"
-    );
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _disk = Unmount(disk.path());
+    let disk = crate::common::SmallDisk::new("16k");
     let audit = disk.path().join("audit.log");
     let s = Serving::start(&hsm, &pki, &[], &["--audit-log", audit.to_str().unwrap()]);
     let apns = json!({"kind": "apns", "key_id": DEV});

@@ -369,6 +369,36 @@ impl Drop for P11KitServer<'_> {
     }
 }
 
+/// A small tmpfs (the tests run as root) in a temporary directory; unmounted when
+/// dropped. What fills it makes writes fail as on a full disk.
+pub struct SmallDisk(TempDir);
+
+impl SmallDisk {
+    pub fn new(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "mounting a {size} tmpfs (the tests run as root)"
+        );
+        SmallDisk(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
 /// Certificates made with openssl in a directory.
 #[derive(Clone)]
 pub struct Pki {
@@ -397,25 +427,26 @@ impl Pki {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
 
-    /// A self-signed CA `name` (name.key, name.pem).
-    pub fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
+    /// `openssl req` with a new P-256 key `name.key` for subject `cn`, writing `out`.
+    fn request(&self, extra: &[&str], name: &str, cn: &str, out: &str) {
+        let (key, subject) = (format!("{name}.key"), format!("/CN={cn}"));
+        let mut args = vec!["req"];
+        args.extend(extra);
+        args.extend([
             "-newkey",
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "2",
         ]);
+        args.extend(["-keyout", &key, "-out", out, "-subj", &subject]);
+        self.openssl(&args);
+    }
+
+    /// A self-signed CA `name` (name.key, name.pem).
+    pub fn ca(&self, name: &str) {
+        let pem = format!("{name}.pem");
+        self.request(&["-x509", "-days", "2"], name, name, &pem);
     }
 
     /// A certificate `name.pem` issued by `ca` for subject `cn` with extensions `ext`,
@@ -431,20 +462,7 @@ impl Pki {
         public: Option<&Path>,
     ) {
         std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
+        self.request(&[], name, cn, &format!("{name}.csr"));
         let mut args = vec![
             "x509".to_owned(),
             "-req".to_owned(),
