@@ -8,7 +8,7 @@ use super::metadata::KeyKind;
 use super::signed::{sign_jwt, HeaderStyle, SignedToken};
 use super::spec::{
     check, is_false, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind,
-    Value,
+    Value, ISSUER,
 };
 #[cfg(test)]
 use super::TokenRequest;
@@ -129,16 +129,6 @@ impl std::str::FromStr for Scope {
         }
     }
 }
-
-const ISSUER: Field = Field {
-    name: "issuer",
-    help: "Issuer ID (a UUID) [default: recorded with the key]",
-    value: Value::Text {
-        placeholder: "UUID",
-        check: check::<IssuerId>,
-    },
-    required: false,
-};
 
 const SCOPE: Field = Field {
     name: "scope",

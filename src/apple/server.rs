@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::metadata::KeyKind;
 use super::signed::{sign_jwt, HeaderStyle, SignedToken};
 use super::spec::{
-    check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind, Value,
+    Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind, BUNDLE_ID, ISSUER,
 };
 use super::AUD_APP_STORE_CONNECT;
 use crate::{BundleId, Error, Es256Signer, IssuerId};
@@ -16,26 +16,7 @@ use crate::{BundleId, Error, Es256Signer, IssuerId};
 pub const MAX_LIFETIME: u64 = 60 * 60;
 
 /// The fields every API of the family takes.
-pub(crate) const FIELDS: &[Field] = &[
-    Field {
-        name: "issuer",
-        help: "Issuer ID (a UUID) [default: recorded with the key]",
-        value: Value::Text {
-            placeholder: "UUID",
-            check: check::<IssuerId>,
-        },
-        required: false,
-    },
-    Field {
-        name: "bundle_id",
-        help: "The app's bundle ID (claim bid)",
-        value: Value::Text {
-            placeholder: "BUNDLE",
-            check: check::<BundleId>,
-        },
-        required: true,
-    },
-];
+pub(crate) const FIELDS: &[Field] = &[ISSUER, BUNDLE_ID];
 
 const fn family(name: &'static str, about: &'static str, api: &'static str) -> Spec {
     Spec {

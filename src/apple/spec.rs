@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use super::lifetime::{unix, Lifetime, Times};
 use super::metadata::{KeyKind, KeyMetadata};
 use super::signed::SignedToken;
-use crate::{Error, Es256Signer, IssuerId, KeyId, OAuthId, TeamId};
+use crate::{BundleId, Error, Es256Signer, IssuerId, KeyId, OAuthId, TeamId};
 
 /// Everything one kind of request states about itself.
 #[derive(Debug)]
@@ -136,6 +136,28 @@ pub enum Value {
         check: fn(&str) -> Result<(), Error>,
     },
 }
+
+/// The issuer ID field the App Store Connect, App Store Server and StoreKit kinds share.
+pub(crate) const ISSUER: Field = Field {
+    name: "issuer",
+    help: "Issuer ID (a UUID) [default: recorded with the key]",
+    value: Value::Text {
+        placeholder: "UUID",
+        check: check::<IssuerId>,
+    },
+    required: false,
+};
+
+/// The bundle ID field the App Store Server and StoreKit kinds share.
+pub(crate) const BUNDLE_ID: Field = Field {
+    name: "bundle_id",
+    help: "The app's bundle ID (claim bid)",
+    value: Value::Text {
+        placeholder: "BUNDLE",
+        check: check::<BundleId>,
+    },
+    required: true,
+};
 
 /// The parser of `T`, as a [`Value`] holds it.
 pub fn check<T: FromStr<Err = Error>>(s: &str) -> Result<(), Error> {

@@ -13,6 +13,7 @@ use super::metadata::KeyKind;
 use super::signed::{sign_jwt, HeaderStyle, LegacySignature, Signed, SignedStoreKit};
 use super::spec::{
     check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, SignatureKind, Spec, Value,
+    BUNDLE_ID, ISSUER,
 };
 use crate::ids::printable;
 pub use crate::ids::Nonce;
@@ -59,24 +60,6 @@ impl AdvancedCommerceBody {
     }
 }
 
-const ISSUER: Field = Field {
-    name: "issuer",
-    help: "Issuer ID (a UUID) [default: recorded with the key]",
-    value: Value::Text {
-        placeholder: "UUID",
-        check: check::<IssuerId>,
-    },
-    required: false,
-};
-const BUNDLE_ID: Field = Field {
-    name: "bundle_id",
-    help: "The app's bundle ID (claim bid)",
-    value: Value::Text {
-        placeholder: "BUNDLE",
-        check: check::<BundleId>,
-    },
-    required: true,
-};
 const NONCE: Field = Field {
     name: "nonce",
     help: "The one-time nonce, a UUID [default: a fresh random one]",
