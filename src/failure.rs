@@ -329,6 +329,18 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
+/// `s` as one shell word, for the environment the agent and `softhsm init` print to
+/// `eval`: as it is when plainly safe, else in single quotes, each `'` written `'\''`.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@%+,".contains(&b))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 /// Writes the result to stdout; a closed pipe is not an error.
 pub fn print(text: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();

@@ -172,6 +172,28 @@ fn init_refuses_a_second_token_a_lost_pin_file_and_a_read_only_directory() {
         text(&lost.stderr)
     );
 
+    // A directory others may write to (they could swap what p8hsm keeps there): refused
+    // before anything is made in it.
+    let shared = work.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let run = p8hsm(
+        &["softhsm", "init", "--dir", shared.to_str().unwrap()],
+        work.path(),
+        &[],
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("only you may write"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(&shared).unwrap().count(),
+        0,
+        "nothing made in it"
+    );
+
     // A read-only file system: a clear error, nothing made.
     let ro = work.path().join("ro");
     std::fs::create_dir(&ro).unwrap();

@@ -21,7 +21,7 @@ use p8hsm::{KeyId, Request, Service, Signed, Token};
 use super::daemon::{is_socket, private_dir};
 use super::Args;
 use crate::audit::{open_log, Audit};
-use crate::failure::{print, Failure};
+use crate::failure::{print, shell_word, Failure};
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -134,7 +134,7 @@ pub fn serve(args: &Args, socket: &Path, token: Token) -> Result<(), Failure> {
 
     let env = format!(
         "P8HSM_AGENT_SOCK={}; export P8HSM_AGENT_SOCK;\nP8HSM_AGENT_PID={}; export P8HSM_AGENT_PID;\n",
-        shell_quote(&socket.to_string_lossy()),
+        shell_word(&socket.to_string_lossy()),
         std::process::id()
     );
     print(&env)?;
@@ -187,10 +187,6 @@ fn stop_on_signals(agent: &Arc<Agent>, socket: &Path) -> Result<(), Failure> {
         })
         .map_err(p8hsm::Error::internal)?;
     Ok(())
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// The peer at the other end of a connection.

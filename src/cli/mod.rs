@@ -7,6 +7,7 @@ mod args;
 mod check;
 mod config;
 mod doctor;
+mod files;
 mod import;
 mod keygen;
 mod pin;

@@ -11,6 +11,7 @@ use p8hsm::apple::renew::Decision;
 use p8hsm::protocol::{self, Reply};
 use p8hsm::{Request, Service, Signed};
 
+use super::files;
 use super::request::{Renewal, RequestArgs};
 use super::{json_line, Config};
 use crate::failure::{print, Failure};
@@ -85,7 +86,7 @@ fn keep(request: &Request, out: &Renewal, config: &Config) -> Result<(), Failure
             let Signed::Token(token) = signed else {
                 return Err(p8hsm::Error::internal("a token request signed no token").into());
             };
-            write_atomically(path, &token.token)?;
+            files::write_atomically(path, format!("{}\n", token.token).as_bytes())?;
             eprintln!(
                 "renewed {} ({reason}): it expires at {}",
                 path.display(),
@@ -123,31 +124,6 @@ fn read_kept(path: &Path) -> Result<Option<String>, Failure> {
         // Too large, or unreadable: not a token of this request; it is replaced.
         Err(_) => Ok(None),
     }
-}
-
-/// Writes `token` to `path` through a temporary file in the same directory (mode 0600,
-/// flushed to disk), renamed over `path`.
-fn write_atomically(path: &Path, token: &str) -> Result<(), Failure> {
-    let file_error = |source: std::io::Error| Failure::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temporary = tempfile::Builder::new()
-        .prefix(".p8hsm-")
-        .tempfile_in(dir)
-        .map_err(file_error)?;
-    temporary
-        .write_all(format!("{token}\n").as_bytes())
-        .and_then(|()| temporary.as_file().sync_all())
-        .map_err(file_error)?;
-    temporary.persist(path).map_err(|e| file_error(e.error))?;
-    // The rename is done; making it durable is best effort.
-    let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-    Ok(())
 }
 
 /// Sends `request` to the agent listening on `socket` and returns what it signed.

@@ -2,9 +2,8 @@
 //! files, made through PKCS#11 itself, and the environment that points p8hsm at it.
 //! Safe to run twice: an existing token is kept.
 
-use std::fs::{DirBuilder, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use p256::elliptic_curve::rand_core::{OsRng, RngCore};
@@ -13,8 +12,8 @@ use p8hsm::Error;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::Config;
-use crate::failure::{print, Failure};
+use super::{files, Config};
+use crate::failure::{print, shell_word, Failure};
 
 /// SoftHSM's configuration, with `@TOKENDIR@` for the store.
 const CONF: &str = include_str!("../../softhsm/softhsm2.conf.in");
@@ -64,6 +63,11 @@ pub fn init(dir: Option<&Path>, label: &str, config: &Config) -> Result<(), Fail
             })?,
     };
     let tokens = dir.join("tokens");
+    // A directory that is there already must be as private as one made here; checked
+    // before anything is made in it, and again (with its tokens/) once made.
+    if dir.exists() {
+        files::own_directory(&dir)?;
+    }
     // Private from the start: 0700 directories, 0600 files, never chmod-ed after.
     DirBuilder::new()
         .recursive(true)
@@ -73,13 +77,12 @@ pub fn init(dir: Option<&Path>, label: &str, config: &Config) -> Result<(), Fail
             path: tokens.clone(),
             source,
         })?;
+    for dir in [&dir, &tokens] {
+        files::own_directory(dir)?;
+    }
     let conf = dir.join("softhsm2.conf");
-    write_new(
-        &conf,
-        CONF.replace("@TOKENDIR@", &tokens.to_string_lossy())
-            .as_bytes(),
-        true,
-    )?;
+    let conf_text = CONF.replace("@TOKENDIR@", &tokens.to_string_lossy());
+    files::write_atomically(&conf, conf_text.as_bytes())?;
     // SoftHSM reads its configuration when the module is initialized, which has not
     // happened yet in this process.
     std::env::set_var("SOFTHSM2_CONF", &conf);
@@ -120,15 +123,16 @@ pub fn init(dir: Option<&Path>, label: &str, config: &Config) -> Result<(), Fail
     print(&format!(
         "export SOFTHSM2_CONF={}\nexport P8HSM_MODULE={}\nexport P8HSM_TOKEN={}\nexport \
          P8HSM_PIN_SOURCE={}\n",
-        quoted(&conf.to_string_lossy()),
-        quoted(&module.to_string_lossy()),
-        quoted(label),
-        quoted(&format!("file:{}", user_pin.display()))
+        shell_word(&conf.to_string_lossy()),
+        shell_word(&module.to_string_lossy()),
+        shell_word(label),
+        shell_word(&format!("file:{}", user_pin.display()))
     ))
 }
 
-/// Writes the PINs (to temporary names first), initializes the token, then gives the
-/// PIN files their names. On failure nothing is left: not the PIN files, not the
+/// Writes the PINs to private files under random names, initializes the token, then
+/// gives the PIN files their names. On failure nothing is left: not the PIN files (a
+/// crash leaves at most unnamed ones, which never stand in a later run's way), not the
 /// token's directory.
 fn make_token(
     module: &Path,
@@ -140,29 +144,20 @@ fn make_token(
     let before = entries(tokens);
     let user = random_pin();
     let so = random_pin();
-    let user_tmp = user_pin.with_extension("pin.tmp");
-    let so_tmp = so_pin.with_extension("pin.tmp");
+    let dir = user_pin.parent().unwrap_or(Path::new("."));
     let result = (|| {
-        write_new(&so_tmp, format!("{}\n", so.as_str()).as_bytes(), false)?;
-        write_new(&user_tmp, format!("{}\n", user.as_str()).as_bytes(), false)?;
+        let so_file = files::private_file(dir, format!("{}\n", so.as_str()).as_bytes())?;
+        let user_file = files::private_file(dir, format!("{}\n", user.as_str()).as_bytes())?;
         pkcs11::init_token(
             module,
             label,
             &SecretString::from(so.as_str()),
             &SecretString::from(user.as_str()),
         )?;
-        for (from, to) in [(&so_tmp, so_pin), (&user_tmp, user_pin)] {
-            std::fs::rename(from, to).map_err(|source| Failure::Write {
-                path: to.to_path_buf(),
-                source,
-            })?;
-        }
-        Ok(())
+        files::put(so_file, so_pin)?;
+        files::put(user_file, user_pin)
     })();
     if result.is_err() {
-        for path in [&so_tmp, &user_tmp] {
-            let _ = std::fs::remove_file(path);
-        }
         for made in entries(tokens).difference(&before) {
             let _ = std::fs::remove_dir_all(tokens.join(made));
         }
@@ -177,34 +172,6 @@ fn random_pin() -> Zeroizing<String> {
     Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Creates `path` with mode 0600 (refusing one that exists unless `replace`, which
-/// writes a temporary file and renames it over).
-fn write_new(path: &Path, bytes: &[u8], replace: bool) -> Result<(), Failure> {
-    let failed = |source| Failure::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let target = if replace {
-        path.with_extension("tmp")
-    } else {
-        path.to_path_buf()
-    };
-    if replace {
-        let _ = std::fs::remove_file(&target);
-    }
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&target)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .map_err(failed)?;
-    if replace {
-        std::fs::rename(&target, path).map_err(failed)?;
-    }
-    Ok(())
-}
-
 fn entries(dir: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {
     std::fs::read_dir(dir)
         .map(|it| it.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
@@ -216,15 +183,4 @@ fn absolute(dir: &Path) -> Result<PathBuf, Failure> {
         path: dir.to_path_buf(),
         source,
     })
-}
-
-/// `s` as one shell word: in single quotes, each `'` written `'\''`.
-fn quoted(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@%+,".contains(&b))
-    {
-        return s.to_owned();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
 }

@@ -1,0 +1,69 @@
+//! Files the command line writes: private (0600 from creation), flushed, and put in
+//! place by a rename, so that a crash, a full disk or a concurrent reader never sees
+//! half of one.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use tempfile::NamedTempFile;
+
+use crate::failure::Failure;
+
+fn write_error(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |source| Failure::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A new file of mode 0600 under a random name in `dir`, holding `bytes` flushed to
+/// disk; removed when dropped unless [`put`] gives it its name.
+pub fn private_file(dir: &Path, bytes: &[u8]) -> Result<NamedTempFile, Failure> {
+    let mut file = tempfile::Builder::new()
+        .prefix(".p8hsm-")
+        .tempfile_in(dir)
+        .map_err(write_error(dir))?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(write_error(dir))?;
+    Ok(file)
+}
+
+/// Renames `file` to `path` (replacing what is there), then makes the rename durable
+/// (best effort).
+pub fn put(file: NamedTempFile, path: &Path) -> Result<(), Failure> {
+    file.persist(path).map_err(|e| write_error(path)(e.error))?;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a private file in the same directory, renamed over
+/// `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    put(private_file(dir, bytes)?, path)
+}
+
+/// Refuses a directory that is not this user's or that others may write to: whoever
+/// could would rename, replace or link what p8hsm keeps there.
+pub fn own_directory(dir: &Path) -> Result<(), Failure> {
+    let meta = std::fs::metadata(dir).map_err(|source| Failure::File {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let uid = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != uid || meta.permissions().mode() & 0o022 != 0 {
+        return Err(Failure::Usage(format!(
+            "{} is not a directory of yours that only you may write to: p8hsm keeps PINs \
+             only in such a directory (chmod go-w it, or give another --dir)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
