@@ -619,3 +619,49 @@ fn a_token_that_cannot_be_audited_is_not_handed_out() {
     );
     drop(s);
 }
+
+#[test]
+fn fifos_for_its_files_are_refused_not_waited_on() {
+    let (hsm, pki) = setup(Hsm::new());
+    let fifo = pki.dir.join("fifo");
+    succeeded(&Command::new("mkfifo").arg(&fifo).output().unwrap());
+    let fifo = fifo.to_str().unwrap();
+    for (cert, ca, policy) in [
+        (pki.path("server.pem"), pki.path("ca.pem"), fifo.to_owned()),
+        (
+            pki.path("server.pem"),
+            fifo.to_owned(),
+            pki.path("policy.toml"),
+        ),
+        (fifo.to_owned(), pki.path("ca.pem"), pki.path("policy.toml")),
+    ] {
+        let started = Instant::now();
+        let run = hsm.run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            "pkcs11:object=TLSSERVER1",
+            "--client-ca",
+            &ca,
+            "--policy",
+            &policy,
+        ]);
+        run.fails(3, "not a regular file");
+        assert!(started.elapsed() < Duration::from_secs(5), "not waited on");
+    }
+    // Read again on SIGHUP: a FIFO there is refused, and the policy in force stays.
+    let s = Serving::start(&hsm, &pki, &[], &[]);
+    let policy = pki.dir.join("policy.toml");
+    std::fs::remove_file(&policy).unwrap();
+    succeeded(&Command::new("mkfifo").arg(&policy).output().unwrap());
+    s.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.stderr().contains("policy-refused") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(s.stderr().contains("not a regular file"), "{}", s.stderr());
+    assert_eq!(s.token("billing", server_request("com.example.app")).0, 200);
+}

@@ -9,6 +9,9 @@ use p8hsm::{KeyId, Request};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// The largest policy file read.
+const MAX_POLICY: usize = 1024 * 1024;
+
 /// The policy file's contents, checked.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,8 +59,10 @@ pub enum Denied {
 impl Policy {
     /// Reads and checks the policy file: a line and column for what does not parse.
     pub fn load(path: &Path) -> Result<Policy, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the policy {}: {e}", path.display()))?;
+        // A regular file only, bounded: a FIFO must not hang the service (its policy is
+        // read again on SIGHUP, inside the loop that accepts connections).
+        let text = crate::input::read_text(path, MAX_POLICY)
+            .map_err(|failure| failure.message_and_hint().0)?;
         Policy::parse(&text).map_err(|e| format!("the policy {}: {e}", path.display()))
     }
 

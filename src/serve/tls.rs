@@ -33,21 +33,15 @@ pub fn server_config(
     client_ca: &Path,
     token: &Token,
 ) -> Result<Arc<ServerConfig>, Failure> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect())
-        .map_err(|e| {
-            setup(format!(
-                "cannot read the certificate chain {}: {e}",
-                cert.display()
-            ))
-        })?;
+    let chain = certificates(cert, "the certificate chain")?;
     if chain.is_empty() {
         return Err(setup(format!("{} holds no certificate", cert.display())));
     }
     let signing_key: Arc<dyn SigningKey> = if key.starts_with("pkcs11:") {
         Arc::new(token_key(key, token, &chain[0])?)
     } else {
-        let der = PrivateKeyDer::from_pem_file(key)
+        let pem = read(Path::new(key))?;
+        let der = PrivateKeyDer::from_pem_slice(&pem)
             .map_err(|e| setup(format!("cannot read the private key {key}: {e}")))?;
         ring::sign::any_supported_type(&der)
             .map_err(|e| setup(format!("cannot use the private key {key}: {e}")))?
@@ -60,15 +54,7 @@ pub fn server_config(
     }
 
     let mut roots = RootCertStore::empty();
-    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(client_ca)
-        .and_then(|it| it.collect())
-        .map_err(|e| {
-            setup(format!(
-                "cannot read the client CA {}: {e}",
-                client_ca.display()
-            ))
-        })?;
-    for ca in cas {
+    for ca in certificates(client_ca, "the client CA")? {
         roots
             .add(ca)
             .map_err(|e| setup(format!("cannot use a client CA certificate: {e}")))?;
@@ -90,6 +76,27 @@ pub fn server_config(
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The largest PEM file read.
+const MAX_PEM: usize = 1024 * 1024;
+
+/// A PEM file's bytes: a regular file only (a FIFO must not hang the start), bounded,
+/// in a buffer wiped on drop.
+fn read(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Failure> {
+    let bytes = crate::input::read(path, MAX_PEM)?;
+    if bytes.len() > MAX_PEM {
+        return Err(setup(format!("{} is over 1 MiB", path.display())));
+    }
+    Ok(bytes)
+}
+
+/// The certificates of a PEM file.
+fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Failure> {
+    let pem = read(path)?;
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| setup(format!("cannot read {what} {}: {e}", path.display())))
 }
 
 /// The TLS key on the token that `uri` names (by its id or object: a key ID), checked
