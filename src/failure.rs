@@ -283,7 +283,7 @@ impl Failure {
             Failure::Output(e) => (format!("cannot write the result: {e}"), None),
             Failure::Write { path, source } => (
                 format!("cannot write {}: {source}; what was there is unchanged", path.display()),
-                Some("hint: --out needs a directory p8hsm may create files in".to_owned()),
+                hint("check that the directory exists and that p8hsm may create files in it"),
             ),
             Failure::Unreported { key_id, source } => (
                 format!("key {key_id} was imported, but the report of it could not be written: {source}"),

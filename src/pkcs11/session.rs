@@ -296,17 +296,6 @@ impl Sessions {
         op(&lease, true).map_err(OpError::into_error)
     }
 
-    /// A fresh, logged-in session in place of the pool's: after another [`Token`] on the
-    /// same module read it anew (`refresh` finalizes the module), this pool's sessions
-    /// are gone and the token is logged out.
-    ///
-    /// [`Token`]: super::token::Token
-    pub(super) fn revive(&self) -> Result<(), Error> {
-        self.drain();
-        drop(self.reopen()?);
-        Ok(())
-    }
-
     /// See [`Token::refresh`](super::token::Token::refresh).
     pub(super) fn refresh(&self) -> Result<(), Error> {
         let mut attempt = 0;

@@ -251,21 +251,13 @@ impl Token {
 
     /// Runs `op`, and again after a pause while it fails as calls on a software token
     /// fail while another process rewrites its store (see [`busy_store`]).
-    ///
-    /// A call that fails because this token's sessions are gone — another token on the
-    /// same module read it anew — runs once more on a fresh, logged-in session.
     pub(super) fn settled<T>(&self, mut op: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
         let mut attempt = 0;
-        let mut revived = false;
         loop {
             match op() {
                 Err(e) if busy_store(&e) && attempt < SETTLE_ATTEMPTS => {
                     attempt += 1;
                     settle(attempt);
-                }
-                Err(e) if sessions_gone(&e) && !revived => {
-                    revived = true;
-                    self.0.sessions.revive()?;
                 }
                 other => return other,
             }
@@ -300,23 +292,6 @@ impl Token {
                 .next())
         })
     }
-}
-
-/// Whether a call failed because the session it ran on is gone, or the token forgot
-/// the login (the module was finalized under it).
-fn sessions_gone(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Pkcs11 {
-            source: cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::SessionHandleInvalid
-                    | cryptoki::error::RvError::SessionClosed
-                    | cryptoki::error::RvError::UserNotLoggedIn,
-                _
-            ),
-            ..
-        }
-    )
 }
 
 pub(super) fn find(
