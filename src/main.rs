@@ -78,12 +78,15 @@ fn run(global: cli::Global, command: Command) -> Result<(), Failure> {
     match command {
         Command::Agent(args) if args.from_parent => agent::run_from_parent(),
         Command::Agent(args) => {
+            // Nothing that will hold a PIN may dump core: made so before it reads one.
+            audit::not_dumpable();
             let config = cli::Config::resolve(global)?;
             let (found, pin) = config.find()?;
             agent::run(args, config.spec()?, found, pin)
         }
         Command::OneShot(command) => cli::run(&cli::Config::resolve(global)?, command),
         Command::Serve(args) => {
+            audit::not_dumpable();
             let config = cli::Config::resolve(global)?;
             let (found, pin) = config.find()?;
             serve::run(args, found.login(pin)?)

@@ -665,3 +665,58 @@ fn fifos_for_its_files_are_refused_not_waited_on() {
     assert!(s.stderr().contains("not a regular file"), "{}", s.stderr());
     assert_eq!(s.token("billing", server_request("com.example.app")).0, 200);
 }
+
+/// It holds the PIN, so it is not dumpable (made so before it reads the PIN): its
+/// /proc files belong to root although it runs as another user.
+#[test]
+fn the_service_cannot_dump_core() {
+    use std::os::unix::fs::MetadataExt;
+    let (hsm, pki) = setup(Hsm::new());
+    crate::common::give_to(&hsm.store, 45456);
+    crate::common::give_to(hsm.dir.path(), 45456);
+    let prefix = crate::common::as_uid(45456);
+    let mut child = Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(env!("CARGO_BIN_EXE_p8hsm"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &pki.path("server.pem"),
+            "--tls-key",
+            "pkcs11:object=TLSSERVER1",
+            "--client-ca",
+            &pki.path("ca.pem"),
+            "--policy",
+            &pki.path("policy.toml"),
+        ])
+        .envs(hsm.env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    assert!(url.starts_with("https://"), "it started: {url:?}");
+    // setpriv execs p8hsm: the child's pid is the service's.
+    let pid = child.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("45456")),
+        "{status}"
+    );
+    let owner = std::fs::metadata(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .uid();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        owner, 0,
+        "a non-dumpable process's /proc files belong to root"
+    );
+}

@@ -69,14 +69,13 @@ impl Args {
 /// Starts the agent on the token `found` (in `spec`), logging in with `pin`: here with
 /// `--foreground`, else in the background — a copy of this process in its own process
 /// group, given the token and the PIN through a pipe, never through its arguments.
+/// The caller has made the process non-dumpable before it read the PIN.
 pub fn run(
     args: Args,
     spec: TokenSpec,
     found: FoundToken,
     pin: SecretString,
 ) -> Result<(), Failure> {
-    // Nothing that holds a PIN may dump core.
-    crate::audit::not_dumpable();
     let socket = daemon::socket_path(&args);
     if args.foreground {
         return server::serve(&args, &socket, found.login(pin)?);

@@ -95,7 +95,6 @@ struct Peer {
 
 /// Serves until SIGTERM or SIGINT, then drains.
 pub fn run(args: Args, token: Token) -> Result<(), Failure> {
-    crate::audit::not_dumpable();
     let setup = Failure::ServeSetup;
     let policy = Policy::load(&args.policy).map_err(setup)?;
     let tls = tls::server_config(&args.tls_cert, &args.tls_key, &args.client_ca, &token)?;
