@@ -512,3 +512,50 @@ fn the_agent_serves_the_new_kinds_from_generated_keys() {
     let reply = agent.request(&serde_json::json!({"id": 4, "kind": "cloudkit", "key_id": "2X9R4HXF34", "subpath": "/database/1/x"}));
     assert_eq!(reply["error"]["code"], "invalid_input", "{reply}");
 }
+
+#[test]
+fn two_assigns_of_one_key_id_at_once_leave_it_on_one_key() {
+    let hsm = Hsm::new();
+    keygen(&hsm, "first");
+    keygen(&hsm, "second");
+    let children: Vec<_> = ["first", "second"]
+        .iter()
+        .map(|label| {
+            hsm.command(&["assign", "--label", label, "--key-id", ADS_KEY])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<Option<i32>> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap().status.code())
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(0)).count(),
+        1,
+        "exactly one assign wins: {codes:?}"
+    );
+    assert!(
+        codes.contains(&Some(7)),
+        "the other refused as taken: {codes:?}"
+    );
+    let listed = keys(&hsm);
+    assert_eq!(
+        listed.iter().filter(|k| k["id"] == ADS_KEY).count(),
+        1,
+        "{listed:?}"
+    );
+    assert_eq!(listed.iter().filter(|k| k["unassigned"] == true).count(), 1);
+    hsm.run(&["doctor"]).ok();
+}
+
+#[test]
+fn a_token_whose_objects_keep_their_id_refuses_keygen() {
+    let hsm = Hsm::new();
+    let before = hsm.object_count();
+    hsm.run(&["--profile", "yubihsm", "keygen", "--label", "k"])
+        .fails(5, "cannot generate the key");
+    assert_eq!(hsm.object_count(), before);
+}

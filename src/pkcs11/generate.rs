@@ -231,7 +231,7 @@ impl Token {
             });
         }
         let claim = self.claim(key_id)?;
-        let result = self.assign_claimed(&claim, &pending, &id, key_id, metadata);
+        let result = self.assign_claimed(&claim, &pending, &id, key_id, label, metadata);
         let _ = self.release(claim);
         result
     }
@@ -242,6 +242,7 @@ impl Token {
         pending: &[u8],
         id: &[u8],
         key_id: &KeyId,
+        label: &str,
         metadata: Option<&[u8]>,
     ) -> Result<PublicKey, Error> {
         self.contend(claim, id)?;
@@ -249,7 +250,7 @@ impl Token {
             Some(bytes) => Some(self.create_metadata(key_id.as_str(), bytes)?),
             None => None,
         };
-        let renamed = self.rename_pair(pending, id);
+        let renamed = self.rename_pair(pending, id, label);
         match renamed {
             Ok(()) => self.public_key(key_id),
             Err(e) => {
@@ -257,14 +258,15 @@ impl Token {
                     let _ = self.destroy_gone_ok(object);
                 }
                 // What was renamed goes back to awaiting its key ID.
-                let _ = self.rename_pair(id, pending);
+                let _ = self.rename_pair(id, pending, label);
                 Err(e)
             }
         }
     }
 
-    /// Sets CKA_ID `to` on the public, then the private key whose CKA_ID is `from`.
-    fn rename_pair(&self, from: &[u8], to: &[u8]) -> Result<(), Error> {
+    /// Gives the public, then the private key whose CKA_ID is `from` the CKA_ID `to`
+    /// (the label stays), read back under it.
+    fn rename_pair(&self, from: &[u8], to: &[u8], label: &str) -> Result<(), Error> {
         for (class, what) in [
             (ObjectClass::PUBLIC_KEY, "the public key"),
             (ObjectClass::PRIVATE_KEY, "the private key"),
@@ -272,16 +274,7 @@ impl Token {
             for handle in
                 self.find_objects(&[Attribute::Class(class), Attribute::Id(from.to_vec())])?
             {
-                self.settled(|| {
-                    self.session()?
-                        .update_attributes(handle, &[Attribute::Id(to.to_vec())])
-                        .map_err(ck(what))
-                })?;
-                self.check_kept(
-                    handle,
-                    &[Attribute::Class(class), Attribute::Id(to.to_vec())],
-                    what,
-                )?;
+                self.rename(handle, class, Some(to), label, what)?;
             }
         }
         Ok(())
