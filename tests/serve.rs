@@ -720,3 +720,46 @@ fn the_service_cannot_dump_core() {
         "a non-dumpable process's /proc files belong to root"
     );
 }
+
+/// The deadlines serve.md promises: 10 s for the TLS handshake, 30 s for a whole
+/// request (408).
+#[test]
+fn a_silent_handshake_and_a_request_that_never_ends_are_cut_off() {
+    let (hsm, pki) = setup(Hsm::new());
+    let s = Serving::start(&hsm, &pki, &[], &[]);
+    let addr = s.url.trim_start_matches("https://").to_owned();
+    let silent = std::thread::spawn(move || {
+        let mut tcp = TcpStream::connect(&addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
+        let started = Instant::now();
+        let mut byte = [0u8; 1];
+        let read = tcp.read(&mut byte);
+        (matches!(read, Ok(0)), started.elapsed())
+    });
+    let mut stream = client(&s, "billing");
+    let started = Instant::now();
+    write!(
+        stream,
+        "POST /v1/tokens HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{{\"kind\""
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    let mut response = String::new();
+    stream
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    let _ = stream.read_to_string(&mut response);
+    let waited = started.elapsed();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        waited >= Duration::from_secs(29) && waited < Duration::from_secs(38),
+        "{waited:?}"
+    );
+    let (closed, after) = silent.join().unwrap();
+    assert!(closed, "the silent connection is closed");
+    assert!(
+        after >= Duration::from_secs(9) && after < Duration::from_secs(15),
+        "{after:?}"
+    );
+}

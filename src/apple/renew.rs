@@ -225,6 +225,39 @@ mod tests {
     }
 
     #[test]
+    fn a_token_from_the_future_or_living_too_long_is_renewed() {
+        let signer = MemorySigner::new();
+        let public = signer.key.verifying_key().into();
+        let request = request("com.example.web", 90 * DAY);
+        let later = request.sign(&signer, None, at(DAY)).unwrap().token;
+        let decide = |kept: &str| {
+            decide(Some(kept), &request, None, &public, now(), Duration::ZERO).unwrap()
+        };
+        assert_eq!(
+            decide(&later),
+            Decision::Renew {
+                reason: "it was issued in the future".to_owned()
+            }
+        );
+        // The same claims with exp - iat over Apple's limit, signed by the key.
+        let (input, _) = later.rsplit_once('.').unwrap();
+        let (header, claims) = input.split_once('.').unwrap();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+        claims["iat"] = (NOW - 60).into();
+        claims["exp"] = (NOW - 60 + 200 * DAY).into();
+        let input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let signature: p256::ecdsa::Signature = signer.sign_es256(input.as_bytes()).unwrap();
+        let long = format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+        assert_eq!(
+            decide(&long),
+            Decision::Renew {
+                reason: "it lives longer than Apple allows".to_owned()
+            }
+        );
+    }
+
+    #[test]
     fn a_token_of_another_request_or_key_or_tampered_with_is_renewed() {
         let signer = MemorySigner::new();
         let public = signer.key.verifying_key().into();

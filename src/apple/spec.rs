@@ -211,6 +211,16 @@ impl Spec {
         matches!(self.lifetime, LifetimeRule::Exp { max, .. } if max > RENEWABLE_AFTER)
     }
 
+    /// The longest `ttl` a request of this kind may ask for with `skew` (the default
+    /// when `None`): what leaves room for the skew under the kind's maximum. `None` for
+    /// kinds without `exp`.
+    pub fn longest_ttl(&self, skew: Option<u64>) -> Option<u64> {
+        match self.lifetime {
+            LifetimeRule::Exp { max, .. } => Some(max.saturating_sub(skew.unwrap_or(DEFAULT_SKEW))),
+            _ => None,
+        }
+    }
+
     /// Refuses a key ID in a form no key of this kind has.
     pub fn check_key_id(&self, key_id: &KeyId) -> Result<(), Error> {
         let Some(first) = self.key_kinds.first() else {

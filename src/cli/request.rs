@@ -344,15 +344,11 @@ fn request_args(kind: Kind, matches: &ArgMatches) -> RequestArgs {
         }),
         _ => None,
     };
-    if let (Some(_), LifetimeRule::Exp { max, .. }) = (&out, spec.lifetime) {
-        // A kept token should live as long as Apple allows: the longest ttl that leaves
-        // room for the skew.
-        if !fields.contains_key("ttl") {
-            let skew = fields
-                .get("skew")
-                .and_then(Value::as_u64)
-                .unwrap_or(DEFAULT_SKEW);
-            fields.insert("ttl".into(), max.saturating_sub(skew).into());
+    // A kept token should live as long as Apple allows.
+    if out.is_some() && !fields.contains_key("ttl") {
+        let skew = fields.get("skew").and_then(Value::as_u64);
+        if let Some(ttl) = spec.longest_ttl(skew) {
+            fields.insert("ttl".into(), ttl.into());
         }
     }
     RequestArgs {

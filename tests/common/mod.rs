@@ -371,13 +371,20 @@ impl Drop for P11KitServer<'_> {
 
 /// A small tmpfs (the tests run as root) in a temporary directory; unmounted when
 /// dropped. What fills it makes writes fail as on a full disk.
+/// A tmpfs of a given size, mode 0700 (tmpfs defaults to 1777, which p8hsm refuses for PINs).
 pub struct SmallDisk(TempDir);
 
 impl SmallDisk {
     pub fn new(size: &str) -> SmallDisk {
         let dir = tempfile::tempdir().unwrap();
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .status()
             .unwrap();
