@@ -43,6 +43,7 @@ fn main() {
     let spec = TokenSpec {
         module: module.clone().into(),
         selector: TokenSelector::label(&var("P8HSM_TOKEN")),
+        module_args: None,
         profile: None,
     };
     let token = Token::open(&spec, SecretString::from(pin.trim_end())).unwrap();

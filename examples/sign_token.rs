@@ -52,6 +52,10 @@ fn run() -> Result<(), Error> {
         selector: TokenSelector::label(
             &std::env::var("P8HSM_TOKEN").unwrap_or_else(|_| "p8hsm".into()),
         ),
+        module_args: std::env::var("P8HSM_MODULE_ARGS")
+            .ok()
+            .map(|a| p8hsm::pkcs11::ModuleArgs::new(&a))
+            .transpose()?,
         profile: None,
     };
     let source = std::env::var("P8HSM_PIN_SOURCE").unwrap_or_default();

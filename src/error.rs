@@ -168,17 +168,21 @@ pub enum Error {
     ModuleLoad {
         /// The module path.
         path: PathBuf,
+        /// Whether it was given initialization arguments.
+        with_args: bool,
         /// What the loader or C_Initialize said.
         #[source]
         source: cryptoki::error::Error,
     },
     /// No token matches.
-    #[error("no token {wanted} ({})", describe_tokens(available))]
+    #[error("no token {wanted} ({})", describe_tokens(available, skipped))]
     TokenNotFound {
         /// What was asked for, e.g. `labelled "p8hsm"`.
         wanted: String,
         /// Labels of the tokens that exist.
         available: Vec<String>,
+        /// Slots left out because their token could not be described, and why.
+        skipped: Vec<String>,
     },
     /// Several tokens match.
     #[error("{count} tokens match: {wanted}")]
@@ -446,6 +450,20 @@ impl Error {
             ModuleNotFound { .. } => {
                 "hint: check --module, P8HSM_MODULE and PKCS11_MODULE_PATH".to_owned()
             }
+            ModuleLoad {
+                with_args: false,
+                source: cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ArgumentsBad, _),
+                ..
+            } => "hint: this module wants initialization arguments: give them with \
+                  P8HSM_MODULE_ARGS (NSS softoken: \"configdir='sql:DIR' certPrefix='' \
+                  keyPrefix='' secmod='secmod.db' flags=\") or x-init-reserved in its p11-kit \
+                  registration"
+                .to_owned(),
+            ModuleLoad {
+                with_args: true, ..
+            } => "hint: check the module's initialization arguments (P8HSM_MODULE_ARGS, \
+                  --module-args or x-init-reserved in its p11-kit registration)"
+                .to_owned(),
             ModuleLoad { .. } => "hint: is this a PKCS#11 module built for this machine? For \
                  SoftHSM, is SOFTHSM2_CONF pointing at a readable config?"
                 .to_owned(),
@@ -519,12 +537,17 @@ impl Error {
     }
 }
 
-fn describe_tokens(labels: &[String]) -> String {
-    if labels.is_empty() {
+fn describe_tokens(labels: &[String], skipped: &[String]) -> String {
+    let mut text = if labels.is_empty() {
         "the module has no initialized token".to_owned()
     } else {
         format!("tokens present: {}", labels.join(", "))
+    };
+    for reason in skipped {
+        text.push_str("; ");
+        text.push_str(reason);
     }
+    text
 }
 
 /// The class of a failure, as the agent's protocol names it (`"code"` in an error

@@ -30,6 +30,7 @@
 //! let spec = TokenSpec {
 //!     module: pkcs11::locate_module(None, None)?,
 //!     selector: TokenSelector::label("p8hsm"),
+//!     module_args: None,
 //!     profile: None,
 //! };
 //! let pin = SecretString::from(std::fs::read_to_string("/run/secrets/p8hsm-pin").unwrap());

@@ -27,6 +27,22 @@ pub struct Global {
     )]
     pub module: Option<PathBuf>,
 
+    /// What the module is given at C_Initialize (pReserved), e.g. NSS softoken's
+    /// "configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=";
+    /// prefer the environment variable if it holds a secret [default: the module's
+    /// x-init-reserved in its p11-kit registration]
+    // Kept as text that is never shown: it may hold a secret.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "P8HSM_MODULE_ARGS",
+        value_name = "STRING",
+        hide_env_values = true,
+        value_parser = |s: &str| Ok::<_, std::convert::Infallible>(SecretText::from(s))
+    )]
+    pub module_args: Option<SecretText>,
+
     /// Label of the token to use (tokens are chosen by label, never by slot number)
     /// [default: the URI's token, then p8hsm]
     #[arg(
@@ -153,7 +169,8 @@ pub enum Command {
     /// SoftHSM test tokens, for tests and CI
     #[command(subcommand)]
     Softhsm(SoftHsmCommand),
-    /// List the PKCS#11 modules p8hsm finds, in the order it considers them, and their tokens
+    /// List the PKCS#11 modules p8hsm finds, in the order it considers them, and their
+    /// tokens (p11-kit registrations disabled for p8hsm are left out)
     Modules {
         /// Print JSON
         #[arg(long)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use p8hsm::pkcs11::uri::Pkcs11Uri;
 use p8hsm::pkcs11::FoundToken;
-use p8hsm::pkcs11::{self, TokenSelector, TokenSpec};
+use p8hsm::pkcs11::{self, ModuleArgs, TokenSelector, TokenSpec};
 use p8hsm::{Error, KeyId, Token};
 use secrecy::SecretString;
 
@@ -62,11 +62,22 @@ impl Config {
         pkcs11::locate_module(self.explicit_module(), self.uri())
     }
 
+    /// What the module is given at C_Initialize: `--module-args` (or
+    /// `P8HSM_MODULE_ARGS`), else its p11-kit registration's `x-init-reserved`.
+    pub fn module_args(&self, module: &Path) -> Result<Option<ModuleArgs>, Error> {
+        match &self.global.module_args {
+            Some(text) => ModuleArgs::new(text.expose()).map(Some),
+            None => Ok(pkcs11::modules::registered_args(module)),
+        }
+    }
+
     /// The module, token and profile to open.
     pub fn spec(&self) -> Result<TokenSpec, Error> {
         let uri = self.uri();
+        let module = self.module()?;
         Ok(TokenSpec {
-            module: self.module()?,
+            module_args: self.module_args(&module)?,
+            module,
             selector: TokenSelector {
                 label: self
                     .global
@@ -119,8 +130,15 @@ impl Config {
                 None => PinSource::Prompt,
             },
         };
+        // --module-args belongs to the module the other options choose.
+        let module_args = if module == self.module()? {
+            self.module_args(&module)?
+        } else {
+            pkcs11::modules::registered_args(&module)
+        };
         let spec = TokenSpec {
             module,
+            module_args,
             selector: TokenSelector {
                 label: uri.token.clone(),
                 manufacturer: uri.manufacturer.clone(),

@@ -52,10 +52,21 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
             return report.finish();
         }
     };
-    match pkcs11::modules::tokens(&module) {
-        Ok(tokens) => {
-            let labels: Vec<String> = tokens.iter().map(|t| format!("\"{}\"", t.label)).collect();
-            report.pass(format!(
+    let args = match config.module_args(&module) {
+        Ok(args) => args,
+        Err(e) => {
+            report.fail_with(&e.into());
+            return report.finish();
+        }
+    };
+    match pkcs11::modules::tokens(&module, args.as_ref()) {
+        Ok(found) => {
+            let labels: Vec<String> = found
+                .tokens
+                .iter()
+                .map(|t| format!("\"{}\"", t.label))
+                .collect();
+            let mut line = format!(
                 "module {} loads; its tokens: {}",
                 module.display(),
                 if labels.is_empty() {
@@ -63,7 +74,11 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
                 } else {
                     labels.join(", ")
                 }
-            ))
+            );
+            for skipped in &found.skipped {
+                line.push_str(&format!("; {skipped}"));
+            }
+            report.pass(line)
         }
         Err(e) => {
             report.fail_with(&e.into());

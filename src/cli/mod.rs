@@ -228,28 +228,49 @@ struct ModuleRow {
     #[serde(flatten)]
     candidate: pkcs11::modules::Candidate,
     selected: bool,
-    tokens: Vec<pkcs11::modules::TokenSummary>,
+    #[serde(flatten)]
+    tokens: pkcs11::modules::Tokens,
+    /// Why the module was not loaded, if it was not.
+    note: Option<String>,
     error: Option<String>,
 }
 
+/// Lists the candidates, loading each module at most once: the selected one, and each
+/// module registered with p11-kit — unless p11-kit's proxy is selected, which loads them
+/// itself (a module such as tpm2-pkcs11 complains each time it is loaded).
 fn modules(json: bool, config: &Config) -> Result<(), Failure> {
+    use pkcs11::modules::PROXY_SOURCE;
     let candidates = pkcs11::modules::candidates(config.explicit_module(), config.uri())?;
+    let proxy_selected = candidates.first().is_some_and(|c| c.source == PROXY_SOURCE);
     let mut rows = Vec::new();
     for (i, candidate) in candidates.into_iter().enumerate() {
-        let (tokens, error) = if candidate.path.is_file() {
-            match pkcs11::modules::tokens(&candidate.path) {
-                Ok(tokens) => (tokens, None),
-                Err(e) => (Vec::new(), Some(e.to_string())),
-            }
-        } else {
-            (Vec::new(), Some("the file does not exist".to_owned()))
-        };
-        rows.push(ModuleRow {
-            candidate,
+        let mut row = ModuleRow {
             selected: i == 0,
-            tokens,
-            error,
-        });
+            tokens: Default::default(),
+            note: None,
+            error: None,
+            candidate,
+        };
+        let registered = row.candidate.source.starts_with("p11-kit: ");
+        if !row.selected && row.candidate.source == PROXY_SOURCE {
+            row.note = Some("not loaded: it offers the tokens of the p11-kit modules listed".into());
+        } else if !row.selected && registered && proxy_selected {
+            row.note = Some("not loaded: its tokens are listed through p11-kit's proxy".into());
+        } else if !row.candidate.path.is_file() {
+            row.error = Some("the file does not exist".to_owned());
+        } else {
+            // The options' module arguments go to the module they choose (the first).
+            let args = if row.selected {
+                config.module_args(&row.candidate.path)?
+            } else {
+                pkcs11::modules::registered_args(&row.candidate.path)
+            };
+            match pkcs11::modules::tokens(&row.candidate.path, args.as_ref()) {
+                Ok(tokens) => row.tokens = tokens,
+                Err(e) => row.error = Some(e.to_string()),
+            }
+        }
+        rows.push(row);
     }
     if json {
         return print(&json_line(&rows)?);
@@ -265,7 +286,13 @@ fn modules(json: bool, config: &Config) -> Result<(), Failure> {
         if let Some(error) = &row.error {
             out.push_str(&format!("    error: {error}\n"));
         }
-        for token in &row.tokens {
+        if let Some(note) = &row.note {
+            out.push_str(&format!("    {note}\n"));
+        }
+        for skipped in &row.tokens.skipped {
+            out.push_str(&format!("    warning: {skipped}\n"));
+        }
+        for token in &row.tokens.tokens {
             out.push_str(&format!(
                 "    token \"{}\"  {} {}  serial {}\n      {}\n",
                 token.label, token.manufacturer, token.model, token.serial, token.uri

@@ -89,7 +89,8 @@ pub fn init(dir: Option<&Path>, label: &str, config: &Config) -> Result<(), Fail
 
     let user_pin = dir.join("user.pin");
     let so_pin = dir.join("so.pin");
-    let labels: Vec<String> = pkcs11::modules::tokens(&module)?
+    let labels: Vec<String> = pkcs11::modules::tokens(&module, None)?
+        .tokens
         .into_iter()
         .map(|t| t.label)
         .collect();

@@ -2,37 +2,115 @@
 //! are named.
 
 use std::collections::HashMap;
+use std::ffi::CString;
+use std::fmt;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
+use zeroize::Zeroizing;
 
 use crate::{lock, Error};
 
-/// The initialized context of `module`, loading it the first time (C_Initialize once;
-/// never finalized, so several [`Token`](super::Token)s on one module can coexist).
-pub(super) fn context(module: &Path) -> Result<Pkcs11, Error> {
-    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+/// What a module is given at `C_Initialize` in `pReserved`: NSS softoken's
+/// `configdir='sql:DIR' …`, p11-kit's `x-init-reserved`. It may hold a secret, so it is
+/// wiped when dropped and never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ModuleArgs(Zeroizing<String>);
+
+impl ModuleArgs {
+    /// The arguments, refused if they hold a NUL byte (they travel as a C string).
+    pub fn new(text: &str) -> Result<ModuleArgs, Error> {
+        if text.contains('\0') {
+            return Err(Error::NotApplicable {
+                reason: "the module arguments hold a NUL byte".to_owned(),
+            });
+        }
+        Ok(ModuleArgs(Zeroizing::new(text.to_owned())))
+    }
+
+    fn c_string(&self) -> CString {
+        // new() refused NUL bytes.
+        CString::new(self.0.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for ModuleArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ModuleArgs(…)")
+    }
+}
+
+impl serde::Serialize for ModuleArgs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ModuleArgs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Zeroizing::new(String::deserialize(d)?);
+        ModuleArgs::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A loaded, initialized module, with the arguments it is initialized with (kept alive
+/// for as long as the module, which may keep the pointer, and for re-initializing it).
+#[derive(Clone)]
+pub(super) struct Module {
+    pkcs11: Pkcs11,
+    args: Option<Arc<CString>>,
+}
+
+impl Deref for Module {
+    type Target = Pkcs11;
+    fn deref(&self) -> &Pkcs11 {
+        &self.pkcs11
+    }
+}
+
+/// The initialized context of `module`, loading it the first time (C_Initialize once,
+/// with `args` if given; never finalized, so several [`Token`](super::Token)s on one
+/// module can coexist). A module already loaded keeps the arguments it was loaded with.
+pub(super) fn context(module: &Path, args: Option<&ModuleArgs>) -> Result<Module, Error> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Module>>> = OnceLock::new();
     let key = std::fs::canonicalize(module).unwrap_or_else(|_| module.to_path_buf());
     let mut contexts = lock(CONTEXTS.get_or_init(Default::default));
-    if let Some(pkcs11) = contexts.get(&key) {
-        return Ok(pkcs11.clone());
+    if let Some(loaded) = contexts.get(&key) {
+        return Ok(loaded.clone());
     }
     let load_error = |source: CkError| Error::ModuleLoad {
         path: module.to_path_buf(),
+        with_args: args.is_some(),
         source,
     };
-    let pkcs11 = Pkcs11::new(module).map_err(load_error)?;
-    initialize(&pkcs11).map_err(load_error)?;
-    contexts.insert(key, pkcs11.clone());
-    Ok(pkcs11)
+    let loaded = Module {
+        pkcs11: Pkcs11::new(module).map_err(load_error)?,
+        args: args.map(|a| Arc::new(a.c_string())),
+    };
+    initialize(&loaded).map_err(load_error)?;
+    contexts.insert(key, loaded.clone());
+    Ok(loaded)
 }
 
 /// C_Initialize, tolerating a module another part of the process initialized.
-pub(super) fn initialize(pkcs11: &Pkcs11) -> Result<(), CkError> {
-    match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+// The one unsafe block of the crate: cryptoki offers no safe way to pass pReserved.
+#[allow(unsafe_code)]
+fn initialize(module: &Module) -> Result<(), CkError> {
+    let flags = CInitializeFlags::OS_LOCKING_OK;
+    let args = match &module.args {
+        // SAFETY: pReserved points at a NUL-terminated string that lives as long as the
+        // module (the Arc is kept beside it), which is what NSS and p11-kit expect there.
+        Some(text) => unsafe {
+            CInitializeArgs::new_with_reserved(flags, NonNull::new_unchecked(text.as_ptr() as *mut _))
+        },
+        None => CInitializeArgs::new(flags),
+    };
+    match module.pkcs11.initialize(args) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
         Err(e) => Err(e),
     }
@@ -49,11 +127,11 @@ pub(super) fn reinitializations() -> u64 {
 
 /// Finalizes and initializes the module again, so that it reads its token store anew.
 /// Every session of every token on it closes: their pools notice ([`reinitializations`]).
-pub(super) fn reinitialize(pkcs11: &Pkcs11) -> Result<(), CkError> {
+pub(super) fn reinitialize(module: &Module) -> Result<(), CkError> {
     REINITIALIZED.fetch_add(1, Ordering::SeqCst);
     // Nothing useful can be done if finalizing fails: initializing says what is wrong.
-    let _ = pkcs11.clone().finalize();
-    initialize(pkcs11)
+    let _ = module.pkcs11.clone().finalize();
+    initialize(module)
 }
 
 /// Whether an error can come from another process rewriting a software token's store

@@ -3,7 +3,7 @@
 //! look-up by key ID finds; once Apple has shown the key ID for the uploaded public
 //! key, [`Token::assign`] gives the pair that ID (and its metadata).
 
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::{Mechanism, MechanismInfo, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::VerifyingKey;
@@ -54,6 +54,16 @@ impl Token {
                          vendor's tool under the key ID, then sign with p8hsm",
             });
         }
+        if !self.offers(MechanismType::ECC_KEY_PAIR_GEN, MechanismInfo::generate_key_pair)
+            || !self.offers(MechanismType::ECDSA, MechanismInfo::sign)
+        {
+            return Err(Error::KeygenUnsupported {
+                token: "this token",
+                reason: "it does not offer both CKM_EC_KEY_PAIR_GEN and CKM_ECDSA for \
+                         signing (`p8hsm modules` lists the tokens; choose one that makes \
+                         and signs with P-256 keys)",
+            });
+        }
         check_label(label)?;
         if label.parse::<KeyId>().is_ok() {
             return Err(Error::InvalidId {
@@ -70,7 +80,7 @@ impl Token {
             "{UNASSIGNED}{}",
             nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let private_template = profile.private_template(id.as_bytes(), label, false);
+        let private_template = profile.private_template(id.as_bytes(), label, false, &[]);
         let public_template: Vec<Attribute> = profile
             .public_template(id.as_bytes(), label, Vec::new())
             .unwrap_or_default()

@@ -218,10 +218,18 @@ impl Token {
     pub fn check_import(&self, key_id: &KeyId, options: &ImportOptions<'_>) -> Result<(), Error> {
         let profile = self.profile();
         profile.check_import()?;
-        if options.metadata.is_some() && !profile.stores_metadata() {
+        if !self.offers(MechanismType::ECDSA, MechanismInfo::sign) {
             return Err(Error::ImportUnsupported {
                 token: "this token",
-                reason: "it cannot keep key metadata (--kind) beside the key",
+                reason: "it does not offer CKM_ECDSA for signing, so a key in it could sign \
+                         nothing (`p8hsm modules` lists the tokens; choose one that signs \
+                         with P-256 ECDSA)",
+            });
+        }
+        if let (Some(_), Some(reason)) = (options.metadata, profile.no_metadata()) {
+            return Err(Error::ImportUnsupported {
+                token: "this token",
+                reason,
             });
         }
         let label = options.label.unwrap_or(key_id.as_str());
@@ -380,11 +388,7 @@ impl Token {
         method: ImportMethod,
         created: &mut Created,
     ) -> Result<ImportMethod, Error> {
-        let offers = |mechanism: MechanismType, needs: fn(&MechanismInfo) -> bool| {
-            self.pkcs11()
-                .get_mechanism_info(self.slot(), mechanism)
-                .is_ok_and(|info| needs(&info))
-        };
+        let offers = |mechanism, needs| self.offers(mechanism, needs);
         // Asked only when an unwrap may be tried: `create` makes no extra call.
         let rsa = || {
             (offers(MechanismType::RSA_PKCS_KEY_PAIR_GEN, |i| {
@@ -485,7 +489,7 @@ impl Token {
         id: &[u8],
         label: &str,
     ) -> Result<ObjectHandle, Failure> {
-        let mut template = WipedTemplate(self.profile().private_template(id, label, true));
+        let mut template = WipedTemplate(self.profile().private_template(id, label, true, &[]));
         template
             .0
             .push(Attribute::Value(key.scalar_bytes().to_vec()));
@@ -566,7 +570,8 @@ impl Token {
             PkcsMgfType::MGF1_SHA1,
             PkcsOaepSource::empty(),
         );
-        let template = self.profile().private_template(id, label, false);
+        let point = key.public_key().to_sec1_bytes();
+        let template = self.profile().private_template(id, label, false, &point);
         session
             .unwrap_key(
                 &Mechanism::RsaPkcsOaep(params),
@@ -610,7 +615,8 @@ impl Token {
         let encrypted = session
             .encrypt(&Mechanism::AesCbcPad(iv), kek.handle, &key.pkcs8_der()?)
             .map_err(at("encrypting the PKCS#8 in the token (C_Encrypt)"))?;
-        let template = self.profile().private_template(id, label, false);
+        let point = key.public_key().to_sec1_bytes();
+        let template = self.profile().private_template(id, label, false, &point);
         session
             .unwrap_key(&Mechanism::AesCbcPad(iv), kek.handle, &encrypted, &template)
             .map_err(at(Way::AesCbcPad.operation()))

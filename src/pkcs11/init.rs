@@ -19,7 +19,8 @@ pub fn init_token(
     so_pin: &SecretString,
     user_pin: &SecretString,
 ) -> Result<(), Error> {
-    let pkcs11 = context(module)?;
+    // A module that needs initialization arguments is not one this makes tokens on.
+    let pkcs11 = context(module, None)?;
     let mut free = None;
     for slot in pkcs11.get_slots_with_token().map_err(ck("C_GetSlotList"))? {
         let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;

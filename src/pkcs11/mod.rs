@@ -24,6 +24,7 @@ mod token;
 pub mod uri;
 
 pub use claim::Unfinished;
+pub use context::ModuleArgs;
 pub(crate) use context::rv_name;
 pub use generate::Generated;
 pub use import::{ImportMethod, ImportOptions, Imported};

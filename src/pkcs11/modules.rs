@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::context::{ck, context};
+use super::context::{context, ModuleArgs};
+use super::slot::initialized_tokens;
 use super::uri::Pkcs11Uri;
 use crate::Error;
 
@@ -26,6 +27,9 @@ pub const P11_KIT_PROXY_PATHS: &[&str] = &[
     "/usr/lib/p11-kit-proxy.so",
 ];
 
+/// How [`Candidate::source`] names p11-kit's proxy module.
+pub const PROXY_SOURCE: &str = "p11-kit proxy";
+
 /// Where p11-kit keeps modules given by a bare file name.
 const MODULE_DIRS: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/pkcs11",
@@ -34,8 +38,12 @@ const MODULE_DIRS: &[&str] = &[
     "/usr/lib/pkcs11",
 ];
 
-/// Where p11-kit's module registrations (`NAME.module`) live: the system's first.
-const REGISTRATION_DIRS: &[&str] = &["/etc/pkcs11/modules", "/usr/share/p11-kit/modules"];
+/// Where p11-kit's module registrations (`NAME.module`) live, from the packaged ones to
+/// the system's: a later directory's settings win over an earlier one's.
+const REGISTRATION_DIRS: &[&str] = &["/usr/share/p11-kit/modules", "/etc/pkcs11/modules"];
+
+/// The program name p11-kit's `enable-in` and `disable-in` settings name.
+const PROGRAM: &str = "p8hsm";
 
 /// A module p8hsm could use, and why.
 #[derive(Debug, Clone, Serialize)]
@@ -47,11 +55,29 @@ pub struct Candidate {
     pub source: String,
 }
 
-/// The modules registered with p11-kit, by name.
-pub fn registered() -> Vec<(String, PathBuf)> {
-    let mut found: Vec<(String, PathBuf)> = Vec::new();
-    for dir in REGISTRATION_DIRS {
-        let Ok(entries) = std::fs::read_dir(dir) else {
+/// A module registered with p11-kit.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The registration's name (its file name without `.module`).
+    pub name: String,
+    /// The module file.
+    pub path: PathBuf,
+    /// `x-init-reserved`: what p11-kit passes to the module's C_Initialize.
+    pub args: Option<ModuleArgs>,
+}
+
+/// The modules registered with p11-kit for p8hsm, as p11-kit reads them: the packaged
+/// registrations, then the system's (`/etc/pkcs11/modules`), then — unless running as
+/// root, or `/etc/pkcs11/pkcs11.conf` says `user-config: none` — the user's
+/// (`~/.config/pkcs11/modules`), each setting of a later file of the same name winning.
+/// A registration whose `enable-in` does not name p8hsm, or whose `disable-in` does, is
+/// left out, as are remote ones (p11-kit's proxy reaches those).
+pub fn registered() -> Vec<Registration> {
+    let mut dirs: Vec<PathBuf> = REGISTRATION_DIRS.iter().map(PathBuf::from).collect();
+    dirs.extend(user_registrations());
+    let mut settings: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
@@ -64,23 +90,75 @@ pub fn registered() -> Vec<(String, PathBuf)> {
             else {
                 continue;
             };
-            if found.iter().any(|(n, _)| n == name) {
-                continue; // a registration in /etc overrides the packaged one
-            }
-            let Ok(config) = std::fs::read_to_string(&file) else {
+            let Ok(text) = std::fs::read_to_string(&file) else {
                 continue;
             };
-            let module = config.lines().find_map(|line| {
-                line.trim()
-                    .strip_prefix("module:")
-                    .map(|m| m.trim().to_owned())
-            });
-            if let Some(module) = module.and_then(|m| resolve_file(&m)) {
-                found.push((name.to_owned(), module));
+            let index = match settings.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    settings.push((name.to_owned(), Vec::new()));
+                    settings.len() - 1
+                }
+            };
+            let entry = &mut settings[index].1;
+            for (key, value) in config_lines(&text) {
+                entry.retain(|(k, _)| *k != key);
+                entry.push((key, value));
             }
         }
     }
-    found
+    settings
+        .into_iter()
+        .filter_map(|(name, settings)| {
+            let get = |key: &str| {
+                settings
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+            };
+            let names = |key: &str| get(key).map(|v| v.split(',').any(|p| p.trim() == PROGRAM));
+            if names("enable-in") == Some(false) || names("disable-in") == Some(true) {
+                return None;
+            }
+            let path = resolve_file(get("module")?)?;
+            let args = get("x-init-reserved").and_then(|a| ModuleArgs::new(a).ok());
+            Some(Registration { name, path, args })
+        })
+        .collect()
+}
+
+/// The `name: value` settings of a p11-kit configuration file.
+fn config_lines(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+}
+
+/// The user's registrations directory, when p11-kit would read it.
+fn user_registrations() -> Option<PathBuf> {
+    if rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let global = std::fs::read_to_string("/etc/pkcs11/pkcs11.conf").unwrap_or_default();
+    if config_lines(&global).any(|(k, v)| k == "user-config" && v == "none") {
+        return None;
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".config")))?;
+    Some(config.join("pkcs11/modules"))
+}
+
+/// The `x-init-reserved` of the p11-kit registration of `module`, if it has one.
+pub fn registered_args(module: &Path) -> Option<ModuleArgs> {
+    let module = std::fs::canonicalize(module).ok()?;
+    registered()
+        .into_iter()
+        .find(|r| std::fs::canonicalize(&r.path).is_ok_and(|p| p == module))
+        .and_then(|r| r.args)
 }
 
 /// A module given as a path, or as a file name in p11-kit's module directories.
@@ -122,8 +200,8 @@ pub fn candidates(
     if let Some(name) = uri.and_then(|u| u.module_name.as_deref()) {
         let path = registered()
             .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, p)| p)
+            .find(|r| r.name == name)
+            .map(|r| r.path)
             .or_else(|| resolve_file(&format!("{name}.so")))
             .or_else(|| resolve_file(&format!("lib{name}.so")))
             .ok_or_else(|| Error::ModuleNotFound {
@@ -138,11 +216,11 @@ pub fn candidates(
             .map(PathBuf::from)
             .find(|p| p.is_file())
         {
-            push(proxy, "p11-kit proxy");
+            push(proxy, PROXY_SOURCE);
         }
     }
-    for (name, path) in registered {
-        push(path, &format!("p11-kit: {name}"));
+    for registration in registered {
+        push(registration.path, &format!("p11-kit: {}", registration.name));
     }
     for path in SOFTHSM_PATHS
         .iter()
@@ -201,15 +279,21 @@ pub struct TokenSummary {
     pub uri: String,
 }
 
-/// The initialized tokens `module` offers.
-pub fn tokens(module: &Path) -> Result<Vec<TokenSummary>, Error> {
-    let pkcs11 = context(module)?;
+/// The initialized tokens a module offers, and the slots it left out.
+#[derive(Debug, Default, Serialize)]
+pub struct Tokens {
+    /// The tokens.
+    pub tokens: Vec<TokenSummary>,
+    /// Slots whose token could not be described, and why.
+    pub skipped: Vec<String>,
+}
+
+/// The initialized tokens `module` offers, initializing it with `args` if it is not yet.
+pub fn tokens(module: &Path, args: Option<&ModuleArgs>) -> Result<Tokens, Error> {
+    let pkcs11 = context(module, args)?;
+    let readable = initialized_tokens(&pkcs11)?;
     let mut out = Vec::new();
-    for slot in pkcs11
-        .get_slots_with_initialized_token()
-        .map_err(ck("C_GetSlotList"))?
-    {
-        let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+    for (slot, info) in readable.tokens {
         let uri = Pkcs11Uri {
             token: Some(info.label().trim_end().to_owned()),
             manufacturer: Some(info.manufacturer_id().trim_end().to_owned()),
@@ -227,7 +311,10 @@ pub fn tokens(module: &Path) -> Result<Vec<TokenSummary>, Error> {
             uri: uri.to_string(),
         });
     }
-    Ok(out)
+    Ok(Tokens {
+        tokens: out,
+        skipped: readable.skipped,
+    })
 }
 
 #[cfg(test)]

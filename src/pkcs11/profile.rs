@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use cryptoki::object::{Attribute, KeyType, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use sha2::{Digest, Sha256};
 
 use super::ec::P256_PARAMS;
@@ -28,14 +28,23 @@ pub enum Profile {
     CloudHsm,
     /// Google Cloud KMS through kmsp11: signs, but cannot import keys at all.
     Kmsp11,
+    /// NSS softoken (`libsoftokn3.so`): refuses token data objects (so no claims and no
+    /// metadata), and unwraps a private key only when told its public point
+    /// (`CKA_NSS_DB`).
+    Nss,
 }
 
-const NAMES: [(Profile, &str); 4] = [
+const NAMES: [(Profile, &str); 5] = [
     (Profile::Standard, "standard"),
     (Profile::YubiHsm, "yubihsm"),
     (Profile::CloudHsm, "cloudhsm"),
     (Profile::Kmsp11, "kmsp11"),
+    (Profile::Nss, "nss"),
 ];
+
+/// NSS's vendor attribute CKA_NSS_DB: the public point, which its softoken wants when
+/// it unwraps a private key.
+const CKA_NSS_DB: u64 = 0xD5A0_DB00;
 
 impl Profile {
     /// The name used by `--profile`.
@@ -63,6 +72,8 @@ impl Profile {
             Profile::CloudHsm
         } else if file.contains("kmsp11") || manufacturer.starts_with("google") {
             Profile::Kmsp11
+        } else if file.contains("softokn") || manufacturer.starts_with("mozilla") {
+            Profile::Nss
         } else {
             Profile::Standard
         }
@@ -82,14 +93,25 @@ impl Profile {
 
     /// Whether an import can record a claim (a data object) and rename its objects
     /// after it won (C_SetAttributeValue of CKA_ID and CKA_LABEL): every profile but
-    /// YubiHSM 2's, whose objects keep the ID and label they were made with.
+    /// YubiHSM 2's, whose objects keep the ID and label they were made with, and NSS
+    /// softoken's, which refuses data objects.
     pub(crate) fn renames(self) -> bool {
-        !matches!(self, Profile::YubiHsm)
+        !matches!(self, Profile::YubiHsm | Profile::Nss)
     }
 
-    /// Whether key metadata can be kept in a data object beside the key.
-    pub(crate) fn stores_metadata(self) -> bool {
-        !matches!(self, Profile::YubiHsm)
+    /// Why key metadata cannot be kept in a data object beside the key, if it cannot.
+    pub(crate) fn no_metadata(self) -> Option<&'static str> {
+        match self {
+            Profile::YubiHsm => Some(
+                "it keeps no data objects, where p8hsm records --kind: import without --kind \
+                 and give the kind's identities when signing",
+            ),
+            Profile::Nss => Some(
+                "NSS softoken refuses the data object p8hsm records --kind in: import without \
+                 --kind and give the kind's identities when signing",
+            ),
+            _ => None,
+        }
     }
 
     /// The CKA_ID of an imported key: the Apple key ID's bytes, or for YubiHSM 2 a
@@ -106,14 +128,26 @@ impl Profile {
     }
 
     /// The private key template, without the key material (CKA_VALUE for C_CreateObject;
-    /// nothing more for C_UnwrapKey, whose PKCS#8 carries the curve).
-    pub(crate) fn private_template(self, id: &[u8], label: &str, create: bool) -> Vec<Attribute> {
+    /// nothing more for C_UnwrapKey, whose PKCS#8 carries the curve — but NSS softoken,
+    /// which wants the public point there too). `point` is the uncompressed public point.
+    pub(crate) fn private_template(
+        self,
+        id: &[u8],
+        label: &str,
+        create: bool,
+        point: &[u8],
+    ) -> Vec<Attribute> {
         let mut template = vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::KeyType(KeyType::EC),
         ];
         if create {
             template.push(Attribute::EcParams(P256_PARAMS.to_vec()));
+        } else if self == Profile::Nss && !point.is_empty() {
+            template.push(Attribute::VendorDefined((
+                AttributeType::VendorDefined(CKA_NSS_DB as _),
+                point.to_vec(),
+            )));
         }
         template.extend([
             Attribute::Token(true),
@@ -195,7 +229,7 @@ impl FromStr for Profile {
             .ok_or_else(|| Error::InvalidId {
                 what: "profile",
                 value: printable(s),
-                rule: "use standard, yubihsm, cloudhsm or kmsp11",
+                rule: "use standard, yubihsm, cloudhsm, kmsp11 or nss",
             })
     }
 }
@@ -256,7 +290,7 @@ mod tests {
 
     #[test]
     fn the_standard_template_is_sensitive_non_extractable_and_sign_only() {
-        let template = Profile::Standard.private_template(b"2X9R4HXF34", "2X9R4HXF34", true);
+        let template = Profile::Standard.private_template(b"2X9R4HXF34", "2X9R4HXF34", true, &[]);
         for expected in [
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
@@ -271,7 +305,7 @@ mod tests {
         ] {
             assert!(template.contains(&expected), "{expected:?}");
         }
-        let unwrap = Profile::Standard.private_template(b"2X9R4HXF34", "2X9R4HXF34", false);
+        let unwrap = Profile::Standard.private_template(b"2X9R4HXF34", "2X9R4HXF34", false, &[]);
         assert!(
             !types(&unwrap).contains(&AttributeType::EcParams),
             "the PKCS#8 names the curve"
@@ -290,7 +324,7 @@ mod tests {
         let id = Profile::YubiHsm.object_id(&key_id());
         assert_eq!(id.len(), 2);
         assert_ne!(id, [0, 0]);
-        let template = Profile::YubiHsm.private_template(&id, "2X9R4HXF34", true);
+        let template = Profile::YubiHsm.private_template(&id, "2X9R4HXF34", true, &[]);
         let allowed = [
             AttributeType::Class,
             AttributeType::KeyType,
@@ -312,7 +346,7 @@ mod tests {
         assert!(Profile::YubiHsm
             .public_template(&id, "l", vec![4])
             .is_none());
-        assert!(!Profile::YubiHsm.stores_metadata());
+        assert!(Profile::YubiHsm.no_metadata().is_some());
         assert!(Profile::YubiHsm
             .pin_format()
             .unwrap()
@@ -325,7 +359,7 @@ mod tests {
             .public_template(b"id", "l", vec![4])
             .unwrap();
         assert!(public.contains(&Attribute::Private(true)));
-        let private = Profile::CloudHsm.private_template(b"id", "l", true);
+        let private = Profile::CloudHsm.private_template(b"id", "l", true, &[]);
         assert!(private.contains(&Attribute::Private(true)));
         assert!(Profile::CloudHsm.check_import().is_ok());
         let err = Profile::Kmsp11.check_import().unwrap_err().to_string();

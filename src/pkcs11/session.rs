@@ -6,13 +6,14 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
-use super::context::{ck, reinitializations, reinitialize, settle, transient, SETTLE_ATTEMPTS};
+use super::context::{
+    ck, reinitializations, reinitialize, settle, transient, Module, SETTLE_ATTEMPTS,
+};
 use super::profile::Profile;
 use super::slot::{find_slot, find_slot_settled, TokenSelector};
 use crate::{lock, Error};
@@ -20,7 +21,7 @@ use crate::{lock, Error};
 /// The pool of logged-in sessions on one token, the PIN kept to log in again, and the
 /// slot (found again by label after the device came back).
 pub(super) struct Sessions {
-    pkcs11: Pkcs11,
+    pkcs11: Module,
     selector: TokenSelector,
     profile: Profile,
     slot: Mutex<Slot>,
@@ -152,7 +153,7 @@ impl Sessions {
     /// Opens the first session on `slot` and logs in with `pin`: exactly one C_Login
     /// attempt, never retried, since hardware tokens lock after repeated failures.
     pub(super) fn login(
-        pkcs11: Pkcs11,
+        pkcs11: Module,
         selector: TokenSelector,
         profile: Profile,
         slot: Slot,
@@ -181,7 +182,7 @@ impl Sessions {
         })
     }
 
-    pub(super) fn pkcs11(&self) -> &Pkcs11 {
+    pub(super) fn pkcs11(&self) -> &Module {
         &self.pkcs11
     }
 

@@ -4,11 +4,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use cryptoki::context::Pkcs11;
 use cryptoki::slot::{Slot, TokenInfo};
 use serde::{Deserialize, Serialize};
 
-use super::context::{ck, reinitialize, settle, transient, SETTLE_ATTEMPTS};
+use super::context::{ck, reinitialize, rv_name, settle, transient, Module, ModuleArgs, SETTLE_ATTEMPTS};
 use super::profile::Profile;
 use crate::Error;
 
@@ -17,6 +16,10 @@ use crate::Error;
 pub struct TokenSpec {
     /// The PKCS#11 module.
     pub module: PathBuf,
+    /// What the module is given at C_Initialize (`--module-args`, `P8HSM_MODULE_ARGS`,
+    /// p11-kit's `x-init-reserved`), if anything.
+    #[serde(default)]
+    pub module_args: Option<ModuleArgs>,
     /// The token.
     pub selector: TokenSelector,
     /// The vendor profile; detected from the module and the token when `None`.
@@ -88,7 +91,7 @@ impl fmt::Display for TokenSelector {
 /// [`find_slot`], trying again — after reading the store anew — while another process
 /// may be rewriting a software token's store.
 pub(super) fn find_slot_settled(
-    pkcs11: &Pkcs11,
+    pkcs11: &Module,
     selector: &TokenSelector,
 ) -> Result<(Slot, TokenInfo), Error> {
     let mut attempt = 0;
@@ -104,18 +107,49 @@ pub(super) fn find_slot_settled(
     }
 }
 
+/// The slots with an initialized token and each token's information. A slot whose
+/// token information cannot be had is left out, and why is said (openCryptoki's soft
+/// token reports a `utcTime` PKCS#11 does not allow, which cryptoki cannot read): the
+/// other slots still work.
+pub(super) fn initialized_tokens(pkcs11: &Module) -> Result<Readable, Error> {
+    let mut readable = Readable::default();
+    for slot in pkcs11.get_slots_with_token().map_err(ck("C_GetSlotList"))? {
+        match pkcs11.get_token_info(slot) {
+            Ok(info) if info.token_initialized() => readable.tokens.push((slot, info)),
+            Ok(_) => {}
+            Err(e) => readable.skipped.push(format!(
+                "slot {} skipped: C_GetTokenInfo {}",
+                slot.id(),
+                match e {
+                    cryptoki::error::Error::Pkcs11(..) => format!("failed: {}", rv_name(&e)),
+                    // The one field of CK_TOKEN_INFO that cryptoki parses.
+                    other => format!(
+                        "reported a utcTime that is not PKCS#11's YYYYMMDDhhmmss00 ({other})"
+                    ),
+                }
+            )),
+        }
+    }
+    Ok(readable)
+}
+
+/// What [`initialized_tokens`] found.
+#[derive(Default)]
+pub(super) struct Readable {
+    pub tokens: Vec<(Slot, TokenInfo)>,
+    /// Why each slot left out was.
+    pub skipped: Vec<String>,
+}
+
 /// The one slot whose token `selector` matches, and the token's information.
 pub(super) fn find_slot(
-    pkcs11: &Pkcs11,
+    pkcs11: &Module,
     selector: &TokenSelector,
 ) -> Result<(Slot, TokenInfo), Error> {
     let mut available = Vec::new();
     let mut matching = Vec::new();
-    for slot in pkcs11
-        .get_slots_with_initialized_token()
-        .map_err(ck("C_GetSlotList"))?
-    {
-        let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+    let readable = initialized_tokens(pkcs11)?;
+    for (slot, info) in readable.tokens {
         available.push(info.label().trim_end().to_owned());
         if selector.matches(slot, &info) {
             matching.push((slot, info));
@@ -128,6 +162,7 @@ pub(super) fn find_slot(
         [] => Err(Error::TokenNotFound {
             wanted: selector.to_string(),
             available,
+            skipped: readable.skipped,
         }),
         many => Err(Error::TokenAmbiguous {
             wanted: selector.to_string(),

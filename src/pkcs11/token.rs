@@ -5,13 +5,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cryptoki::context::Pkcs11;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState};
 use cryptoki::slot::{Limit, Slot};
 use secrecy::SecretString;
 
-use super::context::{busy_store, ck, context, reinitialize, settle, transient, SETTLE_ATTEMPTS};
+use super::context::{
+    busy_store, ck, context, reinitialize, settle, transient, Module, SETTLE_ATTEMPTS,
+};
 use super::profile::Profile;
 use super::session::{Lease, OpError, Sessions};
 use super::slot::{find_slot_settled, TokenSelector, TokenSpec};
@@ -45,7 +46,7 @@ impl fmt::Debug for Token {
 
 /// A token found, not yet logged in to: its label is known, so a PIN prompt can name it.
 pub struct FoundToken {
-    pkcs11: Pkcs11,
+    pkcs11: Module,
     spec: TokenSpec,
     slot: Slot,
     identity: TokenSelector,
@@ -102,7 +103,7 @@ impl Token {
     /// logging in. The vendor [`Profile`] is the spec's, or detected from the module
     /// and the token.
     pub fn find(spec: &TokenSpec) -> Result<FoundToken, Error> {
-        let pkcs11 = context(&spec.module)?;
+        let pkcs11 = context(&spec.module, spec.module_args.as_ref())?;
         let (slot, info) = find_slot_settled(&pkcs11, &spec.selector)?;
         let label = info.label().trim_end().to_owned();
         let identity = TokenSelector {
@@ -192,12 +193,23 @@ impl Token {
         .is_ok()
     }
 
-    pub(super) fn pkcs11(&self) -> &Pkcs11 {
+    pub(super) fn pkcs11(&self) -> &Module {
         self.0.sessions.pkcs11()
     }
 
     pub(super) fn slot(&self) -> Slot {
         self.0.sessions.slot()
+    }
+
+    /// Whether the token says it offers `mechanism` for what `needs` asks of it.
+    pub(super) fn offers(
+        &self,
+        mechanism: cryptoki::mechanism::MechanismType,
+        needs: fn(&cryptoki::mechanism::MechanismInfo) -> bool,
+    ) -> bool {
+        self.pkcs11()
+            .get_mechanism_info(self.slot(), mechanism)
+            .is_ok_and(|info| needs(&info))
     }
 
     /// Reads the token anew, so that a software token (SoftHSM) sees what other

@@ -269,6 +269,9 @@ pub fn open_token(var: impl Fn(&str) -> String) -> Token {
     let spec = TokenSpec {
         module: PathBuf::from(var("P8HSM_MODULE")),
         selector: TokenSelector::label(&var("P8HSM_TOKEN")),
+        module_args: std::env::var("P8HSM_MODULE_ARGS")
+            .ok()
+            .map(|a| p8hsm::pkcs11::ModuleArgs::new(&a).unwrap()),
         profile: None,
     };
     Token::open(&spec, SecretString::from(pin.trim_end())).unwrap()
