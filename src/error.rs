@@ -251,6 +251,13 @@ pub enum Error {
         /// Why, and what to do instead.
         reason: &'static str,
     },
+    /// The token refused every way p8hsm tried to put the private key in; nothing was
+    /// written.
+    #[error("the token refused every way to take the key in: {}", tried.join("; "))]
+    ImportRefused {
+        /// Each way tried, with the token's answer.
+        tried: Vec<String>,
+    },
     /// The import's proof failed; the created objects were destroyed.
     #[error("import check failed: {reason}; the objects created were destroyed")]
     ImportCheck {
@@ -373,7 +380,10 @@ impl Error {
             | TokenNotFound { .. }
             | TokenAmbiguous { .. }
             | TokenUnavailable => ErrorCode::TokenUnavailable,
-            ImportUnsupported { .. } | KeygenUnsupported { .. } | TokenInit { .. } => {
+            ImportUnsupported { .. }
+            | ImportRefused { .. }
+            | KeygenUnsupported { .. }
+            | TokenInit { .. } => {
                 ErrorCode::Unsupported
             }
             BackupFailed { cause, .. } => cause.code(),
@@ -511,6 +521,9 @@ impl Error {
                  new key for a new ID"
                 .to_owned(),
             BackupFailed { cause, .. } => return cause.hint(),
+            ImportRefused { .. } => "hint: a --profile may shape the templates to this token; \
+                 docs/tokens.md says what each token takes, and what to do where none works"
+                .to_owned(),
             PublicKeyMissing { .. } => "hint: this token keeps no public key object (a YubiHSM \
                  2's are virtual); read it with the vendor's tool, e.g. yubihsm-shell -a \
                  get-public-key"

@@ -403,9 +403,14 @@ fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
         crate::common::verify_jwt(token.trim_end(), key);
     };
 
-    // Only the way asked for, and its refusal reported.
+    // Only the way asked for, and its refusal reported: the token cannot import this
+    // way (exit 5).
     let (code, _, stderr, _) = refusing("CREATE0001", "create", "create");
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(
+        stderr.contains("refused every way") && !stderr.contains("C_UnwrapKey"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("C_CreateObject") && stderr.contains("CKR_TEMPLATE_INCONSISTENT"),
         "{stderr}"
@@ -420,7 +425,7 @@ fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
     signs_with("CREATE0002", &key);
 
     // auto: when both are refused, the AES-CBC-PAD unwrap where the token offers it
-    // (Kryoptic), else the last refusal, with nothing written (SoftHSM).
+    // (Kryoptic), else every way's refusal, with nothing written (SoftHSM).
     let (code, stdout, stderr, key) = refusing("UNWRAP0001", "auto", "rsa-oaep,create");
     if crate::common::kryoptic() {
         assert_eq!(code, Some(0), "{stderr}");
@@ -428,19 +433,18 @@ fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
         signs_with("UNWRAP0001", &key);
         assert_eq!(hsm.object_count(), 4);
     } else {
-        assert_eq!(code, Some(1), "{stderr}");
-        assert!(
-            stderr.contains("C_CreateObject") && stderr.contains("CKR_TEMPLATE_INCONSISTENT"),
-            "{stderr}"
-        );
+        assert_eq!(code, Some(5), "{stderr}");
+        let create = stderr.find("C_CreateObject) failed: CKR_TEMPLATE_INCONSISTENT");
+        let oaep = stderr.find("CKM_RSA_PKCS_OAEP) failed: CKR_FUNCTION_FAILED");
+        assert!(oaep.is_some() && create.is_some() && oaep < create, "{stderr}");
         assert_eq!(hsm.object_count(), 2);
     }
 
-    // unwrap with every unwrapping refused: the last way's error (SoftHSM has only the
+    // unwrap with every unwrapping refused: each way's error (SoftHSM has only the
     // RSA-OAEP one, Kryoptic only the AES-CBC-PAD one), nothing written.
     let before = hsm.object_count();
     let (code, _, stderr, _) = refusing("UNWRAP0002", "unwrap", "rsa-oaep,aes-cbc-pad");
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(5), "{stderr}");
     let (mechanism, rv) = if crate::common::kryoptic() {
         ("CKM_AES_CBC_PAD", "CKR_TEMPLATE_INCONSISTENT")
     } else {

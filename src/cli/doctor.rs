@@ -159,7 +159,12 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
         if !key.sensitive {
             problems.push("not sensitive");
         }
-        if key.extractable {
+        // tpm2-pkcs11 reports every key made outside the TPM (`tpm2_ptool import`) as
+        // extractable: its TPM object cannot be fixed to the TPM, as a key that existed
+        // outside it is not. PKCS#11 still never reveals it, so it is no reason to revoke.
+        let tpm_imported = token.profile() == p8hsm::pkcs11::Profile::Tpm2
+            && key.origin == p8hsm::pkcs11::KeyOrigin::Imported;
+        if key.extractable && !tpm_imported {
             problems.push("extractable");
         }
         let probe = token.probe(key);
@@ -183,9 +188,15 @@ pub fn doctor(config: &Config) -> Result<(), Failure> {
             p8hsm::pkcs11::KeyOrigin::Generated => "generated in the token (never outside it)",
             p8hsm::pkcs11::KeyOrigin::Imported => "imported",
         };
+        let extractable = if key.extractable {
+            "reported extractable by tpm2-pkcs11 as every key imported into a TPM is (not \
+             fixed to this TPM, since it existed outside it; PKCS#11 never reveals it)"
+        } else {
+            "not extractable"
+        };
         if problems.is_empty() {
             report.pass(format!(
-                "{name}: {origin}, sensitive, not extractable, {}",
+                "{name}: {origin}, sensitive, {extractable}, {}",
                 match probe {
                     Ok(Some(true)) => "a probe signature verifies with its public key",
                     _ => "no public key object to verify a probe with",

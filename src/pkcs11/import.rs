@@ -416,7 +416,7 @@ impl Token {
             });
         }
         let session = self.session()?;
-        let mut last_refusal = None;
+        let mut refusals = Vec::new();
         for way in ways {
             let mut attempt = 0;
             let result = loop {
@@ -459,7 +459,7 @@ impl Token {
                 // tokens differ in how they fail it: any answer moves on (to the ways
                 // p8hsm used before it); the others move on only when refused.
                 Err(Failure::Token(operation, e)) if refuses(&e) || way == Way::RsaOaep => {
-                    last_refusal = Some(ck(operation)(e));
+                    refusals.push(ck(operation)(e).to_string());
                     // A way that failed may have left a key all the same (a token whose
                     // store was busy): none of the next way's may stand beside it.
                     self.destroy_private(id)?;
@@ -468,7 +468,7 @@ impl Token {
                 Err(Failure::Other(e)) => return Err(e),
             }
         }
-        Err(last_refusal.expect("at least one way was tried"))
+        Err(Error::ImportRefused { tried: refusals })
     }
 
     /// Destroys what a failed attempt may have left under the import's CKA_ID.
@@ -683,7 +683,16 @@ impl Token {
 
         let mut probe = [0u8; 32];
         OsRng.fill_bytes(&mut probe);
-        let signature = self.sign_digest(private_key, &Sha256::digest(probe))?;
+        // A token that took the key but cannot sign with it failed the check, as one whose
+        // signature does not verify did.
+        let signature = self
+            .sign_digest(private_key, &Sha256::digest(probe))
+            .map_err(|e| match e {
+                Error::Pkcs11 { .. } => Error::ImportCheck {
+                    reason: format!("the token cannot sign with the key it took ({e})"),
+                },
+                other => other,
+            })?;
         check(
             VerifyingKey::from(key.public_key())
                 .verify(&probe, &signature)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::context::{context, ModuleArgs};
-use super::slot::initialized_tokens;
+use super::slot::{initialized_tokens, unpadded};
 use super::uri::Pkcs11Uri;
 use crate::Error;
 
@@ -295,18 +295,18 @@ pub fn tokens(module: &Path, args: Option<&ModuleArgs>) -> Result<Tokens, Error>
     let mut out = Vec::new();
     for (slot, info) in readable.tokens {
         let uri = Pkcs11Uri {
-            token: Some(info.label().trim_end().to_owned()),
-            manufacturer: Some(info.manufacturer_id().trim_end().to_owned()),
-            serial: Some(info.serial_number().trim_end().to_owned()),
-            model: Some(info.model().trim_end().to_owned()),
+            token: Some(unpadded(info.label()).to_owned()),
+            manufacturer: Some(unpadded(info.manufacturer_id()).to_owned()),
+            serial: Some(unpadded(info.serial_number()).to_owned()),
+            model: Some(unpadded(info.model()).to_owned()),
             module_path: Some(module.to_path_buf()),
             ..Pkcs11Uri::default()
         };
         out.push(TokenSummary {
-            label: info.label().trim_end().to_owned(),
-            manufacturer: info.manufacturer_id().trim_end().to_owned(),
-            model: info.model().trim_end().to_owned(),
-            serial: info.serial_number().trim_end().to_owned(),
+            label: unpadded(info.label()).to_owned(),
+            manufacturer: unpadded(info.manufacturer_id()).to_owned(),
+            model: unpadded(info.model()).to_owned(),
+            serial: unpadded(info.serial_number()).to_owned(),
             slot_id: slot.id(),
             uri: uri.to_string(),
         });

@@ -32,14 +32,19 @@ pub enum Profile {
     /// metadata), and unwraps a private key only when told its public point
     /// (`CKA_NSS_DB`).
     Nss,
+    /// A TPM 2.0 through tpm2-pkcs11: generates keys (`keygen`) but takes no private key
+    /// in through PKCS#11, and derives each key's usage from the TPM object (a template
+    /// that says otherwise is refused).
+    Tpm2,
 }
 
-const NAMES: [(Profile, &str); 5] = [
+const NAMES: [(Profile, &str); 6] = [
     (Profile::Standard, "standard"),
     (Profile::YubiHsm, "yubihsm"),
     (Profile::CloudHsm, "cloudhsm"),
     (Profile::Kmsp11, "kmsp11"),
     (Profile::Nss, "nss"),
+    (Profile::Tpm2, "tpm2"),
 ];
 
 /// NSS's vendor attribute CKA_NSS_DB: the public point, which its softoken wants when
@@ -74,6 +79,8 @@ impl Profile {
             Profile::Kmsp11
         } else if file.contains("softokn") || manufacturer.starts_with("mozilla") {
             Profile::Nss
+        } else if file.contains("tpm2") {
+            Profile::Tpm2
         } else {
             Profile::Standard
         }
@@ -86,6 +93,13 @@ impl Profile {
                 token: "Google Cloud KMS (kmsp11)",
                 reason: "its PKCS#11 library cannot import keys; import the .p8 with Cloud KMS \
                          import jobs, then sign with p8hsm",
+            }),
+            Profile::Tpm2 => Err(Error::ImportUnsupported {
+                token: "a TPM through tpm2-pkcs11",
+                reason: "tpm2-pkcs11 takes no private key in through PKCS#11 (C_CreateObject \
+                         makes only RSA public keys and data objects, and no mechanism \
+                         unwraps): generate the key in the TPM with `p8hsm keygen`, or import \
+                         the .p8 with `tpm2_ptool import` (docs/tokens.md)",
             }),
             _ => Ok(()),
         }
@@ -159,13 +173,16 @@ impl Profile {
         ]);
         // YubiHSM 2 refuses any attribute beyond its short list (CKA_EXTRACTABLE included);
         // its keys are not exportable unless given the export-under-wrap capability.
-        if self != Profile::YubiHsm {
-            template.extend([
+        // tpm2-pkcs11 sets the usage attributes from the TPM object and refuses others.
+        match self {
+            Profile::YubiHsm => {}
+            Profile::Tpm2 => template.push(Attribute::Extractable(false)),
+            _ => template.extend([
                 Attribute::Extractable(false),
                 Attribute::Decrypt(false),
                 Attribute::Derive(false),
                 Attribute::Unwrap(false),
-            ]);
+            ]),
         }
         template
     }
@@ -180,7 +197,7 @@ impl Profile {
         if self == Profile::YubiHsm {
             return None;
         }
-        Some(vec![
+        let mut template = vec![
             Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::KeyType(KeyType::EC),
             Attribute::EcParams(P256_PARAMS.to_vec()),
@@ -189,12 +206,18 @@ impl Profile {
             // CloudHSM wants CKA_PRIVATE on every object; elsewhere the public half is public.
             Attribute::Private(self == Profile::CloudHsm),
             Attribute::Verify(true),
-            Attribute::Encrypt(false),
-            Attribute::Wrap(false),
-            Attribute::Derive(false),
             Attribute::Id(id.to_vec()),
             Attribute::Label(label.as_bytes().to_vec()),
-        ])
+        ];
+        // tpm2-pkcs11 sets the usage attributes from the TPM object and refuses others.
+        if self != Profile::Tpm2 {
+            template.extend([
+                Attribute::Encrypt(false),
+                Attribute::Wrap(false),
+                Attribute::Derive(false),
+            ]);
+        }
+        Some(template)
     }
 
     /// What to tell a user whose PIN was refused, about this token's PIN format.
@@ -229,7 +252,7 @@ impl FromStr for Profile {
             .ok_or_else(|| Error::InvalidId {
                 what: "profile",
                 value: printable(s),
-                rule: "use standard, yubihsm, cloudhsm, kmsp11 or nss",
+                rule: "use standard, yubihsm, cloudhsm, kmsp11, nss or tpm2",
             })
     }
 }

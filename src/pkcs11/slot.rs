@@ -11,6 +11,12 @@ use super::context::{ck, reinitialize, rv_name, settle, transient, Module, Modul
 use super::profile::Profile;
 use crate::Error;
 
+/// A CK_TOKEN_INFO text field without its padding: blanks as PKCS#11 says, or NULs as
+/// some tokens (tpm2-pkcs11 on swtpm) pad it.
+pub(super) fn unpadded(field: &str) -> &str {
+    field.trim_end_matches([' ', '\0'])
+}
+
 /// What to open: the module, the token in it, and how to treat it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenSpec {
@@ -53,7 +59,7 @@ impl TokenSelector {
 
     fn matches(&self, slot: Slot, info: &TokenInfo) -> bool {
         let same = |wanted: &Option<String>, actual: &str| {
-            wanted.as_deref().is_none_or(|w| w == actual.trim_end())
+            wanted.as_deref().is_none_or(|w| w == unpadded(actual))
         };
         same(&self.label, info.label())
             && same(&self.manufacturer, info.manufacturer_id())
@@ -150,7 +156,7 @@ pub(super) fn find_slot(
     let mut matching = Vec::new();
     let readable = initialized_tokens(pkcs11)?;
     for (slot, info) in readable.tokens {
-        available.push(info.label().trim_end().to_owned());
+        available.push(unpadded(info.label()).to_owned());
         if selector.matches(slot, &info) {
             matching.push((slot, info));
         }

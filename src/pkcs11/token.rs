@@ -15,7 +15,7 @@ use super::context::{
 };
 use super::profile::Profile;
 use super::session::{Lease, OpError, Sessions};
-use super::slot::{find_slot_settled, TokenSelector, TokenSpec};
+use super::slot::{find_slot_settled, unpadded, TokenSelector, TokenSpec};
 use super::uri;
 use crate::{Error, KeyId};
 
@@ -105,12 +105,12 @@ impl Token {
     pub fn find(spec: &TokenSpec) -> Result<FoundToken, Error> {
         let pkcs11 = context(&spec.module, spec.module_args.as_ref())?;
         let (slot, info) = find_slot_settled(&pkcs11, &spec.selector)?;
-        let label = info.label().trim_end().to_owned();
+        let label = unpadded(info.label()).to_owned();
         let identity = TokenSelector {
             label: Some(label.clone()),
-            manufacturer: Some(info.manufacturer_id().trim_end().to_owned()),
-            model: Some(info.model().trim_end().to_owned()),
-            serial: Some(info.serial_number().trim_end().to_owned()),
+            manufacturer: Some(unpadded(info.manufacturer_id()).to_owned()),
+            model: Some(unpadded(info.model()).to_owned()),
+            serial: Some(unpadded(info.serial_number()).to_owned()),
             slot_id: None,
         };
         let limit = match info.max_session_count() {
@@ -120,8 +120,8 @@ impl Token {
         let profile = spec.profile.unwrap_or_else(|| {
             Profile::detect(
                 &spec.module,
-                info.manufacturer_id().trim_end(),
-                info.model().trim_end(),
+                unpadded(info.manufacturer_id()),
+                unpadded(info.model()),
             )
         });
         Ok(FoundToken {

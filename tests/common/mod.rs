@@ -1,7 +1,10 @@
 //! Test fixtures: each test gets its own token store (a temporary directory with its own
 //! SOFTHSM2_CONF), created by scripts/softhsm-init.sh, and drives the real `p8hsm` binary
 //! against it. With `P8HSM_TEST_KRYOPTIC=<module>` the token is a Kryoptic one instead,
-//! made by scripts/kryoptic-init.sh: the second PKCS#11 implementation.
+//! made by scripts/kryoptic-init.sh: the second PKCS#11 implementation; with
+//! `P8HSM_TEST_NSS=1` an NSS softoken database (scripts/nss-init.sh); with
+//! `P8HSM_TEST_TPM2=1` a tpm2-pkcs11 token (scripts/tpm2-init.sh) on the TPM that
+//! `TPM2_PKCS11_TCTI` reaches.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -30,6 +33,18 @@ pub const ISSUER: &str = "57246542-96fe-1a63-e053-0824d011072a";
 /// Whether the tests run on the Kryoptic token (`P8HSM_TEST_KRYOPTIC`), not SoftHSM.
 pub fn kryoptic() -> bool {
     std::env::var_os("P8HSM_TEST_KRYOPTIC").is_some()
+}
+
+/// Whether the tests run on NSS softoken (`P8HSM_TEST_NSS=1`), loaded directly with its
+/// initialization arguments.
+pub fn nss() -> bool {
+    std::env::var_os("P8HSM_TEST_NSS").is_some()
+}
+
+/// Whether the tests run on tpm2-pkcs11 (`P8HSM_TEST_TPM2=1`, with the TPM reached through
+/// `TPM2_PKCS11_TCTI`, as scripts/swtpm.sh prints it).
+pub fn tpm2() -> bool {
+    std::env::var_os("P8HSM_TEST_TPM2").is_some()
 }
 
 /// A fresh SoftHSM token labelled `p8hsm` in a directory of its own.
@@ -120,6 +135,16 @@ impl Hsm {
                     .env("P8HSM_KRYOPTIC_MODULE", module);
                 init
             }
+            None if nss() => {
+                let mut init = Command::new(root().join("scripts/nss-init.sh"));
+                init.env("P8HSM_NSS_DIR", &store);
+                init
+            }
+            None if tpm2() => {
+                let mut init = Command::new(root().join("scripts/tpm2-init.sh"));
+                init.env("P8HSM_TPM2_DIR", &store);
+                init
+            }
             None => {
                 let mut init = Command::new(root().join("scripts/softhsm-init.sh"));
                 init.env("P8HSM_SOFTHSM_DIR", &store)
@@ -161,6 +186,7 @@ impl Hsm {
                 || k == "PKCS11_MODULE_PATH"
                 || k == "SOFTHSM2_CONF"
                 || k == "KRYOPTIC_CONF"
+                || k == "TPM2_PKCS11_STORE"
             {
                 command.env_remove(k);
             }
@@ -204,7 +230,7 @@ impl Hsm {
     /// its environment as `env:P8HSM_TEST_PIN`), with `env` added to its environment;
     /// fails the test if it fails.
     pub fn pkcs11_tool(&self, args: &[&str], env: &[(&str, &str)]) -> String {
-        self.pkcs11_tool_on("p8hsm", args, env)
+        self.pkcs11_tool_on(self.var("P8HSM_TOKEN"), args, env)
     }
 
     /// [`Hsm::pkcs11_tool`] on the token labelled `label` of this store (same PIN).
@@ -228,16 +254,68 @@ impl Hsm {
 
     /// Every object on the token, counted by OpenSC's pkcs11-tool (logged in).
     pub fn object_count(&self) -> usize {
-        self.object_count_on("p8hsm")
+        self.object_count_on(self.var("P8HSM_TOKEN"))
     }
 
-    /// [`Hsm::object_count`] on the token labelled `label` of this store.
+    /// [`Hsm::object_count`] on the token labelled `label` of this store. NSS softoken
+    /// needs initialization arguments pkcs11-tool cannot give: there, the test binary
+    /// counts them in a process of its own with cryptoki ([`count_objects_here`]).
     pub fn object_count_on(&self, label: &str) -> usize {
+        if nss() {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "common::count_objects_here", "--nocapture"])
+                .args(["--test-threads", "1"])
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .env("P8HSM_TEST_COUNT_TOKEN", label)
+                .env("P8HSM_TEST_PIN", self.pin())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            return text
+                .lines()
+                .find_map(|l| l.split("objects: ").nth(1))
+                .unwrap_or_else(|| panic!("counting objects: {text}{}", String::from_utf8_lossy(&out.stderr)))
+                .parse()
+                .unwrap();
+        }
         self.pkcs11_tool_on(label, &["--list-objects"], &[])
             .lines()
             .filter(|line| line.contains(" Object;") || line.starts_with("Data object"))
             .count()
     }
+}
+
+/// Prints `objects: N`, the objects on the token `P8HSM_TEST_COUNT_TOKEN` of the module
+/// `P8HSM_MODULE` initialized with `P8HSM_MODULE_ARGS`, logged in with
+/// `P8HSM_TEST_PIN` — when [`Hsm::object_count_on`] runs it; otherwise does nothing.
+#[test]
+#[allow(unsafe_code)] // cryptoki passes pReserved only as a raw pointer
+fn count_objects_here() {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::session::UserType;
+    let Ok(label) = std::env::var("P8HSM_TEST_COUNT_TOKEN") else {
+        return;
+    };
+    let pkcs11 = Pkcs11::new(std::env::var("P8HSM_MODULE").unwrap()).unwrap();
+    let args = std::ffi::CString::new(std::env::var("P8HSM_MODULE_ARGS").unwrap()).unwrap();
+    // SAFETY: the string outlives the call and is what NSS expects in pReserved.
+    let init = unsafe {
+        CInitializeArgs::new_with_reserved(
+            CInitializeFlags::OS_LOCKING_OK,
+            std::ptr::NonNull::new(args.as_ptr() as *mut _).unwrap(),
+        )
+    };
+    pkcs11.initialize(init).unwrap();
+    let slot = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim_end() == label)
+        .expect("the token");
+    let session = pkcs11.open_ro_session(slot).unwrap();
+    let pin = SecretString::from(std::env::var("P8HSM_TEST_PIN").unwrap());
+    session.login(UserType::User, Some(&pin)).unwrap();
+    println!("objects: {}", session.find_objects(&[]).unwrap().len());
 }
 
 /// Verifies a compact JWS ES256 signature with `key`'s public key and returns the
@@ -332,9 +410,23 @@ fn parse_exports(stdout: &[u8]) -> Vec<(String, String)> {
                 .unwrap()
                 .split_once('=')
                 .unwrap();
-            (k.to_owned(), v.to_owned())
+            (k.to_owned(), unquote(v))
         })
         .collect()
+}
+
+/// A word as bash's `printf %q` quotes it (backslashes, single quotes), unquoted.
+fn unquote(word: &str) -> String {
+    let mut out = String::new();
+    let mut chars = word.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            '\'' => out.extend(chars.by_ref().take_while(|&c| c != '\'')),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The fixture's token served by `p11-kit server`; stopped when dropped.
