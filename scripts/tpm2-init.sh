@@ -27,9 +27,14 @@ if [ ! -f "$dir/user.pin" ]; then
     export P8HSM_INIT_SO_PIN P8HSM_INIT_USER_PIN
     printf '%s\n' "$P8HSM_INIT_SO_PIN" >"$dir/so.pin.tmp"
     printf '%s\n' "$P8HSM_INIT_USER_PIN" >"$dir/user.pin.tmp"
-    quietly pkcs11-tool --module "$module" --init-token --label "$label" --so-pin env:P8HSM_INIT_SO_PIN
-    quietly pkcs11-tool --module "$module" --token-label "$label" --login --login-type so \
-        --so-pin env:P8HSM_INIT_SO_PIN --init-pin --pin env:P8HSM_INIT_USER_PIN
+    # A TPM busy with other clients can fail a step: start over, a few times.
+    make_token() {
+        rm -f "$dir/tpm2_pkcs11.sqlite3"
+        quietly pkcs11-tool --module "$module" --init-token --label "$label" --so-pin env:P8HSM_INIT_SO_PIN &&
+            quietly pkcs11-tool --module "$module" --token-label "$label" --login --login-type so \
+                --so-pin env:P8HSM_INIT_SO_PIN --init-pin --pin env:P8HSM_INIT_USER_PIN
+    }
+    make_token 2>/dev/null || { sleep 1; make_token 2>/dev/null; } || { sleep 2; make_token; }
     mv "$dir/so.pin.tmp" "$dir/so.pin"
     mv "$dir/user.pin.tmp" "$dir/user.pin"
 fi

@@ -42,15 +42,23 @@ fn racing_imports_of_one_key_id_leave_exactly_one_key() {
         .map(|c| c.wait_with_output().unwrap())
         .collect();
     let won = outputs.iter().filter(|o| o.status.success()).count();
-    assert_eq!(
-        won,
-        1,
-        "exactly one import wins: {:?}",
-        outputs.iter().map(stderr).collect::<Vec<_>>()
-    );
-    for lost in outputs.iter().filter(|o| !o.status.success()) {
-        assert_eq!(code(lost), Some(7), "{}", stderr(lost));
-        assert!(stderr(lost).contains("RACE000001"), "{}", stderr(lost));
+    if crate::common::nss() {
+        // NSS softoken keeps one private key per CKA_ID and refuses the data objects
+        // p8hsm's claims are: imports of one key ID at once are not guarded there — the
+        // last one written stays, and an earlier one may have reported success
+        // (docs/tokens.md says so). What holds: one key, and it signs.
+        assert!(won >= 1, "{:?}", outputs.iter().map(stderr).collect::<Vec<_>>());
+    } else {
+        assert_eq!(
+            won,
+            1,
+            "exactly one import wins: {:?}",
+            outputs.iter().map(stderr).collect::<Vec<_>>()
+        );
+        for lost in outputs.iter().filter(|o| !o.status.success()) {
+            assert_eq!(code(lost), Some(7), "{}", stderr(lost));
+            assert!(stderr(lost).contains("RACE000001"), "{}", stderr(lost));
+        }
     }
     assert_eq!(
         hsm.object_count(),

@@ -104,11 +104,13 @@ fn verify_jws(token: &str, public: &PublicKey) -> (Value, Value) {
 fn a_generated_key_never_left_the_token_and_signs_for_its_printed_public_key() {
     let hsm = Hsm::new();
     let public = keygen(&hsm, "ads-prod");
-    // CKA_SIGN only; CKA_SENSITIVE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_LOCAL.
+    // CKA_SIGN only (a TPM's key may also decrypt: tpm2-pkcs11 derives the usage from
+    // the TPM object and refuses a template that says otherwise); CKA_SENSITIVE,
+    // CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_LOCAL.
     assert_eq!(
         described(&hsm, "ads-prod"),
         (
-            "sign".to_owned(),
+            if crate::common::tpm2() { "decrypt, sign" } else { "sign" }.to_owned(),
             "sensitive, always sensitive, never extractable, local".to_owned()
         )
     );

@@ -116,17 +116,21 @@ impl Token {
     /// other claim on the key ID, twice in a row. Gives up — the caller rolls back —
     /// when another import finished first, or holds a smaller claim for too long.
     ///
-    /// Each look reads the token anew ([`Token::refresh`]): SoftHSM's processes can miss
+    /// Each look but the first reads the token anew ([`Token::refresh`]): SoftHSM's processes can miss
     /// each other's new objects (two that add one at once may leave its store's
     /// generation counter as if only one had), and a stale view would let both win.
     pub(super) fn contend(&self, claim: &Claim, id: &[u8]) -> Result<(), Error> {
         let deadline = Instant::now() + CONTEND_FOR;
         let mut alone = 0;
+        let mut first = true;
         loop {
-            // The look that decides is a fresh one; looks that find others need not be.
-            if alone > 0 {
+            // Every look after the first reads the token anew: the look that decides, and
+            // the looks waiting for another claim to go (tpm2-pkcs11 reads its store only
+            // when initialized, so a claim removed since stays in its view until then).
+            if !first {
                 self.refresh()?;
             }
+            first = false;
             if !self
                 .find_objects(&[
                     Attribute::Class(ObjectClass::PRIVATE_KEY),

@@ -92,7 +92,18 @@ pub(super) fn context(module: &Path, args: Option<&ModuleArgs>) -> Result<Module
         pkcs11: Pkcs11::new(module).map_err(load_error)?,
         args: args.map(|a| Arc::new(a.c_string())),
     };
-    initialize(&loaded).map_err(load_error)?;
+    // A software token whose store another process holds may fail to initialize
+    // (tpm2-pkcs11's SQLite database is locked: CKR_GENERAL_ERROR): try again a while.
+    let mut attempt = 0;
+    loop {
+        match initialize(&loaded) {
+            Err(e) if busy(&e) && attempt < SETTLE_ATTEMPTS => {
+                attempt += 1;
+                settle(attempt);
+            }
+            done => break done.map_err(load_error)?,
+        }
+    }
     contexts.insert(key, loaded.clone());
     Ok(loaded)
 }

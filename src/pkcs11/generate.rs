@@ -143,19 +143,21 @@ impl Token {
                 what,
             )?;
         }
+        let mut asked = vec![
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::Local,
+            AttributeType::AlwaysSensitive,
+            AttributeType::NeverExtractable,
+        ];
+        // tpm2-pkcs11 keeps a private key only as a blob the TPM wrapped, and asked for
+        // its value prints a warning on stderr: there is no value to reveal.
+        if self.profile() != super::Profile::Tpm2 {
+            asked.push(AttributeType::Value);
+        }
         let attributes = self
             .session()?
-            .get_attributes(
-                private,
-                &[
-                    AttributeType::Sensitive,
-                    AttributeType::Extractable,
-                    AttributeType::Local,
-                    AttributeType::AlwaysSensitive,
-                    AttributeType::NeverExtractable,
-                    AttributeType::Value,
-                ],
-            )
+            .get_attributes(private, &asked)
             .map_err(ck("reading the key's attributes (C_GetAttributeValue)"))?;
         for (wanted, reason) in [
             (

@@ -220,8 +220,23 @@ impl Hsm {
     }
 
     /// Imports a fresh key with key ID `key_id` from `AuthKey_<key_id>.p8`.
+    /// On a TPM, whose PKCS#11 module takes no private key in, the key goes in as
+    /// docs/tokens.md says: with `tpm2_ptool import`, CKA_ID and label the key ID.
     pub fn import_new_key(&self, key_id: &str) -> SecretKey {
         let (path, key) = self.write_key(&format!("AuthKey_{key_id}.p8"));
+        if tpm2() {
+            let out = Command::new("tpm2_ptool")
+                .args(["import", "--algorithm", "ecc", "--privkey"])
+                .arg(&path)
+                .args(["--label", self.var("P8HSM_TOKEN"), "--key-label", key_id])
+                .args(["--id", key_id, "--userpin", &self.pin(), "--path"])
+                .arg(&self.store)
+                .env("TPM2TOOLS_TCTI", std::env::var("TPM2_PKCS11_TCTI").unwrap())
+                .output()
+                .expect("run tpm2_ptool (apt-get install libtpm2-pkcs11-tools)");
+            succeeded(&out);
+            return key;
+        }
         self.run(&["import", path.to_str().unwrap()]).ok();
         key
     }
