@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what the tests need (SoftHSM, OpenSC, openssl, p11-kit), then checks
-# formatting and lints, runs the whole suite against real SoftHSM tokens, the integration
-# suite again against Kryoptic (built from crates.io), the interop checks against PyJWT
+# Installs what the tests need (SoftHSM, OpenSC, openssl, p11-kit, and the other PKCS#11
+# implementations), then checks formatting and lints, runs the whole suite against real
+# SoftHSM tokens, the integration suite again against Kryoptic (built from crates.io),
+# NSS softoken and a TPM 2.0 on swtpm, the interop checks against PyJWT
 # and Apple's library (when python3 is there), the installs (cargo install, the Debian
 # package), the CI guide's steps, the demo and the library example.
 #   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+p8hsm_for_tests=1
 source scripts/deps.sh
 
 cargo fmt --check
@@ -24,6 +26,37 @@ P8HSM_TEST_KRYOPTIC=$kryoptic cargo test --all-features --test integration -- \
     keygen:: renew:: \
     --skip a_wrong_pin_is_tried_exactly_once --skip the_agent_also_tries_a_wrong_pin_exactly_once \
     --skip the_agent_never_tries_a_pin_again
+
+echo "== the integration suite against NSS softoken, loaded directly with its arguments"
+# Not here: tests that write with pkcs11-tool or read with cryptoki (neither can give NSS
+# its arguments), that name the token "p8hsm" (NSS's is "NSS Certificate DB"), that
+# record --kind metadata or claims (NSS refuses data objects), or that need SoftHSM's
+# store or p11-kit's server; pkcs11-spy cannot give NSS its arguments either.
+P8HSM_TEST_NSS=1 cargo test --all-features --test integration -- \
+    import:: token:: kinds:: errors:: uri:: catalogue:: attack:: renew:: agent:: \
+    --skip a_wrong_pin_is_tried_exactly_once --skip the_agent_also_tries_a_wrong_pin_exactly_once \
+    --skip the_agent_never_tries_a_pin_again --skip an_hsm_outage_serves \
+    --skip a_duplicated_key_id_fails_doctor --skip a_full_token_store_never_reports \
+    --skip an_import_killed_halfway --skip missing_module_token_key_and_pin_source \
+    --skip import_infers_the_key_id --skip vendor_profiles_shape_the_import \
+    --skip recorded_metadata_supplies_identities --skip modules_lists_what_p8hsm_finds \
+    --skip options_win_over_the_uri
+
+echo "== the integration suite against a TPM 2.0: tpm2-pkcs11 on swtpm, behind tpm2-abrmd"
+# Keys go in with tpm2_ptool (tpm2-pkcs11 takes none through PKCS#11) or are generated.
+# Not here: tests of p8hsm's own import (refused on a TPM, tested in tokens::), of
+# --kind metadata, of SoftHSM's p11-kit server, or of another uid (the TPM's D-Bus is
+# root's).
+tpm_dir=$(mktemp -d)
+trap 'scripts/swtpm.sh stop "$tpm_dir"; rm -rf "$tpm_dir"' EXIT
+eval "$(scripts/swtpm.sh start "$tpm_dir")"
+P8HSM_TEST_TPM2=1 cargo test --all-features --test integration -- \
+    keygen:: token:: kinds:: renew:: agent:: \
+    --skip keygen_and_assign_refuse_what_they_cannot_do --skip new_kinds_refuse_bad_input \
+    --skip an_hsm_outage_serves --skip a_peer_of_another_uid_is_refused \
+    --skip recorded_metadata_supplies_identities
+scripts/swtpm.sh stop "$tpm_dir"
+unset DBUS_SESSION_BUS_ADDRESS TPM2_PKCS11_TCTI
 
 echo "== fuzzing smoke run: each target for 15 s from its committed seeds (scripts/fuzz.sh)"
 scripts/fuzz.sh 15

@@ -383,9 +383,7 @@ impl Error {
             ImportUnsupported { .. }
             | ImportRefused { .. }
             | KeygenUnsupported { .. }
-            | TokenInit { .. } => {
-                ErrorCode::Unsupported
-            }
+            | TokenInit { .. } => ErrorCode::Unsupported,
             BackupFailed { cause, .. } => cause.code(),
             PinUnavailable { .. } | PinIncorrect { .. } | PinLocked => ErrorCode::PinRefused,
             KeyNotFound { .. } | PublicKeyMissing { .. } | NotGenerated { .. } => {

@@ -47,7 +47,11 @@ fn racing_imports_of_one_key_id_leave_exactly_one_key() {
         // p8hsm's claims are: imports of one key ID at once are not guarded there — the
         // last one written stays, and an earlier one may have reported success
         // (docs/tokens.md says so). What holds: one key, and it signs.
-        assert!(won >= 1, "{:?}", outputs.iter().map(stderr).collect::<Vec<_>>());
+        assert!(
+            won >= 1,
+            "{:?}",
+            outputs.iter().map(stderr).collect::<Vec<_>>()
+        );
     } else {
         assert_eq!(
             won,

@@ -436,7 +436,10 @@ fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
         assert_eq!(code, Some(5), "{stderr}");
         let create = stderr.find("C_CreateObject) failed: CKR_TEMPLATE_INCONSISTENT");
         let oaep = stderr.find("CKM_RSA_PKCS_OAEP) failed: CKR_FUNCTION_FAILED");
-        assert!(oaep.is_some() && create.is_some() && oaep < create, "{stderr}");
+        assert!(
+            oaep.is_some() && create.is_some() && oaep < create,
+            "{stderr}"
+        );
         assert_eq!(hsm.object_count(), 2);
     }
 
@@ -457,7 +460,11 @@ fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
     for way in expected {
         assert!(stderr.contains(way), "{stderr}");
     }
-    assert_eq!(stderr.matches("C_UnwrapKey").count(), expected.len(), "{stderr}");
+    assert_eq!(
+        stderr.matches("C_UnwrapKey").count(),
+        expected.len(),
+        "{stderr}"
+    );
     assert_eq!(hsm.object_count(), before);
 }
 

@@ -110,7 +110,12 @@ fn a_generated_key_never_left_the_token_and_signs_for_its_printed_public_key() {
     assert_eq!(
         described(&hsm, "ads-prod"),
         (
-            if crate::common::tpm2() { "decrypt, sign" } else { "sign" }.to_owned(),
+            if crate::common::tpm2() {
+                "decrypt, sign"
+            } else {
+                "sign"
+            }
+            .to_owned(),
             "sensitive, always sensitive, never extractable, local".to_owned()
         )
     );

@@ -24,4 +24,5 @@ mod serve;
 mod softhsm;
 mod threads;
 mod token;
+mod tokens;
 mod uri;

@@ -169,9 +169,13 @@ pub enum Command {
     /// SoftHSM test tokens, for tests and CI
     #[command(subcommand)]
     Softhsm(SoftHsmCommand),
-    /// List the PKCS#11 modules p8hsm finds, in the order it considers them, and their
-    /// tokens (p11-kit registrations disabled for p8hsm are left out)
+    /// List the PKCS#11 modules p8hsm finds, in the order it considers them, and the
+    /// tokens of the one it would use (p11-kit registrations disabled for p8hsm are left
+    /// out)
     Modules {
+        /// Load every module listed, once each, and list their tokens too
+        #[arg(long)]
+        all: bool,
         /// Print JSON
         #[arg(long)]
         json: bool,

@@ -49,7 +49,7 @@ pub fn run(config: &Config, command: Command) -> Result<(), Failure> {
         Command::Token(args) => sign::sign(args.0, config),
         Command::Sign(args) => sign::sign(args.0, config),
         Command::Check(args) => check::check(&args, config),
-        Command::Modules { json } => modules(json, config),
+        Command::Modules { all, json } => modules(all, json, config),
         Command::Softhsm(args::SoftHsmCommand::Init { dir, label }) => {
             softhsm::init(dir.as_deref(), &label, config)
         }
@@ -235,10 +235,11 @@ struct ModuleRow {
     error: Option<String>,
 }
 
-/// Lists the candidates, loading each module at most once: the selected one, and each
-/// module registered with p11-kit — unless p11-kit's proxy is selected, which loads them
-/// itself (a module such as tpm2-pkcs11 complains each time it is loaded).
-fn modules(json: bool, config: &Config) -> Result<(), Failure> {
+/// Lists the candidates, loading the selected one — and with `all` the others, each at
+/// most once: p11-kit's proxy loads the registered modules itself, so they are not
+/// loaded again when it is selected (a module such as tpm2-pkcs11 complains each time
+/// it is loaded, and loading one can have effects of its own).
+fn modules(all: bool, json: bool, config: &Config) -> Result<(), Failure> {
     use pkcs11::modules::PROXY_SOURCE;
     let candidates = pkcs11::modules::candidates(config.explicit_module(), config.uri())?;
     let proxy_selected = candidates.first().is_some_and(|c| c.source == PROXY_SOURCE);
@@ -252,8 +253,11 @@ fn modules(json: bool, config: &Config) -> Result<(), Failure> {
             candidate,
         };
         let registered = row.candidate.source.starts_with("p11-kit: ");
-        if !row.selected && row.candidate.source == PROXY_SOURCE {
-            row.note = Some("not loaded: it offers the tokens of the p11-kit modules listed".into());
+        if !row.selected && !all {
+            row.note = Some("not loaded (`p8hsm modules --all` loads it)".into());
+        } else if !row.selected && row.candidate.source == PROXY_SOURCE {
+            row.note =
+                Some("not loaded: it offers the tokens of the p11-kit modules listed".into());
         } else if !row.selected && registered && proxy_selected {
             row.note = Some("not loaded: its tokens are listed through p11-kit's proxy".into());
         } else if !row.candidate.path.is_file() {

@@ -117,7 +117,10 @@ fn initialize(module: &Module) -> Result<(), CkError> {
         // SAFETY: pReserved points at a NUL-terminated string that lives as long as the
         // module (the Arc is kept beside it), which is what NSS and p11-kit expect there.
         Some(text) => unsafe {
-            CInitializeArgs::new_with_reserved(flags, NonNull::new_unchecked(text.as_ptr() as *mut _))
+            CInitializeArgs::new_with_reserved(
+                flags,
+                NonNull::new_unchecked(text.as_ptr() as *mut _),
+            )
         },
         None => CInitializeArgs::new(flags),
     };

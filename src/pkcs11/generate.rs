@@ -54,8 +54,10 @@ impl Token {
                          vendor's tool under the key ID, then sign with p8hsm",
             });
         }
-        if !self.offers(MechanismType::ECC_KEY_PAIR_GEN, MechanismInfo::generate_key_pair)
-            || !self.offers(MechanismType::ECDSA, MechanismInfo::sign)
+        if !self.offers(
+            MechanismType::ECC_KEY_PAIR_GEN,
+            MechanismInfo::generate_key_pair,
+        ) || !self.offers(MechanismType::ECDSA, MechanismInfo::sign)
         {
             return Err(Error::KeygenUnsupported {
                 token: "this token",

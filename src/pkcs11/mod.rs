@@ -24,8 +24,8 @@ mod token;
 pub mod uri;
 
 pub use claim::Unfinished;
-pub use context::ModuleArgs;
 pub(crate) use context::rv_name;
+pub use context::ModuleArgs;
 pub use generate::Generated;
 pub use import::{ImportMethod, ImportOptions, Imported};
 pub use init::init_token;

@@ -220,7 +220,10 @@ pub fn candidates(
         }
     }
     for registration in registered {
-        push(registration.path, &format!("p11-kit: {}", registration.name));
+        push(
+            registration.path,
+            &format!("p11-kit: {}", registration.name),
+        );
     }
     for path in SOFTHSM_PATHS
         .iter()

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use cryptoki::slot::{Slot, TokenInfo};
 use serde::{Deserialize, Serialize};
 
-use super::context::{ck, reinitialize, rv_name, settle, transient, Module, ModuleArgs, SETTLE_ATTEMPTS};
+use super::context::{
+    ck, reinitialize, rv_name, settle, transient, Module, ModuleArgs, SETTLE_ATTEMPTS,
+};
 use super::profile::Profile;
 use crate::Error;
 

@@ -56,6 +56,47 @@ pub struct Hsm {
     pub env: Vec<(String, String)>,
 }
 
+/// Which implementation a fixture's token is.
+enum Backend {
+    SoftHsm,
+    Kryoptic(PathBuf),
+    Nss,
+    /// With the environment that reaches the TPM (`TPM2_PKCS11_TCTI`, D-Bus).
+    Tpm2(Vec<(String, String)>),
+}
+
+/// A software TPM behind tpm2-abrmd (scripts/swtpm.sh), stopped when dropped.
+pub struct SwTpm {
+    dir: TempDir,
+    /// The environment that reaches it.
+    pub env: Vec<(String, String)>,
+}
+
+impl SwTpm {
+    pub fn start() -> SwTpm {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(root().join("scripts/swtpm.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("run scripts/swtpm.sh");
+        succeeded(&out);
+        SwTpm {
+            env: parse_exports(&out.stdout),
+            dir,
+        }
+    }
+}
+
+impl Drop for SwTpm {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("scripts/swtpm.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
 /// What a `p8hsm` run produced.
 pub struct Run {
     pub code: i32,
@@ -64,7 +105,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Run {
+    pub fn from(output: Output) -> Run {
         Run {
             code: output.status.code().expect("p8hsm was killed by a signal"),
             stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
@@ -128,25 +169,53 @@ impl Hsm {
     }
 
     fn with_store(dir: TempDir, store: PathBuf) -> Hsm {
-        let mut init = match std::env::var_os("P8HSM_TEST_KRYOPTIC") {
-            Some(module) => {
-                let mut init = Command::new(root().join("scripts/kryoptic-init.sh"));
+        let backend = match std::env::var_os("P8HSM_TEST_KRYOPTIC") {
+            Some(module) => Backend::Kryoptic(module.into()),
+            None if nss() => Backend::Nss,
+            None if tpm2() => Backend::Tpm2(Vec::new()),
+            None => Backend::SoftHsm,
+        };
+        Hsm::made(dir, store, backend)
+    }
+
+    /// An NSS softoken database, whichever token the run tests.
+    pub fn nss() -> Hsm {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = dir.path().to_path_buf();
+        Hsm::made(dir, store, Backend::Nss)
+    }
+
+    /// A tpm2-pkcs11 token on `tpm`, whichever token the run tests.
+    pub fn tpm2(tpm: &SwTpm) -> Hsm {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = dir.path().to_path_buf();
+        Hsm::made(dir, store, Backend::Tpm2(tpm.env.clone()))
+    }
+
+    fn made(dir: TempDir, store: PathBuf, backend: Backend) -> Hsm {
+        let script = |name: &str| Command::new(root().join("scripts").join(name));
+        let mut extra = Vec::new();
+        let mut init = match backend {
+            Backend::Kryoptic(module) => {
+                let mut init = script("kryoptic-init.sh");
                 init.env("P8HSM_KRYOPTIC_DIR", &store)
                     .env("P8HSM_KRYOPTIC_MODULE", module);
                 init
             }
-            None if nss() => {
-                let mut init = Command::new(root().join("scripts/nss-init.sh"));
+            Backend::Nss => {
+                let mut init = script("nss-init.sh");
                 init.env("P8HSM_NSS_DIR", &store);
                 init
             }
-            None if tpm2() => {
-                let mut init = Command::new(root().join("scripts/tpm2-init.sh"));
-                init.env("P8HSM_TPM2_DIR", &store);
+            Backend::Tpm2(tpm) => {
+                let mut init = script("tpm2-init.sh");
+                init.env("P8HSM_TPM2_DIR", &store)
+                    .envs(tpm.iter().map(|(k, v)| (k, v)));
+                extra = tpm;
                 init
             }
-            None => {
-                let mut init = Command::new(root().join("scripts/softhsm-init.sh"));
+            Backend::SoftHsm => {
+                let mut init = script("softhsm-init.sh");
                 init.env("P8HSM_SOFTHSM_DIR", &store)
                     .env("P8HSM_BIN", env!("CARGO_BIN_EXE_p8hsm"));
                 init
@@ -162,7 +231,8 @@ impl Hsm {
             "token init failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let env = parse_exports(&output.stdout);
+        let mut env = parse_exports(&output.stdout);
+        env.extend(extra);
         Hsm { dir, store, env }
     }
 
@@ -224,14 +294,23 @@ impl Hsm {
     /// docs/tokens.md says: with `tpm2_ptool import`, CKA_ID and label the key ID.
     pub fn import_new_key(&self, key_id: &str) -> SecretKey {
         let (path, key) = self.write_key(&format!("AuthKey_{key_id}.p8"));
-        if tpm2() {
+        if self.env.iter().any(|(k, _)| k == "TPM2_PKCS11_STORE") {
             let out = Command::new("tpm2_ptool")
                 .args(["import", "--algorithm", "ecc", "--privkey"])
                 .arg(&path)
                 .args(["--label", self.var("P8HSM_TOKEN"), "--key-label", key_id])
                 .args(["--id", key_id, "--userpin", &self.pin(), "--path"])
                 .arg(&self.store)
-                .env("TPM2TOOLS_TCTI", std::env::var("TPM2_PKCS11_TCTI").unwrap())
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .env(
+                    "TPM2TOOLS_TCTI",
+                    self.env
+                        .iter()
+                        .find(|(k, _)| k == "TPM2_PKCS11_TCTI")
+                        .map(|(_, v)| v.clone())
+                        .or_else(|| std::env::var("TPM2_PKCS11_TCTI").ok())
+                        .expect("TPM2_PKCS11_TCTI"),
+                )
                 .output()
                 .expect("run tpm2_ptool (apt-get install libtpm2-pkcs11-tools)");
             succeeded(&out);
@@ -276,7 +355,7 @@ impl Hsm {
     /// needs initialization arguments pkcs11-tool cannot give: there, the test binary
     /// counts them in a process of its own with cryptoki ([`count_objects_here`]).
     pub fn object_count_on(&self, label: &str) -> usize {
-        if nss() {
+        if self.env.iter().any(|(k, _)| k == "P8HSM_MODULE_ARGS") {
             let out = Command::new(std::env::current_exe().unwrap())
                 .args(["--exact", "common::count_objects_here", "--nocapture"])
                 .args(["--test-threads", "1"])
@@ -289,7 +368,12 @@ impl Hsm {
             return text
                 .lines()
                 .find_map(|l| l.split("objects: ").nth(1))
-                .unwrap_or_else(|| panic!("counting objects: {text}{}", String::from_utf8_lossy(&out.stderr)))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "counting objects: {text}{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })
                 .parse()
                 .unwrap();
         }

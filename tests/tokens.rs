@@ -1,0 +1,277 @@
+//! Implementations other than SoftHSM and Kryoptic, each set up here whatever token the
+//! run tests: NSS softoken loaded directly (it needs initialization arguments), a TPM
+//! through tpm2-pkcs11 on swtpm, openCryptoki's soft token, and p11-kit's module
+//! registrations (`x-init-reserved`, `enable-in`, `disable-in`).
+
+use std::path::Path;
+
+use p256::pkcs8::DecodePublicKey;
+use std::process::Command;
+
+use crate::common::{as_uid, give_to, path_str, succeeded, Hsm, Run, SwTpm};
+
+/// NSS's arguments, with a marker that must never be shown: NSS ignores the unknown
+/// parameter, so the module loads with it.
+fn marked(args: &str) -> String {
+    format!("{args} p8hsmtest='MARKER-8f3a'")
+}
+
+#[test]
+fn nss_loaded_directly_needs_its_arguments_and_never_shows_them() {
+    let hsm = Hsm::nss();
+    let args = hsm.var("P8HSM_MODULE_ARGS").to_owned();
+    let without = |cli: &[&str]| {
+        Run::from(
+            hsm.command(cli)
+                .env_remove("P8HSM_MODULE_ARGS")
+                .output()
+                .unwrap(),
+        )
+    };
+    // Without its arguments NSS refuses C_Initialize; the hint says what to give.
+    let run = without(&["keys"]);
+    run.fails(5, "CKR_ARGUMENTS_BAD");
+    assert!(run.stderr.contains("P8HSM_MODULE_ARGS"), "{}", run.stderr);
+    let listed = without(&["modules"]).ok();
+    assert!(listed.contains("CKR_ARGUMENTS_BAD"), "{listed}");
+
+    // Given by the option or the variable, they work — and appear nowhere.
+    let marked = marked(&args);
+    let (path, key) = hsm.write_key("AuthKey_NSSKEY0001.p8");
+    let by_option = without(&["--module-args", &marked, "import", path_str(&path)]);
+    assert_eq!(by_option.code, 0, "{}", by_option.stderr);
+    let token = hsm
+        .command(&["token", "connect", "--key-id", "NSSKEY0001", "--individual"])
+        .env("P8HSM_MODULE_ARGS", &marked)
+        .output()
+        .unwrap();
+    succeeded(&token);
+    crate::common::verify_jwt(String::from_utf8_lossy(&token.stdout).trim_end(), &key);
+    let mut runs = vec![by_option];
+    for cli in [
+        &["modules", "--json"][..],
+        &["--token", "elsewhere", "keys"],
+        &["doctor"],
+    ] {
+        runs.push(Run::from(
+            hsm.command(cli)
+                .env("P8HSM_MODULE_ARGS", &marked)
+                .output()
+                .unwrap(),
+        ));
+    }
+    // Arguments the module refuses: the error names the module and the variable, not
+    // what they hold.
+    let bad = without(&[
+        "--module-args",
+        "configdir='sql:/nonexistent' MARKER-8f3a",
+        "keys",
+    ]);
+    bad.fails(5, "cannot load PKCS#11 module");
+    assert!(
+        bad.stderr.contains("initialization arguments"),
+        "{}",
+        bad.stderr
+    );
+    runs.push(bad);
+    for run in &runs {
+        assert!(
+            !run.stdout.contains("MARKER-8f3a") && !run.stderr.contains("MARKER-8f3a"),
+            "{}{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn nss_refuses_metadata_and_keygen_before_writing_anything() {
+    let hsm = Hsm::nss();
+    let (path, _) = hsm.write_key("AuthKey_NSSKEY0002.p8");
+    let before = hsm.object_count();
+    // NSS refuses data objects, where --kind is recorded: refused before the key goes in.
+    hsm.run(&["import", path_str(&path), "--kind", "connect-individual"])
+        .fails(5, "NSS softoken refuses the data object");
+    assert_eq!(hsm.object_count(), before);
+    // The unwrap (RSA-OAEP, with CKA_NSS_DB) and the plain create work; the AES-CBC-PAD
+    // unwrap runs in import::each_way_in_falls_back… on NSS.
+    for (method, key_id) in [("unwrap", "NSSKEY0003"), ("create", "NSSKEY0004")] {
+        let (path, _) = hsm.write_key(&format!("{key_id}.p8"));
+        let out = hsm
+            .run(&[
+                "import",
+                path_str(&path),
+                "--key-id",
+                key_id,
+                "--method",
+                method,
+            ])
+            .ok();
+        assert!(out.contains(&format!("method       {method}")), "{out}");
+    }
+    assert_eq!(hsm.object_count(), before + 4);
+    // keygen's key ID comes later, under a claim NSS cannot keep.
+    hsm.run(&["keygen", "--label", "born-here"])
+        .fails(5, "cannot generate the key");
+    assert_eq!(hsm.object_count(), before + 4);
+}
+
+#[test]
+fn a_p11_kit_registration_gives_its_arguments_and_is_followed_for_p8hsm() {
+    // p11-kit reads a user's registrations only when not root: run as another uid.
+    let uid = 64_000 + (std::process::id() % 1000);
+    let hsm = Hsm::nss();
+    let home = hsm.dir.path().join("home");
+    let registrations = home.join(".config/pkcs11/modules");
+    std::fs::create_dir_all(&registrations).unwrap();
+    give_to(hsm.dir.path(), uid);
+    give_to(&hsm.store, uid);
+    let module = hsm.var("P8HSM_MODULE").to_owned();
+    let register = |extra: &str| {
+        let file = registrations.join("nss-test.module");
+        std::fs::write(
+            &file,
+            format!(
+                "module: {module}\nx-init-reserved: {}\n{extra}",
+                hsm.var("P8HSM_MODULE_ARGS")
+            ),
+        )
+        .unwrap();
+        give_to(&file, uid);
+    };
+    let run = |cli: &[&str]| {
+        let prefix = as_uid(uid);
+        Run::from(
+            Command::new(&prefix[0])
+                .args(&prefix[1..])
+                .arg(env!("CARGO_BIN_EXE_p8hsm"))
+                .args(cli)
+                .env_clear()
+                .env("HOME", &home)
+                .env("PATH", std::env::var("PATH").unwrap())
+                .envs(
+                    hsm.env
+                        .iter()
+                        .filter(|(k, _)| k != "P8HSM_MODULE_ARGS")
+                        .map(|(k, v)| (k, v)),
+                )
+                .output()
+                .unwrap(),
+        )
+    };
+    register("");
+    // The module named by --module gets its registration's x-init-reserved.
+    assert_eq!(run(&["keys"]).code, 0, "{}", run(&["keys"]).stderr);
+    let listed = run(&["modules"]).ok();
+    assert!(listed.contains("(p11-kit: nss-test)"), "{listed}");
+    // Enabled for other programs only, or disabled for p8hsm: not p8hsm's to use.
+    for extra in ["enable-in: firefox, thunderbird\n", "disable-in: p8hsm\n"] {
+        register(extra);
+        let listed = run(&["modules"]).ok();
+        assert!(!listed.contains("nss-test"), "{extra}{listed}");
+        run(&["keys"]).fails(5, "CKR_ARGUMENTS_BAD");
+    }
+    register("enable-in: firefox, p8hsm\n");
+    assert_eq!(run(&["keys"]).code, 0, "{}", run(&["keys"]).stderr);
+}
+
+#[test]
+fn a_tpm_generates_keys_refuses_imports_and_doctor_says_why_an_imported_key_is_extractable() {
+    let tpm = SwTpm::start();
+    let hsm = Hsm::tpm2(&tpm);
+    let before = hsm.object_count();
+    let (path, _) = hsm.write_key("AuthKey_TPMKEY0001.p8");
+    let refused = hsm.run(&["import", path_str(&path)]);
+    refused.fails(5, "tpm2_ptool import");
+    assert_eq!(hsm.object_count(), before, "nothing written");
+
+    // Born in the TPM: generated, assigned, signing for the public key keygen printed.
+    let generated = hsm.run(&["keygen", "--label", "in-the-tpm"]);
+    assert_eq!(generated.code, 0, "{}", generated.stderr);
+    let public = p256::PublicKey::from_public_key_pem(&generated.stdout).unwrap();
+    hsm.run(&["assign", "--label", "in-the-tpm", "--key-id", "TPMGEN0001"])
+        .ok();
+    let token = hsm
+        .run(&["token", "connect", "--key-id", "TPMGEN0001", "--individual"])
+        .ok();
+    let parts: Vec<&str> = token.trim_end().split('.').collect();
+    let signature = p256::ecdsa::Signature::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, parts[2])
+            .unwrap(),
+    )
+    .unwrap();
+    p256::ecdsa::signature::Verifier::verify(
+        &p256::ecdsa::VerifyingKey::from(&public),
+        format!("{}.{}", parts[0], parts[1]).as_bytes(),
+        &signature,
+    )
+    .expect("verifies with the public key keygen printed");
+
+    // Imported the documented way: tpm2-pkcs11 calls it extractable; doctor says why
+    // instead of advising revocation — on this profile only.
+    hsm.import_new_key("TPMIMP0001");
+    let doctor = hsm.run(&["doctor"]);
+    assert_eq!(doctor.code, 0, "{}", doctor.stdout);
+    assert!(
+        doctor
+            .stdout
+            .contains("✓ key TPMIMP0001: imported, sensitive, reported extractable by tpm2-pkcs11"),
+        "{}",
+        doctor.stdout
+    );
+    let standard = hsm.run(&["--profile", "standard", "doctor"]);
+    assert_eq!(standard.code, 11, "{}", standard.stdout);
+    assert!(
+        standard
+            .stdout
+            .contains("✗ key TPMIMP0001: imported, extractable"),
+        "{}",
+        standard.stdout
+    );
+}
+
+#[test]
+fn an_opencryptoki_slot_whose_token_cannot_be_described_is_skipped_with_why() {
+    let module = "/usr/lib/x86_64-linux-gnu/opencryptoki/libopencryptoki.so.0";
+    assert!(
+        Path::new(module).exists(),
+        "apt-get install opencryptoki (.ci/run does)"
+    );
+    // Its slot daemon, and its soft token initialized (default SO PIN 87654321).
+    if !Command::new("pgrep")
+        .args(["-x", "pkcsslotd"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        succeeded(&Command::new("pkcsslotd").output().unwrap());
+    }
+    let listed = Command::new("pkcs11-tool")
+        .args(["--module", module, "--list-slots"])
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&listed.stdout).contains("uninitialized") {
+        let _ = Command::new("pkcs11-tool")
+            .args(["--module", module, "--slot", "3", "--init-token"])
+            .args(["--label", "ock", "--so-pin", "87654321"])
+            .output()
+            .unwrap();
+    }
+    let hsm = Hsm::new();
+    let run = |cli: &[&str]| {
+        Run::from(
+            hsm.command(cli)
+                .env("P8HSM_MODULE", module)
+                .env("P8HSM_TOKEN", "ock")
+                .output()
+                .unwrap(),
+        )
+    };
+    let reason = "slot 3 skipped: C_GetTokenInfo reported a utcTime that is not PKCS#11's";
+    let listed = run(&["modules"]).ok();
+    assert!(listed.contains(&format!("warning: {reason}")), "{listed}");
+    run(&["keys"]).fails(5, reason);
+    let doctor = run(&["doctor"]);
+    assert!(doctor.stdout.contains(reason), "{}", doctor.stdout);
+}
