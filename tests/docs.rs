@@ -103,6 +103,7 @@ fn every_command_the_documents_show_exists() {
         "docs/security.md",
         "docs/ci.md",
         "docs/serve.md",
+        "docs/tokens.md",
     ] {
         let text = std::fs::read_to_string(root().join(doc)).unwrap();
         let mut in_code = false;
