@@ -508,7 +508,10 @@ fn vendor_profiles_shape_the_import() {
         "--kind",
         "developer",
     ])
-    .fails(5, "cannot keep key metadata");
+    .fails(
+        5,
+        "YubiHSM 2 keeps no data objects, where p8hsm records --kind",
+    );
     hsm.run(&["--profile", "kmsp11", "import", path_str(&path)])
         .fails(5, "Google Cloud KMS (kmsp11) cannot import the key");
     let run = hsm.run(&["--profile", "luna", "keys"]);

@@ -140,10 +140,12 @@ fn a_p11_kit_registration_gives_its_arguments_and_is_followed_for_p8hsm() {
         give_to(&file, uid);
     };
     let run = |cli: &[&str]| {
+        // Bounded: a registration p8hsm waited on would hang the test otherwise.
         let prefix = as_uid(uid);
         Run::from(
-            Command::new(&prefix[0])
-                .args(&prefix[1..])
+            Command::new("timeout")
+                .arg("30")
+                .args(&prefix)
                 .arg(env!("CARGO_BIN_EXE_p8hsm"))
                 .args(cli)
                 .env_clear()
@@ -160,6 +162,10 @@ fn a_p11_kit_registration_gives_its_arguments_and_is_followed_for_p8hsm() {
         )
     };
     register("");
+    // A FIFO among the registrations is passed over, not waited on.
+    let fifo = registrations.join("fifo.module");
+    succeeded(&Command::new("mkfifo").arg(&fifo).output().unwrap());
+    give_to(&fifo, uid);
     // The module named by --module gets its registration's x-init-reserved.
     assert_eq!(run(&["keys"]).code, 0, "{}", run(&["keys"]).stderr);
     let listed = run(&["modules"]).ok();

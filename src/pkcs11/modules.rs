@@ -90,7 +90,7 @@ pub fn registered() -> Vec<Registration> {
             else {
                 continue;
             };
-            let Ok(text) = std::fs::read_to_string(&file) else {
+            let Some(text) = registration_text(&file) else {
                 continue;
             };
             let index = match settings.iter().position(|(n, _)| n == name) {
@@ -125,6 +125,25 @@ pub fn registered() -> Vec<Registration> {
             Some(Registration { name, path, args })
         })
         .collect()
+}
+
+/// A registration file's text: a regular file of at most 64 KiB, opened without waiting
+/// (a FIFO would block the open, a device never end), else nothing.
+fn registration_text(file: &Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const LIMIT: u64 = 64 * 1024;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(file)
+        .ok()?;
+    if !opened.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    opened.take(LIMIT + 1).read_to_string(&mut text).ok()?;
+    (text.len() as u64 <= LIMIT).then_some(text)
 }
 
 /// The `name: value` settings of a p11-kit configuration file.

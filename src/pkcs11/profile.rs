@@ -117,8 +117,8 @@ impl Profile {
     pub(crate) fn no_metadata(self) -> Option<&'static str> {
         match self {
             Profile::YubiHsm => Some(
-                "it keeps no data objects, where p8hsm records --kind: import without --kind \
-                 and give the kind's identities when signing",
+                "YubiHSM 2 keeps no data objects, where p8hsm records --kind: import without \
+                 --kind and give the kind's identities when signing",
             ),
             Profile::Nss => Some(
                 "NSS softoken refuses the data object p8hsm records --kind in: import without \
