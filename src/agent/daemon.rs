@@ -108,6 +108,8 @@ pub fn spawn(
             // Nothing in the environment may name a PIN either.
             .env_remove("P8HSM_KEY")
             .env_remove("P8HSM_PIN_SOURCE")
+            // The module's arguments travel with the token, as the PIN does.
+            .env_remove("P8HSM_MODULE_ARGS")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
