@@ -3,7 +3,7 @@
 # As root it installs them with apt-get; otherwise it prints the exact command and stops.
 p8hsm_packages=(softhsm2 opensc openssl p11-kit p11-kit-modules)
 p8hsm_test_packages=(libnss3 libnss3-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools swtpm tpm2-abrmd
-    libtss2-tcti-tabrmd0 tpm2-tools dbus-daemon opencryptoki)
+    libtss2-tcti-tabrmd0 tpm2-tools dbus-daemon opencryptoki gnome-keyring gnome-keyring-pkcs11)
 
 p8hsm_install_deps() {
     local missing=()
@@ -14,12 +14,14 @@ p8hsm_install_deps() {
     ls /usr/lib/*/pkcs11/p11-kit-client.so >/dev/null 2>&1 || missing+=(p11-kit-modules)
     if [ "${p8hsm_for_tests:-}" = 1 ]; then
         local tool
-        for tool in certutil tpm2_ptool swtpm tpm2-abrmd tpm2_getrandom dbus-daemon pkcsslotd; do
+        for tool in certutil tpm2_ptool swtpm tpm2-abrmd tpm2_getrandom dbus-daemon pkcsslotd \
+            gnome-keyring-daemon; do
             command -v "$tool" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin command -v "$tool" >/dev/null 2>&1 ||
                 missing+=("$tool")
         done
-        ls /usr/lib/*/libsoftokn3.so /usr/lib/*/libtss2-tcti-tabrmd.so.0 >/dev/null 2>&1 ||
-            missing+=(libnss3 libtss2-tcti-tabrmd0)
+        ls /usr/lib/*/libsoftokn3.so /usr/lib/*/libtss2-tcti-tabrmd.so.0 \
+            /usr/lib/*/pkcs11/gnome-keyring-pkcs11.so >/dev/null 2>&1 ||
+            missing+=(libnss3 libtss2-tcti-tabrmd0 gnome-keyring-pkcs11)
         [ ${#missing[@]} -eq 0 ] || p8hsm_packages+=("${p8hsm_test_packages[@]}")
     fi
     [ ${#missing[@]} -eq 0 ] && return 0

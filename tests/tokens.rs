@@ -281,3 +281,124 @@ fn an_opencryptoki_slot_whose_token_cannot_be_described_is_skipped_with_why() {
     let doctor = run(&["doctor"]);
     assert!(doctor.stdout.contains(reason), "{}", doctor.stdout);
 }
+
+/// A GNOME Keyring daemon of its own (its PKCS#11 component only), unlocked with a
+/// password, behind a D-Bus of its own; stopped when dropped.
+struct GnomeKeyring {
+    daemon: std::process::Child,
+    bus: std::process::Child,
+}
+
+impl Drop for GnomeKeyring {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.bus.kill();
+        let _ = self.daemon.wait();
+        let _ = self.bus.wait();
+    }
+}
+
+/// A token in GNOME Keyring's "Gnome2 Key Storage", as an [`Hsm`].
+fn gnome_keyring() -> (Hsm, GnomeKeyring) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().to_path_buf();
+    let address = format!("unix:path={}", home.join("bus").display());
+    let bus = Command::new("dbus-daemon")
+        .args(["--session", "--nofork", "--address", &address])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run dbus-daemon (apt-get install dbus-daemon)");
+    let control = home.join("control");
+    let password = "p8hsm-test-keyring";
+    let mut daemon = Command::new("gnome-keyring-daemon")
+        .args([
+            "--foreground",
+            "--unlock",
+            "--components=pkcs11",
+            "--control-directory",
+        ])
+        .arg(&control)
+        .env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", &home)
+        .env("DBUS_SESSION_BUS_ADDRESS", &address)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run gnome-keyring-daemon (apt-get install gnome-keyring)");
+    daemon
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    for _ in 0..100 {
+        if control.join("control").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(home.join("user.pin"), format!("{password}\n")).unwrap();
+    let module = "/usr/lib/x86_64-linux-gnu/pkcs11/gnome-keyring-pkcs11.so";
+    assert!(
+        Path::new(module).exists(),
+        "apt-get install gnome-keyring-pkcs11 (.ci/run does)"
+    );
+    let env = [
+        ("P8HSM_MODULE", module.to_owned()),
+        ("P8HSM_TOKEN", "Gnome2 Key Storage".to_owned()),
+        (
+            "P8HSM_PIN_SOURCE",
+            format!("file:{}", home.join("user.pin").display()),
+        ),
+        ("HOME", home.display().to_string()),
+        ("XDG_RUNTIME_DIR", home.display().to_string()),
+        ("DBUS_SESSION_BUS_ADDRESS", address),
+        ("GNOME_KEYRING_CONTROL", control.display().to_string()),
+    ];
+    let hsm = Hsm {
+        store: home,
+        dir,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    };
+    (hsm, GnomeKeyring { daemon, bus })
+}
+
+#[test]
+fn gnome_keyring_takes_keys_under_ids_of_its_own_and_p8hsm_finds_them_by_label() {
+    let (hsm, _keyring) = gnome_keyring();
+    let before = hsm.object_count();
+    let (path, key) = hsm.write_key("AuthKey_GNOMEKEY01.p8");
+    // Refused before anything is written: a label other than the key ID (keys are
+    // found by label there), and --kind (no data objects).
+    hsm.run(&["import", path_str(&path), "--label", "prod"])
+        .fails(2, "must be the key ID");
+    hsm.run(&["import", path_str(&path), "--kind", "connect-individual"])
+        .fails(5, "GNOME Keyring refuses the data object");
+    assert_eq!(hsm.object_count(), before);
+
+    // Created with the public point in the private key's template; GNOME Keyring gives
+    // both halves a CKA_ID of its own, and p8hsm finds them by their label.
+    let out = hsm.run(&["import", path_str(&path)]).ok();
+    assert!(out.contains("method       create"), "{out}");
+    assert_eq!(hsm.object_count(), before + 2);
+    let keys: serde_json::Value = serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();
+    assert_eq!(keys[0]["label"], "GNOMEKEY01");
+    assert_ne!(keys[0]["id"], "GNOMEKEY01", "the token set its own CKA_ID");
+    assert_eq!(keys[0]["has_public_key"], true);
+    let token = hsm
+        .run(&["token", "connect", "--key-id", "GNOMEKEY01", "--individual"])
+        .ok();
+    crate::common::verify_jwt(token.trim_end(), &key);
+    hsm.run(&["doctor"]).ok();
+    hsm.run(&["import", path_str(&path)])
+        .fails(7, "labelled \"GNOMEKEY01\"");
+    // Deleting by key ID removes both halves.
+    hsm.run(&["delete", "--key-id", "GNOMEKEY01", "--yes"]).ok();
+    assert_eq!(hsm.object_count(), before);
+}

@@ -83,7 +83,7 @@ pub struct Global {
     )]
     pub pin_source: Option<SecretText>,
 
-    /// Vendor profile: standard, yubihsm, cloudhsm, kmsp11, nss or tpm2 [default: detected from the
+    /// Vendor profile: standard, yubihsm, cloudhsm, kmsp11, nss, tpm2 or gnome-keyring [default: detected from the
     /// module and the token]
     #[arg(long, global = true, help_heading = "Global options", env = "P8HSM_PROFILE", value_name = "PROFILE", value_parser = parse::<Profile>)]
     pub profile: Option<Profile>,

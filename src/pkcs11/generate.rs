@@ -82,7 +82,7 @@ impl Token {
             "{UNASSIGNED}{}",
             nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
         );
-        let private_template = profile.private_template(id.as_bytes(), label, false, &[]);
+        let private_template = profile.private_template(id.as_bytes(), label, false, None);
         let public_template: Vec<Attribute> = profile
             .public_template(id.as_bytes(), label, Vec::new())
             .unwrap_or_default()

@@ -234,6 +234,13 @@ impl Token {
         }
         let label = options.label.unwrap_or(key_id.as_str());
         check_label(label)?;
+        if !profile.keeps_ids() && label != key_id.as_str() {
+            return Err(Error::NotApplicable {
+                reason: "this token sets each key's CKA_ID itself, so p8hsm finds its keys by \
+                         label, which must be the key ID: drop --label"
+                    .to_owned(),
+            });
+        }
         let id = profile.object_id(key_id);
         if !self.find_objects(&[Attribute::Id(id)])?.is_empty() {
             return Err(Error::DuplicateKey {
@@ -433,7 +440,7 @@ impl Token {
                     Err(Failure::Token(_, e)) if busy(&e) && attempt < SETTLE_ATTEMPTS => {
                         attempt += 1;
                         settle(attempt);
-                        self.destroy_private(id)?;
+                        self.destroy_private(id, label)?;
                     }
                     other => break other,
                 }
@@ -445,7 +452,7 @@ impl Token {
                         handle,
                         &[
                             Attribute::Class(ObjectClass::PRIVATE_KEY),
-                            Attribute::Id(id.to_vec()),
+                            self.profile().found_by(id, label),
                         ],
                         "the private key",
                     )?;
@@ -462,7 +469,7 @@ impl Token {
                     refusals.push(ck(operation)(e).to_string());
                     // A way that failed may have left a key all the same (a token whose
                     // store was busy): none of the next way's may stand beside it.
-                    self.destroy_private(id)?;
+                    self.destroy_private(id, label)?;
                 }
                 Err(Failure::Token(operation, e)) => return Err(ck(operation)(e)),
                 Err(Failure::Other(e)) => return Err(e),
@@ -471,11 +478,11 @@ impl Token {
         Err(Error::ImportRefused { tried: refusals })
     }
 
-    /// Destroys what a failed attempt may have left under the import's CKA_ID.
-    fn destroy_private(&self, id: &[u8]) -> Result<(), Error> {
+    /// Destroys what a failed attempt may have left under the import's CKA_ID (or label).
+    fn destroy_private(&self, id: &[u8], label: &str) -> Result<(), Error> {
         for left in self.find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(id.to_vec()),
+            self.profile().found_by(id, label),
         ])? {
             self.destroy_gone_ok(left)?;
         }
@@ -489,7 +496,11 @@ impl Token {
         id: &[u8],
         label: &str,
     ) -> Result<ObjectHandle, Failure> {
-        let mut template = WipedTemplate(self.profile().private_template(id, label, true, &[]));
+        let mut template =
+            WipedTemplate(
+                self.profile()
+                    .private_template(id, label, true, Some(key.public_key())),
+            );
         template
             .0
             .push(Attribute::Value(key.scalar_bytes().to_vec()));
@@ -570,8 +581,9 @@ impl Token {
             PkcsMgfType::MGF1_SHA1,
             PkcsOaepSource::empty(),
         );
-        let point = key.public_key().to_sec1_bytes();
-        let template = self.profile().private_template(id, label, false, &point);
+        let template = self
+            .profile()
+            .private_template(id, label, false, Some(key.public_key()));
         session
             .unwrap_key(
                 &Mechanism::RsaPkcsOaep(params),
@@ -615,8 +627,9 @@ impl Token {
         let encrypted = session
             .encrypt(&Mechanism::AesCbcPad(iv), kek.handle, &key.pkcs8_der()?)
             .map_err(at("encrypting the PKCS#8 in the token (C_Encrypt)"))?;
-        let point = key.public_key().to_sec1_bytes();
-        let template = self.profile().private_template(id, label, false, &point);
+        let template = self
+            .profile()
+            .private_template(id, label, false, Some(key.public_key()));
         session
             .unwrap_key(&Mechanism::AesCbcPad(iv), kek.handle, &encrypted, &template)
             .map_err(at(Way::AesCbcPad.operation()))

@@ -11,7 +11,9 @@ use std::str::FromStr;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use sha2::{Digest, Sha256};
 
-use super::ec::P256_PARAMS;
+use p256::PublicKey;
+
+use super::ec::{encode_ec_point, P256_PARAMS};
 use crate::ids::printable;
 use crate::{Error, KeyId};
 
@@ -36,15 +38,20 @@ pub enum Profile {
     /// in through PKCS#11, and derives each key's usage from the TPM object (a template
     /// that says otherwise is refused).
     Tpm2,
+    /// GNOME Keyring (`gnome-keyring-pkcs11.so`): wants the public point in a private
+    /// key's template, sets CKA_ID itself (keys are found by their label, the key ID), and
+    /// takes no data objects (so no claims and no metadata).
+    GnomeKeyring,
 }
 
-const NAMES: [(Profile, &str); 6] = [
+const NAMES: [(Profile, &str); 7] = [
     (Profile::Standard, "standard"),
     (Profile::YubiHsm, "yubihsm"),
     (Profile::CloudHsm, "cloudhsm"),
     (Profile::Kmsp11, "kmsp11"),
     (Profile::Nss, "nss"),
     (Profile::Tpm2, "tpm2"),
+    (Profile::GnomeKeyring, "gnome-keyring"),
 ];
 
 /// NSS's vendor attribute CKA_NSS_DB: the public point, which its softoken wants when
@@ -81,6 +88,8 @@ impl Profile {
             Profile::Nss
         } else if file.contains("tpm2") {
             Profile::Tpm2
+        } else if file.contains("gnome-keyring") || manufacturer.starts_with("gnome keyring") {
+            Profile::GnomeKeyring
         } else {
             Profile::Standard
         }
@@ -110,7 +119,27 @@ impl Profile {
     /// YubiHSM 2's, whose objects keep the ID and label they were made with, and NSS
     /// softoken's, which refuses data objects.
     pub(crate) fn renames(self) -> bool {
-        !matches!(self, Profile::YubiHsm | Profile::Nss)
+        !matches!(
+            self,
+            Profile::YubiHsm | Profile::Nss | Profile::GnomeKeyring
+        )
+    }
+
+    /// Whether the token keeps the CKA_ID p8hsm gives a key: not GNOME Keyring, which
+    /// sets its own (and refuses one on a public key); its keys are found by their
+    /// label, which must then be the key ID.
+    pub(crate) fn keeps_ids(self) -> bool {
+        self != Profile::GnomeKeyring
+    }
+
+    /// What finds an object p8hsm made under `id` and `label`: the CKA_ID, or the label
+    /// where the token sets the CKA_ID itself.
+    pub(crate) fn found_by(self, id: &[u8], label: &str) -> Attribute {
+        if self.keeps_ids() {
+            Attribute::Id(id.to_vec())
+        } else {
+            Attribute::Label(label.as_bytes().to_vec())
+        }
     }
 
     /// Why key metadata cannot be kept in a data object beside the key, if it cannot.
@@ -118,6 +147,10 @@ impl Profile {
         match self {
             Profile::YubiHsm => Some(
                 "YubiHSM 2 keeps no data objects, where p8hsm records --kind: import without \
+                 --kind and give the kind's identities when signing",
+            ),
+            Profile::GnomeKeyring => Some(
+                "GNOME Keyring refuses the data object p8hsm records --kind in: import without \
                  --kind and give the kind's identities when signing",
             ),
             Profile::Nss => Some(
@@ -142,14 +175,15 @@ impl Profile {
     }
 
     /// The private key template, without the key material (CKA_VALUE for C_CreateObject;
-    /// nothing more for C_UnwrapKey, whose PKCS#8 carries the curve — but NSS softoken,
-    /// which wants the public point there too). `point` is the uncompressed public point.
+    /// nothing more for C_UnwrapKey, whose PKCS#8 carries the curve). The public key of
+    /// a key put in: GNOME Keyring wants its point in a created key's template, NSS
+    /// softoken in an unwrapped one's.
     pub(crate) fn private_template(
         self,
         id: &[u8],
         label: &str,
         create: bool,
-        point: &[u8],
+        public: Option<&PublicKey>,
     ) -> Vec<Attribute> {
         let mut template = vec![
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -157,20 +191,27 @@ impl Profile {
         ];
         if create {
             template.push(Attribute::EcParams(P256_PARAMS.to_vec()));
-        } else if self == Profile::Nss && !point.is_empty() {
-            template.push(Attribute::VendorDefined((
+        }
+        match (self, create, public) {
+            (Profile::GnomeKeyring, true, Some(public)) => {
+                template.push(Attribute::EcPoint(encode_ec_point(public)))
+            }
+            (Profile::Nss, false, Some(public)) => template.push(Attribute::VendorDefined((
                 AttributeType::VendorDefined(CKA_NSS_DB as _),
-                point.to_vec(),
-            )));
+                public.to_sec1_bytes().to_vec(),
+            ))),
+            _ => {}
         }
         template.extend([
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Sensitive(true),
             Attribute::Sign(true),
-            Attribute::Id(id.to_vec()),
             Attribute::Label(label.as_bytes().to_vec()),
         ]);
+        if self.keeps_ids() {
+            template.push(Attribute::Id(id.to_vec()));
+        }
         // YubiHSM 2 refuses any attribute beyond its short list (CKA_EXTRACTABLE included);
         // its keys are not exportable unless given the export-under-wrap capability.
         // tpm2-pkcs11 sets the usage attributes from the TPM object and refuses others.
@@ -206,9 +247,11 @@ impl Profile {
             // CloudHSM wants CKA_PRIVATE on every object; elsewhere the public half is public.
             Attribute::Private(self == Profile::CloudHsm),
             Attribute::Verify(true),
-            Attribute::Id(id.to_vec()),
             Attribute::Label(label.as_bytes().to_vec()),
         ];
+        if self.keeps_ids() {
+            template.push(Attribute::Id(id.to_vec()));
+        }
         // tpm2-pkcs11 sets the usage attributes from the TPM object and refuses others.
         if self != Profile::Tpm2 {
             template.extend([
@@ -252,7 +295,7 @@ impl FromStr for Profile {
             .ok_or_else(|| Error::InvalidId {
                 what: "profile",
                 value: printable(s),
-                rule: "use standard, yubihsm, cloudhsm, kmsp11, nss or tpm2",
+                rule: "use standard, yubihsm, cloudhsm, kmsp11, nss, tpm2 or gnome-keyring",
             })
     }
 }
@@ -307,13 +350,40 @@ mod tests {
             detect("/opt/kms/libkmsp11.so", "Google", "Cloud KMS"),
             Profile::Kmsp11
         );
+        assert_eq!(
+            detect(
+                "/usr/lib/x86_64-linux-gnu/libsoftokn3.so",
+                "Mozilla Foundation",
+                "NSS 3"
+            ),
+            Profile::Nss
+        );
+        assert_eq!(
+            detect(
+                "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so",
+                "IBM",
+                "SW   TPM"
+            ),
+            Profile::Tpm2
+        );
+        assert_eq!(
+            detect(
+                "/usr/lib/x86_64-linux-gnu/pkcs11/gnome-keyring-pkcs11.so",
+                "Gnome Keyring",
+                "1.0"
+            ),
+            Profile::GnomeKeyring
+        );
         assert_eq!("yubihsm".parse::<Profile>().unwrap(), Profile::YubiHsm);
+        for profile in NAMES.map(|(p, _)| p) {
+            assert_eq!(profile.name().parse::<Profile>().unwrap(), profile);
+        }
         assert!("luna".parse::<Profile>().is_err());
     }
 
     #[test]
     fn the_standard_template_is_sensitive_non_extractable_and_sign_only() {
-        let template = Profile::Standard.private_template(b"2X9R4HXF34", "2X9R4HXF34", true, &[]);
+        let template = Profile::Standard.private_template(b"2X9R4HXF34", "2X9R4HXF34", true, None);
         for expected in [
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
@@ -328,7 +398,7 @@ mod tests {
         ] {
             assert!(template.contains(&expected), "{expected:?}");
         }
-        let unwrap = Profile::Standard.private_template(b"2X9R4HXF34", "2X9R4HXF34", false, &[]);
+        let unwrap = Profile::Standard.private_template(b"2X9R4HXF34", "2X9R4HXF34", false, None);
         assert!(
             !types(&unwrap).contains(&AttributeType::EcParams),
             "the PKCS#8 names the curve"
@@ -347,7 +417,7 @@ mod tests {
         let id = Profile::YubiHsm.object_id(&key_id());
         assert_eq!(id.len(), 2);
         assert_ne!(id, [0, 0]);
-        let template = Profile::YubiHsm.private_template(&id, "2X9R4HXF34", true, &[]);
+        let template = Profile::YubiHsm.private_template(&id, "2X9R4HXF34", true, None);
         let allowed = [
             AttributeType::Class,
             AttributeType::KeyType,
@@ -382,10 +452,62 @@ mod tests {
             .public_template(b"id", "l", vec![4])
             .unwrap();
         assert!(public.contains(&Attribute::Private(true)));
-        let private = Profile::CloudHsm.private_template(b"id", "l", true, &[]);
+        let private = Profile::CloudHsm.private_template(b"id", "l", true, None);
         assert!(private.contains(&Attribute::Private(true)));
         assert!(Profile::CloudHsm.check_import().is_ok());
         let err = Profile::Kmsp11.check_import().unwrap_err().to_string();
         assert!(err.contains("cannot import"), "{err}");
+    }
+
+    #[test]
+    fn nss_tpm2_and_gnome_keyring_templates_say_what_each_wants() {
+        let public =
+            p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng).public_key();
+        // NSS: the public point as CKA_NSS_DB in an unwrapped key's template only.
+        let nss_db = AttributeType::VendorDefined(CKA_NSS_DB as _);
+        let unwrap = Profile::Nss.private_template(b"id", "l", false, Some(&public));
+        assert!(unwrap.contains(&Attribute::VendorDefined((
+            nss_db,
+            public.to_sec1_bytes().to_vec()
+        ))));
+        let create = Profile::Nss.private_template(b"id", "l", true, Some(&public));
+        assert!(!types(&create).contains(&nss_db));
+        // TPM: no usage attribute beyond CKA_SIGN and CKA_VERIFY, which it derives.
+        let private = types(&Profile::Tpm2.private_template(b"id", "l", false, None));
+        let public_t = types(&Profile::Tpm2.public_template(b"id", "l", vec![4]).unwrap());
+        for usage in [
+            AttributeType::Decrypt,
+            AttributeType::Derive,
+            AttributeType::Unwrap,
+            AttributeType::Encrypt,
+            AttributeType::Wrap,
+        ] {
+            assert!(
+                !private.contains(&usage) && !public_t.contains(&usage),
+                "{usage}"
+            );
+        }
+        assert!(private.contains(&AttributeType::Extractable));
+        // GNOME Keyring: the point in a created private key's template, no CKA_ID.
+        let create = Profile::GnomeKeyring.private_template(b"id", "l", true, Some(&public));
+        assert!(
+            create.contains(&Attribute::EcPoint(super::super::ec::encode_ec_point(
+                &public
+            )))
+        );
+        assert!(!types(&create).contains(&AttributeType::Id));
+        let public_t = Profile::GnomeKeyring
+            .public_template(b"id", "l", vec![4])
+            .unwrap();
+        assert!(!types(&public_t).contains(&AttributeType::Id));
+        assert_eq!(
+            Profile::GnomeKeyring.found_by(b"id", "l"),
+            Attribute::Label(b"l".to_vec())
+        );
+        for profile in [Profile::Nss, Profile::GnomeKeyring, Profile::YubiHsm] {
+            assert!(!profile.renames() && profile.no_metadata().is_some());
+        }
+        let err = Profile::Tpm2.check_import().unwrap_err().to_string();
+        assert!(err.contains("tpm2_ptool import"), "{err}");
     }
 }

@@ -281,12 +281,16 @@ impl Token {
         private_key(&*self.session()?, key_id).map_err(OpError::into_error)
     }
 
-    /// The public key objects whose CKA_ID is `id`.
+    /// The public key objects whose CKA_ID is `id` or, as [`private_key`] finds private
+    /// keys, whose label is when none has it as CKA_ID.
     pub(super) fn public_objects(&self, id: &[u8]) -> Result<Vec<ObjectHandle>, Error> {
-        self.find_objects(&[
-            Attribute::Class(ObjectClass::PUBLIC_KEY),
-            Attribute::Id(id.to_vec()),
-        ])
+        let by =
+            |attribute| self.find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), attribute]);
+        let found = by(Attribute::Id(id.to_vec()))?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        by(Attribute::Label(id.to_vec()))
     }
 
     /// One attribute of an object, `None` where the token does not reveal it.
