@@ -11,21 +11,8 @@ label=${P8HSM_TOKEN:-p8hsm}
 umask 077
 mkdir -p "$dir"
 export KRYOPTIC_CONF=$dir/token.sql
-quietly() { local out; out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }; }
-
-if [ ! -f "$dir/user.pin" ]; then
-    random_pin() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
-    P8HSM_INIT_SO_PIN=$(random_pin)
-    P8HSM_INIT_USER_PIN=$(random_pin)
-    export P8HSM_INIT_SO_PIN P8HSM_INIT_USER_PIN
-    printf '%s\n' "$P8HSM_INIT_SO_PIN" >"$dir/so.pin.tmp"
-    printf '%s\n' "$P8HSM_INIT_USER_PIN" >"$dir/user.pin.tmp"
-    quietly pkcs11-tool --module "$module" --init-token --label "$label" --so-pin env:P8HSM_INIT_SO_PIN
-    quietly pkcs11-tool --module "$module" --token-label "$label" --login --login-type so \
-        --so-pin env:P8HSM_INIT_SO_PIN --init-pin --pin env:P8HSM_INIT_USER_PIN
-    mv "$dir/so.pin.tmp" "$dir/so.pin"
-    mv "$dir/user.pin.tmp" "$dir/user.pin"
-fi
+source "$(dirname "$0")/token-init.sh"
+p8hsm_token_init "$module" "$dir" "$label"
 
 printf 'export KRYOPTIC_CONF=%q\n' "$KRYOPTIC_CONF"
 printf 'export P8HSM_MODULE=%q\n' "$module"

@@ -18,26 +18,9 @@ done
 umask 077
 mkdir -p "$dir"
 export TPM2_PKCS11_STORE=$dir
-quietly() { local out; out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }; }
-
-if [ ! -f "$dir/user.pin" ]; then
-    random_pin() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
-    P8HSM_INIT_SO_PIN=$(random_pin)
-    P8HSM_INIT_USER_PIN=$(random_pin)
-    export P8HSM_INIT_SO_PIN P8HSM_INIT_USER_PIN
-    printf '%s\n' "$P8HSM_INIT_SO_PIN" >"$dir/so.pin.tmp"
-    printf '%s\n' "$P8HSM_INIT_USER_PIN" >"$dir/user.pin.tmp"
-    # A TPM busy with other clients can fail a step: start over, a few times.
-    make_token() {
-        rm -f "$dir/tpm2_pkcs11.sqlite3"
-        quietly pkcs11-tool --module "$module" --init-token --label "$label" --so-pin env:P8HSM_INIT_SO_PIN &&
-            quietly pkcs11-tool --module "$module" --token-label "$label" --login --login-type so \
-                --so-pin env:P8HSM_INIT_SO_PIN --init-pin --pin env:P8HSM_INIT_USER_PIN
-    }
-    make_token 2>/dev/null || { sleep 1; make_token 2>/dev/null; } || { sleep 2; make_token; }
-    mv "$dir/so.pin.tmp" "$dir/so.pin"
-    mv "$dir/user.pin.tmp" "$dir/user.pin"
-fi
+source "$(dirname "$0")/token-init.sh"
+reset_store() { rm -f "$dir/tpm2_pkcs11.sqlite3"; }
+p8hsm_token_init "$module" "$dir" "$label" reset_store
 
 printf 'export TPM2_PKCS11_STORE=%q\n' "$dir"
 printf 'export P8HSM_MODULE=%q\n' "$module"

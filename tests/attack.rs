@@ -116,15 +116,8 @@ fn a_duplicated_key_id_fails_doctor_and_delete_all_removes_it() {
     let signing = hsm.run(&["token", "connect", "--key-id", "DUPKEY0001", "--individual"]);
     signing.fails(7, "2 private keys on the token have key ID DUPKEY0001");
     assert!(signing.stderr.contains("--all --yes"), "{}", signing.stderr);
-    let doctor = hsm.run(&["doctor"]);
-    assert_eq!(doctor.code, 11, "{}", doctor.stdout);
-    assert!(
-        doctor
-            .stdout
-            .contains("✗ key ID DUPKEY0001 is on the token 2 times"),
-        "{}",
-        doctor.stdout
-    );
+    hsm.run(&["doctor"])
+        .prints(11, "✗ key ID DUPKEY0001 is on the token 2 times");
     hsm.run(&["delete", "--key-id", "DUPKEY0001", "--yes"])
         .fails(7, "2 private keys");
     let deleted = hsm.run(&["delete", "--key-id", "DUPKEY0001", "--all", "--yes"]);

@@ -216,24 +216,12 @@ fn a_tpm_generates_keys_refuses_imports_and_doctor_says_why_an_imported_key_is_e
     // Imported the documented way: tpm2-pkcs11 calls it extractable; doctor says why
     // instead of advising revocation — on this profile only.
     hsm.import_new_key("TPMIMP0001");
-    let doctor = hsm.run(&["doctor"]);
-    assert_eq!(doctor.code, 0, "{}", doctor.stdout);
-    assert!(
-        doctor
-            .stdout
-            .contains("✓ key TPMIMP0001: imported, sensitive, reported extractable by tpm2-pkcs11"),
-        "{}",
-        doctor.stdout
+    hsm.run(&["doctor"]).prints(
+        0,
+        "✓ key TPMIMP0001: imported, sensitive, reported extractable by tpm2-pkcs11",
     );
-    let standard = hsm.run(&["--profile", "standard", "doctor"]);
-    assert_eq!(standard.code, 11, "{}", standard.stdout);
-    assert!(
-        standard
-            .stdout
-            .contains("✗ key TPMIMP0001: imported, extractable"),
-        "{}",
-        standard.stdout
-    );
+    hsm.run(&["--profile", "standard", "doctor"])
+        .prints(11, "✗ key TPMIMP0001: imported, extractable");
 }
 
 #[test]
@@ -278,8 +266,7 @@ fn an_opencryptoki_slot_whose_token_cannot_be_described_is_skipped_with_why() {
     let listed = run(&["modules"]).ok();
     assert!(listed.contains(&format!("warning: {reason}")), "{listed}");
     run(&["keys"]).fails(5, reason);
-    let doctor = run(&["doctor"]);
-    assert!(doctor.stdout.contains(reason), "{}", doctor.stdout);
+    run(&["doctor"]).prints(11, reason);
 }
 
 /// A GNOME Keyring daemon of its own (its PKCS#11 component only), unlocked with a

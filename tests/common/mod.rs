@@ -119,6 +119,16 @@ impl Run {
         self.stdout
     }
 
+    /// Asserts the exit code and that stdout holds `text` (a `doctor` line, say).
+    pub fn prints(&self, code: i32, text: &str) {
+        assert_eq!(self.code, code, "{}{}", self.stdout, self.stderr);
+        assert!(
+            self.stdout.contains(text),
+            "expected {text:?} in {}",
+            self.stdout
+        );
+    }
+
     /// Asserts the exit code, that stdout is empty, and that stderr is an `error:`
     /// line (plus at most a hint or warning line) containing `message`.
     pub fn fails(&self, code: i32, message: &str) {
