@@ -4,8 +4,16 @@
 # is not tuned to SoftHSM's quirks. Needs Debian's libssl-dev libsqlite3-dev libclang-dev
 # pkg-config (installed when run as root). The throwaway crate lives under target/.
 #   module=$(scripts/kryoptic.sh)
+# With --without-ecdsa it builds one that offers no CKM_ECDSA (under another name), for
+# the tests that a token which cannot sign is refused before anything is written.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+features='"dynamic", "sqlitedb", "ecdsa", "hash", "aes", "pbkdf2", "hkdf"'
+name=kryoptic
+if [ "${1:-}" = --without-ecdsa ]; then
+    features='"dynamic", "sqlitedb", "hash", "aes", "pbkdf2", "hkdf"'
+    name=kryoptic-without-ecdsa
+fi
 
 missing=()
 for package in libssl-dev libsqlite3-dev libclang-dev pkg-config; do
@@ -19,9 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-dir=$PWD/target/kryoptic
+dir=$PWD/target/$name
 mkdir -p "$dir/src"
-cat >"$dir/Cargo.toml" <<'TOML'
+cat >"$dir/Cargo.toml" <<TOML
 [package]
 name = "kryoptic-module"
 version = "0.0.0"
@@ -32,7 +40,7 @@ publish = false
 
 [dependencies]
 kryoptic = { version = "=1.5.4", default-features = false }
-kryoptic-lib = { version = "=1.5.4", default-features = false, features = ["dynamic", "sqlitedb", "ecdsa", "hash", "aes", "pbkdf2", "hkdf"] }
+kryoptic-lib = { version = "=1.5.4", default-features = false, features = [$features] }
 TOML
 : >"$dir/src/lib.rs"
 cargo build --quiet --release --manifest-path "$dir/Cargo.toml" >&2

@@ -389,3 +389,26 @@ fn gnome_keyring_takes_keys_under_ids_of_its_own_and_p8hsm_finds_them_by_label()
     hsm.run(&["delete", "--key-id", "GNOMEKEY01", "--yes"]).ok();
     assert_eq!(hsm.object_count(), before);
 }
+
+#[test]
+fn a_token_that_cannot_sign_with_ecdsa_is_refused_before_anything_is_written() {
+    // Kryoptic built without its ECDSA: a real token that offers no CKM_ECDSA.
+    let built = Command::new(crate::common::root().join("scripts/kryoptic.sh"))
+        .arg("--without-ecdsa")
+        .output()
+        .expect("run scripts/kryoptic.sh");
+    succeeded(&built);
+    let module = String::from_utf8(built.stdout).unwrap();
+    let hsm = Hsm::kryoptic_token(Path::new(module.trim_end()));
+    let before = hsm.object_count();
+    let (path, _) = hsm.write_key("AuthKey_NOECDSA001.p8");
+    for method in ["auto", "create", "unwrap"] {
+        hsm.run(&["import", path_str(&path), "--method", method])
+            .fails(5, "it does not offer CKM_ECDSA for signing");
+    }
+    hsm.run(&["keygen", "--label", "never"])
+        .fails(5, "does not offer both CKM_EC_KEY_PAIR_GEN and CKM_ECDSA");
+    assert_eq!(hsm.object_count(), before, "nothing written");
+    hsm.run(&["doctor"])
+        .prints(11, "✗ the token does not offer CKM_ECDSA signatures");
+}

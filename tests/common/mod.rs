@@ -195,6 +195,13 @@ impl Hsm {
         Hsm::made(dir, store, Backend::Nss)
     }
 
+    /// A Kryoptic token of `module`, whichever token the run tests.
+    pub fn kryoptic_token(module: &Path) -> Hsm {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = dir.path().to_path_buf();
+        Hsm::made(dir, store, Backend::Kryoptic(module.to_path_buf()))
+    }
+
     /// A tpm2-pkcs11 token on `tpm`, whichever token the run tests.
     pub fn tpm2(tpm: &SwTpm) -> Hsm {
         let dir = tempfile::tempdir().expect("temporary directory");
