@@ -466,6 +466,17 @@ fn each_way_in_falls_back_to_the_next_when_the_token_refuses_it() {
         "{stderr}"
     );
     assert_eq!(hsm.object_count(), before);
+
+    // A token that takes the key but cannot sign with it: the import's check fails
+    // (exit 8), and what it made goes.
+    let before = hsm.object_count();
+    let (code, _, stderr, _) = refusing("NOSIGN0001", "auto", "sign");
+    assert_eq!(code, Some(8), "{stderr}");
+    assert!(
+        stderr.contains("the token cannot sign with the key it took (C_Sign failed: CKR_KEY_FUNCTION_NOT_PERMITTED)"),
+        "{stderr}"
+    );
+    assert_eq!(hsm.object_count(), before);
 }
 
 #[test]

@@ -698,8 +698,8 @@ impl Token {
         OsRng.fill_bytes(&mut probe);
         // A token that took the key but cannot sign with it failed the check, as one whose
         // signature does not verify did.
-        let signature = self
-            .sign_digest(private_key, &Sha256::digest(probe))
+        let signature = refused_sign()
+            .and_then(|()| self.sign_digest(private_key, &Sha256::digest(probe)))
             .map_err(|e| match e {
                 Error::Pkcs11 { .. } => Error::ImportCheck {
                     reason: format!("the token cannot sign with the key it took ({e})"),
@@ -752,7 +752,8 @@ fn refuses(e: &CkError) -> bool {
 /// Fault injection for the tests of the cleanup and fallback paths: with the
 /// `fault-injection` feature (never in release builds), `P8HSM_FAULT_AFTER=<step>` fails
 /// the import right after that step, and `P8HSM_FAULT_REFUSE=create,rsa-oaep,aes-cbc-pad`
-/// (any of them) makes the token seem to refuse those ways of putting the key in.
+/// (any of them) makes the token seem to refuse those ways of putting the key in (and
+/// `sign`, to sign with it: see [`refused_sign`]).
 #[cfg(feature = "fault-injection")]
 fn fault(step: &str) -> Result<(), Error> {
     // P8HSM_FAULT_KILL=<step> ends the process there, as a SIGKILL would: no clean-up.
@@ -783,6 +784,26 @@ fn refused(way: Way) -> Result<(), CkError> {
             Way::AesCbcPad => CkError::Pkcs11(RvError::TemplateInconsistent, Function::UnwrapKey),
         });
     }
+    Ok(())
+}
+
+/// `P8HSM_FAULT_REFUSE=sign` makes the token seem to take the key but refuse to sign
+/// with it.
+#[cfg(feature = "fault-injection")]
+fn refused_sign() -> Result<(), Error> {
+    let refuse = std::env::var("P8HSM_FAULT_REFUSE").unwrap_or_default();
+    if refuse.split(',').any(|w| w == "sign") {
+        use cryptoki::context::Function;
+        return Err(ck("C_Sign")(CkError::Pkcs11(
+            RvError::KeyFunctionNotPermitted,
+            Function::Sign,
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn refused_sign() -> Result<(), Error> {
     Ok(())
 }
 
