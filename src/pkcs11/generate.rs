@@ -154,7 +154,7 @@ impl Token {
         ];
         // tpm2-pkcs11 keeps a private key only as a blob the TPM wrapped, and asked for
         // its value prints a warning on stderr: there is no value to reveal.
-        if self.profile() != super::Profile::Tpm2 {
+        if self.profile() != super::profile::Profile::Tpm2 {
             asked.push(AttributeType::Value);
         }
         let attributes = self

@@ -191,7 +191,7 @@ impl Drop for TemporaryKey<'_> {
 
 impl Token {
     /// Imports `key` as a sensitive, non-extractable, sign-only token object with the
-    /// key ID as CKA_ID (per the token's [`Profile`](super::Profile)) and a label (the
+    /// key ID as CKA_ID (per the token's [`Profile`](super::profile::Profile)) and a label (the
     /// key ID by default), plus its public key object where the token keeps one. Refuses,
     /// writing nothing, if any object already has that ID or label. Then proves the
     /// import: the private value is not readable, the key is sensitive and not
