@@ -40,12 +40,7 @@ fn main() {
     // measured in alternating batches (all threads on one side, then all on the other,
     // through a barrier), so that a shared machine's slow moments fall on both sides.
     let pin = std::fs::read_to_string(&pin_file).unwrap();
-    let spec = TokenSpec {
-        module: module.clone().into(),
-        selector: TokenSelector::label(&var("P8HSM_TOKEN")),
-        module_args: None,
-        profile: None,
-    };
+    let spec = TokenSpec::new(module.clone(), TokenSelector::label(&var("P8HSM_TOKEN")));
     let token = Token::open(&spec, SecretString::from(pin.trim_end())).unwrap();
     let signer = token.key(&key_id).unwrap();
     // Signing never consults a cache: every call makes a new signature.

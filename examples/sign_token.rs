@@ -42,22 +42,19 @@ fn run() -> Result<(), Error> {
     let issuer: IssuerId = issuer.parse()?;
 
     // The same configuration the CLI reads: here the PIN source must be a file.
-    let spec = TokenSpec {
-        module: pkcs11::locate_module(
+    let mut spec = TokenSpec::new(
+        pkcs11::locate_module(
             std::env::var_os("P8HSM_MODULE")
                 .as_deref()
                 .map(AsRef::as_ref),
             None,
         )?,
-        selector: TokenSelector::label(
-            &std::env::var("P8HSM_TOKEN").unwrap_or_else(|_| "p8hsm".into()),
-        ),
-        module_args: std::env::var("P8HSM_MODULE_ARGS")
-            .ok()
-            .map(|a| p8hsm::pkcs11::ModuleArgs::new(&a))
-            .transpose()?,
-        profile: None,
-    };
+        TokenSelector::label(&std::env::var("P8HSM_TOKEN").unwrap_or_else(|_| "p8hsm".into())),
+    );
+    spec.module_args = std::env::var("P8HSM_MODULE_ARGS")
+        .ok()
+        .map(|a| p8hsm::pkcs11::ModuleArgs::new(&a))
+        .transpose()?;
     let source = std::env::var("P8HSM_PIN_SOURCE").unwrap_or_default();
     let pin_file = source
         .strip_prefix("file:")

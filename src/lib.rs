@@ -27,12 +27,7 @@
 //! use secrecy::SecretString;
 //!
 //! # fn main() -> Result<(), p8hsm::Error> {
-//! let spec = TokenSpec {
-//!     module: pkcs11::locate_module(None, None)?,
-//!     selector: TokenSelector::label("p8hsm"),
-//!     module_args: None,
-//!     profile: None,
-//! };
+//! let spec = TokenSpec::new(pkcs11::locate_module(None, None)?, TokenSelector::label("p8hsm"));
 //! let pin = SecretString::from(std::fs::read_to_string("/run/secrets/p8hsm-pin").unwrap());
 //! let service = Service::new(Token::open(&spec, pin)?);
 //! let request = Request::Token(TokenRequest::new(

@@ -50,6 +50,20 @@ pub struct TokenSelector {
     pub slot_id: Option<u64>,
 }
 
+impl TokenSpec {
+    /// The token `selector` matches in `module`: the module initialized without
+    /// arguments and the profile detected (set [`TokenSpec::module_args`] and
+    /// [`TokenSpec::profile`] to say otherwise).
+    pub fn new(module: impl Into<PathBuf>, selector: TokenSelector) -> TokenSpec {
+        TokenSpec {
+            module: module.into(),
+            module_args: None,
+            selector,
+            profile: None,
+        }
+    }
+}
+
 impl TokenSelector {
     /// The token labelled `label`.
     pub fn label(label: &str) -> Self {

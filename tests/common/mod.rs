@@ -460,14 +460,13 @@ pub fn open_token(var: impl Fn(&str) -> String) -> Token {
     let source = var("P8HSM_PIN_SOURCE");
     let path = source.strip_prefix("file:").expect("a file: PIN source");
     let pin = std::fs::read_to_string(path).unwrap();
-    let spec = TokenSpec {
-        module: PathBuf::from(var("P8HSM_MODULE")),
-        selector: TokenSelector::label(&var("P8HSM_TOKEN")),
-        module_args: std::env::var("P8HSM_MODULE_ARGS")
-            .ok()
-            .map(|a| p8hsm::pkcs11::ModuleArgs::new(&a).unwrap()),
-        profile: None,
-    };
+    let mut spec = TokenSpec::new(
+        var("P8HSM_MODULE"),
+        TokenSelector::label(&var("P8HSM_TOKEN")),
+    );
+    spec.module_args = std::env::var("P8HSM_MODULE_ARGS")
+        .ok()
+        .map(|a| p8hsm::pkcs11::ModuleArgs::new(&a).unwrap());
     Token::open(&spec, SecretString::from(pin.trim_end())).unwrap()
 }
 
