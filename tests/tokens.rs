@@ -267,6 +267,37 @@ fn an_opencryptoki_slot_whose_token_cannot_be_described_is_skipped_with_why() {
     assert!(listed.contains(&format!("warning: {reason}")), "{listed}");
     run(&["keys"]).fails(5, reason);
     run(&["doctor"]).prints(11, reason);
+
+    // Beside other tokens — p11-kit's proxy offering the openCryptoki slot and this
+    // test's SoftHSM token (Debian registers SoftHSM) — the others still work. As root
+    // p11-kit reads only the system's registrations: one is written for the test.
+    let registration = Path::new("/etc/pkcs11/modules/p8hsm-test-opencryptoki.module");
+    std::fs::create_dir_all(registration.parent().unwrap()).unwrap();
+    std::fs::write(registration, format!("module: {module}\n")).unwrap();
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _registered = Remove(registration);
+    let proxy = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so";
+    let through_proxy = |cli: &[&str]| {
+        Run::from(
+            hsm.command(cli)
+                .env("P8HSM_MODULE", proxy)
+                .output()
+                .unwrap(),
+        )
+    };
+    let listed = through_proxy(&["modules"]).ok();
+    assert!(
+        listed.contains("C_GetTokenInfo reported a utcTime") && listed.contains("token \"p8hsm\""),
+        "{listed}"
+    );
+    let key = hsm.import_new_key("BESIDEOCK1");
+    let token = through_proxy(&["token", "connect", "--key-id", "BESIDEOCK1", "--individual"]).ok();
+    crate::common::verify_jwt(token.trim_end(), &key);
 }
 
 /// A GNOME Keyring daemon of its own (its PKCS#11 component only), unlocked with a
