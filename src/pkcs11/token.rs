@@ -287,7 +287,8 @@ impl Token {
         let by =
             |attribute| self.find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), attribute]);
         let found = by(Attribute::Id(id.to_vec()))?;
-        if !found.is_empty() {
+        // A label is text: some tokens (Kryoptic) refuse to search for other bytes.
+        if !found.is_empty() || std::str::from_utf8(id).is_err() {
             return Ok(found);
         }
         by(Attribute::Label(id.to_vec()))
