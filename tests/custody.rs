@@ -209,19 +209,7 @@ fn serve_copies(hsm: &Hsm, env: &[(String, String)]) -> usize {
     );
     std::fs::write(pki.dir.join("policy.toml"), "").unwrap();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_p8hsm"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &pki.path("server.pem"),
-            "--tls-key",
-            "pkcs11:object=TLSSERVER1",
-            "--client-ca",
-            &pki.path("ca.pem"),
-            "--policy",
-            &pki.path("policy.toml"),
-        ])
+        .args(pki.serve_args(&pki.path("server.pem"), "pkcs11:object=TLSSERVER1"))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -111,19 +111,7 @@ impl Serving {
         key: &str,
         extra: &[&str],
     ) -> Serving {
-        let mut command = hsm.command(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            cert,
-            "--tls-key",
-            key,
-            "--client-ca",
-            &pki.path("ca.pem"),
-            "--policy",
-            &pki.path("policy.toml"),
-        ]);
+        let mut command = hsm.command(&pki.serve_args(cert, key));
         command
             .args(extra)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -636,19 +624,8 @@ fn fifos_for_its_files_are_refused_not_waited_on() {
         (fifo.to_owned(), pki.path("ca.pem"), pki.path("policy.toml")),
     ] {
         let started = Instant::now();
-        let run = hsm.run(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            "pkcs11:object=TLSSERVER1",
-            "--client-ca",
-            &ca,
-            "--policy",
-            &policy,
-        ]);
+        let args = crate::common::serve_args(&cert, "pkcs11:object=TLSSERVER1", &ca, &policy);
+        let run = hsm.run(&args);
         run.fails(3, "not a regular file");
         assert!(started.elapsed() < Duration::from_secs(5), "not waited on");
     }
@@ -678,19 +655,7 @@ fn the_service_cannot_dump_core() {
     let mut child = Command::new(&prefix[0])
         .args(&prefix[1..])
         .arg(env!("CARGO_BIN_EXE_p8hsm"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &pki.path("server.pem"),
-            "--tls-key",
-            "pkcs11:object=TLSSERVER1",
-            "--client-ca",
-            &pki.path("ca.pem"),
-            "--policy",
-            &pki.path("policy.toml"),
-        ])
+        .args(pki.serve_args(&pki.path("server.pem"), "pkcs11:object=TLSSERVER1"))
         .envs(hsm.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

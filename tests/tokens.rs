@@ -295,6 +295,12 @@ fn an_opencryptoki_slot_whose_token_cannot_be_described_is_skipped_with_why() {
         listed.contains("C_GetTokenInfo reported a utcTime") && listed.contains("token \"p8hsm\""),
         "{listed}"
     );
+    // The registered modules are not loaded again beside the proxy that loads them.
+    let all = through_proxy(&["modules", "--all"]).ok();
+    assert!(
+        all.contains("(p11-kit: p8hsm-test-opencryptoki)\n    not loaded: its tokens are listed through p11-kit's proxy"),
+        "{all}"
+    );
     let key = hsm.import_new_key("BESIDEOCK1");
     let token = through_proxy(&["token", "connect", "--key-id", "BESIDEOCK1", "--individual"]).ok();
     crate::common::verify_jwt(token.trim_end(), &key);

@@ -120,6 +120,31 @@ fn modules_lists_what_p8hsm_finds_and_their_tokens() {
         serde_json::from_str(&hsm.run(&["modules", "--json"]).ok()).unwrap();
     assert_eq!(json[0]["selected"], true);
     assert_eq!(json[0]["tokens"][0]["label"], "p8hsm");
+    // Only the module p8hsm would use is loaded (SoftHSM's install path is listed after
+    // it); --all loads the others, and lists the same token again from that path.
+    let rows = json.as_array().unwrap();
+    assert!(rows.len() > 1, "{json}");
+    for row in &rows[1..] {
+        assert_eq!(
+            row["note"], "not loaded (`p8hsm modules --all` loads it)",
+            "{row}"
+        );
+        assert_eq!(row["tokens"], serde_json::json!([]), "{row}");
+    }
+    let all: serde_json::Value =
+        serde_json::from_str(&hsm.run(&["modules", "--all", "--json"]).ok()).unwrap();
+    let all = all.as_array().unwrap();
+    assert!(
+        all.iter()
+            .all(|row| !row["note"].to_string().contains("--all")),
+        "{all:?}"
+    );
+    assert!(
+        all[1..]
+            .iter()
+            .any(|row| row["source"] == "SoftHSM" && row["tokens"][0]["label"] == "p8hsm"),
+        "{all:?}"
+    );
     let token_uri = json[0]["tokens"][0]["uri"].as_str().unwrap();
     assert!(token_uri.starts_with("pkcs11:token=p8hsm;"), "{token_uri}");
     // The printed token URI chooses the token.

@@ -240,9 +240,9 @@ struct ModuleRow {
 /// loaded again when it is selected (a module such as tpm2-pkcs11 complains each time
 /// it is loaded, and loading one can have effects of its own).
 fn modules(all: bool, json: bool, config: &Config) -> Result<(), Failure> {
-    use pkcs11::modules::PROXY_SOURCE;
+    use pkcs11::modules::{is_proxy, PROXY_SOURCE};
     let candidates = pkcs11::modules::candidates(config.explicit_module(), config.uri())?;
-    let proxy_selected = candidates.first().is_some_and(|c| c.source == PROXY_SOURCE);
+    let proxy_selected = candidates.first().is_some_and(|c| is_proxy(&c.path));
     let mut rows = Vec::new();
     for (i, candidate) in candidates.into_iter().enumerate() {
         let mut row = ModuleRow {

@@ -289,16 +289,7 @@ impl Token {
                 Err(e) => return Err(e),
             }
         };
-        let read = self
-            .settled(|| {
-                self.session()?
-                    .get_attributes(handle, &[AttributeType::Class])
-                    .map_err(ck("C_GetAttributeValue"))
-            })
-            .map_err(|_| lost(what))?;
-        if read.is_empty() || !self.find_objects(search)?.contains(&handle) {
-            return Err(lost(what));
-        }
+        self.found_again(handle, search, what)?;
         Ok(handle)
     }
 
@@ -310,6 +301,16 @@ impl Token {
         template: &[Attribute],
         what: &'static str,
     ) -> Result<(), Error> {
+        self.found_again(handle, &identity(template), what)
+    }
+
+    /// The object `handle` can be read, and `search` finds it.
+    fn found_again(
+        &self,
+        handle: ObjectHandle,
+        search: &[Attribute],
+        what: &'static str,
+    ) -> Result<(), Error> {
         let read = self
             .settled(|| {
                 self.session()?
@@ -317,7 +318,7 @@ impl Token {
                     .map_err(ck("C_GetAttributeValue"))
             })
             .map_err(|_| lost(what))?;
-        if read.is_empty() || !self.find_objects(&identity(template))?.contains(&handle) {
+        if read.is_empty() || !self.find_objects(search)?.contains(&handle) {
             return Err(lost(what));
         }
         Ok(())

@@ -93,11 +93,12 @@ pub(super) fn context(module: &Path, args: Option<&ModuleArgs>) -> Result<Module
         args: args.map(|a| Arc::new(a.c_string())),
     };
     // A software token whose store another process holds may fail to initialize
-    // (tpm2-pkcs11's SQLite database is locked: CKR_GENERAL_ERROR): try again a while.
+    // (tpm2-pkcs11's SQLite database is locked: CKR_GENERAL_ERROR): try again briefly —
+    // a few times only, as a module that cannot reach its device answers the same.
     let mut attempt = 0;
     loop {
         match initialize(&loaded) {
-            Err(e) if busy(&e) && attempt < SETTLE_ATTEMPTS => {
+            Err(e) if busy(&e) && attempt < INITIALIZE_ATTEMPTS => {
                 attempt += 1;
                 settle(attempt);
             }
@@ -188,6 +189,10 @@ pub(super) fn settle(attempt: u32) {
 /// How often a one-shot process tries again to find and log in to a token whose store
 /// another process is rewriting (about 2.5 s in all).
 pub(super) const SETTLE_ATTEMPTS: u32 = 12;
+
+/// How often loading a module tries `C_Initialize` again after an answer that may mean
+/// a busy store (about 0.2 s in all).
+const INITIALIZE_ATTEMPTS: u32 = 3;
 
 /// Maps a cryptoki error to [`Error::Pkcs11`], naming what p8hsm was doing.
 pub(super) fn ck(operation: &'static str) -> impl Fn(CkError) -> Error {

@@ -71,8 +71,14 @@ pub struct Registration {
 /// root, or `/etc/pkcs11/pkcs11.conf` says `user-config: none` — the user's
 /// (`~/.config/pkcs11/modules`), each setting of a later file of the same name winning.
 /// A registration whose `enable-in` does not name p8hsm, or whose `disable-in` does, is
-/// left out, as are remote ones (p11-kit's proxy reaches those).
-pub fn registered() -> Vec<Registration> {
+/// left out, as are remote ones (p11-kit's proxy reaches those). Read once a process:
+/// choosing the module and its arguments, and `modules`, ask again and again.
+pub fn registered() -> &'static [Registration] {
+    static REGISTERED: std::sync::OnceLock<Vec<Registration>> = std::sync::OnceLock::new();
+    REGISTERED.get_or_init(read_registrations)
+}
+
+fn read_registrations() -> Vec<Registration> {
     let mut dirs: Vec<PathBuf> = REGISTRATION_DIRS.iter().map(PathBuf::from).collect();
     dirs.extend(user_registrations());
     let mut settings: Vec<(String, Vec<(String, String)>)> = Vec::new();
@@ -171,13 +177,23 @@ fn user_registrations() -> Option<PathBuf> {
     Some(config.join("pkcs11/modules"))
 }
 
+/// Whether `module` is p11-kit's proxy module, however it was named.
+pub fn is_proxy(module: &Path) -> bool {
+    let Ok(module) = std::fs::canonicalize(module) else {
+        return false;
+    };
+    P11_KIT_PROXY_PATHS
+        .iter()
+        .any(|p| std::fs::canonicalize(p).is_ok_and(|p| p == module))
+}
+
 /// The `x-init-reserved` of the p11-kit registration of `module`, if it has one.
 pub fn registered_args(module: &Path) -> Option<ModuleArgs> {
     let module = std::fs::canonicalize(module).ok()?;
     registered()
-        .into_iter()
+        .iter()
         .find(|r| std::fs::canonicalize(&r.path).is_ok_and(|p| p == module))
-        .and_then(|r| r.args)
+        .and_then(|r| r.args.clone())
 }
 
 /// A module given as a path, or as a file name in p11-kit's module directories.
@@ -218,9 +234,9 @@ pub fn candidates(
     }
     if let Some(name) = uri.and_then(|u| u.module_name.as_deref()) {
         let path = registered()
-            .into_iter()
+            .iter()
             .find(|r| r.name == name)
-            .map(|r| r.path)
+            .map(|r| r.path.clone())
             .or_else(|| resolve_file(&format!("{name}.so")))
             .or_else(|| resolve_file(&format!("lib{name}.so")))
             .ok_or_else(|| Error::ModuleNotFound {
@@ -240,7 +256,7 @@ pub fn candidates(
     }
     for registration in registered {
         push(
-            registration.path,
+            registration.path.clone(),
             &format!("p11-kit: {}", registration.name),
         );
     }

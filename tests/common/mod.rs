@@ -265,7 +265,7 @@ impl Hsm {
     }
 
     /// `p8hsm` with this token's environment and nothing from the caller's.
-    pub fn command(&self, args: &[&str]) -> Command {
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_p8hsm"));
         command.args(args).stdin(Stdio::null());
         for (k, _) in std::env::vars() {
@@ -282,7 +282,7 @@ impl Hsm {
         command
     }
 
-    pub fn run(&self, args: &[&str]) -> Run {
+    pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
         Run::from(self.command(args).output().expect("run p8hsm"))
     }
 
@@ -374,7 +374,12 @@ impl Hsm {
     pub fn object_count_on(&self, label: &str) -> usize {
         if self.env.iter().any(|(k, _)| k == "P8HSM_MODULE_ARGS") {
             let out = Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "common::count_objects_here", "--nocapture"])
+                .args([
+                    "--exact",
+                    "common::count_objects_here",
+                    "--ignored",
+                    "--nocapture",
+                ])
                 .args(["--test-threads", "1"])
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .env("P8HSM_TEST_COUNT_TOKEN", label)
@@ -403,15 +408,15 @@ impl Hsm {
 
 /// Prints `objects: N`, the objects on the token `P8HSM_TEST_COUNT_TOKEN` of the module
 /// `P8HSM_MODULE` initialized with `P8HSM_MODULE_ARGS`, logged in with
-/// `P8HSM_TEST_PIN` — when [`Hsm::object_count_on`] runs it; otherwise does nothing.
+/// `P8HSM_TEST_PIN`. Not a test: [`Hsm::object_count_on`] runs it in a process of its
+/// own (NSS can be initialized once a process), hence ignored in every run of the suite.
 #[test]
+#[ignore = "a helper Hsm::object_count_on runs, not a test"]
 #[allow(unsafe_code)] // cryptoki passes pReserved only as a raw pointer
 fn count_objects_here() {
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
     use cryptoki::session::UserType;
-    let Ok(label) = std::env::var("P8HSM_TEST_COUNT_TOKEN") else {
-        return;
-    };
+    let label = std::env::var("P8HSM_TEST_COUNT_TOKEN").expect("run by Hsm::object_count_on");
     let pkcs11 = Pkcs11::new(std::env::var("P8HSM_MODULE").unwrap()).unwrap();
     let args = std::ffi::CString::new(std::env::var("P8HSM_MODULE_ARGS").unwrap()).unwrap();
     // SAFETY: the string outlives the call and is what NSS expects in pReserved.
@@ -616,6 +621,25 @@ impl Drop for SmallDisk {
     }
 }
 
+/// The arguments of `p8hsm serve` on a free local port.
+pub fn serve_args(cert: &str, key: &str, ca: &str, policy: &str) -> Vec<String> {
+    [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--client-ca",
+        ca,
+        "--policy",
+        policy,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// Certificates made with openssl in a directory.
 #[derive(Clone)]
 pub struct Pki {
@@ -642,6 +666,12 @@ impl Pki {
 
     pub fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    /// `p8hsm serve` on a free local port with `cert` and `key`, this directory's
+    /// `ca.pem` for clients and its `policy.toml`.
+    pub fn serve_args(&self, cert: &str, key: &str) -> Vec<String> {
+        serve_args(cert, key, &self.path("ca.pem"), &self.path("policy.toml"))
     }
 
     /// `openssl req` with a new P-256 key `name.key` for subject `cn`, writing `out`.
