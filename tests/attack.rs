@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{path_str, Hsm, SmallDisk};
+use crate::common::{path_str, Hsm, Run, SmallDisk};
 
 fn code(output: &Output) -> Option<i32> {
     output.status.code()
@@ -509,17 +509,13 @@ fn symlinked_socket_directories_and_foreign_agents_are_refused() {
     let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
     let agent = crate::common::Agent::start_at(&socket, &hsm.env, &prefix, &["--allow-uid", "0"]);
     let args = ["token", "connect", "--key-id", "2X9R4HXF34", "--individual"];
-    let refused = hsm
-        .command(&args)
-        .env("P8HSM_AGENT_SOCK", &socket)
-        .output()
-        .unwrap();
-    assert_eq!(code(&refused), Some(5), "{}", stderr(&refused));
-    assert!(
-        stderr(&refused).contains("served by uid 65534"),
-        "{}",
-        stderr(&refused)
-    );
+    Run::from(
+        hsm.command(&args)
+            .env("P8HSM_AGENT_SOCK", &socket)
+            .output()
+            .unwrap(),
+    )
+    .fails(5, "served by uid 65534");
     let trusted = hsm
         .command(&args)
         .env("P8HSM_AGENT_SOCK", &socket)
@@ -604,18 +600,14 @@ fn the_client_bounds_what_it_reads_from_an_agent() {
             while stream.write_all(&chunk).is_ok() {}
         }
     });
-    let out = hsm
-        .command(&["token", "connect", "--key-id", "2X9R4HXF34", "--individual"])
-        .env("P8HSM_AGENT_SOCK", &socket)
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("not the agent's protocol"),
-        "{}",
-        stderr(&out)
+    let out = Run::from(
+        hsm.command(&["token", "connect", "--key-id", "2X9R4HXF34", "--individual"])
+            .env("P8HSM_AGENT_SOCK", &socket)
+            .output()
+            .unwrap(),
     );
-    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    out.fails(5, "not the agent's protocol");
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
 
 /// Runs `command` and fails the test if it takes more than 10 s (a FIFO blocking it).
