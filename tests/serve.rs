@@ -196,6 +196,19 @@ impl Serving {
     fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// The service's lines once `needle` is among them (a thread reads them from its
+    /// pipe, so a line written before a reply may arrive after it), or after 5 s.
+    fn stderr_once(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.stderr();
+            if text.contains(needle) || Instant::now() >= deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Serving {
@@ -309,7 +322,7 @@ fn only_clients_of_the_ca_get_in_and_the_policy_decides_what_they_get() {
         json!({"kind": "connect", "key_id": ASC, "individual": true, "scope": ["GET /v1/apps"]}),
     );
     assert_eq!(status, 200, "{reply}");
-    let audit = s.stderr();
+    let audit = s.stderr_once("caller=ci.example.com");
     assert!(audit.contains("caller=ci.example.com"), "{audit}");
     assert!(audit.contains("caller=billing-service"), "{audit}");
     assert!(!audit.contains(&hsm.pin()), "no PIN in the service's lines");
@@ -367,11 +380,7 @@ fn sighup_keeps_the_old_policy_when_the_new_one_is_broken_and_sigterm_drains() {
     )
     .unwrap();
     s.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !s.stderr().contains("policy-refused") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let stderr = s.stderr();
+    let stderr = s.stderr_once("policy-refused");
     assert!(stderr.contains("error: the policy"), "{stderr}");
     assert!(stderr.contains("line 4, column 1"), "{stderr}");
     assert_eq!(
@@ -382,10 +391,7 @@ fn sighup_keeps_the_old_policy_when_the_new_one_is_broken_and_sigterm_drains() {
 
     std::fs::write(&policy, POLICY.replace("billing-service", "renamed")).unwrap();
     s.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !s.stderr().contains("policy-reloaded") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.stderr_once("policy-reloaded");
     assert_eq!(
         s.token("billing", server_request("com.example.app")).0,
         403,
@@ -635,11 +641,8 @@ fn fifos_for_its_files_are_refused_not_waited_on() {
     std::fs::remove_file(&policy).unwrap();
     succeeded(&Command::new("mkfifo").arg(&policy).output().unwrap());
     s.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !s.stderr().contains("policy-refused") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(s.stderr().contains("not a regular file"), "{}", s.stderr());
+    let stderr = s.stderr_once("policy-refused");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
     assert_eq!(s.token("billing", server_request("com.example.app")).0, 200);
 }
 
