@@ -3,6 +3,7 @@
 //! peers, stopping), as text or JSON, to stderr or an audit log; never the PIN, the whole
 //! token only with `--audit-tokens` — and their hardening (non-dumpable).
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,6 +16,13 @@ use p8hsm::apple::cache::Source;
 use p8hsm::{Request, Signed};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+/// The one claim an audit line reads back from the token it signed.
+#[derive(Deserialize)]
+struct Audience<'a> {
+    #[serde(borrow)]
+    aud: Option<std::borrow::Cow<'a, str>>,
+}
 
 /// How the lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -55,19 +63,14 @@ impl Audit {
     ) -> io::Result<()> {
         let token = signed.line();
         let payload = token.split('.').nth(1).unwrap_or(token);
-        let digest: String = Sha256::digest(payload.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = base16ct::lower::encode_string(&Sha256::digest(payload.as_bytes()));
         let aud = URL_SAFE_NO_PAD
             .decode(payload)
             .ok()
-            .and_then(|claims| serde_json::from_slice::<serde_json::Value>(&claims).ok())
             .and_then(|claims| {
-                claims
-                    .get("aud")
-                    .and_then(|a| a.as_str())
-                    .map(str::to_owned)
+                serde_json::from_slice::<Audience>(&claims)
+                    .ok()
+                    .and_then(|claims| claims.aud.map(|aud| aud.into_owned()))
             })
             .unwrap_or_else(|| "-".to_owned());
         let mut fields = vec![
@@ -109,7 +112,17 @@ impl Audit {
             LogFormat::Text => {
                 let mut text = format!("{time:.3} {event}");
                 for (k, v) in fields {
-                    text.push_str(&format!(" {k}={}", v.escape_default()));
+                    text.push(' ');
+                    text.push_str(k);
+                    text.push('=');
+                    // What `escape_default` leaves as it is, copied at once.
+                    if v.bytes()
+                        .all(|b| (b' '..=b'~').contains(&b) && !b"\\'\"".contains(&b))
+                    {
+                        text.push_str(v);
+                    } else {
+                        let _ = write!(text, "{}", v.escape_default());
+                    }
                 }
                 text
             }

@@ -150,8 +150,7 @@ pub fn fingerprint(public: &PublicKey) -> String {
         .to_public_key_der()
         .expect("a P-256 public key always encodes as SPKI");
     let digest = Sha256::digest(spki.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", base16ct::lower::encode_string(&digest))
 }
 
 fn parse_pem(text: &[u8]) -> Result<P8Key, P8Error> {
@@ -464,11 +463,7 @@ mod tests {
     fn debug_is_redacted() {
         let parsed = P8Key::parse(pkcs8_pem().as_bytes()).unwrap();
         let debug = format!("{parsed:?}");
-        let scalar_hex: String = key()
-            .to_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let scalar_hex = base16ct::lower::encode_string(&key().to_bytes());
         assert!(debug.contains("[REDACTED]"), "{debug}");
         assert!(!debug.contains(&scalar_hex), "{debug}");
         assert!(!debug.contains("7, 7, 7"), "{debug}");
@@ -479,10 +474,7 @@ mod tests {
     fn fingerprint_is_sha256_of_spki() {
         let fp = fingerprint(&key().public_key());
         let spki = key().public_key().to_public_key_der().unwrap();
-        let hex: String = Sha256::digest(spki.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex = base16ct::lower::encode_string(&Sha256::digest(spki.as_bytes()));
         assert_eq!(fp, format!("sha256:{hex}"));
     }
 }

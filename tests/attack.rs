@@ -98,7 +98,7 @@ fn a_duplicated_key_id_fails_doctor_and_delete_all_removes_it() {
         .status()
         .unwrap();
     assert!(status.success());
-    let id: String = "DUPKEY0001".bytes().map(|b| format!("{b:02x}")).collect();
+    let id = base16ct::lower::encode_string(b"DUPKEY0001");
     hsm.pkcs11_tool(
         &[
             "--write-object",

@@ -8,11 +8,10 @@ use sha2::{Digest, Sha256};
 
 fn fingerprint(key: &p256::SecretKey) -> String {
     let spki = key.public_key().to_public_key_der().unwrap();
-    let hex: String = Sha256::digest(spki.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+    format!(
+        "sha256:{}",
+        base16ct::lower::encode_string(&Sha256::digest(spki.as_bytes()))
+    )
 }
 
 #[test]

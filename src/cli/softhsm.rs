@@ -170,7 +170,9 @@ fn make_token(
 fn random_pin() -> Zeroizing<String> {
     let mut bytes = Zeroizing::new([0u8; 12]);
     OsRng.fill_bytes(&mut *bytes);
-    Zeroizing::new(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    let mut hex = Zeroizing::new([0u8; 24]);
+    let pin = base16ct::lower::encode_str(&*bytes, &mut *hex).expect("24 bytes hold 12 in hex");
+    Zeroizing::new(pin.to_owned())
 }
 
 fn entries(dir: &Path) -> std::collections::BTreeSet<std::ffi::OsString> {

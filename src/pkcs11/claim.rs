@@ -86,10 +86,7 @@ impl Token {
     pub(super) fn claim(&self, key_id: &KeyId) -> Result<Claim, Error> {
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
-        let pending = format!(
-            "{PENDING}{}",
-            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        let pending = format!("{PENDING}{}", base16ct::lower::encode_string(&nonce));
         let template = [
             Attribute::Class(ObjectClass::DATA),
             Attribute::Token(true),

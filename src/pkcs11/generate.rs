@@ -78,10 +78,7 @@ impl Token {
         self.check_label_free(label)?;
         let mut nonce = [0u8; 16];
         OsRng.fill_bytes(&mut nonce);
-        let id = format!(
-            "{UNASSIGNED}{}",
-            nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        let id = format!("{UNASSIGNED}{}", base16ct::lower::encode_string(&nonce));
         let private_template = profile.private_template(id.as_bytes(), label, false, None);
         let public_template: Vec<Attribute> = profile
             .public_template(id.as_bytes(), label, Vec::new())

@@ -362,7 +362,7 @@ impl Token {
 fn id_text(id: &[u8]) -> String {
     match std::str::from_utf8(id) {
         Ok(text) if text.chars().all(|c| c.is_ascii_graphic()) => text.to_owned(),
-        _ => id.iter().map(|b| format!("{b:02x}")).collect(),
+        _ => base16ct::lower::encode_string(id),
     }
 }
 
