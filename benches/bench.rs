@@ -145,7 +145,11 @@ fn main() {
     if let Ok(socket) = std::env::var("BENCH_AGENT_SOCK") {
         agent_bench(&mode, &socket, &key_id, window, ceiling2);
     }
-    serve::bench(&mode, key_id.as_str(), window, ceiling2);
+    if std::env::var_os("BENCH_SERVE_URL").is_some() {
+        // What one raw signature costs in CPU, for the service's CPU accounting.
+        let raw_cpu = raw.cpu_per_signature(2, window);
+        serve::bench(&mode, key_id.as_str(), window, ceiling2, raw_cpu);
+    }
 
     // (4) One-shot processes: p8hsm's CLI next to pkcs11-tool --sign, the minimal
     // PKCS#11 process (load module, log in, find the key, sign).
@@ -155,11 +159,7 @@ fn main() {
         .unwrap()
         .trim_end()
         .to_owned();
-    let id_hex: String = key_id
-        .as_str()
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let id_hex = base16ct::lower::encode_string(key_id.as_str().as_bytes());
     let runs = 41;
     let mut p8hsm_command = Command::new(var("P8HSM_BIN"));
     p8hsm_command.args([
@@ -298,6 +298,32 @@ impl RawSigner {
             key,
             _found_in: std::sync::Mutex::new(session),
         }
+    }
+
+    /// The CPU time (this process's, in seconds) of one raw signature with `threads`
+    /// threads signing for `window`, nothing else running in this process.
+    fn cpu_per_signature(&self, threads: usize, window: Duration) -> f64 {
+        let cpu = serve::cpu_seconds("self");
+        let start = Instant::now();
+        let total: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let session = self.pkcs11.open_rw_session(self.slot).unwrap();
+                        let mut n = 0;
+                        while start.elapsed() < window {
+                            session
+                                .sign(&Mechanism::Ecdsa, self.key, &[7u8; 32])
+                                .unwrap();
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        (serve::cpu_seconds("self") - cpu) / total as f64
     }
 }
 

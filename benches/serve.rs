@@ -1,8 +1,10 @@
 //! `p8hsm serve` under load, from a client in this process (hyper over tokio-rustls, as
 //! a real HTTPS client): cached tokens per second over keep-alive connections with p50
 //! and p99, fresh signatures as a ratio to the raw C_Sign ceiling, and full TLS
-//! handshakes per second. Set by scripts/bench.sh: BENCH_SERVE_URL and
-//! BENCH_SERVE_TOKEN_URL, BENCH_SERVE_CA, BENCH_SERVE_CERT, BENCH_SERVE_KEY (the client's).
+//! handshakes per second; and the CPU time each token costs the service and this load
+//! generator, which share the machine's cores. Set by scripts/bench.sh: BENCH_SERVE_URL
+//! and BENCH_SERVE_TOKEN_URL with BENCH_SERVE_PID and BENCH_SERVE_TOKEN_PID (the
+//! services' processes), BENCH_SERVE_CA, BENCH_SERVE_CERT, BENCH_SERVE_KEY (the client's).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,18 +57,62 @@ async fn connect(
     sender
 }
 
+/// CPU seconds a process (`self`, or a pid) has used so far: `/proc/<pid>/stat`'s utime
+/// and stime.
+pub fn cpu_seconds(pid: &str) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        let out = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's name (which may hold spaces), from field 3 on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks
+}
+
+/// A load's outcome: requests per second, sorted latencies, and the CPU time per
+/// request of the service and of this process (the load generator), in seconds.
+struct Load {
+    rate: f64,
+    latencies: Vec<Duration>,
+    service_cpu: f64,
+    client_cpu: f64,
+}
+
+impl Load {
+    fn ms(&self, q: f64) -> f64 {
+        let at = ((self.latencies.len() as f64 * q) as usize).min(self.latencies.len() - 1);
+        self.latencies[at].as_secs_f64() * 1e3
+    }
+}
+
 /// Requests `body_for(n)` as fast as `CONNECTIONS` keep-alive connections allow, for
-/// `window`: (requests per second, sorted latencies).
+/// `window`, to the service whose process is `pid`.
 async fn load(
     addr: &str,
+    pid: &str,
     window: Duration,
     body_for: impl Fn(usize, usize) -> String + Send + Sync + Clone + 'static,
-) -> (f64, Vec<Duration>) {
+) -> Load {
     let tls = connector();
     let mut senders = Vec::new();
     for _ in 0..CONNECTIONS {
         senders.push(connect(addr, &tls).await);
     }
+    let cpu = (cpu_seconds(pid), cpu_seconds("self"));
     let start = Instant::now();
     let tasks: Vec<_> = senders
         .into_iter()
@@ -101,9 +147,15 @@ async fn load(
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
-    let rate = latencies.len() as f64 / start.elapsed().as_secs_f64();
+    let n = latencies.len() as f64;
+    let rate = n / start.elapsed().as_secs_f64();
     latencies.sort();
-    (rate, latencies)
+    Load {
+        rate,
+        latencies,
+        service_cpu: (cpu_seconds(pid) - cpu.0) / n,
+        client_cpu: (cpu_seconds("self") - cpu.1) / n,
+    }
 }
 
 /// Full TLS handshakes (TCP connect, handshake, close) per second.
@@ -136,36 +188,61 @@ async fn handshakes(addr: &str, window: Duration) -> f64 {
 }
 
 /// Prints the rows of each service bench.sh started: its TLS key in a file
-/// (`BENCH_SERVE_URL`), and in the token (`BENCH_SERVE_TOKEN_URL`).
-pub fn bench(mode: &str, key_id: &str, window: Duration, ceiling: Option<f64>) {
-    for (var, label) in [
-        ("BENCH_SERVE_URL", " (TLS key in a file)"),
-        ("BENCH_SERVE_TOKEN_URL", " (TLS key in the token)"),
+/// (`BENCH_SERVE_URL`, process `BENCH_SERVE_PID`), and in the token
+/// (`BENCH_SERVE_TOKEN_URL`, `BENCH_SERVE_TOKEN_PID`). `raw_cpu`: the CPU time of one raw
+/// C_Sign at 2 threads, in seconds.
+pub fn bench(mode: &str, key_id: &str, window: Duration, ceiling: Option<f64>, raw_cpu: f64) {
+    for (var, pid, label) in [
+        ("BENCH_SERVE_URL", "BENCH_SERVE_PID", " (TLS key in a file)"),
+        (
+            "BENCH_SERVE_TOKEN_URL",
+            "BENCH_SERVE_TOKEN_PID",
+            " (TLS key in the token)",
+        ),
     ] {
-        if let Ok(url) = std::env::var(var) {
-            one(mode, &url, label, key_id, window, ceiling);
+        if let (Ok(url), Ok(pid)) = (std::env::var(var), std::env::var(pid)) {
+            let service = Service { url, pid, label };
+            one(mode, &service, key_id, window, ceiling, raw_cpu);
         }
     }
 }
 
-fn one(mode: &str, url: &str, label: &str, key_id: &str, window: Duration, ceiling: Option<f64>) {
+/// A service bench.sh started.
+struct Service {
+    url: String,
+    pid: String,
+    label: &'static str,
+}
+
+fn one(
+    mode: &str,
+    service: &Service,
+    key_id: &str,
+    window: Duration,
+    ceiling: Option<f64>,
+    raw_cpu: f64,
+) {
+    let Service { url, pid, label } = service;
     let addr = url.trim_start_matches("https://").to_owned();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let p = |latencies: &[Duration], q: f64| {
-        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64()
-            * 1e3
-    };
+    let us = |seconds: f64| seconds * 1e6;
     let key = key_id.to_owned();
     let cached = move |_: usize, _: usize| {
         format!(
             r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps"]}}"#
         )
     };
-    let (rate, latencies) = runtime.block_on(load(&addr, window, cached));
+    let hits = runtime.block_on(load(&addr, pid, window, cached));
     println!(
-        "| {mode} | serve{label}, cached tokens over HTTPS, {CONNECTIONS} keep-alive connections | {rate:.0} tokens/s, p50 {:.2} ms, p99 {:.2} ms | |",
-        p(&latencies, 0.5),
-        p(&latencies, 0.99)
+        "| {mode} | serve{label}, cached tokens over HTTPS, {CONNECTIONS} keep-alive connections | {:.0} tokens/s, p50 {:.2} ms, p99 {:.2} ms | |",
+        hits.rate,
+        hits.ms(0.5),
+        hits.ms(0.99)
+    );
+    println!(
+        "| {mode} | serve{label}, CPU per cached token: the service + the load generator | {:.0} + {:.0} µs | |",
+        us(hits.service_cpu),
+        us(hits.client_cpu)
     );
     let key = key_id.to_owned();
     let fresh = move |c: usize, n: usize| {
@@ -173,14 +250,32 @@ fn one(mode: &str, url: &str, label: &str, key_id: &str, window: Duration, ceili
             r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps/{c}-{n}"]}}"#
         )
     };
-    let (rate, latencies) = runtime.block_on(load(&addr, window, fresh));
-    let ratio = ceiling.map_or(String::new(), |c| {
-        format!("{:.2} of the 2-thread ceiling", rate / c)
-    });
+    let signed = runtime.block_on(load(&addr, pid, window, fresh));
+    let of_ceiling = |rate: f64| {
+        ceiling.map_or(String::new(), |c| {
+            format!("{:.2} of the 2-thread ceiling", rate / c)
+        })
+    };
     println!(
-        "| {mode} | serve{label}, fresh tokens over HTTPS, {CONNECTIONS} keep-alive connections | {rate:.0} tokens/s, p50 {:.2} ms, p99 {:.2} ms | {ratio} |",
-        p(&latencies, 0.5),
-        p(&latencies, 0.99)
+        "| {mode} | serve{label}, fresh tokens over HTTPS, {CONNECTIONS} keep-alive connections | {:.0} tokens/s, p50 {:.2} ms, p99 {:.2} ms | {} |",
+        signed.rate,
+        signed.ms(0.5),
+        signed.ms(0.99),
+        of_ceiling(signed.rate)
+    );
+    println!(
+        "| {mode} | serve{label}, CPU per fresh token: the service + the load generator | {:.0} + {:.0} µs | raw C_Sign: {:.0} µs (2 threads) |",
+        us(signed.service_cpu),
+        us(signed.client_cpu),
+        us(raw_cpu)
+    );
+    // No fresh token costs less than a raw signature plus what a cached token costs
+    // both ends: with both ends on this machine's cores, that bounds the rate.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let bound = cores / (raw_cpu + hits.service_cpu + hits.client_cpu);
+    println!(
+        "| {mode} | serve{label}, fresh tokens at most with both ends on these {cores} cores: cores ÷ (raw C_Sign + cached token's CPU) | {bound:.0} tokens/s | {} |",
+        of_ceiling(bound)
     );
     let rate = runtime.block_on(handshakes(&addr, window));
     println!("| {mode} | serve{label}, full TLS handshakes, {HANDSHAKERS} clients | {rate:.0} handshakes/s | |");

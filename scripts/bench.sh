@@ -62,13 +62,15 @@ serve() { # CERT KEY NAME
         --policy "$pki/policy.toml" --audit-log "$work/serve-$3.log" >"$work/serve-$3.url" 2>/dev/null &
     echo $!
 }
-serve_pids="$(serve "$pki/server.pem" "$pki/server.key" file) $(serve "$pki/token.pem" pkcs11:object=TLSSERVER1 token)"
+serve_file_pid=$(serve "$pki/server.pem" "$pki/server.key" file)
+serve_token_pid=$(serve "$pki/token.pem" pkcs11:object=TLSSERVER1 token)
 for _ in $(seq 50); do [ -s "$work/serve-file.url" ] && [ -s "$work/serve-token.url" ] && break; sleep 0.1; done
 BENCH_AGENT_SOCK=$work/agent/agent.sock BENCH_MODE=in-process \
     BENCH_SERVE_URL=$(head -n 1 "$work/serve-file.url") BENCH_SERVE_TOKEN_URL=$(head -n 1 "$work/serve-token.url") \
+    BENCH_SERVE_PID=$serve_file_pid BENCH_SERVE_TOKEN_PID=$serve_token_pid \
     BENCH_SERVE_CA=$pki/ca.pem BENCH_SERVE_CERT=$pki/client.pem BENCH_SERVE_KEY=$pki/client.key \
     cargo bench --quiet --bench bench
-kill "$agent_pid" $serve_pids
+kill "$agent_pid" "$serve_file_pid" "$serve_token_pid"
 eval "$(scripts/softhsm-server.sh 2>/dev/null)"
 BENCH_MODE=p11-kit cargo bench --quiet --bench bench
 # One thread through p11-kit is a ping-pong between this process and the server's: how
