@@ -206,18 +206,19 @@ impl<C: Clock> TokenCache<C> {
             _ => 0,
         };
         if over > 0 {
-            let mut ends: Vec<(u64, TokenRequest)> = entries
-                .by_request
-                .iter()
-                .filter_map(|(request, entry)| {
-                    let token = entry.try_lock().ok()?;
-                    Some((token.as_ref().map_or(0, |t| t.expires_at), request.clone()))
-                })
-                .collect();
-            ends.sort_unstable_by_key(|(end, _)| *end);
-            for (_, request) in ends.into_iter().take(over) {
-                entries.by_request.remove(&request);
-            }
+            // The `over` nearest ends, found without copying a request or sorting: this
+            // runs under the lock every caller takes, cache hits included.
+            let mut ends: Vec<u64> = entries.by_request.values().map(end).collect();
+            let threshold = *ends.select_nth_unstable(over - 1).1;
+            let mut ties = over - ends.iter().filter(|&&e| e < threshold).count();
+            entries.by_request.retain(|_, entry| match end(entry) {
+                e if e < threshold => false,
+                e if e == threshold && ties > 0 => {
+                    ties -= 1;
+                    false
+                }
+                _ => true,
+            });
         }
     }
 
@@ -229,6 +230,15 @@ impl<C: Clock> TokenCache<C> {
     /// Whether the cache holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// When an entry's token ends, for pruning at capacity: 0 with no token yet, never for
+/// an entry being signed.
+fn end(entry: &Entry) -> u64 {
+    match entry.try_lock() {
+        Ok(token) => token.as_ref().map_or(0, |t| t.expires_at),
+        Err(_) => u64::MAX,
     }
 }
 
@@ -535,6 +545,31 @@ mod tests {
             0,
             "a prune drops every token that can no longer be handed out"
         );
+    }
+
+    #[test]
+    fn at_capacity_the_tokens_nearest_their_end_go_first() {
+        let clock = FakeClock::at(NOW);
+        let cache = TokenCache::with_capacity(clock.clone(), 8);
+        let signer = MemorySigner::new();
+        let request = |i: usize| connect(600, 60, &[&format!("GET /v1/apps/{i}")]);
+        // Two tokens ending first, two ending 5 s later, four 10 s later.
+        for (i, issued) in [0, 0, 5, 5, 10, 10, 10, 10].into_iter().enumerate() {
+            clock.set(NOW + issued);
+            get(&cache, &request(i), &signer).unwrap();
+        }
+        assert_eq!(cache.len(), 8);
+        // A ninth: a quarter of the capacity, and room for it, goes.
+        get(&cache, &request(8), &signer).unwrap();
+        assert_eq!(cache.len(), 6);
+        let kept = |i: usize| lock(&cache.entries).by_request.contains_key(&request(i));
+        assert!(!(0..2).any(kept), "the first ends go");
+        assert_eq!(
+            (2..4).filter(|&i| kept(i)).count(),
+            1,
+            "of the tokens ending next, together, exactly as many go as must"
+        );
+        assert!((4..9).all(kept), "the later ends stay");
     }
 
     #[test]
