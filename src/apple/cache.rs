@@ -202,7 +202,8 @@ impl<C: Clock> TokenCache<C> {
                 Err(_) => true,
             });
         let over = match entries.by_request.len() {
-            n if n >= self.capacity => n + 1 - self.capacity * 3 / 4,
+            // Never more than there are (a cache of one empties itself for the next).
+            n if n >= self.capacity => (n + 1 - self.capacity * 3 / 4).min(n),
             _ => 0,
         };
         if over > 0 {
@@ -570,6 +571,26 @@ mod tests {
             "of the tokens ending next, together, exactly as many go as must"
         );
         assert!((4..9).all(kept), "the later ends stay");
+    }
+
+    #[test]
+    fn a_cache_of_one_keeps_the_newest() {
+        let cache = TokenCache::with_capacity(FakeClock::at(NOW), 1);
+        let signer = MemorySigner::new();
+        for i in 0..3 {
+            get(
+                &cache,
+                &connect(600, 60, &[&format!("GET /v1/apps/{i}")]),
+                &signer,
+            )
+            .unwrap();
+            assert_eq!(cache.len(), 1);
+        }
+        let last = connect(600, 60, &["GET /v1/apps/2"]);
+        assert_eq!(
+            get_with_source(&cache, &last, &signer).unwrap().1,
+            Source::Hit
+        );
     }
 
     #[test]
