@@ -281,7 +281,10 @@ fn an_opencryptoki_slot_whose_token_cannot_be_described_is_skipped_with_why() {
         }
     }
     let _registered = Remove(registration);
-    let proxy = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so";
+    let proxy = *p8hsm::pkcs11::modules::P11_KIT_PROXY_PATHS
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .expect("p11-kit's proxy module");
     let through_proxy = |cli: &[&str]| {
         Run::from(
             hsm.command(cli)
