@@ -533,6 +533,96 @@ fn floods_slow_clients_and_huge_bodies_are_bounded_and_the_service_keeps_serving
     );
 }
 
+/// The status line of the next response on a kept-alive connection; its headers and
+/// body are read past.
+fn response(stream: &mut impl BufRead) -> String {
+    let mut status = String::new();
+    stream.read_line(&mut status).unwrap();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        stream.read_line(&mut header).unwrap();
+        if header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).unwrap();
+    status.trim().to_owned()
+}
+
+#[test]
+fn fresh_signatures_queue_for_a_bounded_set_of_threads() {
+    let (hsm, pki) = setup(Hsm::new());
+    let (cert, key) = (pki.path("server-file.pem"), pki.path("server-file.key"));
+    let s = Serving::start_with(&hsm, &pki, &[], &cert, &key, &[]);
+    let tasks = format!("/proc/{}/task", s.child.id());
+    let threads = move || std::fs::read_dir(&tasks).unwrap().count();
+    // The main thread, tokio's workers (one per core) and the signing threads (four per
+    // core, at most the 16 sessions of the token's pool); two to spare.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let bound = 1 + cores + (4 * cores).min(16) + 2;
+    // Many more requests waiting on the token at once than that: StoreKit signatures,
+    // always fresh.
+    let clients = 96;
+    const ROUNDS: usize = 10;
+    let offer = json!({"kind": "promo-offer", "key_id": IAP, "bundle_id": "com.example.app",
+        "product_id": "p", "offer_id": "o"})
+    .to_string();
+    let request = format!(
+        "POST /v1/tokens HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{offer}",
+        offer.len()
+    );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(threads());
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            most
+        })
+    };
+    let statuses: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                scope.spawn(|| {
+                    // One connection, kept alive: the requests, one after another.
+                    let mut stream = BufReader::new(client(&s, "billing"));
+                    (0..ROUNDS)
+                        .map(|_| {
+                            stream.get_mut().write_all(request.as_bytes()).unwrap();
+                            response(&mut stream)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let most = watcher.join().unwrap();
+    let ok = statuses
+        .iter()
+        .filter(|s| s.starts_with("HTTP/1.1 200"))
+        .count();
+    assert_eq!(ok, clients * ROUNDS, "every request signed: {statuses:?}");
+    assert!(
+        most <= bound,
+        "{most} threads while {clients} requests waited on the token (at most {bound})"
+    );
+}
+
 #[test]
 fn a_p11_kit_server_restart_is_ridden_out() {
     let (hsm, pki) = setup(Hsm::new());
