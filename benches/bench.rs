@@ -59,6 +59,11 @@ fn main() {
     // BENCH_ONE_CORE: scripts/bench.sh has pinned this process and the p11-kit server to
     // one core; only the 1-thread pair is measured, free of where the scheduler puts the
     // two ends of each round trip.
+    // scripts/bench.sh --against: two builds' services, side by side.
+    if std::env::var_os("BENCH_AGAINST_URLS").is_some() {
+        serve::against(key_id.as_str());
+        return;
+    }
     let one_core = std::env::var_os("BENCH_ONE_CORE").is_some();
     let mut ceiling2 = None;
     for threads in if one_core { &[1][..] } else { &[1, 2][..] } {

@@ -281,3 +281,50 @@ fn one(
     let rate = runtime.block_on(handshakes(&addr, window));
     println!("| {mode} | serve{label}, full TLS handshakes, {HANDSHAKERS} clients | {rate:.0} handshakes/s | |");
 }
+
+/// `scripts/bench.sh --against`: fresh tokens from this build's service and another's
+/// (`BENCH_AGAINST_URLS` and `BENCH_AGAINST_PIDS`, this build first), in alternating
+/// 1-second windows, `BENCH_ROUNDS` (10) each: the host's drift falls on both.
+pub fn against(key_id: &str) {
+    let list = |name: &str| -> Vec<String> {
+        std::env::var(name)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    let (urls, pids) = (list("BENCH_AGAINST_URLS"), list("BENCH_AGAINST_PIDS"));
+    let rounds: usize = std::env::var("BENCH_ROUNDS").map_or(10, |r| r.parse().unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut totals = [(0.0, 0.0, 0.0); 2];
+    for round in 0..rounds {
+        for (side, total) in totals.iter_mut().enumerate() {
+            let (key, tag) = (key_id.to_owned(), format!("{round}-{side}"));
+            let fresh = move |c: usize, n: usize| {
+                format!(
+                    r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps/{tag}-{c}-{n}"]}}"#
+                )
+            };
+            let addr = urls[side].trim_start_matches("https://");
+            let load = runtime.block_on(load(addr, &pids[side], Duration::from_secs(1), fresh));
+            total.0 += load.rate;
+            total.1 += load.service_cpu;
+            total.2 += load.client_cpu;
+        }
+    }
+    println!("| side | fresh tokens over HTTPS, {CONNECTIONS} keep-alive connections, mean of {rounds} 1-second windows | CPU per token: the service + the load generator |");
+    println!("|---|---|---|");
+    let n = rounds as f64;
+    for (side, (rate, service, client)) in ["this build", "--against"].iter().zip(totals) {
+        println!(
+            "| {side} | {:.0} tokens/s | {:.0} + {:.0} µs |",
+            rate / n,
+            service / n * 1e6,
+            client / n * 1e6
+        );
+    }
+    println!(
+        "\nthis build / --against: {:.2}× the tokens per second",
+        totals[0].0 / totals[1].0
+    );
+}

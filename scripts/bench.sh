@@ -4,7 +4,17 @@
 # markdown table (the README carries one from a real run). No assertions: compare the
 # ratios with the anchors in the README.
 #   scripts/bench.sh    # BENCH_SECONDS=3: how long each side of a comparison runs
+#   scripts/bench.sh --against OTHER_P8HSM
+#       only `serve`'s fresh tokens: this build's service and OTHER_P8HSM's (another
+#       build of p8hsm) side by side, in alternating 1-second windows (BENCH_ROUNDS=10
+#       each), so that a change is told from the host's drift between runs
 set -euo pipefail
+against=
+if [ "${1:-}" = --against ]; then
+    against=${2:-}
+    [ -f "$against" ] && [ -x "$against" ] || { echo "error: --against needs another p8hsm binary, and '$against' is not an executable file; hint: build the other commit with cargo build --release and give its target/release/p8hsm" >&2; exit 2; }
+    against=$(realpath "$against")
+fi
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 if [ ! -x /usr/bin/time ]; then
@@ -31,12 +41,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "SoftHSM $(softhsm2-util --version), $(openssl version | cut -d' ' -f1-2), p11-kit $(dpkg-query -W -f='${Version}' p11-kit 2>/dev/null)"
 echo "software ECDSA ceiling: $(openssl speed -seconds 2 ecdsap256 2>/dev/null | awk '/256 bits ecdsa/ {print $(NF-1)}') signatures/s on one core (openssl speed ecdsap256)"
 echo
-echo "| mode | measurement | result | ratio |"
-echo "|---|---|---|---|"
-# The agent, in the background, auditing to a file: its socket is measured too.
-agent_env=$(target/release/p8hsm agent --socket "$work/agent/agent.sock" --audit-log "$work/agent-audit.log")
-agent_pid=$(printf '%s\n' "$agent_env" | sed -n 's/^P8HSM_AGENT_PID=\([0-9]*\);.*/\1/p')
-# The service, twice (its TLS key in a file, then in the token), auditing to a file.
+# The service (twice: its TLS key in a file, then in the token), auditing to a file.
 pki=$work/pki
 mkdir "$pki"
 quiet() { "$@" >/dev/null 2>&1 || { echo "error: $*" >&2; exit 1; }; }
@@ -57,11 +62,26 @@ quiet openssl x509 -req -in "$pki/token.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.k
 quiet openssl x509 -req -in "$pki/client.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -out "$pki/client.pem" \
     -days 1 -extfile "$pki/client.ext"
 printf '[[caller]]\nname = "bench-client"\nkeys = ["BENCH00001"]\nkinds = ["connect"]\n' >"$pki/policy.toml"
-serve() { # CERT KEY NAME
-    target/release/p8hsm serve --listen 127.0.0.1:0 --tls-cert "$1" --tls-key "$2" --client-ca "$pki/ca.pem" \
+serve() { # CERT KEY NAME [BINARY]
+    "${4:-target/release/p8hsm}" serve --listen 127.0.0.1:0 --tls-cert "$1" --tls-key "$2" --client-ca "$pki/ca.pem" \
         --policy "$pki/policy.toml" --audit-log "$work/serve-$3.log" >"$work/serve-$3.url" 2>/dev/null &
     echo $!
 }
+if [ -n "$against" ]; then
+    this_pid=$(serve "$pki/server.pem" "$pki/server.key" this)
+    other_pid=$(serve "$pki/server.pem" "$pki/server.key" other "$against")
+    for _ in $(seq 50); do [ -s "$work/serve-this.url" ] && [ -s "$work/serve-other.url" ] && break; sleep 0.1; done
+    BENCH_MODE=in-process BENCH_SERVE_CA=$pki/ca.pem BENCH_SERVE_CERT=$pki/client.pem BENCH_SERVE_KEY=$pki/client.key \
+        BENCH_AGAINST_URLS="$(head -n 1 "$work/serve-this.url") $(head -n 1 "$work/serve-other.url")" \
+        BENCH_AGAINST_PIDS="$this_pid $other_pid" cargo bench --quiet --bench bench
+    kill "$this_pid" "$other_pid"
+    exit
+fi
+echo "| mode | measurement | result | ratio |"
+echo "|---|---|---|---|"
+# The agent, in the background, auditing to a file: its socket is measured too.
+agent_env=$(target/release/p8hsm agent --socket "$work/agent/agent.sock" --audit-log "$work/agent-audit.log")
+agent_pid=$(printf '%s\n' "$agent_env" | sed -n 's/^P8HSM_AGENT_PID=\([0-9]*\);.*/\1/p')
 serve_file_pid=$(serve "$pki/server.pem" "$pki/server.key" file)
 serve_token_pid=$(serve "$pki/token.pem" pkcs11:object=TLSSERVER1 token)
 for _ in $(seq 50); do [ -s "$work/serve-file.url" ] && [ -s "$work/serve-token.url" ] && break; sleep 0.1; done
