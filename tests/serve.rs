@@ -624,6 +624,61 @@ fn fresh_signatures_queue_for_a_bounded_set_of_threads() {
 }
 
 #[test]
+fn a_request_whose_client_left_while_it_waited_for_a_signing_thread_is_not_signed() {
+    let (hsm, pki) = setup(Hsm::new());
+    let server = hsm.serve();
+    let (cert, key) = (pki.path("server-file.pem"), pki.path("server-file.key"));
+    let s = Serving::start_with(&hsm, &pki, &server.env, &cert, &key, &[]);
+    let offer = json!({"kind": "promo-offer", "key_id": IAP, "bundle_id": "com.example.app",
+        "product_id": "p", "offer_id": "o"});
+    assert_eq!(s.token("billing", offer.clone()).0, 200);
+    let fresh = || {
+        let (_, metrics) = s.curl(Some("billing"), "/metrics", None);
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("p8hsm_cache_total{result=\"fresh\"} "))
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    assert_eq!(fresh(), 1);
+    // With the token hung, the first requests take every signing thread and hang in
+    // it; the rest queue for a thread. Then every client gives up.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let signers = (4 * cores).min(16);
+    let queued = 8;
+    let body = offer.to_string();
+    let request = format!(
+        "POST /v1/tokens HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let paused = server.pause();
+    std::thread::scope(|scope| {
+        for _ in 0..signers + queued {
+            scope.spawn(|| {
+                let mut stream = client(&s, "billing");
+                stream.write_all(request.as_bytes()).unwrap();
+                stream.flush().unwrap();
+                std::thread::sleep(Duration::from_secs(2));
+            });
+        }
+    });
+    // The clients have left; the token answers again.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(paused);
+    // The requests that held a thread finish; none of those that queued is signed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fresh() < 1 + signers as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        fresh(),
+        1 + signers as u64,
+        "only the {signers} requests that held a signing thread were signed, not the {queued} that queued"
+    );
+    assert_eq!(s.token("billing", offer).0, 200, "and it signs again");
+}
+
+#[test]
 fn a_p11_kit_server_restart_is_ridden_out() {
     let (hsm, pki) = setup(Hsm::new());
     let server = hsm.serve();

@@ -576,6 +576,29 @@ impl P11KitServer<'_> {
     pub fn start(&self) {
         softhsm_server(self.hsm, &[]);
     }
+
+    /// Stops the server's processes (SIGSTOP to its process group): calls to the token
+    /// hang until the returned guard is dropped (SIGCONT).
+    pub fn pause(&self) -> Paused {
+        let pid = std::fs::read_to_string(self.hsm.store.join("server/p11-kit.pid")).unwrap();
+        let group = format!("-{}", pid.trim());
+        succeeded(
+            &Command::new("kill")
+                .args(["-STOP", "--", &group])
+                .output()
+                .unwrap(),
+        );
+        Paused(group)
+    }
+}
+
+/// A paused p11-kit server's process group, continued when dropped.
+pub struct Paused(String);
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", "--", &self.0]).output();
+    }
 }
 
 impl Drop for P11KitServer<'_> {
