@@ -139,15 +139,17 @@ fn a_p11_kit_registration_gives_its_arguments_and_is_followed_for_p8hsm() {
         .unwrap();
         give_to(&file, uid);
     };
-    let run = |cli: &[&str]| {
+    // `wrapper`: what the command runs under, before the timeout.
+    let run_under = |wrapper: &[&str], cli: &[&str]| {
         // Bounded: a registration p8hsm waited on would hang the test otherwise.
-        let prefix = as_uid(uid);
+        let mut argv: Vec<String> = wrapper.iter().map(|a| a.to_string()).collect();
+        argv.extend(["timeout".to_owned(), "30".to_owned()]);
+        argv.extend(as_uid(uid));
+        argv.push(env!("CARGO_BIN_EXE_p8hsm").to_owned());
+        argv.extend(cli.iter().map(|a| a.to_string()));
         Run::from(
-            Command::new("timeout")
-                .arg("30")
-                .args(&prefix)
-                .arg(env!("CARGO_BIN_EXE_p8hsm"))
-                .args(cli)
+            Command::new(&argv[0])
+                .args(&argv[1..])
                 .env_clear()
                 .env("HOME", &home)
                 .env("PATH", std::env::var("PATH").unwrap())
@@ -161,6 +163,7 @@ fn a_p11_kit_registration_gives_its_arguments_and_is_followed_for_p8hsm() {
                 .unwrap(),
         )
     };
+    let run = |cli: &[&str]| run_under(&[], cli);
     register("");
     // A FIFO among the registrations is passed over, not waited on.
     let fifo = registrations.join("fifo.module");
@@ -179,6 +182,30 @@ fn a_p11_kit_registration_gives_its_arguments_and_is_followed_for_p8hsm() {
     }
     register("enable-in: firefox, p8hsm\n");
     assert_eq!(run(&["keys"]).code, 0, "{}", run(&["keys"]).stderr);
+    // When the system's p11-kit configuration says `user-config: none`, the user's
+    // registrations are not read: seen through a private mount of /etc/pkcs11 that says
+    // so (its own mount namespace, so nothing else on the machine sees it).
+    let etc = hsm.dir.path().join("etc-pkcs11");
+    std::fs::create_dir_all(etc.join("modules")).unwrap();
+    std::fs::write(etc.join("pkcs11.conf"), "# the test's\nuser-config: none\n").unwrap();
+    let private_etc = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/pkcs11 && exec \"$@\"",
+        etc.to_str().unwrap(),
+    ];
+    let listed = run_under(&private_etc, &["modules"]).ok();
+    assert!(!listed.contains("nss-test"), "{listed}");
+    run_under(&private_etc, &["keys"]).fails(5, "CKR_ARGUMENTS_BAD");
+    // The same mount without that line: the registration is read again.
+    std::fs::write(etc.join("pkcs11.conf"), "# the test's\n").unwrap();
+    let listed = run_under(&private_etc, &["modules"]).ok();
+    assert!(listed.contains("(p11-kit: nss-test)"), "{listed}");
 }
 
 #[test]
