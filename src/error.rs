@@ -472,6 +472,19 @@ impl Error {
             } => "hint: check the module's initialization arguments (P8HSM_MODULE_ARGS, \
                   --module-args or x-init-reserved in its p11-kit registration)"
                 .to_owned(),
+            ModuleLoad {
+                source:
+                    cryptoki::error::Error::Pkcs11(
+                        cryptoki::error::RvError::GeneralError
+                        | cryptoki::error::RvError::DeviceMemory,
+                        _,
+                    ),
+                ..
+            } => "hint: the module failed to start, as a software token does while another \
+                  process holds its store (p8hsm tried again for a moment): try again, or find \
+                  that process; if it persists, the module's own lines above say why (for \
+                  tpm2-pkcs11, check that TPM2_PKCS11_TCTI reaches the TPM)"
+                .to_owned(),
             ModuleLoad { .. } => "hint: is this a PKCS#11 module built for this machine? For \
                  SoftHSM, is SOFTHSM2_CONF pointing at a readable config?"
                 .to_owned(),

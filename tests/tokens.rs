@@ -479,3 +479,64 @@ fn a_token_that_cannot_sign_with_ecdsa_is_refused_before_anything_is_written() {
     hsm.run(&["doctor"])
         .prints(11, "✗ the token does not offer CKM_ECDSA signatures");
 }
+
+/// Holds the tpm2-pkcs11 store `db` locked (an exclusive SQLite transaction) for
+/// `seconds`; returns once it is locked.
+fn lock_store(db: &Path, seconds: &str) -> std::process::Child {
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             db = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             db.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(float(sys.argv[2]))\n\
+             db.execute('COMMIT')",
+        ])
+        .arg(db)
+        .arg(seconds)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (.ci/run installs it)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    holder
+}
+
+#[test]
+fn a_tpm_store_another_process_holds_is_waited_for_briefly_then_refused() {
+    let tpm = SwTpm::start();
+    let hsm = Hsm::tpm2(&tpm);
+    let db = hsm.store.join("tpm2_pkcs11.sqlite3");
+    // tpm2-pkcs11 fails C_Initialize at once while its SQLite store is locked
+    // (CKR_GENERAL_ERROR): p8hsm tries again a few times, so a lock held for a moment
+    // (another p8hsm writing, tpm2_ptool) is ridden out…
+    let mut holder = lock_store(&db, "0.05");
+    hsm.run(&["keys"]).ok();
+    holder.wait().unwrap();
+    // …and one held for long is refused while it is still held, not waited on.
+    let mut holder = lock_store(&db, "5");
+    let refused = hsm.run(&["keys"]);
+    assert!(
+        holder.try_wait().unwrap().is_none(),
+        "gave up while the store was locked"
+    );
+    // tpm2-pkcs11 prints its own lines first; p8hsm's error and hint come last.
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    let lines: Vec<&str> = refused.stderr.lines().collect();
+    let [.., error, hint] = lines[..] else {
+        panic!("{}", refused.stderr)
+    };
+    assert!(
+        error.starts_with("error: cannot load PKCS#11 module"),
+        "{error}"
+    );
+    assert!(hint.contains("another process holds its store"), "{hint}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}
