@@ -27,8 +27,14 @@ cargo bench --quiet --bench bench --no-run
 
 work=$(mktemp -d)
 export P8HSM_SOFTHSM_DIR=$work
-cleanup() { scripts/softhsm-server.sh --stop 2>/dev/null || true; rm -rf "$work"; }
+started=() # the agent and services this run started: stopped however it ends
+cleanup() {
+    [ ${#started[@]} -eq 0 ] || kill "${started[@]}" 2>/dev/null || true
+    scripts/softhsm-server.sh --stop 2>/dev/null || true
+    rm -rf "$work"
+}
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 eval "$(P8HSM_BIN=target/release/p8hsm scripts/softhsm-init.sh 2>/dev/null)"
 umask 077
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/AuthKey_BENCH00001.p8"
@@ -70,11 +76,11 @@ serve() { # CERT KEY NAME [BINARY]
 if [ -n "$against" ]; then
     this_pid=$(serve "$pki/server.pem" "$pki/server.key" this)
     other_pid=$(serve "$pki/server.pem" "$pki/server.key" other "$against")
+    started+=("$this_pid" "$other_pid")
     for _ in $(seq 50); do [ -s "$work/serve-this.url" ] && [ -s "$work/serve-other.url" ] && break; sleep 0.1; done
     BENCH_MODE=in-process BENCH_SERVE_CA=$pki/ca.pem BENCH_SERVE_CERT=$pki/client.pem BENCH_SERVE_KEY=$pki/client.key \
         BENCH_AGAINST_URLS="$(head -n 1 "$work/serve-this.url") $(head -n 1 "$work/serve-other.url")" \
         BENCH_AGAINST_PIDS="$this_pid $other_pid" cargo bench --quiet --bench bench
-    kill "$this_pid" "$other_pid"
     exit
 fi
 echo "| mode | measurement | result | ratio |"
@@ -84,13 +90,15 @@ agent_env=$(target/release/p8hsm agent --socket "$work/agent/agent.sock" --audit
 agent_pid=$(printf '%s\n' "$agent_env" | sed -n 's/^P8HSM_AGENT_PID=\([0-9]*\);.*/\1/p')
 serve_file_pid=$(serve "$pki/server.pem" "$pki/server.key" file)
 serve_token_pid=$(serve "$pki/token.pem" pkcs11:object=TLSSERVER1 token)
+started+=("$agent_pid" "$serve_file_pid" "$serve_token_pid")
 for _ in $(seq 50); do [ -s "$work/serve-file.url" ] && [ -s "$work/serve-token.url" ] && break; sleep 0.1; done
 BENCH_AGENT_SOCK=$work/agent/agent.sock BENCH_MODE=in-process \
     BENCH_SERVE_URL=$(head -n 1 "$work/serve-file.url") BENCH_SERVE_TOKEN_URL=$(head -n 1 "$work/serve-token.url") \
     BENCH_SERVE_PID=$serve_file_pid BENCH_SERVE_TOKEN_PID=$serve_token_pid \
     BENCH_SERVE_CA=$pki/ca.pem BENCH_SERVE_CERT=$pki/client.pem BENCH_SERVE_KEY=$pki/client.key \
     cargo bench --quiet --bench bench
-kill "$agent_pid" "$serve_file_pid" "$serve_token_pid"
+kill "${started[@]}"
+started=()
 eval "$(scripts/softhsm-server.sh 2>/dev/null)"
 BENCH_MODE=p11-kit cargo bench --quiet --bench bench
 # One thread through p11-kit is a ping-pong between this process and the server's: how
