@@ -158,6 +158,17 @@ async fn load(
     }
 }
 
+/// Request bodies that are never in the cache: connection `c`'s `n`th asks for a scope
+/// of its own (`tag` sets apart the requests of one run's loads).
+fn fresh(key_id: &str, tag: &str) -> impl Fn(usize, usize) -> String + Send + Sync + Clone {
+    let (key, tag) = (key_id.to_owned(), tag.to_owned());
+    move |c, n| {
+        format!(
+            r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps/{tag}{c}-{n}"]}}"#
+        )
+    }
+}
+
 /// Full TLS handshakes (TCP connect, handshake, close) per second.
 async fn handshakes(addr: &str, window: Duration) -> f64 {
     let tls = connector();
@@ -244,13 +255,7 @@ fn one(
         us(hits.service_cpu),
         us(hits.client_cpu)
     );
-    let key = key_id.to_owned();
-    let fresh = move |c: usize, n: usize| {
-        format!(
-            r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps/{c}-{n}"]}}"#
-        )
-    };
-    let signed = runtime.block_on(load(&addr, pid, window, fresh));
+    let signed = runtime.block_on(load(&addr, pid, window, fresh(key_id, "")));
     let of_ceiling = |rate: f64| {
         ceiling.map_or(String::new(), |c| {
             format!("{:.2} of the 2-thread ceiling", rate / c)
@@ -299,12 +304,7 @@ pub fn against(key_id: &str) {
     let mut totals = [(0.0, 0.0, 0.0); 2];
     for round in 0..rounds {
         for (side, total) in totals.iter_mut().enumerate() {
-            let (key, tag) = (key_id.to_owned(), format!("{round}-{side}"));
-            let fresh = move |c: usize, n: usize| {
-                format!(
-                    r#"{{"kind":"connect","key_id":"{key}","individual":true,"scope":["GET /v1/apps/{tag}-{c}-{n}"]}}"#
-                )
-            };
+            let fresh = fresh(key_id, &format!("{round}-{side}-"));
             let addr = urls[side].trim_start_matches("https://");
             let load = runtime.block_on(load(addr, &pids[side], Duration::from_secs(1), fresh));
             total.0 += load.rate;

@@ -222,6 +222,26 @@ fn server_request(bundle_id: &str) -> Value {
     json!({"id": 1, "kind": "server", "key_id": IAP, "bundle_id": bundle_id})
 }
 
+/// A StoreKit promotional offer: always signed anew.
+fn offer() -> Value {
+    json!({"kind": "promo-offer", "key_id": IAP, "bundle_id": "com.example.app",
+        "product_id": "p", "offer_id": "o"})
+}
+
+/// `POST /v1/tokens` with `body`, as written on the wire (the connection kept alive).
+fn post(body: &str) -> String {
+    format!(
+        "POST /v1/tokens HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The service's signing threads on this machine: four per core, at most the 16
+/// sessions of the token's pool.
+fn signing_threads() -> usize {
+    (4 * std::thread::available_parallelism().unwrap().get()).min(16)
+}
+
 #[test]
 fn only_clients_of_the_ca_get_in_and_the_policy_decides_what_they_get() {
     let (hsm, pki) = setup(Hsm::new());
@@ -344,8 +364,7 @@ fn provider_tokens_are_shared_across_callers_and_storekit_signatures_are_always_
     assert_eq!(first["source"], "fresh", "{first}");
     assert_eq!(second["source"], "hit", "{second}");
     assert_eq!(first["result"]["token"], second["result"]["token"]);
-    let offer = json!({"kind": "promo-offer", "key_id": IAP, "bundle_id": "com.example.app",
-        "product_id": "p", "offer_id": "o"});
+    let offer = offer();
     let (_, a) = s.token("billing", offer.clone());
     let (_, b) = s.token("billing", offer);
     assert_eq!(
@@ -563,21 +582,15 @@ fn fresh_signatures_queue_for_a_bounded_set_of_threads() {
     let s = Serving::start_with(&hsm, &pki, &[], &cert, &key, &[]);
     let tasks = format!("/proc/{}/task", s.child.id());
     let threads = move || std::fs::read_dir(&tasks).unwrap().count();
-    // The main thread, tokio's workers (one per core) and the signing threads (four per
-    // core, at most the 16 sessions of the token's pool); two to spare.
+    // The main thread, tokio's workers (one per core) and the signing threads; two to
+    // spare.
     let cores = std::thread::available_parallelism().unwrap().get();
-    let bound = 1 + cores + (4 * cores).min(16) + 2;
+    let bound = 1 + cores + signing_threads() + 2;
     // Many more requests waiting on the token at once than that: StoreKit signatures,
     // always fresh.
     let clients = 96;
     const ROUNDS: usize = 10;
-    let offer = json!({"kind": "promo-offer", "key_id": IAP, "bundle_id": "com.example.app",
-        "product_id": "p", "offer_id": "o"})
-    .to_string();
-    let request = format!(
-        "POST /v1/tokens HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{offer}",
-        offer.len()
-    );
+    let request = post(&offer().to_string());
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let done = done.clone();
@@ -629,8 +642,7 @@ fn a_request_whose_client_left_while_it_waited_for_a_signing_thread_is_not_signe
     let server = hsm.serve();
     let (cert, key) = (pki.path("server-file.pem"), pki.path("server-file.key"));
     let s = Serving::start_with(&hsm, &pki, &server.env, &cert, &key, &[]);
-    let offer = json!({"kind": "promo-offer", "key_id": IAP, "bundle_id": "com.example.app",
-        "product_id": "p", "offer_id": "o"});
+    let offer = offer();
     assert_eq!(s.token("billing", offer.clone()).0, 200);
     let fresh = || {
         let (_, metrics) = s.curl(Some("billing"), "/metrics", None);
@@ -642,14 +654,9 @@ fn a_request_whose_client_left_while_it_waited_for_a_signing_thread_is_not_signe
     assert_eq!(fresh(), 1);
     // With the token hung, the first requests take every signing thread and hang in
     // it; the rest queue for a thread. Then every client gives up.
-    let cores = std::thread::available_parallelism().unwrap().get();
-    let signers = (4 * cores).min(16);
+    let signers = signing_threads();
     let queued = 8;
-    let body = offer.to_string();
-    let request = format!(
-        "POST /v1/tokens HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = post(&offer.to_string());
     let paused = server.pause();
     std::thread::scope(|scope| {
         for _ in 0..signers + queued {
@@ -690,8 +697,7 @@ fn a_p11_kit_server_restart_is_ridden_out() {
     let apns = json!({"kind": "apns", "key_id": DEV});
     assert_eq!(s.token("billing", apns.clone()).0, 200);
     server.stop();
-    let offer = json!({"kind": "promo-offer", "key_id": IAP, "bundle_id": "com.example.app",
-        "product_id": "p", "offer_id": "o"});
+    let offer = offer();
     let (status, reply) = s.token("billing", offer.clone());
     assert_eq!(
         (status, reply["error"]["code"].as_str()),
