@@ -24,18 +24,28 @@ start) ;;
 esac
 
 mkdir -p "$dir/state"
-# A free pair of ports: the swtpm TCTI expects the control port right after the command port.
-port=$(python3 -c 'import socket
-for p in range(20000, 60000, 2):
+# A free pair of ports (the swtpm TCTI expects the control port right after the command
+# port), from a random start: tests start TPMs at once, and two starts that both found the
+# same free pair would race for it — the loser tries another pair.
+free_ports() {
+    python3 -c 'import random, socket
+while True:
+    p = random.randrange(20000, 60000, 2)
     s, t = socket.socket(), socket.socket()
     try:
         s.bind(("127.0.0.1", p)); t.bind(("127.0.0.1", p + 1)); print(p); break
     except OSError: pass
-    finally: s.close(); t.close()')
-swtpm socket --tpm2 --daemon --pid "file=$dir/swtpm.pid" --tpmstate "dir=$dir/state" \
-    --server "type=tcp,port=$port,bindaddr=127.0.0.1" \
-    --ctrl "type=tcp,port=$((port + 1)),bindaddr=127.0.0.1" \
-    --flags not-need-init,startup-clear
+    finally: s.close(); t.close()'
+}
+for attempt in $(seq 10); do
+    port=$(free_ports)
+    swtpm socket --tpm2 --daemon --pid "file=$dir/swtpm.pid" --tpmstate "dir=$dir/state" \
+        --server "type=tcp,port=$port,bindaddr=127.0.0.1" \
+        --ctrl "type=tcp,port=$((port + 1)),bindaddr=127.0.0.1" \
+        --flags not-need-init,startup-clear 2>"$dir/swtpm.err" && break
+    grep -q "Address already in use" "$dir/swtpm.err" && [ "$attempt" -lt 10 ] ||
+        { cat "$dir/swtpm.err" >&2; exit 1; }
+done
 bus="unix:path=$dir/bus"
 dbus-daemon --session --fork --address="$bus" --print-pid >"$dir/dbus.pid"
 DBUS_SESSION_BUS_ADDRESS=$bus setsid tpm2-abrmd --allow-root --session \
