@@ -100,7 +100,16 @@ BENCH_AGENT_SOCK=$work/agent/agent.sock BENCH_MODE=in-process \
 kill "${started[@]}"
 started=()
 eval "$(scripts/softhsm-server.sh 2>/dev/null)"
-BENCH_MODE=p11-kit cargo bench --quiet --bench bench
+# The service again, its TLS key in a file, signing through p11-kit: the token's code and
+# key in the server's process, as docs/security.md advises.
+serve_file_pid=$(serve "$pki/server.pem" "$pki/server.key" p11-kit)
+started+=("$serve_file_pid")
+for _ in $(seq 50); do [ -s "$work/serve-p11-kit.url" ] && break; sleep 0.1; done
+BENCH_MODE=p11-kit BENCH_SERVE_URL=$(head -n 1 "$work/serve-p11-kit.url") BENCH_SERVE_PID=$serve_file_pid \
+    BENCH_SERVE_CA=$pki/ca.pem BENCH_SERVE_CERT=$pki/client.pem BENCH_SERVE_KEY=$pki/client.key \
+    cargo bench --quiet --bench bench
+kill "${started[@]}"
+started=()
 # One thread through p11-kit is a ping-pong between this process and the server's: how
 # fast depends on whether the scheduler puts both ends on one core or on two, which it
 # changes from run to run. Pinned to one core, the 1-thread ratio is stable.
