@@ -731,6 +731,73 @@ fn a_p11_kit_server_restart_is_ridden_out() {
     );
 }
 
+/// With the TLS key in the token, every handshake waits on the token. A hung token holds
+/// up new handshakes, never the connections already open: they still get cached tokens.
+/// And the new connections waiting on it keep their places under --max-connections past
+/// the handshake deadline, so that more are closed at once, not left open unaccounted.
+#[test]
+fn a_hung_token_holds_up_new_handshakes_not_the_connections_already_open() {
+    let (hsm, pki) = setup(Hsm::new());
+    let server = hsm.serve();
+    let s = Serving::start(&hsm, &pki, &server.env, &["--max-connections", "8"]);
+    let request = post(&json!({"kind": "apns", "key_id": DEV}).to_string());
+    let mut open = BufReader::new(client(&s, "billing"));
+    open.get_mut()
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut ask = || {
+        open.get_mut().write_all(request.as_bytes()).unwrap();
+        response(&mut open)
+    };
+    assert!(ask().starts_with("HTTP/1.1 200"));
+    // A new connection: whether its handshake went through, and after how long.
+    let handshake = || {
+        let started = Instant::now();
+        let mut stream = client(&s, "billing");
+        let done = stream
+            .write_all(request.as_bytes())
+            .and_then(|()| stream.flush());
+        (done.is_ok(), started.elapsed())
+    };
+    let closed_at_once = |(ok, after): &(bool, Duration)| !ok && *after < Duration::from_secs(2);
+    std::thread::scope(|scope| {
+        let paused = server.pause();
+        // Ten new connections, more than the service has async workers: seven take the
+        // places left, three are closed at once.
+        let waiting: Vec<_> = (0..10).map(|_| scope.spawn(handshake)).collect();
+        std::thread::sleep(Duration::from_secs(1));
+        // The open connection is answered throughout, past the handshake deadline.
+        for _ in 0..4 {
+            let asked = Instant::now();
+            let status = ask();
+            assert!(
+                status.starts_with("HTTP/1.1 200"),
+                "an open connection answered while handshakes wait on the token: {status:?} after {:?}",
+                asked.elapsed()
+            );
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        let late = handshake();
+        assert!(
+            closed_at_once(&late),
+            "past the deadline, the handshakes waiting on the token still hold their places: {late:?}"
+        );
+        drop(paused);
+        let ended: Vec<_> = waiting.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(
+            ended.iter().filter(|h| closed_at_once(h)).count(),
+            3,
+            "{ended:?}"
+        );
+    });
+    let (status, reply) = s.token("billing", json!({"kind": "apns", "key_id": DEV}));
+    assert_eq!(
+        status, 200,
+        "new connections once the token answers: {reply}"
+    );
+}
+
 #[test]
 fn a_token_that_cannot_be_audited_is_not_handed_out() {
     let (hsm, pki) = setup(Hsm::new());

@@ -24,8 +24,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use p8hsm::apple::cache::Source;
 use p8hsm::protocol::{self, Reply, MAX_REQUEST};
 use p8hsm::{ErrorCode, Request, Service, Signed, Token};
+use tokio::net::TcpStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{open_log, Audit, LogFormat};
@@ -121,13 +123,58 @@ pub fn run(args: Args, token: Token) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| setup(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(accept_loop(
+    // With the TLS key in the token, rustls signs each handshake in the middle of it,
+    // synchronously, on whichever thread drives it. Those handshakes are driven by
+    // threads of their own, so that a slow or hung token holds up new handshakes, never
+    // the connections already open (nor their cached tokens).
+    let handshakes = if args.tls_key.starts_with("pkcs11:") {
+        let threads = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(signing_threads(state.service.token()))
+            .thread_name("handshake")
+            .enable_time()
+            .build()
+            .map_err(|e| setup(format!("cannot start the handshake threads: {e}")))?;
+        Some(threads)
+    } else {
+        None
+    };
+    let served = runtime.block_on(accept_loop(
         state,
         listener,
         addr,
-        TlsAcceptor::from(tls),
+        Handshakes {
+            acceptor: TlsAcceptor::from(tls),
+            threads: handshakes.as_ref().map(|r| r.handle().clone()),
+        },
         args,
-    ))
+    ));
+    // A handshake still waiting on the token is not waited for.
+    if let Some(handshakes) = handshakes {
+        handshakes.shutdown_background();
+    }
+    served
+}
+
+/// TLS handshakes, and the threads that drive them when the token signs them.
+#[derive(Clone)]
+struct Handshakes {
+    acceptor: TlsAcceptor,
+    threads: Option<tokio::runtime::Handle>,
+}
+
+impl Handshakes {
+    /// The TLS connection over `tcp` once its handshake is done, or `None` (no
+    /// certificate, a foreign or expired one, or too slow).
+    async fn accept(&self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIME, self.acceptor.accept(tcp));
+        // A handshake waiting for a thread keeps its connection, and so its place under
+        // --max-connections, until a thread takes it (then its deadline ends it).
+        let done = match &self.threads {
+            Some(threads) => threads.spawn(handshake).await.ok()?,
+            None => handshake.await,
+        };
+        done.ok()?.ok()
+    }
 }
 
 /// How many threads call the token: a few per core, at most one per session the token's
@@ -146,7 +193,7 @@ async fn accept_loop(
     state: Arc<State>,
     listener: std::net::TcpListener,
     addr: SocketAddr,
-    acceptor: TlsAcceptor,
+    handshakes: Handshakes,
     args: Args,
 ) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::from_std(listener)
@@ -177,13 +224,13 @@ async fn accept_loop(
                     drop(tcp); // at the limit: closed at once, the others keep being served
                     continue;
                 };
-                let (acceptor, state) = (acceptor.clone(), state.clone());
+                let (handshakes, state) = (handshakes.clone(), state.clone());
                 let watcher = shutdown.watcher();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _ = tcp.set_nodelay(true);
-                    let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIME, acceptor.accept(tcp)).await else {
-                        return; // no certificate, a foreign or expired one, or too slow
+                    let Some(stream) = handshakes.accept(tcp).await else {
+                        return;
                     };
                     let names = stream
                         .get_ref()
