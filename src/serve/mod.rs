@@ -24,16 +24,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use p8hsm::apple::cache::Source;
 use p8hsm::protocol::{self, Reply, MAX_REQUEST};
 use p8hsm::{ErrorCode, Request, Service, Signed, Token};
-use tokio::net::TcpStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{open_log, Audit, LogFormat};
 use crate::failure::Failure;
 use metrics::{Cache, Metrics, Outcome};
 use policy::{Denied, Policy};
+use tls::Handshakes;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
@@ -142,10 +140,7 @@ pub fn run(args: Args, token: Token) -> Result<(), Failure> {
         state,
         listener,
         addr,
-        Handshakes {
-            acceptor: TlsAcceptor::from(tls),
-            threads: handshakes.as_ref().map(|r| r.handle().clone()),
-        },
+        Handshakes::new(tls, handshakes.as_ref().map(|r| r.handle().clone())),
         args,
     ));
     // A handshake still waiting on the token is not waited for.
@@ -153,28 +148,6 @@ pub fn run(args: Args, token: Token) -> Result<(), Failure> {
         handshakes.shutdown_background();
     }
     served
-}
-
-/// TLS handshakes, and the threads that drive them when the token signs them.
-#[derive(Clone)]
-struct Handshakes {
-    acceptor: TlsAcceptor,
-    threads: Option<tokio::runtime::Handle>,
-}
-
-impl Handshakes {
-    /// The TLS connection over `tcp` once its handshake is done, or `None` (no
-    /// certificate, a foreign or expired one, or too slow).
-    async fn accept(&self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
-        let handshake = tokio::time::timeout(HANDSHAKE_TIME, self.acceptor.accept(tcp));
-        // A handshake waiting for a thread keeps its connection, and so its place under
-        // --max-connections, until a thread takes it (then its deadline ends it).
-        let done = match &self.threads {
-            Some(threads) => threads.spawn(handshake).await.ok()?,
-            None => handshake.await,
-        };
-        done.ok()?.ok()
-    }
 }
 
 /// How many threads call the token: a few per core, at most one per session the token's

@@ -16,10 +16,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio::runtime::Handle;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
 
+use super::HANDSHAKE_TIME;
 use crate::failure::Failure;
 
 fn setup(what: String) -> Failure {
@@ -206,4 +211,34 @@ pub fn names(cert: &CertificateDer<'_>) -> Vec<String> {
         }
     }
     names
+}
+
+/// TLS handshakes, and the threads that drive them when the token signs them.
+#[derive(Clone)]
+pub struct Handshakes {
+    acceptor: TlsAcceptor,
+    threads: Option<Handle>,
+}
+
+impl Handshakes {
+    /// Handshakes with `config`, driven by `threads` (a runtime of their own) if given.
+    pub fn new(config: Arc<ServerConfig>, threads: Option<Handle>) -> Handshakes {
+        Handshakes {
+            acceptor: TlsAcceptor::from(config),
+            threads,
+        }
+    }
+
+    /// The TLS connection over `tcp` once its handshake is done, or `None` (no
+    /// certificate, a foreign or expired one, or too slow).
+    pub async fn accept(&self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
+        let handshake = tokio::time::timeout(HANDSHAKE_TIME, self.acceptor.accept(tcp));
+        // A handshake waiting for a thread keeps its connection, and so its place under
+        // --max-connections, until a thread takes it (then its deadline ends it).
+        let done = match &self.threads {
+            Some(threads) => threads.spawn(handshake).await.ok()?,
+            None => handshake.await,
+        };
+        done.ok()?.ok()
+    }
 }
