@@ -734,7 +734,8 @@ fn a_p11_kit_server_restart_is_ridden_out() {
 /// With the TLS key in the token, every handshake waits on the token. A hung token holds
 /// up new handshakes, never the connections already open: they still get cached tokens.
 /// And the new connections waiting on it keep their places under --max-connections past
-/// the handshake deadline, so that more are closed at once, not left open unaccounted.
+/// the handshake deadline, so that more are closed at once, not left open unaccounted;
+/// they do not hold up a shutdown.
 #[test]
 fn a_hung_token_holds_up_new_handshakes_not_the_connections_already_open() {
     let (hsm, pki) = setup(Hsm::new());
@@ -804,6 +805,31 @@ fn a_hung_token_holds_up_new_handshakes_not_the_connections_already_open() {
     assert_eq!(
         status, 200,
         "new connections once the token answers: {reply}"
+    );
+    // SIGTERM while new connections wait on the hung token: none has a request under
+    // way, so the service does not wait for them (it used to, for the 30 s drain).
+    let stat = format!("/proc/{}/stat", s.child.id());
+    let stopped_after = std::thread::scope(|scope| {
+        let paused = server.pause();
+        let waiting: Vec<_> = (0..3).map(|_| scope.spawn(handshake)).collect();
+        std::thread::sleep(Duration::from_secs(1));
+        s.signal("TERM");
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_secs(40)
+            && std::fs::read_to_string(&stat).is_ok_and(|stat| !stat.contains(") Z "))
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stopped_after = asked.elapsed();
+        drop(paused);
+        for handshake in waiting {
+            handshake.join().unwrap();
+        }
+        stopped_after
+    });
+    assert!(
+        stopped_after < Duration::from_secs(5),
+        "stopped {stopped_after:?} after SIGTERM"
     );
 }
 

@@ -181,6 +181,7 @@ async fn accept_loop(
     );
     let permits = Arc::new(Semaphore::new(args.max_connections.max(1)));
     let shutdown = GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     crate::failure::print(&format!("https://{addr}\n"))?;
     state
         .audit
@@ -198,11 +199,18 @@ async fn accept_loop(
                     continue;
                 };
                 let (handshakes, state) = (handshakes.clone(), state.clone());
+                let mut stopping = stopping.clone();
                 let watcher = shutdown.watcher();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _ = tcp.set_nodelay(true);
-                    let Some(stream) = handshakes.accept(tcp).await else {
+                    // A connection still in its handshake when the service stops has no
+                    // request under way: it is closed, not waited for.
+                    let stream = tokio::select! {
+                        stream = handshakes.accept(tcp) => stream,
+                        _ = stopping.wait_for(|stop| *stop) => None,
+                    };
+                    let Some(stream) = stream else {
                         return;
                     };
                     let names = stream
@@ -236,6 +244,7 @@ async fn accept_loop(
         }
     }
     drop(listener);
+    let _ = stop.send(true);
     state
         .audit
         .event("stopping", &[("in_flight", shutdown.count().to_string())]);
