@@ -102,10 +102,10 @@ started=()
 eval "$(scripts/softhsm-server.sh 2>/dev/null)"
 # The service again, its TLS key in a file, signing through p11-kit: the token's code and
 # key in the server's process, as docs/security.md advises.
-serve_file_pid=$(serve "$pki/server.pem" "$pki/server.key" p11-kit)
-started+=("$serve_file_pid")
+serve_p11kit_pid=$(serve "$pki/server.pem" "$pki/server.key" p11-kit)
+started+=("$serve_p11kit_pid")
 for _ in $(seq 50); do [ -s "$work/serve-p11-kit.url" ] && break; sleep 0.1; done
-BENCH_MODE=p11-kit BENCH_SERVE_URL=$(head -n 1 "$work/serve-p11-kit.url") BENCH_SERVE_PID=$serve_file_pid \
+BENCH_MODE=p11-kit BENCH_SERVE_URL=$(head -n 1 "$work/serve-p11-kit.url") BENCH_SERVE_PID=$serve_p11kit_pid \
     BENCH_SERVE_CA=$pki/ca.pem BENCH_SERVE_CERT=$pki/client.pem BENCH_SERVE_KEY=$pki/client.key \
     cargo bench --quiet --bench bench
 kill "${started[@]}"

@@ -103,6 +103,12 @@ impl Serving {
         Serving::start_with(hsm, pki, env, &cert, &key, extra)
     }
 
+    /// Serves with the TLS key in a PEM file.
+    fn start_file_key(hsm: &Hsm, pki: &Pki, env: &[(String, String)]) -> Serving {
+        let (cert, key) = (pki.path("server-file.pem"), pki.path("server-file.key"));
+        Serving::start_with(hsm, pki, env, &cert, &key, &[])
+    }
+
     fn start_with(
         hsm: &Hsm,
         pki: &Pki,
@@ -578,8 +584,7 @@ fn response(stream: &mut impl BufRead) -> String {
 #[test]
 fn fresh_signatures_queue_for_a_bounded_set_of_threads() {
     let (hsm, pki) = setup(Hsm::new());
-    let (cert, key) = (pki.path("server-file.pem"), pki.path("server-file.key"));
-    let s = Serving::start_with(&hsm, &pki, &[], &cert, &key, &[]);
+    let s = Serving::start_file_key(&hsm, &pki, &[]);
     let tasks = format!("/proc/{}/task", s.child.id());
     let threads = move || std::fs::read_dir(&tasks).unwrap().count();
     // The main thread, tokio's workers (one per core) and the signing threads; two to
@@ -640,8 +645,7 @@ fn fresh_signatures_queue_for_a_bounded_set_of_threads() {
 fn a_request_whose_client_left_while_it_waited_for_a_signing_thread_is_not_signed() {
     let (hsm, pki) = setup(Hsm::new());
     let server = hsm.serve();
-    let (cert, key) = (pki.path("server-file.pem"), pki.path("server-file.key"));
-    let s = Serving::start_with(&hsm, &pki, &server.env, &cert, &key, &[]);
+    let s = Serving::start_file_key(&hsm, &pki, &server.env);
     let offer = offer();
     assert_eq!(s.token("billing", offer.clone()).0, 200);
     let fresh = || {
@@ -691,8 +695,7 @@ fn a_p11_kit_server_restart_is_ridden_out() {
     let server = hsm.serve();
     // The TLS key is a file here: with it in the token, no handshake can be made while
     // the token is away (established connections go on), which the end of this test shows.
-    let (cert, key) = (pki.path("server-file.pem"), pki.path("server-file.key"));
-    let s = Serving::start_with(&hsm, &pki, &server.env, &cert, &key, &[]);
+    let s = Serving::start_file_key(&hsm, &pki, &server.env);
     let in_token = Serving::start(&hsm, &pki, &server.env, &[]);
     let apns = json!({"kind": "apns", "key_id": DEV});
     assert_eq!(s.token("billing", apns.clone()).0, 200);

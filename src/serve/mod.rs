@@ -129,7 +129,6 @@ pub fn run(args: Args, token: Token) -> Result<(), Failure> {
         let threads = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(signing_threads(state.service.token()))
             .thread_name("handshake")
-            .enable_time()
             .build()
             .map_err(|e| setup(format!("cannot start the handshake threads: {e}")))?;
         Some(threads)
