@@ -67,7 +67,7 @@ quiet openssl x509 -req -in "$pki/token.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.k
     -days 1 -extfile "$pki/server.ext" -force_pubkey "$pki/token.pub"
 quiet openssl x509 -req -in "$pki/client.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" -out "$pki/client.pem" \
     -days 1 -extfile "$pki/client.ext"
-printf '[[caller]]\nname = "bench-client"\nkeys = ["BENCH00001"]\nkinds = ["connect"]\n' >"$pki/policy.toml"
+printf '[[caller]]\nname = "cn:bench-client"\nkeys = ["BENCH00001"]\nkinds = ["connect"]\n' >"$pki/policy.toml"
 serve() { # CERT KEY NAME [BINARY]
     "${4:-target/release/p8hsm}" serve --listen 127.0.0.1:0 --tls-cert "$1" --tls-key "$2" --client-ca "$pki/ca.pem" \
         --policy "$pki/policy.toml" --audit-log "$work/serve-$3.log" >"$work/serve-$3.url" 2>/dev/null &

@@ -129,7 +129,7 @@ printf 'SOFTHSM2_CONF=%s\nP8HSM_MODULE=%s\nP8HSM_TOKEN=%s\nP8HSM_PIN_SOURCE=%s\n
     printf 'extendedKeyUsage=clientAuth\n' >client.ext
     quiet openssl x509 -req -in client.csr -CA clients-ca.pem -CAkey ca.key -out client.pem -days 1 \
         -extfile client.ext
-    printf '[[caller]]\nname = "worker"\nkeys = ["SERVE00001"]\nkinds = ["apns"]\n' >"$etc/policy.toml"
+    printf '[[caller]]\nname = "cn:worker"\nkeys = ["SERVE00001"]\nkinds = ["apns"]\n' >"$etc/policy.toml"
     exec_start=$(sed -n '/^ExecStart=/,/[^\\]$/p' /usr/lib/systemd/system/p8hsm-serve.service |
         sed -e 's/^ExecStart=//' -e 's/\\$//' | tr '\n' ' ')
     exec_start=${exec_start//\/etc\/p8hsm/$etc}

@@ -47,7 +47,7 @@ for name in server client; do
     quiet openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
         -out "$pki/$name.pem" -days 1 -extfile "$pki/$name.ext"
 done
-printf '[[caller]]\nname = "interop-client"\nkeys = ["%s"]\nkinds = ["server"]\n' "$key_id" >"$pki/policy.toml"
+printf '[[caller]]\nname = "cn:interop-client"\nkeys = ["%s"]\nkinds = ["server"]\n' "$key_id" >"$pki/policy.toml"
 target/release/p8hsm serve --listen 127.0.0.1:0 --tls-cert "$pki/server.pem" --tls-key "$pki/server.key" \
     --client-ca "$pki/ca.pem" --policy "$pki/policy.toml" >"$work/serve.url" 2>"$work/serve.log" &
 serve_pid=$!

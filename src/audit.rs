@@ -6,8 +6,9 @@
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,18 +37,73 @@ pub enum LogFormat {
 
 /// Where the lines go and how they look.
 pub struct Audit {
-    /// The audit log, or stderr when `None`.
-    file: Option<File>,
+    sink: Sink,
     format: LogFormat,
     tokens: bool,
+    refusals: Mutex<Refusals>,
+}
+
+/// Where the lines go.
+enum Sink {
+    Stderr,
+    /// The audit log, and the path it is opened again from.
+    File { path: PathBuf, file: Mutex<File> },
+}
+
+/// How many refusal lines a second may be written, at most; past that, refusals are
+/// counted and the count written with the next refusal line. A refusal line holds at most
+/// 8 certificate names of 128 characters (see `CertNames::shown`), so a client the CA
+/// issued a certificate to grows the log by at most about 20 KB a second.
+pub const REFUSALS_PER_SECOND: u32 = 10;
+
+/// The refusal lines written in the current second, and the ones left out.
+#[derive(Default)]
+struct Refusals {
+    second: u64,
+    written: u32,
+    left_out: u64,
 }
 
 impl Audit {
-    pub fn new(file: Option<File>, format: LogFormat, tokens: bool) -> Audit {
-        Audit {
-            file,
+    /// Lines to stderr, or to `log` (a path, opened with [`open_log`]).
+    pub fn new(log: Option<&Path>, format: LogFormat, tokens: bool) -> io::Result<Audit> {
+        let sink = match log {
+            Some(path) => Sink::File {
+                file: Mutex::new(open_log(path)?),
+                path: path.to_path_buf(),
+            },
+            None => Sink::Stderr,
+        };
+        Ok(Audit {
+            sink,
             format,
             tokens,
+            refusals: Mutex::new(Refusals::default()),
+        })
+    }
+
+    /// Opens the audit log again (after logrotate renamed it), keeping the one open
+    /// until the new one is: lines go on being written, to one or the other.
+    pub fn reopen(&self) -> io::Result<()> {
+        match &self.sink {
+            Sink::Stderr => Ok(()),
+            Sink::File { path, file } => {
+                let reopened = open_log(path)?;
+                *file.lock().unwrap_or_else(|p| p.into_inner()) = reopened;
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Audit::reopen`] on SIGHUP, with its event line (in the log it opened, or in the
+    /// one it keeps when it could not).
+    pub fn reopened(&self) {
+        match self.reopen() {
+            Ok(()) => self.event("log-reopened", &[]),
+            Err(e) => {
+                eprintln!("error: cannot open the audit log again: {e}; lines go on to the one open");
+                self.event("log-reopen-failed", &[("reason", e.to_string())]);
+            }
         }
     }
 
@@ -92,9 +148,58 @@ impl Audit {
         let _ = self.write(event, fields);
     }
 
-    /// One line, written with one write(2) call (the log is opened for appending, so
-    /// lines from many threads never interleave).
+    /// A `refused` line, unless [`REFUSALS_PER_SECOND`] were written this second: then it
+    /// is counted, and the count (`left_out=N`) goes with the next one written.
+    pub fn refused(&self, fields: &[(&str, String)]) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let admitted = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(now);
+        let Some(left_out) = admitted else {
+            return;
+        };
+        let mut fields = fields.to_vec();
+        if left_out > 0 {
+            fields.push(("left_out", left_out.to_string()));
+        }
+        self.event("refused", &fields);
+    }
+
+    /// One line, written whole with one write(2) call or not at all (a short write, as on
+    /// a full disk, is cut off again). A line is never written to an audit log that was
+    /// deleted: the token it records is not handed out.
     fn write(&self, event: &str, fields: &[(&str, String)]) -> io::Result<()> {
+        let line = self.line(event, fields);
+        let Sink::File { file, .. } = &self.sink else {
+            return io::stderr().lock().write_all(line.as_bytes());
+        };
+        let file = file.lock().unwrap_or_else(|p| p.into_inner());
+        if file.metadata()?.nlink() == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the audit log was deleted; send SIGHUP to open it again",
+            ));
+        }
+        let written = (&*file).write(line.as_bytes())?;
+        if written < line.len() {
+            // Only this process writes the log, and only under this lock: the last
+            // `written` bytes are this line's.
+            let end = file.metadata()?.len();
+            let _ = file.set_len(end.saturating_sub(written as u64));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "the audit log has no room for a whole line",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A line in the chosen format, with its newline.
+    fn line(&self, event: &str, fields: &[(&str, String)]) -> String {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -115,23 +220,47 @@ impl Audit {
                     text.push(' ');
                     text.push_str(k);
                     text.push('=');
-                    // What `escape_default` leaves as it is, copied at once.
-                    if v.bytes()
-                        .all(|b| (b' '..=b'~').contains(&b) && !b"\\'\"".contains(&b))
-                    {
-                        text.push_str(v);
-                    } else {
-                        let _ = write!(text, "{}", v.escape_default());
-                    }
+                    push_value(&mut text, v);
                 }
                 text
             }
         };
         line.push('\n');
-        match &self.file {
-            Some(file) => (&*file).write_all(line.as_bytes()),
-            None => io::stderr().lock().write_all(line.as_bytes()),
+        line
+    }
+}
+
+/// A text line's value: as it is when it is printable ASCII without a space, `=` or
+/// quote, else in double quotes with `"`, `\\` and anything unprintable escaped — so
+/// that a value (a certificate's name, say) can never pose as another field.
+fn push_value(text: &mut String, value: &str) {
+    let plain = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| (b'!'..=b'~').contains(&b) && !b"\\'\"=".contains(&b));
+    if plain {
+        text.push_str(value);
+    } else {
+        text.push('"');
+        let _ = write!(text, "{}", value.escape_default());
+        text.push('"');
+    }
+}
+
+impl Refusals {
+    /// Whether a refusal line may be written in second `now`, with how many were left
+    /// out before it.
+    fn admit(&mut self, now: u64) -> Option<u64> {
+        if self.second != now {
+            self.second = now;
+            self.written = 0;
         }
+        if self.written >= REFUSALS_PER_SECOND {
+            self.left_out += 1;
+            return None;
+        }
+        self.written += 1;
+        Some(std::mem::take(&mut self.left_out))
     }
 }
 
@@ -162,4 +291,83 @@ pub fn open_log(path: &Path) -> io::Result<File> {
 pub fn not_dumpable() {
     // Failing leaves the process as it was; nothing better can be done.
     let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A text line's fields, read as a log reader would: split at spaces outside quotes.
+    fn fields(line: &str) -> Vec<String> {
+        let (mut fields, mut field, mut quoted, mut escaped) = (vec![], String::new(), false, false);
+        for c in line.trim_end().chars() {
+            match c {
+                _ if escaped => {
+                    field.push(c);
+                    escaped = false;
+                }
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ' ' if !quoted => fields.push(std::mem::take(&mut field)),
+                _ => field.push(c),
+            }
+        }
+        fields.push(field);
+        fields
+    }
+
+    #[test]
+    fn a_value_cannot_pose_as_another_field() {
+        let audit = Audit::new(None, LogFormat::Text, false).unwrap();
+        let forged = "x caller=cn:billing-service \"a\\\" b=c";
+        let line = audit.line(
+            "refused",
+            &[("names", forged.to_owned()), ("kind", "token connect".to_owned()), ("empty", String::new())],
+        );
+        let fields = fields(&line);
+        assert_eq!(fields.len(), 5, "{line}");
+        assert_eq!(fields[2], format!("names={forged}"), "{line}");
+        assert_eq!(fields[3], "kind=token connect", "{line}");
+        assert_eq!(fields[4], "empty=", "{line}");
+        assert!(line.contains(" kind=\"token connect\""), "{line}");
+        // Plain values stay as they are.
+        let line = audit.line("sign", &[("key_id", "2X9R4HXF34".to_owned())]);
+        assert!(line.ends_with(" sign key_id=2X9R4HXF34\n"), "{line}");
+    }
+
+    #[test]
+    fn refusals_are_written_at_a_bounded_rate_and_the_rest_counted() {
+        let mut refusals = Refusals::default();
+        let written: Vec<Option<u64>> = (0..25).map(|_| refusals.admit(100)).collect();
+        assert_eq!(written.iter().flatten().count(), REFUSALS_PER_SECOND as usize);
+        assert!(written[REFUSALS_PER_SECOND as usize..].iter().all(Option::is_none));
+        // The next second's first line carries the count of those left out.
+        assert_eq!(refusals.admit(101), Some(15));
+        assert_eq!(refusals.admit(101), Some(0));
+    }
+
+    #[test]
+    fn a_deleted_audit_log_takes_no_line_until_it_is_opened_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::new(Some(&path), LogFormat::Text, false).unwrap();
+        audit.write("one", &[]).unwrap();
+        // logrotate renames the log: lines go on to the renamed file until SIGHUP.
+        let rotated = dir.path().join("audit.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        audit.write("two", &[]).unwrap();
+        audit.reopen().unwrap();
+        audit.write("three", &[]).unwrap();
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(old.contains(" one") && old.contains(" two") && !old.contains("three"), "{old}");
+        assert!(new.contains(" three") && !new.contains(" two"), "{new}");
+        // Deleted: refused, so the token it would record is not handed out.
+        std::fs::remove_file(&path).unwrap();
+        let refused = audit.write("four", &[]).unwrap_err();
+        assert!(refused.to_string().contains("deleted"), "{refused}");
+        audit.reopen().unwrap();
+        audit.write("five", &[]).unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().contains(" five"));
+    }
 }

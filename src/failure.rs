@@ -55,6 +55,13 @@ pub enum Failure {
     ServeSetup(String),
     /// No caller of the service's policy is named by the client's certificate.
     UnknownCaller(Vec<String>),
+    /// More than one caller of the service's policy is named by the client's certificate.
+    AmbiguousCaller {
+        /// The certificate's names, as a policy writes them.
+        names: Vec<String>,
+        /// The callers they name.
+        callers: Vec<String>,
+    },
     /// The service's policy does not let the caller ask for this.
     NotPermitted {
         /// The caller, as the policy names it.
@@ -158,7 +165,7 @@ impl Failure {
             }
             Failure::PinSource(_) => ErrorCode::PinRefused,
             Failure::KeyNotAllowed(_) | Failure::NotPermitted { .. } => ErrorCode::KeyNotAllowed,
-            Failure::UnknownCaller(_) => ErrorCode::Forbidden,
+            Failure::UnknownCaller(_) | Failure::AmbiguousCaller { .. } => ErrorCode::Forbidden,
             Failure::ServeSetup(_) => ErrorCode::InvalidInput,
             Failure::Forbidden { .. } => ErrorCode::Forbidden,
             Failure::Busy => ErrorCode::Busy,
@@ -193,6 +200,7 @@ impl Failure {
             | Failure::KeyNotAllowed(_)
             | Failure::NotPermitted { .. }
             | Failure::UnknownCaller(_)
+            | Failure::AmbiguousCaller { .. }
             | Failure::ServeSetup(_)
             | Failure::Forbidden { .. }
             | Failure::Busy
@@ -249,6 +257,14 @@ impl Failure {
                     }
                 ),
                 hint("add a [[caller]] with one of these names to the policy, then send the service SIGHUP"),
+            ),
+            Failure::AmbiguousCaller { names, callers } => (
+                format!(
+                    "the client certificate ({}) names more than one caller of the policy ({})",
+                    names.join(", "),
+                    callers.join(", ")
+                ),
+                hint("give each certificate the name of one [[caller]] only"),
             ),
             Failure::NotPermitted { caller, reason } => (
                 format!("the policy does not let {caller} {reason}"),

@@ -123,6 +123,18 @@ impl Service {
         }
     }
 
+    /// What is recorded with the key, looked up once (the first time, from the token).
+    pub fn metadata(&self, key_id: &KeyId) -> Result<Option<KeyMetadata>, Error> {
+        Ok(self.key(key_id)?.meta.clone())
+    }
+
+    /// What is recorded with the key if it was looked up before, without calling the
+    /// token: for callers that must not block, which take [`Service::metadata`] when this
+    /// is `None`.
+    pub fn metadata_known(&self, key_id: &KeyId) -> Option<Option<KeyMetadata>> {
+        lock(&self.keys).get(key_id).map(|key| key.meta.clone())
+    }
+
     /// The key and its metadata, looked up once.
     fn key(&self, key_id: &KeyId) -> Result<Arc<Key>, Error> {
         if let Some(key) = lock(&self.keys).get(key_id) {

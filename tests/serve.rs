@@ -19,16 +19,21 @@ const ASC: &str = "2X9R4HXF34";
 
 const POLICY: &str = r#"
 [[caller]]
-name = "billing-service"
+name = "cn:billing-service"
 keys = ["ABCDEFGH12", "DEVKEY0001", "NOSUCHKEY1"]
 kinds = ["server", "promo-offer", "apns"]
 bundle_ids = ["com.example.app"]
 
 [[caller]]
-name = "ci.example.com"
+name = "dns:ci.example.com"
 keys = ["2X9R4HXF34", "DEVKEY0001"]
 kinds = ["connect", "apns"]
 scopes = ["GET /v1/apps"]
+
+[[caller]]
+name = "dns:billing.example.com"
+keys = ["ABCDEFGH12"]
+kinds = ["server"]
 "#;
 
 /// A running `p8hsm serve` and its PKI; killed when dropped.
@@ -76,6 +81,14 @@ fn setup(hsm: Hsm) -> (Hsm, Pki) {
         "ci",
         "runner-42",
         "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:ci.example.com\n",
+        "2",
+        None,
+    );
+    pki.issue(
+        "ca",
+        "twice",
+        "twice",
+        "extendedKeyUsage=clientAuth\nsubjectAltName=DNS:ci.example.com,DNS:billing.example.com\n",
         "2",
         None,
     );
@@ -284,7 +297,30 @@ fn only_clients_of_the_ca_get_in_and_the_policy_decides_what_they_get() {
             server_request("com.other"),
             403,
             "key_not_allowed",
-            "bundle ID com.other",
+            "bundle_id \"com.other\"",
+        ),
+        // A constrained claim left out or empty is refused, not signed unconstrained.
+        (
+            "ci",
+            json!({"kind": "connect", "key_id": ASC, "individual": true}),
+            403,
+            "key_not_allowed",
+            "leave out scope",
+        ),
+        (
+            "ci",
+            json!({"kind": "connect", "key_id": ASC, "individual": true, "scope": []}),
+            403,
+            "key_not_allowed",
+            "leave out scope",
+        ),
+        // A certificate that names two callers gets neither.
+        (
+            "twice",
+            server_request("com.example.app"),
+            403,
+            "forbidden",
+            "more than one caller",
         ),
         (
             "billing",
@@ -348,9 +384,9 @@ fn only_clients_of_the_ca_get_in_and_the_policy_decides_what_they_get() {
         json!({"kind": "connect", "key_id": ASC, "individual": true, "scope": ["GET /v1/apps"]}),
     );
     assert_eq!(status, 200, "{reply}");
-    let audit = s.stderr_once("caller=ci.example.com");
-    assert!(audit.contains("caller=ci.example.com"), "{audit}");
-    assert!(audit.contains("caller=billing-service"), "{audit}");
+    let audit = s.stderr_once("caller=dns:ci.example.com");
+    assert!(audit.contains("caller=dns:ci.example.com"), "{audit}");
+    assert!(audit.contains("caller=cn:billing-service"), "{audit}");
     assert!(!audit.contains(&hsm.pin()), "no PIN in the service's lines");
     let (status, _) = s.curl(Some("billing"), "/nowhere", None);
     assert_eq!(status, 404);
@@ -401,7 +437,7 @@ fn sighup_keeps_the_old_policy_when_the_new_one_is_broken_and_sigterm_drains() {
     let policy = s.pki.dir.join("policy.toml");
     std::fs::write(
         &policy,
-        "[[caller]]\nname = \"billing-service\"\nkeys = [\n",
+        "[[caller]]\nname = \"cn:billing-service\"\nkeys = [\n",
     )
     .unwrap();
     s.signal("HUP");
@@ -845,7 +881,7 @@ fn a_token_that_cannot_be_audited_is_not_handed_out() {
     let apns = json!({"kind": "apns", "key_id": DEV});
     assert_eq!(s.token("billing", apns.clone()).0, 200);
     let logged = std::fs::read_to_string(&audit).unwrap();
-    assert!(logged.contains("caller=billing-service"), "{logged}");
+    assert!(logged.contains("caller=cn:billing-service"), "{logged}");
     // Fill the disk the audit log is on, its own last page too.
     let _ = std::fs::write(disk.path().join("filler"), vec![b'x'; 64 * 1024]);
     let mut log = std::fs::OpenOptions::new()

@@ -20,7 +20,7 @@ use p8hsm::{KeyId, Request, Service, Signed, Token};
 
 use super::daemon::{is_socket, private_dir};
 use super::Args;
-use crate::audit::{open_log, Audit};
+use crate::audit::Audit;
 use crate::failure::{print, shell_word, Failure};
 
 /// Connections served at once.
@@ -115,16 +115,15 @@ pub fn serve(args: &Args, socket: &Path, token: Token) -> Result<(), Failure> {
     rustix::process::umask(old);
     let listener = bound
         .map_err(|e| Failure::AgentSetup(format!("cannot listen on {}: {e}", socket.display())))?;
-    let audit_file = match &args.audit_log {
-        Some(path) => Some(open_log(path).map_err(|e| {
+    let audit = Audit::new(args.audit_log.as_deref(), args.log_format, args.audit_tokens)
+        .map_err(|e| {
             let _ = std::fs::remove_file(socket);
+            let path = args.audit_log.as_deref().unwrap_or(Path::new("-"));
             Failure::AgentSetup(format!("cannot open the audit log {}: {e}", path.display()))
-        })?),
-        None => None,
-    };
+        })?;
     let agent = Arc::new(Agent {
         service: Service::long_lived(token),
-        audit: Audit::new(audit_file, args.log_format, args.audit_tokens),
+        audit,
         allowed_keys: args.keys.clone(),
         allow_uid: args.allow_uid.clone(),
         allow_gid: args.allow_gid.clone(),
@@ -167,7 +166,8 @@ pub fn serve(args: &Args, socket: &Path, token: Token) -> Result<(), Failure> {
     Ok(())
 }
 
-/// On SIGTERM, SIGINT or SIGHUP: remove the socket, log, exit 0.
+/// On SIGTERM or SIGINT: remove the socket, log, exit 0. On SIGHUP: open the audit log
+/// again (after logrotate renamed it).
 fn stop_on_signals(agent: &Arc<Agent>, socket: &Path) -> Result<(), Failure> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
@@ -177,7 +177,11 @@ fn stop_on_signals(agent: &Arc<Agent>, socket: &Path) -> Result<(), Failure> {
     std::thread::Builder::new()
         .name("p8hsm-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    agent.audit.reopened();
+                    continue;
+                }
                 let _ = std::fs::remove_file(&socket);
                 agent
                     .audit

@@ -212,6 +212,18 @@ impl KeyMetadata {
         })
     }
 
+    /// The identity recorded under a request field's name (`issuer`, `team_id`,
+    /// `client_id`, `ads_team_id`), if any.
+    pub fn recorded(&self, field: &str) -> Option<String> {
+        if field == "kind" {
+            return None;
+        }
+        match serde_json::to_value(self).ok()?.get(field)? {
+            serde_json::Value::String(text) => Some(text.clone()),
+            _ => None,
+        }
+    }
+
     /// Refuses `command` unless the key is one of `allowed` kinds.
     pub fn allow(&self, key_id: &KeyId, command: &str, allowed: &[KeyKind]) -> Result<(), Error> {
         if allowed.contains(&self.kind) {

@@ -24,14 +24,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use p8hsm::apple::cache::Source;
 use p8hsm::protocol::{self, Reply, MAX_REQUEST};
 use p8hsm::{ErrorCode, Request, Service, Signed, Token};
+use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 
-use crate::audit::{open_log, Audit, LogFormat};
+use crate::audit::{Audit, LogFormat};
 use crate::failure::Failure;
 use metrics::{Cache, Metrics, Outcome};
-use policy::{Denied, Policy};
-use tls::Handshakes;
+use policy::{Policy, Unmatched};
+use tls::{CertNames, Handshakes};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
@@ -89,7 +90,7 @@ struct State {
 /// Who is at the other end of a connection.
 #[derive(Debug, Clone)]
 struct Peer {
-    names: Arc<Vec<String>>,
+    names: Arc<CertNames>,
     addr: SocketAddr,
 }
 
@@ -98,12 +99,11 @@ pub fn run(args: Args, token: Token) -> Result<(), Failure> {
     let setup = Failure::ServeSetup;
     let policy = Policy::load(&args.policy).map_err(setup)?;
     let tls = tls::server_config(&args.tls_cert, &args.tls_key, &args.client_ca, &token)?;
-    let audit_file = match &args.audit_log {
-        Some(path) => Some(open_log(path).map_err(|e| {
+    let audit = Audit::new(args.audit_log.as_deref(), args.log_format, args.audit_tokens)
+        .map_err(|e| {
+            let path = args.audit_log.as_deref().unwrap_or(std::path::Path::new("-"));
             Failure::ServeSetup(format!("cannot open the audit log {}: {e}", path.display()))
-        })?),
-        None => None,
-    };
+        })?;
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|e| Failure::ServeSetup(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| setup(e.to_string()))?;
@@ -113,7 +113,7 @@ pub fn run(args: Args, token: Token) -> Result<(), Failure> {
     let state = Arc::new(State {
         service: Service::long_lived(token),
         policy: RwLock::new(Arc::new(policy)),
-        audit: Audit::new(audit_file, args.log_format, args.audit_tokens),
+        audit,
         metrics: Metrics::new(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -217,7 +217,7 @@ async fn accept_loop(
                         .1
                         .peer_certificates()
                         .and_then(|certs| certs.first())
-                        .map(tls::names)
+                        .map(CertNames::of)
                         .unwrap_or_default();
                     let peer = Peer { names: Arc::new(names), addr: peer_addr };
                     let service = service_fn(move |request| {
@@ -237,7 +237,10 @@ async fn accept_loop(
                     let _ = watcher.watch(connection).await;
                 });
             }
-            _ = hup.recv() => reload(&state, &args.policy),
+            _ = hup.recv() => {
+                state.audit.reopened();
+                reload(&state, &args.policy);
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -368,45 +371,37 @@ async fn tokens(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>)
         Err(e) => return answer(state, "-", Reply::error(id, Failure::from(e).body())),
     };
     let kind = request.kind().name();
-    let allowed = {
-        let policy = state
-            .policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        policy
-            .caller(&peer.names)
-            .and_then(|caller| caller.allow(&request).map(|()| caller.name.clone()))
-    };
-    let caller = match allowed {
-        Ok(caller) => caller,
-        Err(Denied::Unknown(names)) => {
-            state.audit.event(
-                "refused",
-                &[
-                    ("names", names.join(",")),
-                    ("peer_addr", peer.addr.to_string()),
-                ],
-            );
-            return answer(
-                state,
-                kind,
-                Reply::error(id, Failure::UnknownCaller(names).body()),
-            );
-        }
-        Err(Denied::NotPermitted { caller, reason }) => {
-            let failure = Failure::NotPermitted { caller, reason };
-            return answer(state, kind, Reply::error(id, failure.body()));
+    let policy = state
+        .policy
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let caller = match policy.caller(&peer.names) {
+        Ok(caller) => caller.clone(),
+        Err(unmatched) => {
+            let names = peer.names.shown();
+            let failure = match unmatched {
+                Unmatched::Unknown => Failure::UnknownCaller(names),
+                Unmatched::Ambiguous(callers) => Failure::AmbiguousCaller { names, callers },
+            };
+            return refused(state, peer, kind, id, failure);
         }
     };
-    // A cache hit needs no token and no waiting: answered here; anything else goes to
-    // the signing threads (the blocking pool), since signing calls the token.
-    if let Some(signed) = state.service.cached(&request) {
-        let reply = match audited(state, &request, signed, Source::Hit, &caller, peer) {
-            Ok((signed, source)) => Reply::signed(id, signed, source),
-            Err(failure) => Reply::error(id, failure.body()),
-        };
-        return answer(state, kind, reply);
+    // What is recorded with the key is known without calling the token once the key
+    // was used: the policy is then applied here, and a cache hit answered here too.
+    // Anything else goes to the signing threads, since it calls the token.
+    let known = state.service.metadata_known(request.key_id());
+    if let Some(meta) = &known {
+        if let Err(failure) = caller.allow(&request, &|| Ok(meta.clone())) {
+            return refused(state, peer, kind, id, failure);
+        }
+        if let Some(signed) = state.service.cached(&request) {
+            let reply = match audited(state, &request, signed, Source::Hit, &caller.name, peer) {
+                Ok((signed, source)) => Reply::signed(id, signed, source),
+                Err(failure) => Reply::error(id, failure.body()),
+            };
+            return answer(state, kind, reply);
+        }
     }
     let (sender, signed) = tokio::sync::oneshot::channel();
     {
@@ -414,13 +409,24 @@ async fn tokens(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>)
         tokio::task::spawn_blocking(move || {
             // Nobody waits any more for a request whose client left or whose time ran
             // out while it queued for a thread: it is not signed.
-            if !sender.is_closed() {
-                let _ = sender.send(sign(&state, &request, &caller, &peer));
+            if sender.is_closed() {
+                return;
             }
+            let allowed = match known {
+                Some(_) => Ok(()),
+                None => caller.allow(&request, &|| state.service.metadata(request.key_id())),
+            };
+            let _ = sender.send(match allowed {
+                Ok(()) => sign(&state, &request, &caller.name, &peer),
+                Err(failure) => Err(failure),
+            });
         });
     }
     let reply = match signed.await {
         Ok(Ok((signed, source))) => Reply::signed(id, signed, source),
+        Ok(Err(failure @ Failure::NotPermitted { .. })) => {
+            return refused(state, peer, kind, id, failure)
+        }
         Ok(Err(failure)) => Reply::error(id, failure.body()),
         Err(_) => Reply::error(
             id,
@@ -428,6 +434,20 @@ async fn tokens(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>)
         ),
     };
     answer(state, kind, reply)
+}
+
+/// A request the policy refuses: audited (at a bounded rate) and answered.
+fn refused(state: &State, peer: &Peer, kind: &str, id: Value, failure: Failure) -> Response<Body> {
+    let mut fields = match &failure {
+        Failure::NotPermitted { caller, reason } => {
+            vec![("caller", caller.clone()), ("reason", reason.clone())]
+        }
+        _ => vec![("names", peer.names.shown().join(","))],
+    };
+    fields.push(("kind", kind.to_owned()));
+    fields.push(("peer_addr", peer.addr.to_string()));
+    state.audit.refused(&fields);
+    answer(state, kind, Reply::error(id, failure.body()))
 }
 
 /// Signs (from the cache where it may), then audits: a token whose audit line cannot be

@@ -1,13 +1,20 @@
-//! Who may ask for what, deny by default: a TOML file of callers, each named as its
-//! client certificate names it (subject common name, or a DNS or URI subject alternative
-//! name), with the keys, request kinds and claim values it may ask for.
+//! Who may ask for what, deny by default: a TOML file of callers, each named by one kind
+//! of name its client certificate carries (`cn:`, `dns:` or `uri:`), with the keys,
+//! request kinds and claim values it may ask for. A constraint applies to the value a
+//! token would carry: a field the request leaves out is read from what is recorded with
+//! the key, and one that is still missing is refused, never signed unconstrained.
 
+use std::collections::HashSet;
 use std::path::Path;
 
+use p8hsm::apple::metadata::KeyMetadata;
 use p8hsm::apple::Kind;
-use p8hsm::{KeyId, Request};
+use p8hsm::{Error, KeyId, Request};
 use serde::Deserialize;
 use serde_json::Value;
+
+use super::tls::CertNames;
+use crate::failure::Failure;
 
 /// The largest policy file read.
 const MAX_POLICY: usize = 1024 * 1024;
@@ -25,35 +32,51 @@ pub struct Policy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Caller {
-    /// The certificate's subject CN, or one of its DNS or URI subject alternative names.
+    /// `cn:NAME`, `dns:NAME` or `uri:URI`: which of the certificate's names names it.
     pub name: String,
+    /// With a `cn:` name, whether the subject's CN counts even when the certificate has
+    /// DNS or URI subject alternative names (by default it does not, as RFC 6125 says).
+    #[serde(default)]
+    cn_with_sans: bool,
     /// Key IDs it may use.
     keys: Vec<KeyId>,
     /// Request kinds it may ask for, as the agent's protocol names them.
     kinds: Vec<String>,
     /// If given, the `bundle_id` values it may ask for.
     bundle_ids: Option<Vec<String>>,
-    /// If given, the scope entries (App Store Connect, Enterprise) it may ask for: every
-    /// entry of a request must be listed.
+    /// If given, the scope entries (App Store Connect, Enterprise) it may ask for: a
+    /// request must give a scope, and every entry must be listed.
     scopes: Option<Vec<String>>,
-    /// If given, the `issuer` values it may give.
+    /// If given, the issuer IDs its tokens may carry (given or recorded with the key).
     issuers: Option<Vec<String>>,
+    /// If given, the Team IDs its tokens may carry (given or recorded with the key).
+    team_ids: Option<Vec<String>>,
+    /// If given, the client IDs its tokens may carry (given or recorded with the key).
+    client_ids: Option<Vec<String>>,
+    /// If given, the WeatherKit service IDs it may ask for.
+    service_ids: Option<Vec<String>>,
+    /// If given, the origins (MusicKit, MapKit) it may ask for: a request must give one,
+    /// and every origin must be listed.
+    origins: Option<Vec<String>>,
     /// If given, the most `ttl` it may ask for, in seconds.
     max_ttl: Option<u64>,
 }
 
-/// Why the policy refuses a request.
+/// A name a certificate carries, of one kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameKind {
+    Cn,
+    Dns,
+    Uri,
+}
+
+/// Why the policy names no one caller for a certificate.
 #[derive(Debug)]
-pub enum Denied {
+pub enum Unmatched {
     /// No caller is named by the certificate's names.
-    Unknown(Vec<String>),
-    /// The caller may not ask for this.
-    NotPermitted {
-        /// The caller.
-        caller: String,
-        /// What it may not do.
-        reason: String,
-    },
+    Unknown,
+    /// More than one caller is: the certificate is refused rather than given either.
+    Ambiguous(Vec<String>),
 }
 
 impl Policy {
@@ -81,9 +104,20 @@ impl Policy {
             let message: Vec<&str> = e.message().lines().map(str::trim).collect();
             format!("{at}{}", message.join(": "))
         })?;
+        let mut seen = HashSet::new();
         for caller in &policy.callers {
-            if caller.name.is_empty() {
-                return Err("a [[caller]] has an empty name".to_owned());
+            let (kind, _) = caller.parsed_name()?;
+            if !seen.insert(caller.name.as_str()) {
+                return Err(format!(
+                    "caller \"{}\" is listed twice: give each certificate name one [[caller]]",
+                    caller.name
+                ));
+            }
+            if caller.cn_with_sans && kind != NameKind::Cn {
+                return Err(format!(
+                    "caller \"{}\": cn_with_sans applies to cn: names only",
+                    caller.name
+                ));
             }
             if let Some(kind) = caller.kinds.iter().find(|k| Kind::from_name(k).is_none()) {
                 return Err(format!(
@@ -100,20 +134,94 @@ impl Policy {
         self.callers.len()
     }
 
-    /// The caller one of `names` (a certificate's) names.
-    pub fn caller(&self, names: &[String]) -> Result<&Caller, Denied> {
-        self.callers
-            .iter()
-            .find(|c| names.contains(&c.name))
-            .ok_or_else(|| Denied::Unknown(names.to_vec()))
+    /// The one caller a certificate's `names` name.
+    pub fn caller(&self, names: &CertNames) -> Result<&Caller, Unmatched> {
+        let matched: Vec<&Caller> = self.callers.iter().filter(|c| c.named(names)).collect();
+        match matched.as_slice() {
+            [] => Err(Unmatched::Unknown),
+            [one] => Ok(one),
+            more => Err(Unmatched::Ambiguous(
+                more.iter().map(|c| c.name.clone()).collect(),
+            )),
+        }
     }
 }
 
+/// The claim fields a caller's entry may constrain, by the entry's list and the
+/// request's field; `Caller::constraints` gives them in this order.
+const CONSTRAINED: [&str; 7] = [
+    "bundle_id",
+    "scope",
+    "issuer",
+    "team_id",
+    "client_id",
+    "service_id",
+    "origin",
+];
+
 impl Caller {
-    /// Refuses a request this caller may not make.
-    pub fn allow(&self, request: &Request) -> Result<(), Denied> {
+    /// The kind of name and the name.
+    fn parsed_name(&self) -> Result<(NameKind, &str), String> {
+        let bad = |why: &str| {
+            Err(format!(
+                "caller \"{}\": {why}; name a caller as cn:NAME (the subject's common name), \
+                 dns:NAME or uri:URI (a subject alternative name)",
+                self.name
+            ))
+        };
+        let Some((prefix, name)) = self.name.split_once(':') else {
+            return bad("the name does not say which certificate name it is");
+        };
+        let kind = match prefix {
+            "cn" => NameKind::Cn,
+            "dns" => NameKind::Dns,
+            "uri" => NameKind::Uri,
+            _ => return bad(&format!("\"{prefix}:\" is not a kind of name")),
+        };
+        if name.is_empty() {
+            return bad("the name is empty");
+        }
+        if kind == NameKind::Uri && !is_uri(name) {
+            return bad(&format!("\"{name}\" is not an absolute URI"));
+        }
+        Ok((kind, name))
+    }
+
+    /// Whether a certificate with `names` names this caller.
+    fn named(&self, names: &CertNames) -> bool {
+        match self.parsed_name() {
+            Ok((NameKind::Cn, name)) => {
+                (self.cn_with_sans || !names.has_sans()) && names.cn.iter().any(|n| n == name)
+            }
+            Ok((NameKind::Dns, name)) => names.dns.iter().any(|n| n.eq_ignore_ascii_case(name)),
+            Ok((NameKind::Uri, name)) => names.uri.iter().any(|n| n == name),
+            Err(_) => false,
+        }
+    }
+
+    /// The entry's lists, by the request field each constrains (see [`CONSTRAINED`]).
+    fn constraints(&self) -> [(&'static str, Option<&Vec<String>>); 7] {
+        let lists = [
+            &self.bundle_ids,
+            &self.scopes,
+            &self.issuers,
+            &self.team_ids,
+            &self.client_ids,
+            &self.service_ids,
+            &self.origins,
+        ];
+        std::array::from_fn(|i| (CONSTRAINED[i], lists[i].as_ref()))
+    }
+
+    /// Refuses a request this caller may not make. `recorded` gives what is recorded
+    /// with the key (called only when a constrained field is left out of the request).
+    pub fn allow(
+        &self,
+        request: &Request,
+        recorded: &dyn Fn() -> Result<Option<KeyMetadata>, Error>,
+    ) -> Result<(), Failure> {
         let deny = |reason: String| {
-            Err(Denied::NotPermitted {
+            Err(Failure::NotPermitted {
                 caller: self.name.clone(),
                 reason,
             })
@@ -131,35 +239,56 @@ impl Caller {
                 return deny(format!("ask for a ttl of {ttl} s (at most {max})"));
             }
         }
-        if self.bundle_ids.is_none() && self.issuers.is_none() && self.scopes.is_none() {
+        let taken: Vec<(&str, &Vec<String>)> = self
+            .constraints()
+            .into_iter()
+            .filter_map(|(field, list)| Some((field, list?)))
+            .filter(|(field, _)| request.spec().fields.iter().any(|f| f.name == *field))
+            .collect();
+        if taken.is_empty() {
             return Ok(());
         }
         // The request's fields as the protocol names them, read only for a caller with
-        // claim constraints.
+        // claim constraints its kind takes.
         let Ok(Value::Object(fields)) = request.to_json() else {
             return deny("make this request".to_owned());
         };
-        let text = |name: &str| fields.get(name).and_then(Value::as_str);
-        if let (Some(allowed), Some(bundle_id)) = (&self.bundle_ids, text("bundle_id")) {
-            if !allowed.iter().any(|b| b == bundle_id) {
-                return deny(format!("ask for bundle ID {bundle_id}"));
+        for (field, allowed) in taken {
+            let mut values: Vec<String> = match fields.get(field) {
+                Some(Value::String(text)) => vec![text.clone()],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if values.is_empty() {
+                values.extend(recorded()?.and_then(|meta| meta.recorded(field)));
             }
-        }
-        if let (Some(allowed), Some(issuer)) = (&self.issuers, text("issuer")) {
-            if !allowed.iter().any(|i| i == issuer) {
-                return deny(format!("give issuer {issuer}"));
+            if values.is_empty() {
+                return deny(format!(
+                    "leave out {field}: its entry lists the {field} values it may ask for"
+                ));
             }
-        }
-        if let Some(allowed) = &self.scopes {
-            let requested = fields.get("scope").and_then(Value::as_array);
-            for entry in requested.into_iter().flatten().filter_map(Value::as_str) {
-                if !allowed.iter().any(|s| s == entry) {
-                    return deny(format!("ask for scope \"{entry}\""));
-                }
+            if let Some(value) = values.iter().find(|v| !allowed.contains(v)) {
+                return deny(format!("ask for {field} \"{value}\""));
             }
         }
         Ok(())
     }
+}
+
+/// Whether `text` is an absolute URI: a scheme (RFC 3986: a letter, then letters, digits,
+/// `+`, `-` or `.`), a colon and something after it, with no space or control character.
+fn is_uri(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !rest.is_empty()
+        && text.chars().all(|c| c.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -168,7 +297,7 @@ mod tests {
 
     const POLICY: &str = r#"
 [[caller]]
-name = "billing-service"
+name = "cn:billing-service"
 keys = ["ABCDEFGH12"]
 kinds = ["server", "promo-offer"]
 bundle_ids = ["com.example.app"]
@@ -176,71 +305,284 @@ bundle_ids = ["com.example.app"]
 issuers = ["57246542-96fe-1a63-e053-0824d011072a"]
 
 [[caller]]
-name = "ci.example.com"
+name = "dns:ci.example.com"
 keys = ["2X9R4HXF34"]
-kinds = ["connect"]
+kinds = ["connect", "enterprise"]
 scopes = ["GET /v1/apps"]
 max_ttl = 600
 "#;
+
+    const ISSUER: &str = "57246542-96fe-1a63-e053-0824d011072a";
 
     fn request(json: &str) -> Request {
         Request::from_json(serde_json::from_str(json).unwrap()).unwrap()
     }
 
+    fn cn(name: &str) -> CertNames {
+        CertNames {
+            cn: vec![name.to_owned()],
+            ..CertNames::default()
+        }
+    }
+
+    fn dns(name: &str) -> CertNames {
+        CertNames {
+            cn: vec!["runner-42".to_owned()],
+            dns: vec![name.to_owned()],
+            ..CertNames::default()
+        }
+    }
+
+    fn nothing_recorded() -> Result<Option<KeyMetadata>, Error> {
+        Ok(None)
+    }
+
+    /// Why `caller` refuses `request`, or "allowed".
+    fn verdict(caller: &Caller, request: &Request) -> String {
+        match caller.allow(request, &nothing_recorded) {
+            Ok(()) => "allowed".to_owned(),
+            Err(Failure::NotPermitted { reason, .. }) => reason,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn callers_get_what_they_are_listed_for_and_nothing_else() {
         let policy = Policy::parse(POLICY).unwrap();
-        let billing = policy.caller(&["billing-service".to_owned()]).unwrap();
-        let server = r#"{"kind":"server","key_id":"ABCDEFGH12","issuer":"57246542-96fe-1a63-e053-0824d011072a","bundle_id":"com.example.app"}"#;
-        assert!(billing.allow(&request(server)).is_ok());
+        let billing = policy.caller(&cn("billing-service")).unwrap();
+        let server = format!(
+            r#"{{"kind":"server","key_id":"ABCDEFGH12","issuer":"{ISSUER}","bundle_id":"com.example.app"}}"#
+        );
+        assert_eq!(verdict(billing, &request(&server)), "allowed");
         for (json, why) in [
-            (server.replace("com.example.app", "com.other"), "bundle ID com.other"),
+            (server.replace("com.example.app", "com.other"), "bundle_id \"com.other\""),
             (server.replace("ABCDEFGH12", "ZZZZZZZZZ1"), "key ZZZZZZZZZ1"),
             (
                 server.replace("57246542", "00000000"),
-                "give issuer 00000000-96fe-1a63-e053-0824d011072a",
+                "issuer \"00000000-96fe-1a63-e053-0824d011072a\"",
             ),
             (
-                r#"{"kind":"enterprise","key_id":"ABCDEFGH12","issuer":"57246542-96fe-1a63-e053-0824d011072a"}"#.to_owned(),
+                format!(r#"{{"kind":"enterprise","key_id":"ABCDEFGH12","issuer":"{ISSUER}"}}"#),
                 "ask for enterprise",
             ),
         ] {
-            match billing.allow(&request(&json)) {
-                Err(Denied::NotPermitted { reason, .. }) => assert!(reason.contains(why), "{reason}"),
-                other => panic!("{json}: {other:?}"),
-            }
+            let reason = verdict(billing, &request(&json));
+            assert!(reason.contains(why), "{json}: {reason}");
         }
-        let ci = policy
-            .caller(&["x".to_owned(), "ci.example.com".to_owned()])
-            .unwrap();
+        let ci = policy.caller(&dns("CI.example.com")).unwrap();
         let connect = |scope: &str, ttl: u64| {
             request(&format!(
                 r#"{{"kind":"connect","key_id":"2X9R4HXF34","individual":true,"scope":["{scope}"],"ttl":{ttl}}}"#
             ))
         };
-        assert!(ci.allow(&connect("GET /v1/apps", 600)).is_ok());
-        assert!(ci.allow(&connect("GET /v1/users", 600)).is_err());
-        assert!(ci.allow(&connect("GET /v1/apps", 601)).is_err());
+        assert_eq!(verdict(ci, &connect("GET /v1/apps", 600)), "allowed");
+        assert_ne!(verdict(ci, &connect("GET /v1/users", 600)), "allowed");
+        assert_ne!(verdict(ci, &connect("GET /v1/apps", 601)), "allowed");
         assert!(matches!(
-            policy.caller(&["stranger".to_owned()]),
-            Err(Denied::Unknown(_))
+            policy.caller(&cn("stranger")),
+            Err(Unmatched::Unknown)
         ));
     }
 
     #[test]
+    fn a_constrained_field_left_out_or_empty_is_refused_for_every_kind_that_takes_it() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let ci = policy.caller(&dns("ci.example.com")).unwrap();
+        for json in [
+            r#"{"kind":"connect","key_id":"2X9R4HXF34","individual":true}"#.to_owned(),
+            r#"{"kind":"connect","key_id":"2X9R4HXF34","individual":true,"scope":[]}"#.to_owned(),
+            format!(r#"{{"kind":"enterprise","key_id":"2X9R4HXF34","issuer":"{ISSUER}"}}"#),
+            format!(r#"{{"kind":"enterprise","key_id":"2X9R4HXF34","issuer":"{ISSUER}","scope":[]}}"#),
+        ] {
+            let reason = verdict(ci, &request(&json));
+            assert!(reason.contains("leave out scope"), "{json}: {reason}");
+        }
+        let scoped = format!(
+            r#"{{"kind":"enterprise","key_id":"2X9R4HXF34","issuer":"{ISSUER}","scope":["GET /v1/apps"]}}"#
+        );
+        assert_eq!(verdict(ci, &request(&scoped)), "allowed");
+    }
+
+    #[test]
+    fn a_constraint_applies_to_the_value_recorded_with_the_key() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let billing = policy.caller(&cn("billing-service")).unwrap();
+        let unnamed =
+            request(r#"{"kind":"server","key_id":"ABCDEFGH12","bundle_id":"com.example.app"}"#);
+        // Nothing recorded, nothing given: refused, not signed unconstrained.
+        assert!(verdict(billing, &unnamed).contains("leave out issuer"));
+        let recorded = |issuer: &str| {
+            let mut meta = KeyMetadata::new(p8hsm::apple::metadata::KeyKind::InAppPurchase);
+            meta.issuer = Some(issuer.parse().unwrap());
+            meta
+        };
+        let other = "00000000-96fe-1a63-e053-0824d011072a";
+        let refused = billing.allow(&unnamed, &|| Ok(Some(recorded(other))));
+        assert!(
+            matches!(&refused, Err(Failure::NotPermitted { reason, .. }) if reason.contains(other)),
+            "{refused:?}"
+        );
+        assert!(billing
+            .allow(&unnamed, &|| Ok(Some(recorded(ISSUER))))
+            .is_ok());
+    }
+
+    #[test]
+    fn every_identity_a_kind_takes_can_be_constrained() {
+        let policy = Policy::parse(
+            r#"
+[[caller]]
+name = "uri:spiffe://example.org/web"
+keys = ["DEVKEY0001"]
+kinds = ["apns", "weatherkit", "musickit", "mapkit", "sign-in-with-apple"]
+team_ids = ["A1B2C3D4E5"]
+service_ids = ["com.example.weather"]
+origins = ["https://example.com"]
+client_ids = ["com.example.web"]
+"#,
+        )
+        .unwrap();
+        let web = policy
+            .caller(&CertNames {
+                uri: vec!["spiffe://example.org/web".to_owned()],
+                ..CertNames::default()
+            })
+            .unwrap();
+        let team = r#""key_id":"DEVKEY0001","team_id":"A1B2C3D4E5""#;
+        for (json, expected) in [
+            (format!(r#"{{"kind":"apns",{team}}}"#), "allowed"),
+            (
+                r#"{"kind":"apns","key_id":"DEVKEY0001","team_id":"ZZZZZZZZZZ"}"#.to_owned(),
+                "team_id \"ZZZZZZZZZZ\"",
+            ),
+            (
+                r#"{"kind":"apns","key_id":"DEVKEY0001"}"#.to_owned(),
+                "leave out team_id",
+            ),
+            (
+                format!(r#"{{"kind":"weatherkit",{team},"service_id":"com.example.weather"}}"#),
+                "allowed",
+            ),
+            (
+                format!(r#"{{"kind":"weatherkit",{team},"service_id":"com.other"}}"#),
+                "service_id \"com.other\"",
+            ),
+            (
+                format!(r#"{{"kind":"musickit",{team}}}"#),
+                "leave out origin",
+            ),
+            (
+                format!(r#"{{"kind":"musickit",{team},"origin":["https://example.com","https://evil.example"]}}"#),
+                "origin \"https://evil.example\"",
+            ),
+            (
+                format!(r#"{{"kind":"mapkit",{team},"origin":"https://example.com"}}"#),
+                "allowed",
+            ),
+            (
+                format!(r#"{{"kind":"sign-in-with-apple",{team},"client_id":"com.other"}}"#),
+                "client_id \"com.other\"",
+            ),
+        ] {
+            assert!(verdict(web, &request(&json)).contains(expected), "{json}");
+        }
+    }
+
+    #[test]
+    fn a_certificate_names_a_caller_by_one_kind_of_name_and_only_one_caller() {
+        let policy = Policy::parse(
+            r#"
+[[caller]]
+name = "cn:alpha"
+keys = []
+kinds = []
+
+[[caller]]
+name = "dns:alpha.example"
+keys = []
+kinds = []
+
+[[caller]]
+name = "cn:beta"
+cn_with_sans = true
+keys = []
+kinds = []
+"#,
+        )
+        .unwrap();
+        let name = |c: Result<&Caller, Unmatched>| match c {
+            Ok(caller) => caller.name.clone(),
+            Err(Unmatched::Unknown) => "unknown".to_owned(),
+            Err(Unmatched::Ambiguous(names)) => format!("ambiguous {names:?}"),
+        };
+        // A DNS name equal to a caller's CN is not that CN.
+        let as_dns = CertNames {
+            dns: vec!["alpha".to_owned()],
+            ..CertNames::default()
+        };
+        assert_eq!(name(policy.caller(&as_dns)), "unknown");
+        // The CN counts only when the certificate has no DNS or URI names…
+        assert_eq!(name(policy.caller(&cn("alpha"))), "cn:alpha");
+        let with_sans = CertNames {
+            cn: vec!["alpha".to_owned()],
+            uri: vec!["https://x.example/".to_owned()],
+            ..CertNames::default()
+        };
+        assert_eq!(name(policy.caller(&with_sans)), "unknown");
+        // …unless the entry asks for it.
+        let beta = CertNames {
+            cn: vec!["beta".to_owned()],
+            dns: vec!["x.example".to_owned()],
+            ..CertNames::default()
+        };
+        assert_eq!(name(policy.caller(&beta)), "cn:beta");
+        // Two callers in one certificate: neither.
+        let both = CertNames {
+            cn: vec!["alpha".to_owned()],
+            dns: vec!["alpha.example".to_owned(), "y.example".to_owned()],
+            ..CertNames::default()
+        };
+        assert_eq!(name(policy.caller(&both)), "dns:alpha.example");
+        let both = CertNames {
+            cn: vec!["beta".to_owned()],
+            dns: vec!["alpha.example".to_owned()],
+            ..CertNames::default()
+        };
+        assert_eq!(
+            name(policy.caller(&both)),
+            "ambiguous [\"dns:alpha.example\", \"cn:beta\"]"
+        );
+    }
+
+    #[test]
     fn a_broken_policy_is_named_by_line_and_column() {
-        let err = Policy::parse("[[caller]]\nname = \"a\"\nkeys = [\"ABCDEFGH12\"\nkinds = []\n")
-            .unwrap_err();
+        let caller = |rest: &str| format!("[[caller]]\nname = \"cn:a\"\n{rest}");
+        let err = Policy::parse(&caller("keys = [\"ABCDEFGH12\"\nkinds = []\n")).unwrap_err();
         assert!(err.starts_with("line 4, column 1: "), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
-        let err = Policy::parse("[[caller]]\nname = \"a\"\nkeys = []\nkinds = [\"teleport\"]\n")
-            .unwrap_err();
+        let err = Policy::parse(&caller("keys = []\nkinds = [\"teleport\"]\n")).unwrap_err();
         assert!(err.contains("unknown kind \"teleport\""), "{err}");
-        let err = Policy::parse("[[caller]]\nname = \"a\"\nkeys = []\nkinds = []\nbundle = []\n")
-            .unwrap_err();
+        let err = Policy::parse(&caller("keys = []\nkinds = []\nbundle = []\n")).unwrap_err();
         assert!(err.contains("unknown field `bundle`"), "{err}");
-        let err =
-            Policy::parse("[[caller]]\nname = \"a\"\nkeys = [\"bad\"]\nkinds = []\n").unwrap_err();
+        let err = Policy::parse(&caller("keys = [\"bad\"]\nkinds = []\n")).unwrap_err();
         assert!(err.contains("line 3"), "{err}");
+        for (name, why) in [
+            ("billing", "does not say which certificate name"),
+            ("email:a@example.com", "\"email:\" is not a kind of name"),
+            ("cn:", "empty"),
+            ("uri:not a uri", "not an absolute URI"),
+            ("uri:/relative/path", "not an absolute URI"),
+        ] {
+            let err = Policy::parse(&format!("[[caller]]\nname = \"{name}\"\nkeys = []\nkinds = []\n"))
+                .unwrap_err();
+            assert!(err.contains(why) && err.contains("cn:NAME"), "{name}: {err}");
+        }
+        let twice = format!("{}\n{}", caller("keys = []\nkinds = []\n"), caller("keys = []\nkinds = []\n"));
+        assert!(Policy::parse(&twice).unwrap_err().contains("listed twice"));
+        let err = Policy::parse(
+            "[[caller]]\nname = \"dns:a\"\ncn_with_sans = true\nkeys = []\nkinds = []\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("cn: names only"), "{err}");
     }
 }

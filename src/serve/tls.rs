@@ -181,36 +181,87 @@ impl Signer for TokenSigner {
 /// The X.520 commonName attribute.
 const COMMON_NAME: der::oid::ObjectIdentifier = der::oid::ObjectIdentifier::new_unwrap("2.5.4.3");
 
-/// The names a (verified) client certificate gives its holder: its subject's common
-/// names, then its DNS and URI subject alternative names.
-pub fn names(cert: &CertificateDer<'_>) -> Vec<String> {
-    let Ok(cert) = Certificate::from_der(cert.as_ref()) else {
-        return Vec::new();
-    };
-    let tbs = &cert.tbs_certificate;
-    let mut names = Vec::new();
-    for rdn in tbs.subject.0.iter() {
-        for atv in rdn.0.iter() {
-            if atv.oid == COMMON_NAME {
-                if let Ok(text) = atv.value.decode_as::<der::asn1::Utf8StringRef<'_>>() {
-                    names.push(text.as_str().to_owned());
-                } else if let Ok(text) = atv.value.decode_as::<der::asn1::PrintableStringRef<'_>>()
-                {
-                    names.push(text.as_str().to_owned());
+/// The names a (verified) client certificate gives its holder, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct CertNames {
+    /// The subject's common names.
+    pub cn: Vec<String>,
+    /// The DNS subject alternative names.
+    pub dns: Vec<String>,
+    /// The URI subject alternative names that are absolute URIs.
+    pub uri: Vec<String>,
+}
+
+/// How many of a certificate's names [`CertNames::shown`] gives, and how many characters
+/// of each: a certificate may carry hundreds of long names, and each refusal is logged.
+const SHOWN_NAMES: usize = 8;
+const SHOWN_CHARS: usize = 128;
+
+impl CertNames {
+    /// Reads them from a certificate.
+    pub fn of(cert: &CertificateDer<'_>) -> CertNames {
+        let mut names = CertNames::default();
+        let Ok(cert) = Certificate::from_der(cert.as_ref()) else {
+            return names;
+        };
+        let tbs = &cert.tbs_certificate;
+        for rdn in tbs.subject.0.iter() {
+            for atv in rdn.0.iter() {
+                if atv.oid == COMMON_NAME {
+                    if let Ok(text) = atv.value.decode_as::<der::asn1::Utf8StringRef<'_>>() {
+                        names.cn.push(text.as_str().to_owned());
+                    } else if let Ok(text) =
+                        atv.value.decode_as::<der::asn1::PrintableStringRef<'_>>()
+                    {
+                        names.cn.push(text.as_str().to_owned());
+                    }
                 }
             }
         }
-    }
-    if let Ok(Some((_, san))) = cert.tbs_certificate.get::<SubjectAltName>() {
-        for name in san.0 {
-            match name {
-                GeneralName::DnsName(dns) => names.push(dns.as_str().to_owned()),
-                GeneralName::UniformResourceIdentifier(uri) => names.push(uri.as_str().to_owned()),
-                _ => {}
+        if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
+            for name in san.0 {
+                match name {
+                    GeneralName::DnsName(dns) => names.dns.push(dns.as_str().to_owned()),
+                    GeneralName::UniformResourceIdentifier(uri) => {
+                        names.uri.push(uri.as_str().to_owned())
+                    }
+                    _ => {}
+                }
             }
         }
+        names
     }
-    names
+
+    /// Whether it has DNS or URI names (then its CN names no one, unless a caller asks).
+    pub fn has_sans(&self) -> bool {
+        !self.dns.is_empty() || !self.uri.is_empty()
+    }
+
+    /// Its names as a policy writes them (`cn:…`, `dns:…`, `uri:…`), bounded for logs and
+    /// replies: at most 8, each cut to 128 characters (ending in `…`), and `+N more`.
+    pub fn shown(&self) -> Vec<String> {
+        let all = (self.cn.iter().map(|n| ("cn", n)))
+            .chain(self.dns.iter().map(|n| ("dns", n)))
+            .chain(self.uri.iter().map(|n| ("uri", n)));
+        let total = self.cn.len() + self.dns.len() + self.uri.len();
+        let mut shown: Vec<String> = all
+            .take(SHOWN_NAMES)
+            .map(|(kind, name)| {
+                let mut text = format!("{kind}:");
+                if name.chars().count() > SHOWN_CHARS {
+                    text.extend(name.chars().take(SHOWN_CHARS));
+                    text.push('…');
+                } else {
+                    text.push_str(name);
+                }
+                text
+            })
+            .collect();
+        if total > SHOWN_NAMES {
+            shown.push(format!("+{} more", total - SHOWN_NAMES));
+        }
+        shown
+    }
 }
 
 /// TLS handshakes, and the threads that drive them when the token signs them.
