@@ -47,7 +47,10 @@ pub struct Audit {
 enum Sink {
     Stderr,
     /// The audit log, and the path it is opened again from.
-    File { path: PathBuf, file: Mutex<File> },
+    File {
+        path: PathBuf,
+        file: Mutex<File>,
+    },
 }
 
 /// How many refusal lines a second may be written, at most; past that, refusals are
@@ -101,7 +104,9 @@ impl Audit {
         match self.reopen() {
             Ok(()) => self.event("log-reopened", &[]),
             Err(e) => {
-                eprintln!("error: cannot open the audit log again: {e}; lines go on to the one open");
+                eprintln!(
+                    "error: cannot open the audit log again: {e}; lines go on to the one open"
+                );
                 self.event("log-reopen-failed", &[("reason", e.to_string())]);
             }
         }
@@ -299,7 +304,8 @@ mod tests {
 
     /// A text line's fields, read as a log reader would: split at spaces outside quotes.
     fn fields(line: &str) -> Vec<String> {
-        let (mut fields, mut field, mut quoted, mut escaped) = (vec![], String::new(), false, false);
+        let (mut fields, mut field, mut quoted, mut escaped) =
+            (vec![], String::new(), false, false);
         for c in line.trim_end().chars() {
             match c {
                 _ if escaped => {
@@ -322,7 +328,11 @@ mod tests {
         let forged = "x caller=cn:billing-service \"a\\\" b=c";
         let line = audit.line(
             "refused",
-            &[("names", forged.to_owned()), ("kind", "token connect".to_owned()), ("empty", String::new())],
+            &[
+                ("names", forged.to_owned()),
+                ("kind", "token connect".to_owned()),
+                ("empty", String::new()),
+            ],
         );
         let fields = fields(&line);
         assert_eq!(fields.len(), 5, "{line}");
@@ -339,8 +349,13 @@ mod tests {
     fn refusals_are_written_at_a_bounded_rate_and_the_rest_counted() {
         let mut refusals = Refusals::default();
         let written: Vec<Option<u64>> = (0..25).map(|_| refusals.admit(100)).collect();
-        assert_eq!(written.iter().flatten().count(), REFUSALS_PER_SECOND as usize);
-        assert!(written[REFUSALS_PER_SECOND as usize..].iter().all(Option::is_none));
+        assert_eq!(
+            written.iter().flatten().count(),
+            REFUSALS_PER_SECOND as usize
+        );
+        assert!(written[REFUSALS_PER_SECOND as usize..]
+            .iter()
+            .all(Option::is_none));
         // The next second's first line carries the count of those left out.
         assert_eq!(refusals.admit(101), Some(15));
         assert_eq!(refusals.admit(101), Some(0));
@@ -360,7 +375,10 @@ mod tests {
         audit.write("three", &[]).unwrap();
         let old = std::fs::read_to_string(&rotated).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();
-        assert!(old.contains(" one") && old.contains(" two") && !old.contains("three"), "{old}");
+        assert!(
+            old.contains(" one") && old.contains(" two") && !old.contains("three"),
+            "{old}"
+        );
         assert!(new.contains(" three") && !new.contains(" two"), "{new}");
         // Deleted: refused, so the token it would record is not handed out.
         std::fs::remove_file(&path).unwrap();

@@ -115,12 +115,16 @@ pub fn serve(args: &Args, socket: &Path, token: Token) -> Result<(), Failure> {
     rustix::process::umask(old);
     let listener = bound
         .map_err(|e| Failure::AgentSetup(format!("cannot listen on {}: {e}", socket.display())))?;
-    let audit = Audit::new(args.audit_log.as_deref(), args.log_format, args.audit_tokens)
-        .map_err(|e| {
-            let _ = std::fs::remove_file(socket);
-            let path = args.audit_log.as_deref().unwrap_or(Path::new("-"));
-            Failure::AgentSetup(format!("cannot open the audit log {}: {e}", path.display()))
-        })?;
+    let audit = Audit::new(
+        args.audit_log.as_deref(),
+        args.log_format,
+        args.audit_tokens,
+    )
+    .map_err(|e| {
+        let _ = std::fs::remove_file(socket);
+        let path = args.audit_log.as_deref().unwrap_or(Path::new("-"));
+        Failure::AgentSetup(format!("cannot open the audit log {}: {e}", path.display()))
+    })?;
     let agent = Arc::new(Agent {
         service: Service::long_lived(token),
         audit,

@@ -32,7 +32,7 @@ use crate::audit::{Audit, LogFormat};
 use crate::failure::Failure;
 use metrics::{Cache, Metrics, Outcome};
 use policy::{Policy, Unmatched};
-use tls::{CertNames, Handshakes};
+use tls::{CertNames, Handshakes, TlsFiles};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
@@ -61,6 +61,10 @@ pub struct Args {
     /// present one (mutual TLS)
     #[arg(long, value_name = "FILE")]
     pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM) of the client CA: a client certificate they
+    /// revoke, or whose status none of them gives, is refused; read again on SIGHUP
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
     /// The policy (TOML): which caller may ask for which keys, kinds and claims; read
     /// again on SIGHUP
     #[arg(long, value_name = "FILE")]
@@ -98,12 +102,25 @@ struct Peer {
 pub fn run(args: Args, token: Token) -> Result<(), Failure> {
     let setup = Failure::ServeSetup;
     let policy = Policy::load(&args.policy).map_err(setup)?;
-    let tls = tls::server_config(&args.tls_cert, &args.tls_key, &args.client_ca, &token)?;
-    let audit = Audit::new(args.audit_log.as_deref(), args.log_format, args.audit_tokens)
-        .map_err(|e| {
-            let path = args.audit_log.as_deref().unwrap_or(std::path::Path::new("-"));
-            Failure::ServeSetup(format!("cannot open the audit log {}: {e}", path.display()))
-        })?;
+    let files = TlsFiles {
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        client_ca: args.client_ca.clone(),
+        crl: args.crl.clone(),
+    };
+    let tls = tls::server_config(&files, &token)?;
+    let audit = Audit::new(
+        args.audit_log.as_deref(),
+        args.log_format,
+        args.audit_tokens,
+    )
+    .map_err(|e| {
+        let path = args
+            .audit_log
+            .as_deref()
+            .unwrap_or(std::path::Path::new("-"));
+        Failure::ServeSetup(format!("cannot open the audit log {}: {e}", path.display()))
+    })?;
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|e| Failure::ServeSetup(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr().map_err(|e| setup(e.to_string()))?;
@@ -140,6 +157,7 @@ pub fn run(args: Args, token: Token) -> Result<(), Failure> {
         listener,
         addr,
         Handshakes::new(tls, handshakes.as_ref().map(|r| r.handle().clone())),
+        files,
         args,
     ));
     // A handshake still waiting on the token is not waited for.
@@ -166,6 +184,7 @@ async fn accept_loop(
     listener: std::net::TcpListener,
     addr: SocketAddr,
     handshakes: Handshakes,
+    files: TlsFiles,
     args: Args,
 ) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::from_std(listener)
@@ -179,6 +198,7 @@ async fn accept_loop(
         signals(SignalKind::hangup())?,
     );
     let permits = Arc::new(Semaphore::new(args.max_connections.max(1)));
+    let handshaking = Arc::new(tls::Handshaking::new(args.max_connections.max(1)));
     let shutdown = GracefulShutdown::new();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     crate::failure::print(&format!("https://{addr}\n"))?;
@@ -193,23 +213,31 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    drop(tcp); // at the limit: closed at once, the others keep being served
-                    continue;
-                };
+                // A connection in its TLS handshake has shown no certificate yet: it
+                // draws on a budget of its own, and when that is full the oldest
+                // handshake gives way, so that peers without a certificate can hold
+                // no place a certified client needs.
                 let (handshakes, state) = (handshakes.clone(), state.clone());
+                let (permits, handshaking) = (permits.clone(), handshaking.clone());
                 let mut stopping = stopping.clone();
                 let watcher = shutdown.watcher();
+                let (slot, evicted) = handshaking.enter();
                 tokio::spawn(async move {
-                    let _permit = permit;
                     let _ = tcp.set_nodelay(true);
                     // A connection still in its handshake when the service stops has no
                     // request under way: it is closed, not waited for.
                     let stream = tokio::select! {
                         stream = handshakes.accept(tcp) => stream,
+                        _ = evicted => None,
+                        _ = tokio::time::sleep(HANDSHAKE_TIME) => None,
                         _ = stopping.wait_for(|stop| *stop) => None,
                     };
+                    drop(slot);
                     let Some(stream) = stream else {
+                        return;
+                    };
+                    // Served at once: at the limit, a certified connection is closed.
+                    let Ok(_permit) = permits.try_acquire_owned() else {
                         return;
                     };
                     let names = stream
@@ -240,6 +268,10 @@ async fn accept_loop(
             _ = hup.recv() => {
                 state.audit.reopened();
                 reload(&state, &args.policy);
+                // The TLS files may name a key on the token: read on a thread that may
+                // wait for it.
+                let (state, files, handshakes) = (state.clone(), files.clone(), handshakes.clone());
+                tokio::task::spawn_blocking(move || reload_tls(&state, &files, &handshakes));
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -268,6 +300,22 @@ fn reload(state: &State, path: &std::path::Path) {
         Err(reason) => {
             eprintln!("error: {reason}; the policy in force is unchanged");
             state.audit.event("policy-refused", &[("reason", reason)]);
+        }
+    }
+}
+
+/// Reads the TLS files again (certificate and key, client CA, CRL): new connections
+/// are made with them; when they do not load, the ones in force stay.
+fn reload_tls(state: &State, files: &TlsFiles, handshakes: &Handshakes) {
+    match tls::server_config(files, state.service.token()) {
+        Ok(config) => {
+            handshakes.replace(config);
+            state.audit.event("tls-reloaded", &[]);
+        }
+        Err(failure) => {
+            let reason = failure.message_and_hint().0;
+            eprintln!("error: {reason}; the TLS files in force are unchanged");
+            state.audit.event("tls-refused", &[("reason", reason)]);
         }
     }
 }

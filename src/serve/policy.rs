@@ -355,7 +355,10 @@ max_ttl = 600
         );
         assert_eq!(verdict(billing, &request(&server)), "allowed");
         for (json, why) in [
-            (server.replace("com.example.app", "com.other"), "bundle_id \"com.other\""),
+            (
+                server.replace("com.example.app", "com.other"),
+                "bundle_id \"com.other\"",
+            ),
             (server.replace("ABCDEFGH12", "ZZZZZZZZZ1"), "key ZZZZZZZZZ1"),
             (
                 server.replace("57246542", "00000000"),
@@ -392,7 +395,9 @@ max_ttl = 600
             r#"{"kind":"connect","key_id":"2X9R4HXF34","individual":true}"#.to_owned(),
             r#"{"kind":"connect","key_id":"2X9R4HXF34","individual":true,"scope":[]}"#.to_owned(),
             format!(r#"{{"kind":"enterprise","key_id":"2X9R4HXF34","issuer":"{ISSUER}"}}"#),
-            format!(r#"{{"kind":"enterprise","key_id":"2X9R4HXF34","issuer":"{ISSUER}","scope":[]}}"#),
+            format!(
+                r#"{{"kind":"enterprise","key_id":"2X9R4HXF34","issuer":"{ISSUER}","scope":[]}}"#
+            ),
         ] {
             let reason = verdict(ci, &request(&json));
             assert!(reason.contains("leave out scope"), "{json}: {reason}");
@@ -472,7 +477,9 @@ client_ids = ["com.example.web"]
                 "leave out origin",
             ),
             (
-                format!(r#"{{"kind":"musickit",{team},"origin":["https://example.com","https://evil.example"]}}"#),
+                format!(
+                    r#"{{"kind":"musickit",{team},"origin":["https://example.com","https://evil.example"]}}"#
+                ),
                 "origin \"https://evil.example\"",
             ),
             (
@@ -573,11 +580,20 @@ kinds = []
             ("uri:not a uri", "not an absolute URI"),
             ("uri:/relative/path", "not an absolute URI"),
         ] {
-            let err = Policy::parse(&format!("[[caller]]\nname = \"{name}\"\nkeys = []\nkinds = []\n"))
-                .unwrap_err();
-            assert!(err.contains(why) && err.contains("cn:NAME"), "{name}: {err}");
+            let err = Policy::parse(&format!(
+                "[[caller]]\nname = \"{name}\"\nkeys = []\nkinds = []\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.contains(why) && err.contains("cn:NAME"),
+                "{name}: {err}"
+            );
         }
-        let twice = format!("{}\n{}", caller("keys = []\nkinds = []\n"), caller("keys = []\nkinds = []\n"));
+        let twice = format!(
+            "{}\n{}",
+            caller("keys = []\nkinds = []\n"),
+            caller("keys = []\nkinds = []\n")
+        );
         assert!(Policy::parse(&twice).unwrap_err().contains("listed twice"));
         let err = Policy::parse(
             "[[caller]]\nname = \"dns:a\"\ncn_with_sans = true\nkeys = []\nkinds = []\n",

@@ -3,41 +3,59 @@
 //! PEM file or a P-256 key on the token — so that the service's identity lives in the
 //! token too — and the names a client certificate gives its holder.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use der::{Decode, Encode};
 use p256::pkcs8::EncodePublicKey;
 use p8hsm::pkcs11::uri::Pkcs11Uri;
 use p8hsm::{Es256Signer, HsmKey, KeyId, Token};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::ring;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, Signer, SigningKey, SingleCertAndKey};
-use rustls::{RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureAlgorithm, SignatureScheme,
+};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::{KeyUsage, SubjectAltName};
 use x509_cert::Certificate;
 
-use super::HANDSHAKE_TIME;
 use crate::failure::Failure;
 
 fn setup(what: String) -> Failure {
     Failure::ServeSetup(what)
 }
 
-/// The server's TLS configuration.
-pub fn server_config(
-    cert: &Path,
-    key: &str,
-    client_ca: &Path,
-    token: &Token,
-) -> Result<Arc<ServerConfig>, Failure> {
+/// The files (and token key) the service's TLS is made of; read at start and again on
+/// SIGHUP.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key: a PEM file, or a PKCS#11 URI of a key on the token.
+    pub key: String,
+    /// The CA certificates that issue the clients' certificates (PEM).
+    pub client_ca: PathBuf,
+    /// Certificate revocation lists of the client CA (PEM), if any.
+    pub crl: Option<PathBuf>,
+}
+
+/// The server's TLS configuration. Sessions are never resumed: a resumed session skips
+/// the client certificate's checks (its expiry, a CRL read since), so every connection
+/// presents and has its certificate checked anew.
+pub fn server_config(files: &TlsFiles, token: &Token) -> Result<Arc<ServerConfig>, Failure> {
+    let (cert, key, client_ca) = (&files.cert, files.key.as_str(), &files.client_ca);
     let chain = certificates(cert, "the certificate chain")?;
     if chain.is_empty() {
         return Err(setup(format!("{} holds no certificate", cert.display())));
@@ -71,16 +89,82 @@ pub fn server_config(
         )));
     }
     let provider = Arc::new(ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if let Some(path) = &files.crl {
+        let pem = read(path)?;
+        let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| setup(format!("cannot read the CRL {}: {e}", path.display())))?;
+        if crls.is_empty() {
+            return Err(setup(format!("{} holds no CRL", path.display())));
+        }
+        // The client certificate's own status must be known: one no CRL covers is refused.
+        verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
+    }
+    let verifier = verifier
         .build()
         .map_err(|e| setup(format!("cannot verify clients with that CA: {e}")))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| setup(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(SigningCertificates(verifier)))
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// Client certificates as WebPKI verifies them, and only those that may sign: a
+/// certificate whose keyUsage leaves out digitalSignature is refused.
+#[derive(Debug)]
+struct SigningCertificates(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for SigningCertificates {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        let cert = Certificate::from_der(end_entity.as_ref())
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        match cert.tbs_certificate.get::<KeyUsage>() {
+            Ok(None) => Ok(verified),
+            Ok(Some((_, usage))) if usage.digital_signature() => Ok(verified),
+            _ => Err(rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// The largest PEM file read.
@@ -267,7 +351,7 @@ impl CertNames {
 /// TLS handshakes, and the threads that drive them when the token signs them.
 #[derive(Clone)]
 pub struct Handshakes {
-    acceptor: TlsAcceptor,
+    acceptor: Arc<std::sync::RwLock<TlsAcceptor>>,
     threads: Option<Handle>,
 }
 
@@ -275,21 +359,107 @@ impl Handshakes {
     /// Handshakes with `config`, driven by `threads` (a runtime of their own) if given.
     pub fn new(config: Arc<ServerConfig>, threads: Option<Handle>) -> Handshakes {
         Handshakes {
-            acceptor: TlsAcceptor::from(config),
+            acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(config))),
             threads,
         }
     }
 
+    /// Handshakes from now on with `config`; those under way finish with the old one.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = TlsAcceptor::from(config);
+    }
+
     /// The TLS connection over `tcp` once its handshake is done, or `None` (no
-    /// certificate, a foreign or expired one, or too slow).
+    /// certificate, a foreign or expired one). The caller bounds how long it may take: a
+    /// handshake given up on is dropped, on the handshake threads too (one waiting on
+    /// the token there ends when the token answers).
     pub async fn accept(&self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
-        let handshake = tokio::time::timeout(HANDSHAKE_TIME, self.acceptor.accept(tcp));
-        // A handshake waiting for a thread keeps its connection, and so its place under
-        // --max-connections, until a thread takes it (then its deadline ends it).
-        let done = match &self.threads {
-            Some(threads) => threads.spawn(handshake).await.ok()?,
-            None => handshake.await,
+        let acceptor = self
+            .acceptor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match &self.threads {
+            Some(threads) => {
+                // The connection waits here until a thread takes it: a handshake given up
+                // on while every thread waits on the token is closed at once, not when a
+                // thread is free to drop it.
+                let waiting = Arc::new(Mutex::new(Some(tcp)));
+                let taken = waiting.clone();
+                let handle = threads.spawn(async move {
+                    let tcp = taken.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+                    acceptor.accept(tcp).await.ok()
+                });
+                let abort = handle.abort_handle();
+                let _given_up = scopeguard(move || {
+                    abort.abort();
+                    drop(waiting.lock().unwrap_or_else(|p| p.into_inner()).take());
+                });
+                handle.await.ok()?
+            }
+            None => acceptor.accept(tcp).await.ok(),
+        }
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// The connections in their TLS handshake: at most a budget of them, the oldest giving
+/// way to a new one when it is full.
+pub struct Handshaking {
+    budget: usize,
+    open: Mutex<(u64, BTreeMap<u64, oneshot::Sender<()>>)>,
+}
+
+/// A handshake's place; given back when dropped.
+pub struct Slot {
+    of: Arc<Handshaking>,
+    number: u64,
+}
+
+impl Handshaking {
+    /// At most `budget` handshakes at once.
+    pub fn new(budget: usize) -> Handshaking {
+        Handshaking {
+            budget: budget.max(1),
+            open: Mutex::new((0, BTreeMap::new())),
+        }
+    }
+
+    /// A place for a new handshake, taken from the oldest when all are taken; the
+    /// receiver completes (with an error) when this one must give way in turn.
+    pub fn enter(self: &Arc<Self>) -> (Slot, oneshot::Receiver<()>) {
+        let (sender, evicted) = oneshot::channel();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        while open.1.len() >= self.budget {
+            // Dropping its sender tells the oldest handshake to give up.
+            open.1.pop_first();
+        }
+        open.0 += 1;
+        let number = open.0;
+        open.1.insert(number, sender);
+        let slot = Slot {
+            of: self.clone(),
+            number,
         };
-        done.ok()?.ok()
+        (slot, evicted)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.of.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.1.remove(&self.number);
     }
 }
