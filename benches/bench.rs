@@ -111,14 +111,14 @@ fn main() {
     let cache = TokenCache::default();
     let cached = request.clone();
     cache
-        .get(&cached, |now| cached.sign(&signer, None, now))
+        .get(&cached, "", |now| cached.sign(&signer, None, now))
         .unwrap();
     let hits = 1_000_000;
     let start = Instant::now();
     for _ in 0..hits {
         std::hint::black_box(
             cache
-                .get(&cached, |now| cached.sign(&signer, None, now))
+                .get(&cached, "", |now| cached.sign(&signer, None, now))
                 .unwrap(),
         );
     }
@@ -134,7 +134,7 @@ fn main() {
     let rate2 = rate(2, window, |_| {
         std::hint::black_box(
             cache
-                .get(&cached, |now| cached.sign(&signer, None, now))
+                .get(&cached, "", |now| cached.sign(&signer, None, now))
                 .unwrap(),
         );
     });

@@ -81,9 +81,15 @@ impl Service {
     /// Signs `request` with the key it names: from the cache when it may and can, else
     /// through the token. Refuses a kind the key's recorded kind does not allow.
     pub fn sign(&self, request: &Request) -> Result<(Signed, Source), Error> {
+        self.sign_for(request, "")
+    }
+
+    /// [`Service::sign`] for `caller` (whoever asked, as a long-lived front end names
+    /// it): the cache bounds what one caller can make it drop of the others' tokens.
+    pub fn sign_for(&self, request: &Request, caller: &str) -> Result<(Signed, Source), Error> {
         let key = self.key(request.key_id())?;
         match &self.cache {
-            Some(cache) => cache.sign(request, &key.signer, key.meta.as_ref()),
+            Some(cache) => cache.sign(request, caller, &key.signer, key.meta.as_ref()),
             None => Ok((
                 request.sign(&key.signer, key.meta.as_ref(), SystemTime::now())?,
                 Source::Fresh,
@@ -151,7 +157,7 @@ impl Service {
         let (signer, meta) = match (looked_up, &self.gate) {
             (Ok(found), _) => found,
             // For a long-lived service, a token that cannot be called has gone away.
-            (Err(Error::Pkcs11 { .. }), Some(_)) => return Err(Error::TokenUnavailable),
+            (Err(e), Some(_)) if e.means_token_gone() => return Err(Error::TokenUnavailable),
             (Err(e), _) => return Err(e),
         };
         let key = Arc::new(Key {
@@ -197,8 +203,9 @@ impl Es256Signer for Gated {
                 *lock(&gate.backoff) = None;
                 Ok(signature)
             }
-            // Not an outage: no backoff, so the answer stays `pin_refused`.
-            Err(e @ (Error::PinIncorrect { .. } | Error::PinLocked)) => Err(e),
+            // A failure of this request (a deleted key, a refused PIN…), not an outage:
+            // no backoff, and the answer says what it was.
+            Err(e) if !e.means_token_gone() => Err(e),
             Err(_) => {
                 let mut backoff = lock(&gate.backoff);
                 let wait = match *backoff {

@@ -336,6 +336,28 @@ fn an_hsm_outage_serves_valid_cached_tokens_and_never_an_invalid_one() {
 }
 
 #[test]
+fn one_request_for_a_deleted_key_does_not_delay_the_others() {
+    let hsm = Hsm::new();
+    let key = hsm.import_new_key(KEY_ID);
+    hsm.import_new_key("GONEKEY001");
+    let agent = Agent::start(&hsm, &hsm.env, &[], &[]);
+    let connect = |key_id: &str, n: usize| {
+        json!({"kind": "connect", "key_id": key_id, "individual": true,
+            "scope": [format!("GET /v1/apps/{n}")]})
+    };
+    assert_eq!(agent.request(&connect("GONEKEY001", 0))["ok"], true);
+    hsm.run(&["delete", "--key-id", "GONEKEY001", "--yes"]).ok();
+    let gone = agent.request(&connect("GONEKEY001", 1));
+    assert_eq!(gone["error"]["code"], "key_not_found", "{gone}");
+    // At once, not after a backoff: the token did not go away.
+    for n in 2..5 {
+        let reply = agent.request(&connect(KEY_ID, n));
+        assert_eq!(reply["ok"], true, "{reply}");
+        verify_jwt(reply["result"]["token"].as_str().unwrap(), &key);
+    }
+}
+
+#[test]
 fn sigterm_stops_the_agent_and_removes_its_socket() {
     let hsm = Hsm::new();
     hsm.import_new_key(KEY_ID);

@@ -61,7 +61,7 @@ fn threads_share_one_token_and_its_session_pool() {
             .map(|_| {
                 s.spawn(|| {
                     cache
-                        .get(&request, |now| request.sign(&signer, None, now))
+                        .get(&request, "", |now| request.sign(&signer, None, now))
                         .unwrap()
                         .0
                         .token

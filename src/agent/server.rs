@@ -230,7 +230,7 @@ impl Agent {
             && !self.allow_uid.contains(&peer.uid)
             && !self.allow_gid.contains(&peer.gid)
         {
-            self.audit.event("refused", &peer.fields());
+            self.audit.refused(&peer.fields());
             let _ = stream.write_all(
                 &Reply::error(
                     serde_json::Value::Null,
@@ -283,7 +283,9 @@ impl Agent {
         if !self.allowed_keys.is_empty() && !self.allowed_keys.contains(request.key_id()) {
             return Err(Failure::KeyNotAllowed(request.key_id().clone()));
         }
-        let (signed, source) = self.service.sign(request)?;
+        let (signed, source) = self
+            .service
+            .sign_for(request, &format!("uid:{}", peer.uid))?;
         self.audit
             .sign(request, &signed, source, &peer.fields())
             .map_err(Failure::AuditFailed)?;

@@ -3,15 +3,21 @@
 //!
 //! The same [`TokenRequest`] (kind, claims, lifetime and key) gets the same token until
 //! less than a third of its lifetime remains; a token with under a minute left is never
-//! handed out. Concurrent callers asking for the same token wait on one signature. The
-//! cache keys on `TokenRequest`, so StoreKit signatures — [`SignatureRequest`]s, which
+//! handed out. Concurrent callers asking for the same token wait on one signature.
+//!
+//! Callers share entries, but one caller cannot flush the others': at capacity, the
+//! entries go of the caller that made the most of them, nearest their end first; and a
+//! provider token (APNs, DeviceCheck) is never dropped for another entry while it can be
+//! handed out, since Apple refuses a team's provider token that changes too often.
+//!
+//! The cache keys on `TokenRequest`, so StoreKit signatures — [`SignatureRequest`]s, which
 //! carry one-time nonces — cannot be cached; the compiler refuses them:
 //!
 //! ```compile_fail
 //! # use p8hsm::apple::cache::TokenCache;
 //! # use p8hsm::apple::SignatureRequest;
 //! # fn f(cache: &TokenCache, request: &SignatureRequest) {
-//! cache.get(request, |_| unimplemented!());
+//! cache.get(request, "", |_| unimplemented!());
 //! # }
 //! ```
 //!
@@ -25,6 +31,7 @@ use super::lifetime::unix;
 use super::metadata::KeyMetadata;
 use super::request::{Request, TokenRequest};
 use super::signed::{Signed, SignedToken};
+use super::spec::LifetimeRule;
 use crate::{lock, Error, Es256Signer};
 
 /// A token is never handed out from the cache with fewer seconds than this left.
@@ -82,8 +89,15 @@ pub struct TokenCache<C: Clock = SystemClock> {
 
 /// The entries, and the size at which expired ones are next pruned.
 struct Entries {
-    by_request: HashMap<TokenRequest, Entry>,
+    by_request: HashMap<TokenRequest, Slot>,
     prune_at: usize,
+}
+
+/// An entry, the caller that made it, and whether it holds a provider token.
+struct Slot {
+    entry: Entry,
+    owner: Arc<str>,
+    provider: bool,
 }
 
 impl Default for TokenCache<SystemClock> {
@@ -122,15 +136,16 @@ impl<C: Clock> TokenCache<C> {
     }
 
     /// The cached token for `request` while it is fresh; otherwise `sign(now)`, whose
-    /// token is cached. Callers asking at once for the same token wait for one
-    /// signature. When signing fails, a cached token with at least [`MIN_REMAINING`]
-    /// seconds left is handed out as [`Source::Stale`].
+    /// token is cached (a new entry counted as `caller`'s). Callers asking at once for
+    /// the same token wait for one signature. When signing fails, a cached token with at
+    /// least [`MIN_REMAINING`] seconds left is handed out as [`Source::Stale`].
     pub fn get(
         &self,
         request: &TokenRequest,
+        caller: &str,
         sign: impl FnOnce(SystemTime) -> Result<SignedToken, Error>,
     ) -> Result<(SignedToken, Source), Error> {
-        let entry = self.entry(request);
+        let entry = self.entry(request, caller);
         let mut token = lock(&entry);
         let now = self.clock.now();
         if let Some(cached) = token.as_ref().filter(|t| fresh(t, now)) {
@@ -152,33 +167,34 @@ impl<C: Clock> TokenCache<C> {
     /// waiting: `None` also while another caller holds the entry (signing it), so that a
     /// caller that must not block can take the blocking path ([`TokenCache::get`]).
     pub fn peek(&self, request: &TokenRequest) -> Option<SignedToken> {
-        let entry = self.entry(request);
+        let entry = lock(&self.entries).by_request.get(request)?.entry.clone();
         let token = entry.try_lock().ok()?;
         let now = self.clock.now();
         token.as_ref().filter(|t| fresh(t, now)).cloned()
     }
 
-    /// Signs `request` with `signer` (whose key's recorded metadata is `meta`): from the
-    /// cache when the kind may be cached, else fresh.
+    /// Signs `request` for `caller` with `signer` (whose key's recorded metadata is
+    /// `meta`): from the cache when the kind may be cached, else fresh.
     pub fn sign(
         &self,
         request: &Request,
+        caller: &str,
         signer: &dyn Es256Signer,
         meta: Option<&KeyMetadata>,
     ) -> Result<(Signed, Source), Error> {
         match request {
             Request::Token(r) if request.spec().cacheable => {
-                let (token, source) = self.get(r, |now| r.sign(signer, meta, now))?;
+                let (token, source) = self.get(r, caller, |now| r.sign(signer, meta, now))?;
                 Ok((Signed::Token(token), source))
             }
             _ => Ok((request.sign(signer, meta, self.clock.now())?, Source::Fresh)),
         }
     }
 
-    fn entry(&self, request: &TokenRequest) -> Entry {
+    fn entry(&self, request: &TokenRequest, caller: &str) -> Entry {
         let mut entries = lock(&self.entries);
-        if let Some(entry) = entries.by_request.get(request) {
-            return entry.clone();
+        if let Some(slot) = entries.by_request.get(request) {
+            return slot.entry.clone();
         }
         if entries.by_request.len() >= entries.prune_at {
             self.prune(&mut entries);
@@ -187,39 +203,69 @@ impl<C: Clock> TokenCache<C> {
                 (entries.by_request.len() * 2).clamp(PRUNE_ABOVE.min(self.capacity), self.capacity);
         }
         let entry = Entry::default();
-        entries.by_request.insert(request.clone(), entry.clone());
+        let provider = matches!(
+            request.params().kind().spec().lifetime,
+            LifetimeRule::Provider { .. }
+        );
+        let slot = Slot {
+            entry: entry.clone(),
+            owner: Arc::from(caller),
+            provider,
+        };
+        entries.by_request.insert(request.clone(), slot);
         entry
     }
 
     /// Drops entries whose tokens can no longer be handed out and that nobody is signing
-    /// for; then, at capacity, a quarter of it: the tokens nearest their end.
+    /// for; then, at capacity, a quarter of it: the entries of the caller that made the
+    /// most, nearest their end first — never a provider token that can be handed out.
     fn prune(&self, entries: &mut Entries) {
         let now = self.clock.now();
         entries
             .by_request
-            .retain(|_, entry| match entry.try_lock() {
+            .retain(|_, slot| match slot.entry.try_lock() {
                 Ok(token) => token.as_ref().is_some_and(|t| usable(t, now)),
                 Err(_) => true,
             });
-        let over = match entries.by_request.len() {
+        let mut over = match entries.by_request.len() {
             // Never more than there are (a cache of one empties itself for the next).
             n if n >= self.capacity => (n + 1 - self.capacity * 3 / 4).min(n),
             _ => 0,
         };
-        if over > 0 {
-            // The `over` nearest ends, found without copying a request or sorting: this
+        while over > 0 {
+            // The caller with the most entries that may go gives them up.
+            let mut counts: HashMap<&Arc<str>, usize> = HashMap::new();
+            for slot in entries.by_request.values().filter(|s| evictable(s)) {
+                *counts.entry(&slot.owner).or_default() += 1;
+            }
+            let Some((owner, count)) = counts.into_iter().max_by_key(|(_, count)| *count) else {
+                break; // only provider tokens and entries being signed: kept
+            };
+            let (owner, going) = (owner.clone(), over.min(count));
+            // The `going` nearest ends, found without copying a request or sorting: this
             // runs under the lock every caller takes, cache hits included.
-            let mut ends: Vec<u64> = entries.by_request.values().map(end).collect();
-            let threshold = *ends.select_nth_unstable(over - 1).1;
-            let mut ties = over - ends.iter().filter(|&&e| e < threshold).count();
-            entries.by_request.retain(|_, entry| match end(entry) {
-                e if e < threshold => false,
-                e if e == threshold && ties > 0 => {
-                    ties -= 1;
-                    false
+            let mut ends: Vec<u64> = entries
+                .by_request
+                .values()
+                .filter(|s| s.owner == owner && evictable(s))
+                .map(|s| end(&s.entry))
+                .collect();
+            let threshold = *ends.select_nth_unstable(going - 1).1;
+            let mut ties = going - ends.iter().filter(|&&e| e < threshold).count();
+            entries.by_request.retain(|_, slot| {
+                if slot.owner != owner || !evictable(slot) {
+                    return true;
                 }
-                _ => true,
+                match end(&slot.entry) {
+                    e if e < threshold => false,
+                    e if e == threshold && ties > 0 => {
+                        ties -= 1;
+                        false
+                    }
+                    _ => true,
+                }
             });
+            over -= going;
         }
     }
 
@@ -232,6 +278,12 @@ impl<C: Clock> TokenCache<C> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether an entry may go at capacity: not a provider token (one that can no longer be
+/// handed out was pruned already), and nobody is signing for it.
+fn evictable(slot: &Slot) -> bool {
+    !slot.provider && end(&slot.entry) != u64::MAX
 }
 
 /// When an entry's token ends, for pruning at capacity: 0 with no token yet, never for
@@ -343,7 +395,7 @@ mod tests {
         request: &TokenRequest,
         signer: &dyn Es256Signer,
     ) -> Result<(SignedToken, Source), Error> {
-        cache.get(request, |now| request.sign(signer, None, now))
+        cache.get(request, "", |now| request.sign(signer, None, now))
     }
 
     fn get<C: Clock>(
@@ -591,6 +643,80 @@ mod tests {
             get_with_source(&cache, &last, &signer).unwrap().1,
             Source::Hit
         );
+    }
+
+    fn apns(key_id: &str) -> TokenRequest {
+        TokenRequest::new(
+            key_id.parse().unwrap(),
+            TokenParams::Apns(Provider {
+                team_id: Some("A1B2C3D4E5".parse().unwrap()),
+            }),
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn one_caller_cannot_flush_another_callers_tokens() {
+        let cache = TokenCache::with_capacity(FakeClock::at(NOW), 64);
+        let signer = MemorySigner::new();
+        let kept = connect(600, 60, &["GET /v1/apps"]);
+        cache
+            .get(&kept, "b", |now| kept.sign(&signer, None, now))
+            .unwrap();
+        for i in 0..1000 {
+            let request = connect(600, 60, &[&format!("GET /v1/apps/{i}")]);
+            cache
+                .get(&request, "a", |now| request.sign(&signer, None, now))
+                .unwrap();
+            assert!(cache.len() <= 64, "{}", cache.len());
+        }
+        let (_, source) = cache
+            .get(&kept, "b", |now| kept.sign(&signer, None, now))
+            .unwrap();
+        assert_eq!(source, Source::Hit, "b's token outlived a's thousand");
+    }
+
+    #[test]
+    fn a_provider_token_that_can_be_handed_out_is_never_dropped_for_another_entry() {
+        let clock = FakeClock::at(NOW);
+        let cache = TokenCache::with_capacity(clock.clone(), 16);
+        let signer = MemorySigner::new();
+        let provider = apns("2X9R4HXF34");
+        // Made by the caller that then floods the cache, and the first to end.
+        let first = cache
+            .get(&provider, "a", |now| provider.sign(&signer, None, now))
+            .unwrap();
+        clock.set(NOW + 60);
+        // MusicKit tokens that each end after the provider token: a flood of them with
+        // distinct lifetimes, as a caller allowed only MusicKit could ask for.
+        for i in 0..500 {
+            let request = TokenRequest::new(
+                "2X9R4HXF34".parse().unwrap(),
+                TokenParams::Musickit(crate::apple::developer::MusicKit {
+                    team_id: Some("A1B2C3D4E5".parse().unwrap()),
+                    origin: vec![],
+                }),
+                Some(86_400 + i),
+                None,
+            )
+            .unwrap();
+            cache
+                .get(&request, "a", |now| request.sign(&signer, None, now))
+                .unwrap();
+            assert!(cache.len() <= 16, "{}", cache.len());
+        }
+        let again = cache
+            .get(&provider, "b", |now| provider.sign(&signer, None, now))
+            .unwrap();
+        assert_eq!(again.1, Source::Hit);
+        assert_eq!(again.0.token, first.0.token, "the same provider token");
+        // One that can no longer be handed out goes like any other.
+        clock.set(NOW + 3600);
+        cache.prune(&mut lock(&cache.entries));
+        assert!(cache.peek(&provider).is_none());
+        assert!(!lock(&cache.entries).by_request.contains_key(&provider));
     }
 
     #[test]

@@ -199,6 +199,39 @@ pub(super) fn ck(operation: &'static str) -> impl Fn(CkError) -> Error {
     move |source| Error::Pkcs11 { operation, source }
 }
 
+impl Error {
+    /// Whether the error means the token (or the module, or its server) went away — not
+    /// that one request was wrong (a missing key, a key that may not sign, a bad
+    /// signature, a refused PIN). A long-lived service leaves a token that went away
+    /// alone for a while; an error of one request must not delay every other.
+    pub fn means_token_gone(&self) -> bool {
+        match self {
+            // The token's slot is gone (a device unplugged, a store removed).
+            Error::TokenUnavailable | Error::TokenNotFound { .. } => true,
+            Error::Pkcs11 { source, .. } => match source {
+                CkError::Pkcs11(rv, _) => matches!(
+                    rv,
+                    RvError::DeviceRemoved
+                        | RvError::DeviceError
+                        | RvError::DeviceMemory
+                        | RvError::TokenNotPresent
+                        | RvError::TokenNotRecognized
+                        | RvError::SessionHandleInvalid
+                        | RvError::SessionClosed
+                        | RvError::SessionCount
+                        | RvError::CryptokiNotInitialized
+                        | RvError::GeneralError
+                        | RvError::FunctionFailed
+                        | RvError::SlotIdInvalid
+                ),
+                // The module could not be called at all.
+                _ => true,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// `CKR_DEVICE_ERROR` rather than cryptoki's paragraph of specification prose.
 pub(crate) fn rv_name(e: &CkError) -> String {
     match e {
@@ -229,5 +262,30 @@ mod tests {
         assert_eq!(rv_name(&e), "CKR_SESSION_HANDLE_INVALID");
         let shown = ck("C_Sign")(e).to_string();
         assert_eq!(shown, "C_Sign failed: CKR_SESSION_HANDLE_INVALID");
+    }
+
+    #[test]
+    fn only_failures_of_the_token_mean_it_went_away() {
+        let call = |rv| ck("C_Sign")(CkError::Pkcs11(rv, Function::Sign));
+        for rv in [
+            RvError::DeviceRemoved,
+            RvError::DeviceError,
+            RvError::SessionHandleInvalid,
+        ] {
+            assert!(call(rv).means_token_gone(), "{rv:?}");
+        }
+        for rv in [
+            RvError::KeyFunctionNotPermitted,
+            RvError::MechanismInvalid,
+            RvError::ObjectHandleInvalid,
+            RvError::KeyHandleInvalid,
+        ] {
+            assert!(!call(rv).means_token_gone(), "{rv:?}");
+        }
+        let missing = Error::KeyNotFound {
+            key_id: "2X9R4HXF34".to_owned(),
+        };
+        assert!(!missing.means_token_gone());
+        assert!(!Error::PinLocked.means_token_gone());
     }
 }

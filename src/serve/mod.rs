@@ -507,7 +507,7 @@ fn sign(
     peer: &Peer,
 ) -> Result<(Signed, Source), Failure> {
     let started = Instant::now();
-    let (signed, source) = state.service.sign(request)?;
+    let (signed, source) = state.service.sign_for(request, caller)?;
     if source == Source::Fresh {
         state
             .metrics

@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
         key: SigningKey::from_slice(&[7u8; 32]).unwrap(),
     };
     let cache = TokenCache::default();
-    match cache.sign(&request, &key, None) {
+    match cache.sign(&request, "", &key, None) {
         Ok((signed, _)) => assert!(!signed.line().is_empty()),
         Err(e) => assert!(!e.to_string().is_empty()),
     }
