@@ -64,6 +64,10 @@ impl<'de> serde::Deserialize<'de> for ModuleArgs {
 pub(super) struct Module {
     pkcs11: Pkcs11,
     args: Option<Arc<CString>>,
+    /// How many times this process finalized and initialized this module again:
+    /// sessions opened on it before the last time are gone, and their tokens logged out.
+    /// Another module's re-initialization leaves it as it is.
+    generation: Arc<AtomicU64>,
 }
 
 impl Deref for Module {
@@ -91,6 +95,7 @@ pub(super) fn context(module: &Path, args: Option<&ModuleArgs>) -> Result<Module
     let loaded = Module {
         pkcs11: Pkcs11::new(module).map_err(load_error)?,
         args: args.map(|a| Arc::new(a.c_string())),
+        generation: Arc::default(),
     };
     // A software token whose store another process holds may fail to initialize
     // (tpm2-pkcs11's SQLite database is locked: CKR_GENERAL_ERROR): try again briefly —
@@ -131,19 +136,19 @@ fn initialize(module: &Module) -> Result<(), CkError> {
     }
 }
 
-/// How many times this process finalized and initialized a module again: sessions
-/// opened before the last time are gone, and their tokens logged out.
-static REINITIALIZED: AtomicU64 = AtomicU64::new(0);
-
-/// See [`REINITIALIZED`].
-pub(super) fn reinitializations() -> u64 {
-    REINITIALIZED.load(Ordering::SeqCst)
+impl Module {
+    /// How many times this process initialized this module again (see
+    /// [`reinitialize`]).
+    pub(super) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
 }
 
 /// Finalizes and initializes the module again, so that it reads its token store anew.
-/// Every session of every token on it closes: their pools notice ([`reinitializations`]).
+/// Every session of every token on it closes: their pools notice
+/// ([`Module::generation`]); pools on other modules are not touched.
 pub(super) fn reinitialize(module: &Module) -> Result<(), CkError> {
-    REINITIALIZED.fetch_add(1, Ordering::SeqCst);
+    module.generation.fetch_add(1, Ordering::SeqCst);
     // Nothing useful can be done if finalizing fails: initializing says what is wrong.
     let _ = module.pkcs11.clone().finalize();
     initialize(module)

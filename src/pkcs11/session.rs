@@ -11,9 +11,7 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 
-use super::context::{
-    ck, reinitializations, reinitialize, settle, transient, Module, SETTLE_ATTEMPTS,
-};
+use super::context::{ck, reinitialize, settle, transient, Module, SETTLE_ATTEMPTS};
 use super::profile::Profile;
 use super::slot::{find_slot, find_slot_settled, TokenSelector};
 use crate::{lock, Error};
@@ -32,7 +30,7 @@ pub(super) struct Sessions {
     max: AtomicUsize,
     /// The token's own maximum session count.
     limit: usize,
-    /// [`reinitializations`] when the pool's sessions were opened and logged in: when
+    /// [`Module::generation`] when the pool's sessions were opened and logged in: when
     /// the module has been initialized again since, they are gone.
     generation: AtomicU64,
     /// Successful C_Login calls.
@@ -160,7 +158,7 @@ impl Sessions {
         limit: usize,
         pin: SecretString,
     ) -> Result<Sessions, Error> {
-        let generation = AtomicU64::new(reinitializations());
+        let generation = AtomicU64::new(pkcs11.generation());
         let session = pkcs11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
         login(&session, &pin, profile)?;
         Ok(Sessions {
@@ -208,7 +206,7 @@ impl Sessions {
     /// An idle session from the pool, a new one while fewer than the maximum exist, or
     /// else the next one another thread gives back.
     pub(crate) fn lease(&self) -> Result<Lease<'_>, Error> {
-        if self.generation.load(Ordering::SeqCst) != reinitializations() {
+        if self.generation.load(Ordering::SeqCst) != self.pkcs11.generation() {
             // Another token on the module initialized it again: the sessions are gone
             // and the token logged out.
             self.drain();
@@ -267,7 +265,7 @@ impl Sessions {
     /// a session of another token on the module, which C_CloseSession would close. It
     /// is forgotten instead.
     fn close(&self, session: Session) {
-        if self.generation.load(Ordering::SeqCst) == reinitializations() {
+        if self.generation.load(Ordering::SeqCst) == self.pkcs11.generation() {
             drop(session);
         } else {
             std::mem::forget(session);
@@ -345,7 +343,7 @@ impl Sessions {
         };
         // Read once the session exists: a session opened after the module was last
         // initialized belongs to this generation.
-        let generation = reinitializations();
+        let generation = self.pkcs11.generation();
         let logged_in = session.get_session_info().is_ok_and(|info| {
             matches!(
                 info.session_state(),
