@@ -35,6 +35,14 @@ pub enum Error {
         /// The rejected value, quoted.
         value: String,
     },
+    /// A CKA_LABEL in the names p8hsm gives its own unfinished imports.
+    #[error(
+        "invalid label {value}: labels starting p8hsm-pending- name p8hsm's unfinished imports"
+    )]
+    ReservedLabel {
+        /// The rejected value, quoted.
+        value: String,
+    },
     /// Not a valid App Store Connect scope entry.
     #[error("invalid scope {value}: a scope is \"METHOD /path\", e.g. \"GET /v1/apps\"")]
     InvalidScope {
@@ -360,6 +368,7 @@ impl Error {
             KeyFile(_)
             | InvalidId { .. }
             | InvalidLabel { .. }
+            | ReservedLabel { .. }
             | InvalidScope { .. }
             | LifetimeTooLong { .. }
             | LongLivedScope { .. }
@@ -541,6 +550,7 @@ impl Error {
                 .to_owned(),
             InvalidId { .. }
             | InvalidLabel { .. }
+            | ReservedLabel { .. }
             | InvalidScope { .. }
             | SkewTooLarge { .. }
             | LifetimeZero

@@ -179,26 +179,57 @@ fn an_import_killed_halfway_leaves_objects_that_never_sign() {
         doctor.stdout
     );
 
-    // The claim left behind keeps a new import of the key ID out, and says why.
-    let again = hsm.run(&["import", path_str(&path)]);
+    // The claim left behind keeps an import of another key under the key ID out, and
+    // says why.
+    std::fs::create_dir_all(hsm.dir.path().join("other")).unwrap();
+    let (other, _) = hsm.write_key("other/AuthKey_KILLED0001.p8");
+    let again = hsm.run(&["import", path_str(&other)]);
     again.fails(7, "KILLED0001");
     assert!(
         again.stderr.contains("delete --unfinished --yes"),
         "{}",
         again.stderr
     );
-    let cleaned = hsm.run(&["delete", "--unfinished", "--yes"]);
-    assert!(
-        cleaned
-            .stderr
-            .contains("deleted 3 objects of unfinished imports"),
-        "{}",
-        cleaned.stderr
-    );
+    // The same import again clears what the one cut short left (its pending key signs
+    // for this key), and completes.
     hsm.run(&["import", path_str(&path)]).ok();
     hsm.run(&["token", "connect", "--key-id", "KILLED0001", "--individual"])
         .ok();
     hsm.run(&["doctor"]).ok();
+    assert_eq!(hsm.run(&["delete", "--unfinished", "--yes"]).code, 0);
+}
+
+/// Labels in p8hsm's own namespace are refused, and `delete --unfinished` removes only
+/// what is provably an import's unfinished work: never a key whose ID is a key ID,
+/// whatever its label.
+#[test]
+fn a_live_key_is_never_taken_for_an_unfinished_import() {
+    let hsm = Hsm::new();
+    let pending = "p8hsm-pending-00112233445566778899aabbccddeeff";
+    hsm.run(&["keygen", "--label", pending])
+        .fails(3, "p8hsm's unfinished imports");
+    let (path, _) = hsm.write_key("AuthKey_LABELLED01.p8");
+    hsm.run(&["import", path_str(&path), "--label", "p8hsm-pending-x"])
+        .fails(3, "p8hsm's unfinished imports");
+    // A key made outside p8hsm with such a label, under a key ID.
+    let key_id_hex: String = "LIVEKEY001".bytes().map(|b| format!("{b:02x}")).collect();
+    hsm.pkcs11_tool(
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            pending,
+            "--id",
+            &key_id_hex,
+        ],
+        &[],
+    );
+    let doctor = hsm.run(&["doctor"]);
+    assert!(!doctor.stdout.contains("unfinished"), "{}", doctor.stdout);
+    hsm.run(&["delete", "--unfinished", "--yes"]);
+    let public = hsm.run(&["pubkey", "--key-id", "LIVEKEY001"]);
+    assert_eq!(public.code, 0, "the key is still there: {}", public.stderr);
 }
 
 /// Finding 2: on a full token store SoftHSM fails writes without saying so; an import

@@ -245,3 +245,104 @@ fn when_one_token_refuses_no_copy_is_left_anywhere() {
         .collect();
     assert_eq!(after, before, "nothing is left in any token");
 }
+
+/// `--also-into` naming the token the import writes to already: a usage error, before
+/// anything is written.
+#[test]
+fn the_primary_token_named_again_is_refused_before_anything_is_written() {
+    let Some((hsm, a, _)) = three_tokens() else {
+        return;
+    };
+    let (path, _) = hsm.write_key("AuthKey_BACKUP0003.p8");
+    let primary = format!(
+        "pkcs11:token=p8hsm?pin-source=file:{}",
+        hsm.store.join("user.pin").display()
+    );
+    let before = hsm.object_count_on("p8hsm");
+    hsm.run(&["import", path_str(&path), "--also-into", &primary])
+        .fails(2, "--also-into names token \"p8hsm\"");
+    hsm.run(&[
+        "import",
+        path_str(&path),
+        "--also-into",
+        &a,
+        "--also-into",
+        &a,
+    ])
+    .fails(2, "--also-into names token \"backup-a\"");
+    assert_eq!(hsm.object_count_on("p8hsm"), before);
+    assert_eq!(hsm.object_count_on("backup-a"), 0);
+}
+
+/// An import into several tokens killed (as by SIGKILL) while it prepares them, or
+/// while it finishes them: no token signs with a half-made key, `doctor` names the
+/// pending objects, and the same command run again completes in every token.
+#[test]
+fn an_import_into_several_tokens_killed_midway_is_completed_by_a_run_again() {
+    let Some((hsm, a, b)) = three_tokens() else {
+        return;
+    };
+    for (n, step) in ["proved", "finished"].into_iter().enumerate() {
+        let key_id = format!("KILLEDBAK{n}");
+        let (path, key) = hsm.write_key(&format!("AuthKey_{key_id}.p8"));
+        let import = [
+            "import",
+            path_str(&path),
+            "--also-into",
+            &a,
+            "--also-into",
+            &b,
+        ];
+        let killed = hsm
+            .command(&import)
+            .env("P8HSM_FAULT_KILL", step)
+            .output()
+            .unwrap();
+        assert_eq!(killed.status.code(), None, "{step}: killed");
+        let with_key: Vec<&str> = ["p8hsm", "backup-a", "backup-b"]
+            .into_iter()
+            .filter(|label| {
+                keys_on(&hsm, label)
+                    .iter()
+                    .any(|k| k["id"] == key_id.as_str())
+            })
+            .collect();
+        // Killed while preparing: no token has the key yet. Killed once the first token
+        // took it: that one only, the others' copies pending.
+        let expected: &[&str] = if step == "proved" { &[] } else { &["p8hsm"] };
+        assert_eq!(with_key, expected, "{step}");
+        let doctor = hsm.run(&["--token", "backup-a", "doctor"]);
+        if step == "finished" {
+            assert!(
+                doctor.stdout.contains("unfinished imports"),
+                "{}",
+                doctor.stdout
+            );
+        }
+        let again = hsm.run(&import).ok();
+        assert!(
+            again.contains("tokens       p8hsm, backup-a, backup-b"),
+            "{again}"
+        );
+        for label in ["p8hsm", "backup-a", "backup-b"] {
+            let token = hsm
+                .run(&[
+                    "--token",
+                    label,
+                    "token",
+                    "connect",
+                    "--key-id",
+                    &key_id,
+                    "--individual",
+                ])
+                .ok();
+            crate::common::verify_jwt(token.trim(), &key);
+            let doctor = hsm.run(&["--token", label, "doctor"]);
+            assert!(
+                !doctor.stdout.contains("unfinished"),
+                "{label}: {}",
+                doctor.stdout
+            );
+        }
+    }
+}

@@ -78,20 +78,68 @@ pub fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
     let mut tokens = vec![config.open()?];
     for (spec, pin) in others {
         let found = Token::find(&spec)?;
+        if tokens
+            .iter()
+            .any(|t| t.label() == found.label() && same_module(t.module(), &spec.module))
+        {
+            return Err(Failure::Usage(format!(
+                "--also-into names token \"{}\", which the import writes to already: \
+                 name each other token once",
+                found.label()
+            )));
+        }
         let pin = pin.read(found.label())?;
         tokens.push(found.login(pin)?);
     }
     let several = tokens.len() > 1;
+    // A run again of an import of several tokens that was cut short: a token that
+    // holds this very key under the key ID has its copy already.
+    let mut there = Vec::new();
+    let mut to_do = Vec::new();
     for token in &tokens {
+        if several && token.holds(&key_id, key.public_key())? {
+            token.clear_leftovers(&key_id, key.public_key())?;
+            there.push(token);
+        } else {
+            to_do.push(token);
+        }
+    }
+    for token in &to_do {
         token
             .check_import(&key_id, &options)
             .map_err(|cause| in_token(several, token, cause, "nothing was written".to_owned()))?;
     }
+    // Every copy is put in and proven under a pending name first, then each contends
+    // for the key ID, and only then do they take it, one after the other: a run cut
+    // short before that leaves pending objects only, which a run again clears.
+    let mut prepared = Vec::new();
+    for token in &to_do {
+        match token.prepare_import(&key, &key_id, &options) {
+            Ok(import) => prepared.push(import),
+            Err(cause) => {
+                let undone = match abandon(prepared) {
+                    undone if undone.is_empty() => "no copy was made".to_owned(),
+                    undone => undone,
+                };
+                return Err(in_token(several, token, cause, undone).into());
+            }
+        }
+    }
+    if let Some((token, cause)) = prepared
+        .iter()
+        .find_map(|p| p.contend().err().map(|cause| (p.token(), cause)))
+    {
+        let failed = in_token(several, token, cause, String::new());
+        let undone = abandon(prepared);
+        return Err(with_undone(failed, undone).into());
+    }
     let mut done: Vec<(&Token, Imported)> = Vec::new();
-    for token in &tokens {
-        // A copy that failed its read-back is on the token and goes too; an import that
-        // failed has removed what it made (and must not touch a key another import made).
-        let (cause, undo_here) = match token.import(&key, &key_id, &options) {
+    let mut rest = prepared.into_iter();
+    while let Some(import) = rest.next() {
+        let token = import.token();
+        // A copy that failed its read-back is on the token and goes too; one that failed
+        // to finish has removed what it made.
+        let (cause, undo_here) = match import.finish() {
             Ok(imported) => match prove_copy(token, &key_id, &imported) {
                 Ok(()) => {
                     done.push((token, imported));
@@ -105,9 +153,27 @@ pub fn import(args: &ImportArgs, config: &Config) -> Result<(), Failure> {
         if undo_here {
             undo.push(token);
         }
-        let undone = roll_back(&undo, &key_id);
+        let mut undone = roll_back(&undo, &key_id);
+        let abandoned = abandon(rest.collect());
+        if !abandoned.is_empty() {
+            undone = format!("{undone}; {abandoned}");
+        }
         return Err(in_token(several, token, cause, undone).into());
     }
+    let fingerprint = fingerprint(key.public_key());
+    // Said in the order the tokens were named.
+    for token in there {
+        done.push((
+            token,
+            Imported {
+                key_id: key_id.clone(),
+                label: options.label.unwrap_or(key_id.as_str()).to_owned(),
+                fingerprint: fingerprint.clone(),
+                method: options.method,
+            },
+        ));
+    }
+    done.sort_by_key(|(token, _)| tokens.iter().position(|t| std::ptr::eq(t, *token)));
     drop(key);
     let (_, imported) = &done[0];
     let mut out = format!(
@@ -146,6 +212,49 @@ fn prove_copy(token: &Token, key_id: &KeyId, imported: &Imported) -> Result<(), 
         }),
         Err(Error::PublicKeyMissing { .. }) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Whether two module paths name one module.
+fn same_module(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    canonical(a) == canonical(b)
+}
+
+/// Removes what the prepared imports made; says what became of it.
+fn abandon(prepared: Vec<p8hsm::pkcs11::PreparedImport<'_, '_>>) -> String {
+    let (mut removed, mut said) = (Vec::new(), Vec::new());
+    for import in prepared {
+        let label = import.token().label().to_owned();
+        match import.abandon() {
+            Ok(()) => removed.push(format!("\"{label}\"")),
+            Err(e) => said.push(format!(
+                "the pending copy in \"{label}\" stays ({e}): `p8hsm doctor` names it"
+            )),
+        }
+    }
+    if !removed.is_empty() {
+        said.insert(
+            0,
+            format!("the copies in {} were removed", removed.join(", ")),
+        );
+    }
+    said.join("; ")
+}
+
+/// An error of several tokens with what became of the copies.
+fn with_undone(error: Error, undone: String) -> Error {
+    match error {
+        Error::BackupFailed { token, cause, .. } => Error::BackupFailed {
+            token,
+            cause,
+            undone: if undone.is_empty() {
+                "no copy was made".to_owned()
+            } else {
+                undone
+            },
+        },
+        other => other,
     }
 }
 

@@ -76,9 +76,12 @@ fn identity(template: &[Attribute]) -> Vec<Attribute> {
     class.into_iter().chain(name).cloned().collect()
 }
 
-/// Whether `name` (a CKA_ID or CKA_LABEL) is that of an unfinished import.
+/// Whether `name` (a CKA_ID or CKA_LABEL) is that of an unfinished import: the pending
+/// prefix and the 32 hex digits of a claim's nonce, exactly as an import names its objects.
 pub(crate) fn is_pending(name: &[u8]) -> bool {
-    name.starts_with(PENDING.as_bytes())
+    name.strip_prefix(PENDING.as_bytes()).is_some_and(|nonce| {
+        nonce.len() == 32 && nonce.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 impl Token {
@@ -232,6 +235,22 @@ impl Token {
         Ok(found)
     }
 
+    /// The claims on `key_id`, as [`Claim`]s whose pending objects can be found.
+    pub(super) fn claims_on(&self, key_id: &KeyId) -> Result<Vec<Claim>, Error> {
+        Ok(self
+            .claims(Some(key_id))?
+            .into_iter()
+            .filter_map(|(_, nonce)| {
+                let nonce: [u8; 16] = nonce.try_into().ok()?;
+                Some(Claim {
+                    pending: format!("{PENDING}{}", base16ct::lower::encode_string(&nonce)),
+                    nonce,
+                    key_id: key_id.clone(),
+                })
+            })
+            .collect())
+    }
+
     /// The claims on `key_id` (or on any key ID): their handles and nonces.
     fn claims(&self, key_id: Option<&KeyId>) -> Result<Vec<(ObjectHandle, Vec<u8>)>, Error> {
         let mut template = vec![
@@ -371,7 +390,15 @@ impl Token {
                 else {
                     continue;
                 };
-                if is_pending(&label) {
+                // An import names a key's CKA_ID and CKA_LABEL alike: a key whose ID is
+                // anything else (a key ID) is no import's unfinished work, whatever its
+                // label says.
+                let id_too = class == ObjectClass::DATA
+                    || matches!(
+                        self.attribute(handle, AttributeType::Id),
+                        Ok(Some(Attribute::Id(id))) if id == label
+                    );
+                if is_pending(&label) && id_too {
                     found.push(Unfinished {
                         what: what.to_owned(),
                         label: String::from_utf8_lossy(&label).into_owned(),

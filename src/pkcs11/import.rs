@@ -94,6 +94,87 @@ pub struct Imported {
     pub method: ImportMethod,
 }
 
+/// An import into one token, prepared by [`Token::prepare_import`]: it contends for the
+/// key ID, then takes it with [`PreparedImport::finish`] — or removes what it made with
+/// [`PreparedImport::abandon`].
+pub struct PreparedImport<'t, 'k> {
+    token: &'t Token,
+    key: &'k P8Key,
+    key_id: KeyId,
+    id: Vec<u8>,
+    options: ImportOptions<'k>,
+    /// The claim whose pending names the proven objects carry; `None` on a token that
+    /// cannot rename, where nothing is written yet.
+    claim: Option<Claim>,
+    method: ImportMethod,
+}
+
+impl<'t> PreparedImport<'t, '_> {
+    /// The token it imports into.
+    pub fn token(&self) -> &'t Token {
+        self.token
+    }
+
+    /// Waits until the key ID is this import's to take: no finished key has it, and no
+    /// other import's claim stands (see the `claim` module). Gives up, without removing
+    /// anything, when another import finished first or holds on too long.
+    pub fn contend(&self) -> Result<(), Error> {
+        if let Some(claim) = &self.claim {
+            self.token.contend(claim, &self.id)?;
+            fault("contended")?;
+        }
+        Ok(())
+    }
+
+    /// Takes the key ID: renames the proven objects to it and its label (on a token that
+    /// cannot rename, puts the key in under them and proves it), then removes the claim.
+    /// What it made is removed when it fails.
+    pub fn finish(self) -> Result<Imported, Error> {
+        let label = self.options.label.unwrap_or(self.key_id.as_str());
+        let imported = |method| Imported {
+            key_id: self.key_id.clone(),
+            label: label.to_owned(),
+            fingerprint: fingerprint(self.key.public_key()),
+            method,
+        };
+        let Some(claim) = &self.claim else {
+            let method = self
+                .token
+                .put_direct(self.key, &self.key_id, &self.id, &self.options)?;
+            return Ok(imported(method));
+        };
+        let committed = self
+            .token
+            .commit(claim, &self.key_id, &self.id, label)
+            .and_then(|()| fault("finished"));
+        if let Err(error) = committed {
+            let key_id = self.key_id.clone();
+            return Err(match self.abandon() {
+                Ok(()) => error,
+                Err(cleanup) => left(&key_id, error, cleanup),
+            });
+        }
+        let method = self.method;
+        let done = imported(method);
+        if let Some(claim) = self.claim {
+            // A claim that cannot be removed is left for `p8hsm doctor` to name, and does
+            // not undo a finished import.
+            let _ = self.token.release(claim);
+        }
+        Ok(done)
+    }
+
+    /// Removes what it made (its pending objects) and its claim.
+    pub fn abandon(self) -> Result<(), Error> {
+        let Some(claim) = self.claim else {
+            return Ok(());
+        };
+        let cleaned = self.token.remove_pending(&claim);
+        let _ = self.token.release(claim);
+        cleaned
+    }
+}
+
 /// The error of an import that failed and could not remove all it created.
 fn left(key_id: &KeyId, cause: Error, cleanup: Error) -> Error {
     Error::ImportLeftObjects {
@@ -270,81 +351,187 @@ impl Token {
         key_id: &KeyId,
         options: &ImportOptions<'_>,
     ) -> Result<Imported, Error> {
-        self.check_import(key_id, options)?;
-        let profile = self.profile();
-        let label = options.label.unwrap_or(key_id.as_str());
-        let id = profile.object_id(key_id);
-
-        if !profile.renames() {
-            // No claim, no pending names: this token cannot rename (see Profile::renames).
-            return self.put_and_prove(key, key_id, &id, label, options, None);
+        let prepared = self.prepare_import(key, key_id, options)?;
+        if let Err(e) = prepared.contend() {
+            return Err(match prepared.abandon() {
+                Ok(()) => e,
+                Err(cleanup) => left(key_id, e, cleanup),
+            });
         }
-        let claim = self.claim(key_id)?;
-        let result = self.put_and_prove(key, key_id, &id, label, options, Some(&claim));
-        // Whether it won or not, the claim goes; a claim that cannot be removed is left
-        // for `p8hsm doctor` to name, and does not undo a finished import.
-        let _ = self.release(claim);
-        result
+        prepared.finish()
     }
 
-    /// Puts the key in and proves it — under the claim's pending names when there is a
-    /// claim, contending for the key ID and renaming the objects only once it won — or
-    /// destroys whatever it created.
-    fn put_and_prove(
+    /// The first half of [`Token::import`]: the key put in and proven, on a token that
+    /// can rename under a claim's pending names, which no look-up by key ID finds; on
+    /// one that cannot, nothing is written until [`PreparedImport::finish`]. An import
+    /// into several tokens prepares every one before it finishes any, so that a run cut
+    /// short leaves only pending objects — recognisable, never signing, named by
+    /// `doctor` — and a run again of the same import clears them (see
+    /// [`Token::clear_leftovers`]).
+    pub fn prepare_import<'t, 'k>(
+        &'t self,
+        key: &'k P8Key,
+        key_id: &KeyId,
+        options: &ImportOptions<'k>,
+    ) -> Result<PreparedImport<'t, 'k>, Error> {
+        self.check_import(key_id, options)?;
+        let profile = self.profile();
+        let mut prepared = PreparedImport {
+            token: self,
+            key,
+            key_id: key_id.clone(),
+            id: profile.object_id(key_id),
+            options: *options,
+            claim: None,
+            method: options.method,
+        };
+        if !profile.renames() {
+            // No claim, no pending names: this token cannot rename (see Profile::renames).
+            return Ok(prepared);
+        }
+        self.clear_leftovers(key_id, key.public_key())?;
+        let claim = self.claim(key_id)?;
+        match self.put_pending(key, options, &claim) {
+            Ok(method) => {
+                prepared.method = method;
+                prepared.claim = Some(claim);
+                fault("proved")?;
+                Ok(prepared)
+            }
+            Err(error) => {
+                let cleaned = self.remove_pending(&claim);
+                // Whether it won or not, the claim goes; a claim that cannot be removed is
+                // left for `p8hsm doctor` to name.
+                let _ = self.release(claim);
+                Err(match cleaned {
+                    Ok(()) => error,
+                    Err(cleanup) => left(key_id, error, cleanup),
+                })
+            }
+        }
+    }
+
+    /// Puts the key in under the claim's pending names and proves it, or destroys
+    /// whatever it created.
+    fn put_pending(
+        &self,
+        key: &P8Key,
+        options: &ImportOptions<'_>,
+        claim: &Claim,
+    ) -> Result<ImportMethod, Error> {
+        // Metadata is found by the key ID: under the pending name until the import won.
+        let pending = claim.pending.as_str();
+        let metadata = options.metadata.map(|bytes| (bytes, pending));
+        let mut created = Created::default();
+        self.put_private_key(
+            key,
+            pending.as_bytes(),
+            pending,
+            options.method,
+            &mut created,
+        )
+        .and_then(|method| {
+            self.finish(key, pending.as_bytes(), pending, metadata, &mut created)?;
+            Ok(method)
+        })
+    }
+
+    /// Puts the key in under its key ID and label and proves it — on a token that
+    /// cannot rename — or destroys whatever it created.
+    fn put_direct(
         &self,
         key: &P8Key,
         key_id: &KeyId,
         id: &[u8],
-        label: &str,
         options: &ImportOptions<'_>,
-        claim: Option<&Claim>,
-    ) -> Result<Imported, Error> {
-        // Metadata is found by the key ID: under the pending name until the import won.
-        let (put_id, put_label, metadata_label) = match claim {
-            Some(claim) => (
-                claim.pending.as_bytes(),
-                claim.pending.as_str(),
-                claim.pending.as_str(),
-            ),
-            None => (id, label, key_id.as_str()),
-        };
-        let metadata = options.metadata.map(|bytes| (bytes, metadata_label));
+    ) -> Result<ImportMethod, Error> {
+        let label = options.label.unwrap_or(key_id.as_str());
+        let metadata = options.metadata.map(|bytes| (bytes, key_id.as_str()));
         let mut created = Created::default();
         let result = self
-            .put_private_key(key, put_id, put_label, options.method, &mut created)
+            .put_private_key(key, id, label, options.method, &mut created)
             .and_then(|method| {
-                self.finish(key, put_id, put_label, metadata, &mut created)?;
-                if let Some(claim) = claim {
-                    fault("proved")?;
-                    self.contend(claim, id)?;
-                    fault("contended")?;
-                    self.commit(claim, key_id, id, label)?;
-                }
+                self.finish(key, id, label, metadata, &mut created)?;
                 Ok(method)
             });
-        let error = match result {
-            Ok(method) => {
-                return Ok(Imported {
-                    key_id: key_id.clone(),
-                    label: label.to_owned(),
-                    fingerprint: fingerprint(key.public_key()),
-                    method,
-                })
-            }
-            Err(error) => error,
+        let Err(error) = result else {
+            return result;
         };
-        // The handles of `created` are invalid once a contention read the token anew:
-        // under a claim, the objects are found by their pending name.
-        let cleaned = match claim {
-            Some(claim) => self.remove_pending(claim),
-            None => created
-                .all()
-                .try_for_each(|object| self.destroy_gone_ok(object)),
-        };
-        match cleaned {
+        match created
+            .all()
+            .try_for_each(|object| self.destroy_gone_ok(object))
+        {
             Ok(()) => Err(error),
             Err(cleanup) => Err(left(key_id, error, cleanup)),
         }
+    }
+
+    /// Clears what an earlier import of this same key left when it was cut short: a
+    /// claim on `key_id` whose pending private key signs for `public` (a probe shows it),
+    /// with the pending objects named after it; or, once this key holds the key ID, a
+    /// claim with no objects. Anything else is left as it is: a claim whose key is
+    /// another, or that has no key yet, may be an import under way.
+    pub fn clear_leftovers(
+        &self,
+        key_id: &KeyId,
+        public: &p256::PublicKey,
+    ) -> Result<usize, Error> {
+        let mut cleared = 0;
+        let mut held = None;
+        for claim in self.claims_on(key_id)? {
+            let objects = self.pending_objects(&claim)?;
+            let ours = if objects.is_empty() {
+                // An import of this key that took the key ID and was cut short before it
+                // removed its claim.
+                *held.get_or_insert(self.holds(key_id, public)?)
+            } else {
+                objects
+                    .iter()
+                    .filter(|(_, class)| *class == ObjectClass::PRIVATE_KEY)
+                    .any(|(handle, _)| self.signs_for(*handle, public))
+            };
+            if !ours {
+                continue;
+            }
+            for (handle, _) in objects {
+                self.destroy_gone_ok(handle)?;
+            }
+            cleared += 1;
+            self.release(claim)?;
+        }
+        if cleared > 0 {
+            self.refresh()?;
+        }
+        Ok(cleared)
+    }
+
+    /// Whether the key with `key_id` is the key whose public key is `public`: a random
+    /// probe it signs verifies. `false` when there is no such key.
+    pub fn holds(&self, key_id: &KeyId, public: &p256::PublicKey) -> Result<bool, Error> {
+        let key = match self.key(key_id) {
+            Ok(key) => key,
+            Err(Error::KeyNotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let mut probe = [0u8; 32];
+        OsRng.fill_bytes(&mut probe);
+        let signature = crate::Es256Signer::sign_es256(&key, &probe)?;
+        Ok(VerifyingKey::from(public)
+            .verify(&probe, &signature)
+            .is_ok())
+    }
+
+    /// Whether the private key `handle` signs for `public`: a random probe it signs
+    /// verifies.
+    fn signs_for(&self, handle: ObjectHandle, public: &p256::PublicKey) -> bool {
+        let mut probe = [0u8; 32];
+        OsRng.fill_bytes(&mut probe);
+        self.sign_digest(handle, &Sha256::digest(probe))
+            .is_ok_and(|signature| {
+                VerifyingKey::from(public)
+                    .verify(&probe, &signature)
+                    .is_ok()
+            })
     }
 
     /// Destroys what the import made under its pending name, then looks again with the
@@ -719,6 +906,12 @@ impl Token {
 pub(super) fn check_label(label: &str) -> Result<(), Error> {
     if label.is_empty() || label.len() > 64 || label.chars().any(crate::ids::hidden) {
         return Err(Error::InvalidLabel {
+            value: printable(label),
+        });
+    }
+    // p8hsm names its own unfinished work so: a key labelled so would be taken for it.
+    if label.starts_with(super::claim::PENDING) {
+        return Err(Error::ReservedLabel {
             value: printable(label),
         });
     }

@@ -27,7 +27,7 @@ pub use claim::Unfinished;
 pub(crate) use context::rv_name;
 pub use context::ModuleArgs;
 pub use generate::Generated;
-pub use import::{ImportMethod, ImportOptions, Imported};
+pub use import::{ImportMethod, ImportOptions, Imported, PreparedImport};
 pub use init::init_token;
 pub use keys::{HsmKey, KeyInfo, KeyOrigin};
 pub use modules::locate_module;
