@@ -82,7 +82,11 @@ fn run(global: cli::Global, command: Command) -> Result<(), Failure> {
             audit::not_dumpable();
             let config = cli::Config::resolve(global)?;
             let (found, pin) = config.find()?;
-            agent::run(args, config.spec()?, found, pin)
+            let pin_variable = match config.pin_source()? {
+                cli::PinSource::Env(name) => Some(name),
+                _ => None,
+            };
+            agent::run(args, config.spec()?, found, pin, pin_variable)
         }
         Command::OneShot(command) => cli::run(&cli::Config::resolve(global)?, command),
         Command::Serve(args) => {

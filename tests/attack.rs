@@ -346,6 +346,28 @@ fn the_background_agent_never_carries_the_pin_in_its_arguments() {
     assert!(signed.status.success(), "{}", stderr(&signed));
 }
 
+/// The variable an `env:` PIN source names stays with the command that read it: the
+/// background agent, which lives on, does not inherit it.
+#[test]
+fn the_background_agent_does_not_keep_the_pin_variable() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let socket = hsm.dir.path().join("bg").join("agent.sock");
+    let out = hsm
+        .command(&["agent", "--socket", path_str(&socket)])
+        .env("P8HSM_PIN_SOURCE", "env:DEPLOY_TOKEN_PIN")
+        .env("DEPLOY_TOKEN_PIN", hsm.pin())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, pid) = agent_env(&String::from_utf8_lossy(&out.stdout));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains("DEPLOY_TOKEN_PIN"), "{environ:?}");
+    assert!(!environ.contains(&hsm.pin()), "{environ:?}");
+}
+
 /// Finding 5: slow and idle clients cannot hold the agent: a request line must arrive
 /// whole within 10 s, and when every connection is taken a new one evicts the one that
 /// waited longest.

@@ -95,6 +95,7 @@ pub fn spawn(
     socket: &Path,
     spec: &TokenSpec,
     pin: SecretString,
+    pin_variable: Option<&str>,
 ) -> Result<(), Failure> {
     let dir = private_dir(socket, args.shared())?;
     let log_path = dir.join("agent.log");
@@ -103,7 +104,12 @@ pub fn spawn(
     let exe = std::env::current_exe().map_err(p8hsm::Error::internal)?;
     let mut child = {
         use std::os::unix::process::CommandExt;
-        Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(name) = pin_variable {
+            // The PIN travels through the pipe; the variable it came from stays here.
+            command.env_remove(name);
+        }
+        command
             .args(["agent", "--from-parent"])
             // Nothing in the environment may name a PIN either.
             .env_remove("P8HSM_KEY")

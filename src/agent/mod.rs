@@ -69,19 +69,22 @@ impl Args {
 /// Starts the agent on the token `found` (in `spec`), logging in with `pin`: here with
 /// `--foreground`, else in the background — a copy of this process in its own process
 /// group, given the token and the PIN through a pipe, never through its arguments.
-/// The caller has made the process non-dumpable before it read the PIN.
+/// The caller has made the process non-dumpable before it read the PIN;
+/// `pin_variable` names the environment variable it read the PIN from, if it did, which
+/// the background agent does not inherit.
 pub fn run(
     args: Args,
     spec: TokenSpec,
     found: FoundToken,
     pin: SecretString,
+    pin_variable: Option<String>,
 ) -> Result<(), Failure> {
     let socket = daemon::socket_path(&args);
     if args.foreground {
         return server::serve(&args, &socket, found.login(pin)?);
     }
     drop(found);
-    daemon::spawn(&args, &socket, &spec, pin)
+    daemon::spawn(&args, &socket, &spec, pin, pin_variable.as_deref())
 }
 
 /// The background agent: what its parent sent on standard input.

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 pub use args::{Command, Global};
 pub use config::Config;
+pub use pin::PinSource;
 
 use crate::failure::{print, Failure};
 
