@@ -79,8 +79,18 @@ fn a_file_that_is_not_a_token_of_this_request_and_key_is_replaced() {
     let key = hsm.import_new_key("2X9R4HXF34");
     let other = hsm.dir.path().join("other.jwt");
     let out = hsm.dir.path().join("secret.jwt");
+    // Something other than a token is replaced only with --force.
+    std::fs::write(&out, "garbage\n").unwrap();
+    keep(&hsm, &out, &["--renew-within", "1d"]).fails(2, "holds something other than a token");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "garbage\n");
+    let forced = keep(&hsm, &out, &["--renew-within", "1d", "--force"]);
+    assert!(
+        forced.stderr.contains("it is not a JWT"),
+        "{}",
+        forced.stderr
+    );
+    verify_jwt(std::fs::read_to_string(&out).unwrap().trim_end(), &key);
     for (content, reason) in [
-        ("garbage\n".to_owned(), "it is not a JWT"),
         (
             {
                 // Another client's secret, signed by the same key.
@@ -109,6 +119,27 @@ fn a_file_that_is_not_a_token_of_this_request_and_key_is_replaced() {
         assert!(run.stderr.contains(reason), "{reason}: {}", run.stderr);
         verify_jwt(std::fs::read_to_string(&out).unwrap().trim_end(), &key);
     }
+}
+
+#[test]
+fn a_renewed_token_keeps_the_owner_and_mode_of_the_file_it_replaces() {
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    let out = hsm.dir.path().join("secret.jwt");
+    keep(&hsm, &out, &["--renew-within", "1d"]).ok();
+    // Handed to a service account, readable by its group.
+    std::os::unix::fs::chown(&out, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let before = std::fs::metadata(&out).unwrap();
+    let mut args = SIWA.to_vec();
+    args[7] = "com.example.other"; // another request: the kept token is replaced
+    args.extend(["--out", path_str(&out), "--renew-within", "1d"]);
+    let run = hsm.run(&args);
+    assert!(run.stderr.starts_with("renewed "), "{}", run.stderr);
+    let after = std::fs::metadata(&out).unwrap();
+    assert_ne!(after.ino(), before.ino(), "replaced");
+    assert_eq!((after.uid(), after.gid()), (65534, 65534));
+    assert_eq!(after.permissions().mode() & 0o777, 0o640);
 }
 
 #[test]

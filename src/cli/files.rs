@@ -50,6 +50,36 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     put(private_file(dir, bytes)?, path)
 }
 
+/// [`write_atomically`], the new file taking the owner, group and mode of the one it
+/// replaces (a new file stays 0600, this user's).
+pub fn replace_keeping_owner(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let file = private_file(dir, bytes)?;
+    if let Ok(old) = std::fs::symlink_metadata(path) {
+        if old.is_file() {
+            let kept = || -> std::io::Result<()> {
+                let uid = rustix::fs::Uid::from_raw(old.uid());
+                let gid = rustix::fs::Gid::from_raw(old.gid());
+                if (old.uid(), old.gid())
+                    != (
+                        file.as_file().metadata()?.uid(),
+                        file.as_file().metadata()?.gid(),
+                    )
+                {
+                    rustix::fs::fchown(file.as_file(), Some(uid), Some(gid))?;
+                }
+                file.as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))
+            };
+            kept().map_err(write_error(path))?;
+        }
+    }
+    put(file, path)
+}
+
 /// Refuses a directory that is not this user's or that others may write to: whoever
 /// could would rename, replace or link what p8hsm keeps there.
 pub fn own_directory(dir: &Path) -> Result<(), Failure> {

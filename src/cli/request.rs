@@ -41,6 +41,8 @@ pub struct Renewal {
     pub path: PathBuf,
     /// `--renew-within`.
     pub within: Duration,
+    /// `--force`: replace FILE even when it holds something other than a token.
+    pub force: bool,
 }
 
 /// Environment variables that give a field's default on the command line.
@@ -235,6 +237,13 @@ fn kind_command(spec: &'static Spec) -> clap::Command {
                     .value_parser(p8hsm::apple::renew::window)
                     .requires("out")
                     .help("Renew when the kept token expires within DURATION, e.g. 30d, 12h"),
+            )
+            .arg(
+                Arg::new("force")
+                    .long("force")
+                    .action(clap::ArgAction::SetTrue)
+                    .requires("out")
+                    .help("Replace --out FILE even when it holds something other than a token"),
             );
     }
     cmd
@@ -341,6 +350,7 @@ fn request_args(kind: Kind, matches: &ArgMatches) -> RequestArgs {
         (Some(path), Some(within)) => Some(Renewal {
             path: path.clone(),
             within: *within,
+            force: has("force") && matches.get_flag("force"),
         }),
         _ => None,
     };

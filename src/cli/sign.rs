@@ -70,7 +70,7 @@ fn keep(request: &Request, out: &Renewal, config: &Config) -> Result<(), Failure
         )));
     }
     let path = &out.path;
-    let kept = read_kept(path)?;
+    let kept = read_kept(path, out.force)?;
     request.precheck(SystemTime::now())?;
     let service = Service::new(config.open()?);
     match service.renewal(token_request, kept.as_deref(), out.within)? {
@@ -86,7 +86,7 @@ fn keep(request: &Request, out: &Renewal, config: &Config) -> Result<(), Failure
             let Signed::Token(token) = signed else {
                 return Err(p8hsm::Error::internal("a token request signed no token").into());
             };
-            files::write_atomically(path, format!("{}\n", token.token).as_bytes())?;
+            files::replace_keeping_owner(path, format!("{}\n", token.token).as_bytes())?;
             eprintln!(
                 "renewed {} ({reason}): it expires at {}",
                 path.display(),
@@ -101,9 +101,10 @@ fn date(unix: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
 }
 
-/// The kept file's text: `None` when there is no file (or it is not text); an error
-/// when something other than a regular file is there, which p8hsm will not replace.
-fn read_kept(path: &Path) -> Result<Option<String>, Failure> {
+/// The kept file's text: `None` when there is no file (or an empty one); an error when
+/// something other than a regular file holding a token is there (a configuration, a
+/// binary…), which p8hsm replaces only with `--force`.
+fn read_kept(path: &Path, force: bool) -> Result<Option<String>, Failure> {
     let file_error = |source: std::io::Error| Failure::File {
         path: path.to_path_buf(),
         source,
@@ -117,13 +118,37 @@ fn read_kept(path: &Path) -> Result<Option<String>, Failure> {
                  only regular files",
             )))
         }
+        Ok(meta) if meta.len() == 0 => return Ok(None),
         Ok(_) => {}
     }
-    match input::read(path, MAX_KEPT) {
-        Ok(bytes) => Ok(String::from_utf8(bytes.to_vec()).ok()),
-        // Too large, or unreadable: not a token of this request; it is replaced.
-        Err(_) => Ok(None),
+    let text = input::read(path, MAX_KEPT)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok());
+    match text {
+        Some(text) if is_token(&text) => Ok(Some(text)),
+        text if force => Ok(text),
+        _ => Err(Failure::Usage(format!(
+            "{} holds something other than a token, which --out would replace: name a file \
+             of its own for the token (or give --force to replace it)",
+            path.display()
+        ))),
     }
+}
+
+/// Whether `text` is one line holding a compact JWS signed with ES256: a token, of
+/// whichever request or key (a kept token of another request is renewed).
+fn is_token(text: &str) -> bool {
+    use base64::Engine;
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    let parts: Vec<&str> = line.split('.').collect();
+    let [header, _, _] = parts.as_slice() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+        .is_some_and(|h| h["alg"] == "ES256")
 }
 
 /// Sends `request` to the agent listening on `socket` and returns what it signed.
