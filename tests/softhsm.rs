@@ -194,6 +194,30 @@ fn init_refuses_a_second_token_a_lost_pin_file_and_a_read_only_directory() {
         "nothing made in it"
     );
 
+    // Inside a directory others may write to, however deep: refused (another user
+    // could rename the private directory away and put one of theirs in its place).
+    let inner = shared.join("a").join("b");
+    let run = p8hsm(
+        &["softhsm", "init", "--dir", inner.to_str().unwrap()],
+        work.path(),
+        &[],
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stderr).contains("others may write to without the sticky bit"),
+        "{}",
+        text(&run.stderr)
+    );
+    assert!(!shared.join("a").exists(), "nothing made");
+    // The sticky bit (as on /tmp) lets only an entry's owner rename it: accepted.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let run = p8hsm(
+        &["softhsm", "init", "--dir", inner.to_str().unwrap()],
+        work.path(),
+        &[],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+
     // A read-only file system: a clear error, nothing made.
     let ro = work.path().join("ro");
     std::fs::create_dir(&ro).unwrap();

@@ -80,6 +80,39 @@ pub fn replace_keeping_owner(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     put(file, path)
 }
 
+/// Refuses a path whose existing ancestors another user could rename or replace (as
+/// ssh does for its files): each must be root's or this user's, and none writable by
+/// group or others without the sticky bit (`/tmp` is sticky: only the owner of an
+/// entry may rename it).
+pub fn safe_ancestors(path: &Path) -> Result<(), Failure> {
+    let uid = rustix::process::geteuid().as_raw();
+    for dir in path.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue; // not there yet: made here, privately
+        };
+        let mode = meta.permissions().mode();
+        let owner_ok = meta.uid() == 0 || meta.uid() == uid;
+        let sticky = mode & 0o1000 != 0;
+        if !owner_ok || (mode & 0o022 != 0 && !sticky) {
+            return Err(Failure::Usage(format!(
+                "{} is inside {}, which {}: whoever can could rename or replace what p8hsm \
+                 keeps there; choose another --dir",
+                path.display(),
+                dir.display(),
+                if owner_ok {
+                    "others may write to without the sticky bit"
+                } else {
+                    "belongs to another user"
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a directory that is not this user's or that others may write to: whoever
 /// could would rename, replace or link what p8hsm keeps there.
 pub fn own_directory(dir: &Path) -> Result<(), Failure> {

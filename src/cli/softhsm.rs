@@ -65,6 +65,7 @@ pub fn init(dir: Option<&Path>, label: &str, config: &Config) -> Result<(), Fail
     let tokens = dir.join("tokens");
     // A directory that is there already must be as private as one made here; checked
     // before anything is made in it, and again (with its tokens/) once made.
+    files::safe_ancestors(&dir)?;
     if dir.exists() {
         files::own_directory(&dir)?;
     }
