@@ -92,8 +92,14 @@ impl P8Key {
         if trimmed.is_empty() {
             return Err(P8Error::Empty);
         }
-        if trimmed.starts_with(b"-----BEGIN ") {
-            return parse_pem(trimmed);
+        // RFC 7468: text outside the encapsulation boundaries is allowed (`openssl
+        // pkcs12` writes "Bag Attributes" before the BEGIN line); the BEGIN line starts a
+        // line of its own.
+        let begin = (0..trimmed.len()).find(|&at| {
+            trimmed[at..].starts_with(b"-----BEGIN ") && (at == 0 || trimmed[at - 1] == b'\n')
+        });
+        if let Some(at) = begin {
+            return parse_pem(trimmed, &trimmed[at..]);
         }
         if trimmed.windows(11).any(|w| w == b"-----BEGIN ") {
             return Err(P8Error::NotPemOrDer);
@@ -153,12 +159,13 @@ pub fn fingerprint(public: &PublicKey) -> String {
     format!("sha256:{}", base16ct::lower::encode_string(&digest))
 }
 
-fn parse_pem(text: &[u8]) -> Result<P8Key, P8Error> {
-    let blocks = text.windows(11).filter(|w| w == b"-----BEGIN ").count();
+/// The key in the PEM block that starts `block`, the only one in `whole`.
+fn parse_pem(whole: &[u8], block: &[u8]) -> Result<P8Key, P8Error> {
+    let blocks = whole.windows(11).filter(|w| w == b"-----BEGIN ").count();
     if blocks > 1 {
         return Err(P8Error::SeveralBlocks(blocks));
     }
-    let (label, der) = decode_pem(text)?;
+    let (label, der) = decode_pem(block)?;
     match label.as_str() {
         "PRIVATE KEY" => parse_pkcs8_der(&der),
         // Apple Business and School Manager name PKCS#8 data `EC PRIVATE KEY` at times.
@@ -186,8 +193,9 @@ fn decode_pem(text: &[u8]) -> Result<(String, Zeroizing<Vec<u8>>), P8Error> {
     let (body, after) = rest
         .split_once(end.as_str())
         .ok_or_else(|| corrupt("no END line matching the BEGIN line"))?;
-    if !after.trim().is_empty() || !body.starts_with(['\r', '\n']) {
-        return Err(corrupt("text around the encapsulation boundaries"));
+    // Text may follow the END line, on lines of its own.
+    if !(after.is_empty() || after.starts_with(['\r', '\n'])) || !body.starts_with(['\r', '\n']) {
+        return Err(corrupt("text on the encapsulation boundaries' lines"));
     }
     let base64: Zeroizing<Vec<u8>> =
         Zeroizing::new(body.bytes().filter(|b| !b.is_ascii_whitespace()).collect());
@@ -346,6 +354,12 @@ mod tests {
             pkcs8_pem(),
             pkcs8_pem().replace('\n', "\r\n"),
             format!("\n  \t{}\n\n", pkcs8_pem()),
+            // As `openssl pkcs12 -nocerts -nodes` writes it, and with a comment after.
+            format!(
+                "Bag Attributes\n    localKeyID: 01 00 00 00\nKey Attributes: <No Attributes>\n{}",
+                pkcs8_pem()
+            ),
+            format!("{}Comment: exported for the HSM\n", pkcs8_pem()),
             pem(
                 "PRIVATE KEY",
                 &pkcs8_around(&sec1_der(&scalar, true, Some(&point))),
