@@ -264,10 +264,8 @@ fn give_to_nobody(path: &Path) {
 fn a_peer_of_another_uid_is_refused_unless_allowed() {
     let hsm = Hsm::new();
     let key = hsm.import_new_key(KEY_ID);
-    // The agent runs as nobody, with its own copy of the binary; root, whom file modes
-    // do not stop, is then the peer of another uid.
-    let binary = hsm.dir.path().join("p8hsm");
-    std::fs::copy(env!("CARGO_BIN_EXE_p8hsm"), &binary).unwrap();
+    // The agent runs as nobody; root, whom file modes do not stop, is then the peer of
+    // another uid.
     give_to_nobody(hsm.dir.path());
     let nobody = [
         "setpriv",
@@ -297,7 +295,6 @@ fn a_peer_of_another_uid_is_refused_unless_allowed() {
     let agent = Agent::start(&hsm, &hsm.env, &nobody, &["--allow-uid", "0"]);
     let reply = agent.request(&request);
     verify_jwt(reply["result"]["token"].as_str().unwrap(), &key);
-    let _ = binary;
 }
 
 #[test]

@@ -450,7 +450,7 @@ fn an_allowed_uid_can_reach_the_agent_and_others_cannot() {
         let mut args = crate::common::as_uid(65534);
         args.extend(
             [
-                env!("CARGO_BIN_EXE_p8hsm"),
+                crate::common::p8hsm_for_others().to_str().unwrap(),
                 "token",
                 "connect",
                 "--key-id",
@@ -751,14 +751,51 @@ fn fifos_are_refused_not_waited_on() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
 }
 
-/// Finding 19: SIGHUP stops the agent as SIGTERM does, socket removed.
+/// SIGHUP opens the agent's audit log again (after logrotate renamed it), and the agent
+/// goes on serving; SIGTERM stops it cleanly, socket removed.
 #[test]
-fn sighup_stops_the_agent_cleanly() {
+fn sighup_reopens_the_agents_audit_log() {
     let hsm = Hsm::new();
     hsm.import_new_key("2X9R4HXF34");
-    let mut agent = crate::common::Agent::start(&hsm, &hsm.env, &[], &[]);
+    let log = hsm.dir.path().join("audit.log");
+    let mut agent =
+        crate::common::Agent::start(&hsm, &hsm.env, &[], &["--audit-log", path_str(&log)]);
+    let request =
+        serde_json::json!({"kind": "connect", "key_id": "2X9R4HXF34", "individual": true});
+    assert_eq!(agent.request(&request)["ok"], true);
+    let rotated = hsm.dir.path().join("audit.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &agent.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    hup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !log.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(agent.request(&request)["ok"], true, "still serving");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(old.matches(" sign ").count(), 1, "{old}");
+    assert!(
+        new.contains("log-reopened") && new.matches(" sign ").count() == 1,
+        "{new}"
+    );
+    // Deleted, not renamed: no token until a SIGHUP opens a new log.
+    std::fs::remove_file(&log).unwrap();
+    let refused = agent.request(&request);
+    assert_eq!(refused["error"]["code"], "audit_failed", "{refused}");
+    hup();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !log.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(agent.request(&request)["ok"], true);
     Command::new("kill")
-        .args(["-HUP", &agent.child.id().to_string()])
+        .args(["-TERM", &agent.child.id().to_string()])
         .status()
         .unwrap();
     let status = agent.child.wait().unwrap();

@@ -84,6 +84,22 @@ fn setup(hsm: Hsm) -> (Hsm, Pki) {
         "2",
         None,
     );
+    // A certificate with many long names, one of them posing as a field.
+    let long = "n".repeat(60);
+    let dns: Vec<String> = (0..150)
+        .map(|i| format!("DNS:{long}.{long}.{i}.example"))
+        .collect();
+    pki.issue(
+        "ca",
+        "verbose",
+        "x caller=cn:billing-service",
+        &format!(
+            "extendedKeyUsage=clientAuth\nsubjectAltName={}\n",
+            dns.join(",")
+        ),
+        "2",
+        None,
+    );
     pki.issue(
         "ca",
         "twice",
@@ -376,6 +392,22 @@ fn only_clients_of_the_ca_get_in_and_the_policy_decides_what_they_get() {
             "{reply}"
         );
     }
+    // An unlisted certificate's refusals: bounded lines, a bounded rate.
+    let verbose = s.curl(
+        Some("verbose"),
+        "/v1/tokens",
+        Some(&server_request("com.example.app").to_string()),
+    );
+    assert_eq!(verbose.0, 403, "{}", verbose.1);
+    let lines = s.stderr_once("+143 more");
+    let refused: Vec<&str> = lines.lines().filter(|l| l.contains(" refused ")).collect();
+    let line = refused.iter().find(|l| l.contains("+143 more")).unwrap();
+    assert!(line.len() < 2048, "{} bytes: {line}", line.len());
+    assert!(line.contains(".exam...,"), "cut and marked: {line}");
+    assert!(
+        line.contains("names=\"cn:x caller=cn:billing-service,"),
+        "quoted: {line}"
+    );
     let (status, body) = s.curl(Some("billing"), "/v1/tokens", Some("{not json"));
     assert_eq!(status, 400, "{body}");
     // A caller named by a DNS subject alternative name.
@@ -1078,14 +1110,25 @@ fn a_token_that_cannot_be_audited_is_not_handed_out() {
     assert_eq!(s.token("billing", apns.clone()).0, 200);
     let logged = std::fs::read_to_string(&audit).unwrap();
     assert!(logged.contains("caller=cn:billing-service"), "{logged}");
-    // Fill the disk the audit log is on, its own last page too.
+    // Fill the disk the audit log is on, all but the last 40 bytes of its own last page:
+    // a line is longer, and none of it may be left in the log.
     let _ = std::fs::write(disk.path().join("filler"), vec![b'x'; 64 * 1024]);
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .open(&audit)
         .unwrap();
-    while log.write_all(b"x").is_ok() {}
+    let len = log.metadata().unwrap().len();
+    let room = 4096 - len % 4096;
+    log.write_all(&vec![b'#'; room as usize - 41]).unwrap();
+    log.write_all(b"\n").unwrap();
+    let full = log.metadata().unwrap().len();
     let (status, reply) = s.token("billing", server_request("com.example.app"));
+    assert_eq!(
+        std::fs::metadata(&audit).unwrap().len(),
+        full,
+        "no part of a line is left in the log"
+    );
+    assert!(std::fs::read_to_string(&audit).unwrap().ends_with("#\n"));
     assert_eq!(
         (status, reply["error"]["code"].as_str()),
         (500, Some("audit_failed")),
@@ -1093,6 +1136,7 @@ fn a_token_that_cannot_be_audited_is_not_handed_out() {
     );
     assert!(reply.get("result").is_none());
     // A cached token needs an audit line too.
+    while log.write_all(b"x").is_ok() {}
     let (status, reply) = s.token("billing", apns);
     assert_eq!(
         (status, reply["error"]["code"].as_str()),
@@ -1145,7 +1189,7 @@ fn the_service_cannot_dump_core() {
     let prefix = crate::common::as_uid(45456);
     let mut child = Command::new(&prefix[0])
         .args(&prefix[1..])
-        .arg(env!("CARGO_BIN_EXE_p8hsm"))
+        .arg(crate::common::p8hsm_for_others())
         .args(pki.serve_args(&pki.path("server.pem"), "pkcs11:object=TLSSERVER1"))
         .envs(hsm.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())

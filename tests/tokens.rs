@@ -145,7 +145,12 @@ fn a_p11_kit_registration_gives_its_arguments_and_is_followed_for_p8hsm() {
         let mut argv: Vec<String> = wrapper.iter().map(|a| a.to_string()).collect();
         argv.extend(["timeout".to_owned(), "30".to_owned()]);
         argv.extend(as_uid(uid));
-        argv.push(env!("CARGO_BIN_EXE_p8hsm").to_owned());
+        argv.push(
+            crate::common::p8hsm_for_others()
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
         argv.extend(cli.iter().map(|a| a.to_string()));
         Run::from(
             Command::new(&argv[0])

@@ -322,7 +322,7 @@ impl CertNames {
     }
 
     /// Its names as a policy writes them (`cn:…`, `dns:…`, `uri:…`), bounded for logs and
-    /// replies: at most 8, each cut to 128 characters (ending in `…`), and `+N more`.
+    /// replies: at most 8, each cut to 128 characters (ending in `...`), and `+N more`.
     pub fn shown(&self) -> Vec<String> {
         let all = (self.cn.iter().map(|n| ("cn", n)))
             .chain(self.dns.iter().map(|n| ("dns", n)))
@@ -334,7 +334,7 @@ impl CertNames {
                 let mut text = format!("{kind}:");
                 if name.chars().count() > SHOWN_CHARS {
                     text.extend(name.chars().take(SHOWN_CHARS));
-                    text.push('…');
+                    text.push_str("...");
                 } else {
                     text.push_str(name);
                 }

@@ -851,7 +851,8 @@ impl Agent {
     ) -> Agent {
         let socket = socket.to_path_buf();
         let mut args: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
-        args.push(env!("CARGO_BIN_EXE_p8hsm").to_owned());
+        // Run as another uid (through setpriv), it must be where that uid can reach it.
+        args.push(p8hsm_for_others().to_str().unwrap().to_owned());
         args.extend(["agent", "--foreground", "--socket"].map(String::from));
         args.push(socket.to_str().unwrap().to_owned());
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -921,6 +922,34 @@ pub fn give_to(path: &Path, uid: u32) {
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// The p8hsm binary where every uid can run it: the build's own may sit in a checkout
+/// other users cannot enter (a 0700 home, a `mktemp -d` folder). Made once, shared by
+/// later runs of the same build: a hard link (or copy) under the temporary directory.
+pub fn p8hsm_for_others() -> &'static Path {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let built = Path::new(env!("CARGO_BIN_EXE_p8hsm"));
+        let meta = std::fs::metadata(built).unwrap();
+        let dir = std::env::temp_dir().join("p8hsm-test-binaries");
+        let path = dir.join(format!("p8hsm-{}-{}", meta.size(), meta.mtime()));
+        if !path.is_file() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // Made under a name of its own, then renamed: test processes that start at
+            // once never run a half-copied binary.
+            let made = dir.join(format!(".p8hsm-{}", std::process::id()));
+            let _ = std::fs::remove_file(&made);
+            if std::fs::hard_link(built, &made).is_err() {
+                std::fs::copy(built, &made).unwrap();
+            }
+            std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::rename(&made, &path).unwrap();
+        }
+        path
+    })
 }
 
 /// The arguments that run what follows as `uid` (setpriv, from util-linux).
