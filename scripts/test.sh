@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (SoftHSM, OpenSC, openssl, p11-kit, and the other PKCS#11
-# implementations), then checks formatting and lints, runs the whole suite against real
+# implementations), then checks formatting and lints, the lock file against known
+# advisories (cargo-audit, built from crates.io once), runs the whole suite against real
 # SoftHSM tokens, the integration suite again against Kryoptic (built from crates.io),
 # NSS softoken and a TPM 2.0 on swtpm, the interop checks against PyJWT
 # and Apple's library (when python3 is there), the installs (cargo install, the Debian
@@ -13,6 +14,21 @@ source scripts/deps.sh
 
 cargo fmt --check
 cargo clippy --all-targets --all-features -- -D warnings
+
+echo "== cargo audit: Cargo.lock against the RustSec advisory database, offline"
+# The database is the snapshot in ../shared (P8HSM_ADVISORY_DB for another copy); every
+# advisory accepted is in .cargo/audit.toml with its reason, so a new one fails the run.
+advisories=${P8HSM_ADVISORY_DB:-../shared/advisory-db}
+if [ -d "$advisories" ]; then
+    audit=$(command -v cargo-audit || true)
+    if [ -z "$audit" ]; then
+        audit=target/tools/bin/cargo-audit
+        [ -x "$audit" ] || cargo install --locked --quiet cargo-audit@0.22.2 --root target/tools
+    fi
+    "$audit" audit --db "$advisories" --no-fetch --stale --deny warnings
+else
+    echo "skipped: no advisory database at $advisories (set P8HSM_ADVISORY_DB to one)"
+fi
 # Kryoptic without ECDSA, for tokens::: built before the suite, not by the test that
 # needs it while the others run.
 scripts/kryoptic.sh --without-ecdsa >/dev/null
