@@ -2,17 +2,8 @@
 //! pkcs11-spy, also when the PIN stops working while the agent runs), missing module,
 //! token, key and PIN source.
 
-use std::path::Path;
-
-use crate::common::{Agent, Hsm, ISSUER};
+use crate::common::{spy, Agent, Hsm, ISSUER};
 use serde_json::json;
-
-const SPY_PATHS: &[&str] = &[
-    "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
-    "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so",
-    "/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
-    "/usr/lib/aarch64-linux-gnu/pkcs11/pkcs11-spy.so",
-];
 
 /// `p8hsm args` through OpenSC's pkcs11-spy with a wrong PIN; returns the run and the
 /// PKCS#11 calls the spy logged.
@@ -30,13 +21,6 @@ fn with_spy_and_a_wrong_pin(hsm: &Hsm, args: &[&str]) -> (std::process::Output, 
         .output()
         .unwrap();
     (output, std::fs::read_to_string(&log).unwrap())
-}
-
-fn spy() -> &'static str {
-    SPY_PATHS
-        .iter()
-        .find(|p| Path::new(p).is_file())
-        .expect("pkcs11-spy.so from OpenSC (apt-get install opensc)")
 }
 
 #[test]

@@ -5,22 +5,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{connect_request, open_token, Hsm};
-
-/// OpenSC's pkcs11-spy, which logs every call it passes on.
-fn spy() -> &'static str {
-    [
-        "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
-        "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so",
-        "/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
-        "/usr/lib/aarch64-linux-gnu/pkcs11/pkcs11-spy.so",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).is_file())
-    .expect("pkcs11-spy.so from OpenSC (apt-get install opensc)")
-}
+use common::{connect_request, open_token, spy, Hsm};
 
 #[test]
 fn reinitializing_one_module_leaves_the_other_modules_sessions_alone() {

@@ -952,6 +952,20 @@ pub fn p8hsm_for_others() -> &'static Path {
     })
 }
 
+/// OpenSC's pkcs11-spy, which logs every PKCS#11 call it passes on to the module
+/// `PKCS11SPY` names, in `PKCS11SPY_OUTPUT`.
+pub fn spy() -> &'static str {
+    [
+        "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
+        "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so",
+        "/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
+        "/usr/lib/aarch64-linux-gnu/pkcs11/pkcs11-spy.so",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_file())
+    .expect("pkcs11-spy.so from OpenSC (apt-get install opensc)")
+}
+
 /// The arguments that run what follows as `uid` (setpriv, from util-linux).
 pub fn as_uid(uid: u32) -> Vec<String> {
     vec![
