@@ -53,17 +53,20 @@ enum Sink {
     },
 }
 
-/// How many refusal lines a second may be written, at most; past that, refusals are
-/// counted and the count written with the next refusal line. A refusal line holds at most
-/// 8 certificate names of 128 characters (see `CertNames::shown`), so a client the CA
-/// issued a certificate to grows the log by at most about 20 KB a second.
-pub const REFUSALS_PER_SECOND: u32 = 10;
+/// Refusal lines are written in bursts of at most [`REFUSAL_BURST`], then one every
+/// [`REFUSAL_INTERVAL`] seconds; those left out are counted, and the count goes with the
+/// next line written (`left_out=N`). A refusal line holds at most 8 certificate names of
+/// 128 characters (see `CertNames::shown`), under 1.5 KB: a client the CA issued a
+/// certificate to grows the log by at most about 150 bytes a second (13 MB a day).
+pub const REFUSAL_BURST: u64 = 10;
+/// See [`REFUSAL_BURST`].
+pub const REFUSAL_INTERVAL: u64 = 10;
 
-/// The refusal lines written in the current second, and the ones left out.
+/// The refusal lines' pace (a generic cell rate: when the next line is due), and the
+/// ones left out.
 #[derive(Default)]
 struct Refusals {
-    second: u64,
-    written: u32,
+    due: u64,
     left_out: u64,
 }
 
@@ -153,8 +156,8 @@ impl Audit {
         let _ = self.write(event, fields);
     }
 
-    /// A `refused` line, unless [`REFUSALS_PER_SECOND`] were written this second: then it
-    /// is counted, and the count (`left_out=N`) goes with the next one written.
+    /// A `refused` line, at the pace [`REFUSAL_BURST`] says: one over it is counted, and
+    /// the count (`left_out=N`) goes with the next one written.
     pub fn refused(&self, fields: &[(&str, String)]) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -253,18 +256,15 @@ fn push_value(text: &mut String, value: &str) {
 }
 
 impl Refusals {
-    /// Whether a refusal line may be written in second `now`, with how many were left
+    /// Whether a refusal line may be written at `now` (seconds), with how many were left
     /// out before it.
     fn admit(&mut self, now: u64) -> Option<u64> {
-        if self.second != now {
-            self.second = now;
-            self.written = 0;
-        }
-        if self.written >= REFUSALS_PER_SECOND {
+        let due = self.due.max(now);
+        if due - now > (REFUSAL_BURST - 1) * REFUSAL_INTERVAL {
             self.left_out += 1;
             return None;
         }
-        self.written += 1;
+        self.due = due + REFUSAL_INTERVAL;
         Some(std::mem::take(&mut self.left_out))
     }
 }
@@ -348,17 +348,20 @@ mod tests {
     #[test]
     fn refusals_are_written_at_a_bounded_rate_and_the_rest_counted() {
         let mut refusals = Refusals::default();
-        let written: Vec<Option<u64>> = (0..25).map(|_| refusals.admit(100)).collect();
-        assert_eq!(
-            written.iter().flatten().count(),
-            REFUSALS_PER_SECOND as usize
-        );
-        assert!(written[REFUSALS_PER_SECOND as usize..]
-            .iter()
-            .all(Option::is_none));
-        // The next second's first line carries the count of those left out.
-        assert_eq!(refusals.admit(101), Some(15));
-        assert_eq!(refusals.admit(101), Some(0));
+        let burst: Vec<Option<u64>> = (0..25).map(|_| refusals.admit(100)).collect();
+        assert_eq!(burst.iter().flatten().count(), REFUSAL_BURST as usize);
+        assert!(burst[REFUSAL_BURST as usize..].iter().all(Option::is_none));
+        // Then one every REFUSAL_INTERVAL seconds, carrying the count of those left out.
+        assert_eq!(refusals.admit(105), None);
+        assert_eq!(refusals.admit(110), Some(16));
+        assert_eq!(refusals.admit(111), None);
+        assert_eq!(refusals.admit(120), Some(1));
+        // A flood for an hour: one line every 10 s.
+        let written = (121..3721).filter(|&t| refusals.admit(t).is_some()).count();
+        assert_eq!(written, 360);
+        // A quiet spell refills the burst.
+        let later: Vec<Option<u64>> = (0..10).map(|_| refusals.admit(9_000)).collect();
+        assert!(later.iter().all(Option::is_some), "{later:?}");
     }
 
     #[test]
