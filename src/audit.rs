@@ -3,6 +3,7 @@
 //! peers, stopping), as text or JSON, to stderr or an audit log; never the PIN, the whole
 //! token only with `--audit-tokens` — and their hardening (non-dumpable).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -40,7 +41,7 @@ pub struct Audit {
     sink: Sink,
     format: LogFormat,
     tokens: bool,
-    refusals: Mutex<Refusals>,
+    refusals: Mutex<HashMap<String, Refusals>>,
 }
 
 /// Where the lines go.
@@ -56,11 +57,14 @@ enum Sink {
 /// Refusal lines are written in bursts of at most [`REFUSAL_BURST`], then one every
 /// [`REFUSAL_INTERVAL`] seconds; those left out are counted, and the count goes with the
 /// next line written (`left_out=N`). A refusal line holds at most 8 certificate names of
-/// 128 characters (see `CertNames::shown`), under 1.5 KB: a client the CA issued a
-/// certificate to grows the log by at most about 150 bytes a second (13 MB a day).
+/// 128 characters (see `CertNames::shown`) and fields of at most 1,200, under 2.5 KB:
+/// each client the CA issued a certificate to grows the log by at most about 250 bytes a
+/// second (22 MB a day).
 pub const REFUSAL_BURST: u64 = 10;
 /// See [`REFUSAL_BURST`].
 pub const REFUSAL_INTERVAL: u64 = 10;
+/// How many refusing clients have a pace of their own; past that, the others share one.
+const REFUSING: usize = 4096;
 
 /// The refusal lines' pace (a generic cell rate: when the next line is due), and the
 /// ones left out.
@@ -84,7 +88,7 @@ impl Audit {
             sink,
             format,
             tokens,
-            refusals: Mutex::new(Refusals::default()),
+            refusals: Mutex::new(HashMap::new()),
         })
     }
 
@@ -156,25 +160,61 @@ impl Audit {
         let _ = self.write(event, fields);
     }
 
-    /// A `refused` line, at the pace [`REFUSAL_BURST`] says: one over it is counted, and
-    /// the count (`left_out=N`) goes with the next one written.
-    pub fn refused(&self, fields: &[(&str, String)]) {
+    /// A `refused` line for `who` (a caller, or a certificate's names), at the pace
+    /// [`REFUSAL_BURST`] says for each `who`: one over it is counted, and the count
+    /// (`left_out=N`) goes with that `who`'s next line (or [`Audit::left_out`]'s), so
+    /// that one client's flood hides no other's refusals.
+    pub fn refused(&self, who: &str, fields: &[(&str, String)]) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let admitted = self
-            .refusals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(now);
+        let admitted = {
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            if refusals.len() >= REFUSING && !refusals.contains_key(who) {
+                // Forget those with nothing to say that may write again at once.
+                refusals.retain(|_, r| r.left_out > 0 || r.due > now);
+            }
+            // Past that many, the others share one pace.
+            let who = if refusals.len() >= REFUSING && !refusals.contains_key(who) {
+                "others"
+            } else {
+                who
+            };
+            refusals.entry(who.to_owned()).or_default().admit(now)
+        };
         let Some(left_out) = admitted else {
             return;
         };
-        let mut fields = fields.to_vec();
+        let mut fields: Vec<(&str, String)> = fields
+            .iter()
+            .map(|(name, value)| (*name, bounded(value, REFUSAL_FIELD)))
+            .collect();
         if left_out > 0 {
             fields.push(("left_out", left_out.to_string()));
         }
         self.event("refused", &fields);
+    }
+
+    /// The refusals left out and not yet counted in a line: one `refused-left-out` line
+    /// for each `who` with some (at shutdown).
+    pub fn left_out(&self) {
+        let counts: Vec<(String, u64)> = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+            .filter(|(_, r)| r.left_out > 0)
+            .map(|(who, r)| (who.clone(), std::mem::take(&mut r.left_out)))
+            .collect();
+        for (who, count) in counts {
+            self.event(
+                "refused-left-out",
+                &[
+                    ("who", bounded(&who, REFUSAL_FIELD)),
+                    ("left_out", count.to_string()),
+                ],
+            );
+        }
     }
 
     /// One line, written whole with one write(2) call or not at all (a short write, as on
@@ -269,6 +309,17 @@ impl Refusals {
     }
 }
 
+/// `text` cut to `max` characters, marked `...` when cut: for values a client chose.
+pub fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// The most characters of one field of a refusal line (values a client chose).
+const REFUSAL_FIELD: usize = 1200;
+
 /// Opens a log for appending: created with mode 0600, only ever a regular file (a
 /// FIFO would block every write), never through a symbolic link.
 pub fn open_log(path: &Path) -> io::Result<File> {
@@ -362,6 +413,31 @@ mod tests {
         // A quiet spell refills the burst.
         let later: Vec<Option<u64>> = (0..10).map(|_| refusals.admit(9_000)).collect();
         assert!(later.iter().all(Option::is_some), "{later:?}");
+    }
+
+    #[test]
+    fn one_clients_flood_hides_no_other_clients_refusals_and_no_count_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = Audit::new(Some(&path), LogFormat::Text, false).unwrap();
+        for _ in 0..50 {
+            audit.refused("cn:flooder", &[("reason", "x".repeat(100_000))]);
+        }
+        for n in 0..3 {
+            audit.refused("cn:prober", &[("reason", format!("probe-{n}"))]);
+        }
+        audit.left_out();
+        let log = std::fs::read_to_string(&path).unwrap();
+        for n in 0..3 {
+            assert!(log.contains(&format!("reason=probe-{n}")), "{log}");
+        }
+        assert_eq!(log.matches(" refused ").count(), REFUSAL_BURST as usize + 3);
+        assert!(
+            log.contains("refused-left-out who=cn:flooder left_out=40"),
+            "{log}"
+        );
+        // A value the client chose is cut.
+        assert!(log.lines().all(|line| line.len() < 1400), "{log}");
     }
 
     #[test]

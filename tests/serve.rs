@@ -401,12 +401,15 @@ fn only_clients_of_the_ca_get_in_and_the_policy_decides_what_they_get() {
     assert_eq!(verbose.0, 403, "{}", verbose.1);
     let lines = s.stderr_once("+143 more");
     let refused: Vec<&str> = lines.lines().filter(|l| l.contains(" refused ")).collect();
-    let line = refused.iter().find(|l| l.contains("+143 more")).unwrap();
+    let line = refused
+        .iter()
+        .find(|l| l.contains("+143 more"))
+        .unwrap_or_else(|| panic!("{lines}"));
     assert!(line.len() < 2048, "{} bytes: {line}", line.len());
-    assert!(line.contains(".exam...,"), "cut and marked: {line}");
+    assert!(line.contains(r#".exam...\","#), "cut and marked: {line}");
     assert!(
-        line.contains("names=\"cn:x caller=cn:billing-service,"),
-        "quoted: {line}"
+        line.contains(r#"names="[\"cn:x caller=cn:billing-service\","#),
+        "each name quoted: {line}"
     );
     let (status, body) = s.curl(Some("billing"), "/v1/tokens", Some("{not json"));
     assert_eq!(status, 400, "{body}");
@@ -578,19 +581,44 @@ fn ask_once(s: &Serving, config: &Arc<rustls::ClientConfig>) -> String {
 }
 
 #[test]
-fn an_expired_client_certificate_cannot_live_on_through_a_resumed_session() {
+fn an_expired_client_certificate_lives_on_neither_in_a_kept_connection_nor_a_resumed_session() {
     let (hsm, pki) = setup(Hsm::new());
-    pki.issue_for_seconds("ca", "brief", "billing-service", CLIENT, 8);
+    pki.issue_for_seconds("ca", "brief", "billing-service", CLIENT, 15);
     let s = Serving::start_file_key(&hsm, &pki, &[]);
     let config = client_config(&s, "brief");
     assert_eq!(ask_once(&s, &config), "HTTP/1.1 200 OK");
-    std::thread::sleep(Duration::from_secs(10));
+    // A connection kept alive across the expiry (a request every 2 s, well inside the
+    // idle deadline), too: refused once the certificate has expired, then closed.
+    let request = post(&json!({"kind": "apns", "key_id": DEV}).to_string());
+    let mut open = BufReader::new(connect(&s, &config));
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    while started.elapsed() < Duration::from_secs(25) {
+        open.get_mut().write_all(request.as_bytes()).unwrap();
+        let status = response(&mut open);
+        if !status.starts_with("HTTP/1.1 200") {
+            statuses.push(status);
+            break;
+        }
+        statuses.push(status);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(statuses[0].starts_with("HTTP/1.1 200"), "{statuses:?}");
+    assert!(
+        statuses.last().unwrap().starts_with("HTTP/1.1 403"),
+        "refused once expired: {statuses:?}"
+    );
+    let mut rest = Vec::new();
+    let _ = open.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "and the connection closed");
     // The client offers to resume its session; the certificate has expired since.
     let again = ask_once(&s, &config);
     assert!(!again.starts_with("HTTP/1.1"), "{again}");
-    assert!(
-        s.stderr().matches(" sign ").count() == 1,
-        "one token handed out: {}",
+    let issued = s.stderr().matches(" sign ").count();
+    assert_eq!(
+        issued,
+        statuses.len(),
+        "a token for each request before the expiry, none after: {}",
         s.stderr()
     );
 }
@@ -627,6 +655,10 @@ fn sighup_reloads_the_client_ca_the_crl_and_the_server_certificate() {
     let crl = pki.path("crl.pem");
     let s = Serving::start_with(&hsm, &pki, &[], &cert, &key, &["--crl", &crl]);
     assert_eq!(s.curl(Some("billing"), "/healthz", None).0, 200);
+    let request = post(&json!({"kind": "apns", "key_id": DEV}).to_string());
+    let mut open = BufReader::new(client(&s, "billing"));
+    open.get_mut().write_all(request.as_bytes()).unwrap();
+    assert!(response(&mut open).starts_with("HTTP/1.1 200"));
     // One certificate revoked: refused once the service reads the new CRL, the others not.
     pki.revoke("ca", "billing");
     pki.crl("ca", "crl.pem");
@@ -638,6 +670,12 @@ fn sighup_reloads_the_client_ca_the_crl_and_the_server_certificate() {
     s.signal("HUP");
     s.stderr_once("tls-reloaded");
     assert_eq!(s.curl(Some("billing"), "/healthz", None).0, 0, "revoked");
+    // A connection it kept open since is refused at its next request.
+    open.get_mut().write_all(request.as_bytes()).unwrap();
+    assert!(
+        response(&mut open).starts_with("HTTP/1.1 403"),
+        "revoked, kept alive"
+    );
     assert_eq!(s.curl(Some("ci"), "/healthz", None).0, 200);
     // A CRL that does not load leaves the one in force.
     std::fs::write(
@@ -657,14 +695,27 @@ fn sighup_reloads_the_client_ca_the_crl_and_the_server_certificate() {
         "still revoked"
     );
     assert_eq!(s.curl(Some("ci"), "/healthz", None).0, 200);
+    // A CRL past its next update (the job that fetches it stopped): no client gets in.
+    let reloaded = |times: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.stderr().matches("tls-reloaded").count() < times && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    pki.stale_crl("ca", "crl.pem");
+    s.signal("HUP");
+    reloaded(2);
+    assert_eq!(
+        s.curl(Some("ci"), "/healthz", None).0,
+        0,
+        "a stale CRL: {}",
+        s.stderr()
+    );
     // A new client CA: its clients get in, the old one's no longer.
     std::fs::copy(pki.dir.join("foreign.pem"), pki.dir.join("ca.pem")).unwrap();
     pki.crl("foreign", "crl.pem");
     s.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while s.stderr().matches("tls-reloaded").count() < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    reloaded(3);
     assert_eq!(
         s.curl(Some("ci"), "/healthz", None).0,
         0,
@@ -697,6 +748,12 @@ fn sighup_reloads_the_client_ca_the_crl_and_the_server_certificate() {
 #[test]
 fn floods_slow_clients_and_huge_bodies_are_bounded_and_the_service_keeps_serving() {
     let (hsm, pki) = setup(Hsm::new());
+    // No place at all is a usage error, not a service without a limit.
+    let mut args = pki.serve_args(&pki.path("server.pem"), "pkcs11:object=TLSSERVER1");
+    args.extend(["--max-connections".to_owned(), "0".to_owned()]);
+    let none = hsm.run(&args);
+    assert_eq!(none.code, 2, "{}", none.stderr);
+    assert!(none.stderr.contains("--max-connections"), "{}", none.stderr);
     let s = Serving::start(&hsm, &pki, &[], &["--max-connections", "1100"]);
     let addr = s.url.trim_start_matches("https://").to_owned();
     // 1,000 connections that never say anything.

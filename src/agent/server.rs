@@ -187,6 +187,7 @@ fn stop_on_signals(agent: &Arc<Agent>, socket: &Path) -> Result<(), Failure> {
                     continue;
                 }
                 let _ = std::fs::remove_file(&socket);
+                agent.audit.left_out();
                 agent
                     .audit
                     .event("stopped", &[("signal", signal.to_string())]);
@@ -230,7 +231,8 @@ impl Agent {
             && !self.allow_uid.contains(&peer.uid)
             && !self.allow_gid.contains(&peer.gid)
         {
-            self.audit.refused(&peer.fields());
+            self.audit
+                .refused(&format!("uid:{}", peer.uid), &peer.fields());
             let _ = stream.write_all(
                 &Reply::error(
                     serde_json::Value::Null,

@@ -79,8 +79,9 @@ pub struct Args {
     #[arg(long)]
     pub audit_tokens: bool,
     /// Connections served at once; more are closed at once
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    pub max_connections: usize,
+    #[arg(long, value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 /// What every connection shares.
@@ -96,6 +97,7 @@ struct State {
 struct Peer {
     names: Arc<CertNames>,
     addr: SocketAddr,
+    client: Arc<tls::Client>,
 }
 
 /// Serves until SIGTERM or SIGINT, then drains.
@@ -197,8 +199,9 @@ async fn accept_loop(
         signals(SignalKind::interrupt())?,
         signals(SignalKind::hangup())?,
     );
-    let permits = Arc::new(Semaphore::new(args.max_connections.max(1)));
-    let handshaking = Arc::new(tls::Handshaking::new(args.max_connections.max(1)));
+    let places = args.max_connections as usize;
+    let permits = Arc::new(Semaphore::new(places));
+    let handshaking = Arc::new(tls::Handshaking::new(places));
     let shutdown = GracefulShutdown::new();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     crate::failure::print(&format!("https://{addr}\n"))?;
@@ -233,24 +236,28 @@ async fn accept_loop(
                         _ = stopping.wait_for(|stop| *stop) => None,
                     };
                     drop(slot);
-                    let Some(stream) = stream else {
+                    let Some((stream, client)) = stream else {
                         return;
                     };
                     // Served at once: at the limit, a certified connection is closed.
                     let Ok(_permit) = permits.try_acquire_owned() else {
                         return;
                     };
-                    let names = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
-                        .map(CertNames::of)
-                        .unwrap_or_default();
-                    let peer = Peer { names: Arc::new(names), addr: peer_addr };
+                    let peer = Peer {
+                        names: Arc::new(client.names()),
+                        addr: peer_addr,
+                        client: Arc::new(client),
+                    };
+                    let handshakes = handshakes.clone();
                     let service = service_fn(move |request| {
                         let (state, peer) = (state.clone(), peer.clone());
+                        // The certificate is checked again at every request: it may have
+                        // expired, or a CRL or client CA read since may refuse it.
+                        let still = handshakes.check(&peer.client);
                         async move {
+                            if let Err(why) = still {
+                                return Ok(no_longer(&state, &peer, why));
+                            }
                             let response = tokio::time::timeout(REQUEST_TIME, route(&state, &peer, request))
                                 .await
                                 .unwrap_or_else(|_| plain(StatusCode::REQUEST_TIMEOUT, "the request took too long\n"));
@@ -279,6 +286,7 @@ async fn accept_loop(
     }
     drop(listener);
     let _ = stop.send(true);
+    state.audit.left_out();
     state
         .audit
         .event("stopping", &[("in_flight", shutdown.count().to_string())]);
@@ -484,17 +492,47 @@ async fn tokens(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>)
     answer(state, kind, reply)
 }
 
+/// A request on a connection whose certificate is no longer accepted: refused, audited,
+/// and the connection closed.
+fn no_longer(state: &State, peer: &Peer, why: &'static str) -> Response<Body> {
+    let names = names_field(&peer.names);
+    state.audit.refused(
+        &names,
+        &[
+            ("names", names.clone()),
+            ("reason", why.to_owned()),
+            ("peer_addr", peer.addr.to_string()),
+        ],
+    );
+    let mut response = plain(StatusCode::FORBIDDEN, "");
+    *response.body_mut() = Full::new(Bytes::from(format!("{why}: connect again\n")));
+    response
+        .headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A certificate's names as one audit field: a JSON array, so that a name holding a
+/// comma cannot pose as two.
+fn names_field(names: &CertNames) -> String {
+    serde_json::to_string(&names.shown()).unwrap_or_default()
+}
+
 /// A request the policy refuses: audited (at a bounded rate) and answered.
 fn refused(state: &State, peer: &Peer, kind: &str, id: Value, failure: Failure) -> Response<Body> {
-    let mut fields = match &failure {
-        Failure::NotPermitted { caller, reason } => {
-            vec![("caller", caller.clone()), ("reason", reason.clone())]
+    let (who, mut fields) = match &failure {
+        Failure::NotPermitted { caller, reason } => (
+            caller.clone(),
+            vec![("caller", caller.clone()), ("reason", reason.clone())],
+        ),
+        _ => {
+            let names = names_field(&peer.names);
+            (names.clone(), vec![("names", names)])
         }
-        _ => vec![("names", peer.names.shown().join(","))],
     };
     fields.push(("kind", kind.to_owned()));
     fields.push(("peer_addr", peer.addr.to_string()));
-    state.audit.refused(&fields);
+    state.audit.refused(&who, &fields);
     answer(state, kind, Reply::error(id, failure.body()))
 }
 

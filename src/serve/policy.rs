@@ -63,7 +63,7 @@ pub struct Caller {
 }
 
 /// A name a certificate carries, of one kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum NameKind {
     Cn,
     Dns,
@@ -106,8 +106,13 @@ impl Policy {
         })?;
         let mut seen = HashSet::new();
         for caller in &policy.callers {
-            let (kind, _) = caller.parsed_name()?;
-            if !seen.insert(caller.name.as_str()) {
+            let (kind, name) = caller.parsed_name()?;
+            // DNS names are one name whatever their case.
+            let name = match kind {
+                NameKind::Dns => name.to_ascii_lowercase(),
+                _ => name.to_owned(),
+            };
+            if !seen.insert((kind, name)) {
                 return Err(format!(
                     "caller \"{}\" is listed twice: give each certificate name one [[caller]]",
                     caller.name
@@ -191,7 +196,7 @@ impl Caller {
     fn named(&self, names: &CertNames) -> bool {
         match self.parsed_name() {
             Ok((NameKind::Cn, name)) => {
-                (self.cn_with_sans || !names.has_sans()) && names.cn.iter().any(|n| n == name)
+                (self.cn_with_sans || !names.has_sans()) && names.cn() == Some(name)
             }
             Ok((NameKind::Dns, name)) => names.dns.iter().any(|n| n.eq_ignore_ascii_case(name)),
             Ok((NameKind::Uri, name)) => names.uri.iter().any(|n| n == name),
@@ -271,6 +276,8 @@ impl Caller {
                 ));
             }
             if let Some(value) = values.iter().find(|v| !allowed.contains(v)) {
+                // The value is the client's: cut, in the reply and the audit line.
+                let value = crate::audit::bounded(value, 128);
                 return deny(format!("ask for {field} \"{value}\""));
             }
         }
@@ -543,6 +550,19 @@ kinds = []
             ..CertNames::default()
         };
         assert_eq!(name(policy.caller(&beta)), "cn:beta");
+        // Several CNs: which one is the holder? None.
+        let two_cns = CertNames {
+            cn: vec!["nobody".to_owned(), "alpha".to_owned()],
+            ..CertNames::default()
+        };
+        assert_eq!(name(policy.caller(&two_cns)), "unknown");
+        // A subjectAltName that cannot be read may hold DNS names: the CN names no one.
+        let unreadable = CertNames {
+            cn: vec!["alpha".to_owned()],
+            unreadable_sans: true,
+            ..CertNames::default()
+        };
+        assert_eq!(name(policy.caller(&unreadable)), "unknown");
         // Two callers in one certificate: neither.
         let both = CertNames {
             cn: vec!["alpha".to_owned()],
@@ -595,6 +615,11 @@ kinds = []
             caller("keys = []\nkinds = []\n")
         );
         assert!(Policy::parse(&twice).unwrap_err().contains("listed twice"));
+        let dns_twice = "[[caller]]\nname = \"dns:web.example\"\nkeys = []\nkinds = []\n\
+                         [[caller]]\nname = \"dns:WEB.example\"\nkeys = []\nkinds = []\n";
+        assert!(Policy::parse(dns_twice)
+            .unwrap_err()
+            .contains("listed twice"));
         let err = Policy::parse(
             "[[caller]]\nname = \"dns:a\"\ncn_with_sans = true\nkeys = []\nkinds = []\n",
         )

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use der::{Decode, Encode};
@@ -51,10 +52,16 @@ pub struct TlsFiles {
     pub crl: Option<PathBuf>,
 }
 
+/// The server's TLS configuration, and the verifier of client certificates in it.
+pub struct Tls {
+    config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
 /// The server's TLS configuration. Sessions are never resumed: a resumed session skips
 /// the client certificate's checks (its expiry, a CRL read since), so every connection
 /// presents and has its certificate checked anew.
-pub fn server_config(files: &TlsFiles, token: &Token) -> Result<Arc<ServerConfig>, Failure> {
+pub fn server_config(files: &TlsFiles, token: &Token) -> Result<Tls, Failure> {
     let (cert, key, client_ca) = (&files.cert, files.key.as_str(), &files.client_ca);
     let chain = certificates(cert, "the certificate chain")?;
     if chain.is_empty() {
@@ -100,20 +107,29 @@ pub fn server_config(files: &TlsFiles, token: &Token) -> Result<Arc<ServerConfig
             return Err(setup(format!("{} holds no CRL", path.display())));
         }
         // The client certificate's own status must be known: one no CRL covers is refused.
-        verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
+        // And every one once the CRL is past its next update: the job that fetches it has
+        // stopped, and revocations would go unseen.
+        verifier = verifier
+            .with_crls(crls)
+            .only_check_end_entity_revocation()
+            .enforce_revocation_expiration();
     }
-    let verifier = verifier
-        .build()
-        .map_err(|e| setup(format!("cannot verify clients with that CA: {e}")))?;
+    let verifier: Arc<dyn ClientCertVerifier> =
+        Arc::new(SigningCertificates(verifier.build().map_err(|e| {
+            setup(format!("cannot verify clients with that CA: {e}"))
+        })?));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| setup(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(SigningCertificates(verifier)))
+        .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
-    Ok(Arc::new(config))
+    Ok(Tls {
+        config: Arc::new(config),
+        verifier,
+    })
 }
 
 /// Client certificates as WebPKI verifies them, and only those that may sign: a
@@ -272,8 +288,11 @@ pub struct CertNames {
     pub cn: Vec<String>,
     /// The DNS subject alternative names.
     pub dns: Vec<String>,
-    /// The URI subject alternative names that are absolute URIs.
+    /// The URI subject alternative names.
     pub uri: Vec<String>,
+    /// Whether it has a subjectAltName extension that could not be read: it may name a
+    /// DNS name or URI, so its CN names no one.
+    pub unreadable_sans: bool,
 }
 
 /// How many of a certificate's names [`CertNames::shown`] gives, and how many characters
@@ -302,23 +321,37 @@ impl CertNames {
                 }
             }
         }
-        if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
-            for name in san.0 {
-                match name {
-                    GeneralName::DnsName(dns) => names.dns.push(dns.as_str().to_owned()),
-                    GeneralName::UniformResourceIdentifier(uri) => {
-                        names.uri.push(uri.as_str().to_owned())
+        match tbs.get::<SubjectAltName>() {
+            Ok(Some((_, san))) => {
+                for name in san.0 {
+                    match name {
+                        GeneralName::DnsName(dns) => names.dns.push(dns.as_str().to_owned()),
+                        GeneralName::UniformResourceIdentifier(uri) => {
+                            names.uri.push(uri.as_str().to_owned())
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
+            Ok(None) => {}
+            Err(_) => names.unreadable_sans = true,
         }
         names
     }
 
-    /// Whether it has DNS or URI names (then its CN names no one, unless a caller asks).
+    /// Whether it has DNS or URI names, or may have (then its CN names no one, unless a
+    /// caller asks).
     pub fn has_sans(&self) -> bool {
-        !self.dns.is_empty() || !self.uri.is_empty()
+        !self.dns.is_empty() || !self.uri.is_empty() || self.unreadable_sans
+    }
+
+    /// Its subject's common name: `None` when it has none, or several (which of them
+    /// would the certificate's holder be?).
+    pub fn cn(&self) -> Option<&str> {
+        match self.cn.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
     }
 
     /// Its names as a policy writes them (`cn:…`, `dns:…`, `uri:…`), bounded for logs and
@@ -330,16 +363,7 @@ impl CertNames {
         let total = self.cn.len() + self.dns.len() + self.uri.len();
         let mut shown: Vec<String> = all
             .take(SHOWN_NAMES)
-            .map(|(kind, name)| {
-                let mut text = format!("{kind}:");
-                if name.chars().count() > SHOWN_CHARS {
-                    text.extend(name.chars().take(SHOWN_CHARS));
-                    text.push_str("...");
-                } else {
-                    text.push_str(name);
-                }
-                text
-            })
+            .map(|(kind, name)| format!("{kind}:{}", crate::audit::bounded(name, SHOWN_CHARS)))
             .collect();
         if total > SHOWN_NAMES {
             shown.push(format!("+{} more", total - SHOWN_NAMES));
@@ -351,34 +375,125 @@ impl CertNames {
 /// TLS handshakes, and the threads that drive them when the token signs them.
 #[derive(Clone)]
 pub struct Handshakes {
-    acceptor: Arc<std::sync::RwLock<TlsAcceptor>>,
+    current: Arc<std::sync::RwLock<Current>>,
     threads: Option<Handle>,
 }
 
+/// The TLS configuration in force, and how many times it was read again.
+struct Current {
+    acceptor: TlsAcceptor,
+    verifier: Arc<dyn ClientCertVerifier>,
+    generation: u64,
+}
+
+/// A connection's client certificate, kept to check it again: a keep-alive connection
+/// must not outlive its certificate's expiry, nor a CRL or client CA read since.
+#[derive(Debug)]
+pub struct Client {
+    chain: Vec<CertificateDer<'static>>,
+    not_after: u64,
+    /// The generation of the TLS configuration it was last verified under.
+    verified: AtomicU64,
+}
+
+impl Client {
+    /// The client of a connection whose handshake is done.
+    pub fn of(stream: &TlsStream<TcpStream>, generation: u64) -> Client {
+        let chain = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        let not_after = chain
+            .first()
+            .and_then(|cert| Certificate::from_der(cert.as_ref()).ok())
+            .map_or(0, |cert| {
+                cert.tbs_certificate
+                    .validity
+                    .not_after
+                    .to_unix_duration()
+                    .as_secs()
+            });
+        Client {
+            chain,
+            not_after,
+            verified: AtomicU64::new(generation),
+        }
+    }
+
+    /// Its certificate's names.
+    pub fn names(&self) -> CertNames {
+        self.chain.first().map(CertNames::of).unwrap_or_default()
+    }
+}
+
 impl Handshakes {
-    /// Handshakes with `config`, driven by `threads` (a runtime of their own) if given.
-    pub fn new(config: Arc<ServerConfig>, threads: Option<Handle>) -> Handshakes {
+    /// Handshakes with `tls`, driven by `threads` (a runtime of their own) if given.
+    pub fn new(tls: Tls, threads: Option<Handle>) -> Handshakes {
         Handshakes {
-            acceptor: Arc::new(std::sync::RwLock::new(TlsAcceptor::from(config))),
+            current: Arc::new(std::sync::RwLock::new(Current {
+                acceptor: TlsAcceptor::from(tls.config),
+                verifier: tls.verifier,
+                generation: 0,
+            })),
             threads,
         }
     }
 
-    /// Handshakes from now on with `config`; those under way finish with the old one.
-    pub fn replace(&self, config: Arc<ServerConfig>) {
-        *self.acceptor.write().unwrap_or_else(|p| p.into_inner()) = TlsAcceptor::from(config);
+    /// Handshakes from now on with `tls`; those under way finish with the old one, and
+    /// the certificates of connections already open are checked again at their next
+    /// request ([`Handshakes::check`]).
+    pub fn replace(&self, tls: Tls) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        current.acceptor = TlsAcceptor::from(tls.config);
+        current.verifier = tls.verifier;
+        current.generation += 1;
+    }
+
+    /// Refuses a request on a connection whose client certificate has expired since its
+    /// handshake, or that the TLS configuration read since (a CRL, a client CA) refuses.
+    pub fn check(&self, client: &Client) -> Result<(), &'static str> {
+        let now = UnixTime::now();
+        if now.as_secs() > client.not_after {
+            return Err("the client certificate has expired");
+        }
+        let (verifier, generation) = {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            (current.verifier.clone(), current.generation)
+        };
+        if client.verified.load(Ordering::Relaxed) == generation {
+            return Ok(());
+        }
+        let Some((leaf, intermediates)) = client.chain.split_first() else {
+            return Err("the connection has no client certificate");
+        };
+        verifier
+            .verify_client_cert(leaf, intermediates, now)
+            .map_err(|_| "the client certificate is no longer accepted (revoked, or of a CA no longer trusted)")?;
+        client.verified.store(generation, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The TLS connection over `tcp` once its handshake is done, or `None` (no
     /// certificate, a foreign or expired one). The caller bounds how long it may take: a
     /// handshake given up on is dropped, on the handshake threads too (one waiting on
     /// the token there ends when the token answers).
-    pub async fn accept(&self, tcp: TcpStream) -> Option<TlsStream<TcpStream>> {
-        let acceptor = self
-            .acceptor
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+    pub async fn accept(&self, tcp: TcpStream) -> Option<(TlsStream<TcpStream>, Client)> {
+        let (acceptor, generation) = {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            (current.acceptor.clone(), current.generation)
+        };
+        let stream = self.handshake(acceptor, tcp).await?;
+        let client = Client::of(&stream, generation);
+        Some((stream, client))
+    }
+
+    async fn handshake(
+        &self,
+        acceptor: TlsAcceptor,
+        tcp: TcpStream,
+    ) -> Option<TlsStream<TcpStream>> {
         match &self.threads {
             Some(threads) => {
                 // The connection waits here until a thread takes it: a handshake given up

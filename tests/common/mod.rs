@@ -826,6 +826,23 @@ impl Pki {
         let config = self.ca_config(ca);
         self.openssl(&["ca", "-config", &config, "-gencrl", "-out", out]);
     }
+
+    /// `ca`'s CRL as of its database, already past its next update, written to `out`.
+    pub fn stale_crl(&self, ca: &str, out: &str) {
+        let config = self.ca_config(ca);
+        self.openssl(&[
+            "ca",
+            "-config",
+            &config,
+            "-gencrl",
+            "-out",
+            out,
+            "-crl_lastupdate",
+            "20200101000000Z",
+            "-crl_nextupdate",
+            "20200102000000Z",
+        ]);
+    }
 }
 
 /// A running agent; killed when dropped.
