@@ -78,7 +78,8 @@ pub struct Args {
     /// Put the whole token in each audit line (off: the claims' SHA-256 only)
     #[arg(long)]
     pub audit_tokens: bool,
-    /// Connections served at once; more are closed at once
+    /// Connections served at once (past that, one is closed once its TLS handshake is
+    /// done); as many more may be in their handshake, the oldest giving way to the newest
     #[arg(long, value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
