@@ -119,6 +119,18 @@ impl Audit {
         }
     }
 
+    /// Whether lines can go where they are written: not to an audit log that was deleted.
+    pub fn writable(&self) -> bool {
+        match &self.sink {
+            Sink::Stderr => true,
+            Sink::File { file, .. } => file
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .metadata()
+                .is_ok_and(|m| m.nlink() > 0),
+        }
+    }
+
     /// The audit line for a token handed out to `who` (the peer's fields: its uid and
     /// pid, or its certificate's name and address). The caller hands the token out only
     /// if this succeeds.

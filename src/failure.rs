@@ -55,6 +55,9 @@ pub enum Failure {
     ServeSetup(String),
     /// No caller of the service's policy is named by the client's certificate.
     UnknownCaller(Vec<String>),
+    /// The client's certificate, accepted when its connection was made, is no longer
+    /// (expired since, or refused by a CRL or client CA read since).
+    CertificateRefused(&'static str),
     /// More than one caller of the service's policy is named by the client's certificate.
     AmbiguousCaller {
         /// The certificate's names, as a policy writes them.
@@ -165,7 +168,9 @@ impl Failure {
             }
             Failure::PinSource(_) => ErrorCode::PinRefused,
             Failure::KeyNotAllowed(_) | Failure::NotPermitted { .. } => ErrorCode::KeyNotAllowed,
-            Failure::UnknownCaller(_) | Failure::AmbiguousCaller { .. } => ErrorCode::Forbidden,
+            Failure::UnknownCaller(_)
+            | Failure::AmbiguousCaller { .. }
+            | Failure::CertificateRefused(_) => ErrorCode::Forbidden,
             Failure::ServeSetup(_) => ErrorCode::InvalidInput,
             Failure::Forbidden { .. } => ErrorCode::Forbidden,
             Failure::Busy => ErrorCode::Busy,
@@ -201,6 +206,7 @@ impl Failure {
             | Failure::NotPermitted { .. }
             | Failure::UnknownCaller(_)
             | Failure::AmbiguousCaller { .. }
+            | Failure::CertificateRefused(_)
             | Failure::ServeSetup(_)
             | Failure::Forbidden { .. }
             | Failure::Busy
@@ -256,7 +262,11 @@ impl Failure {
                         names.join(", ")
                     }
                 ),
-                hint("add a [[caller]] with one of these names to the policy, then send the service SIGHUP"),
+                hint("add a [[caller]] with one of these names to the policy (a cn: name counts only for a certificate without dns: or uri: names, unless its entry says cn_with_sans = true), then send the service SIGHUP"),
+            ),
+            Failure::CertificateRefused(why) => (
+                format!("{why}; the connection is closed"),
+                hint("a new connection with this certificate is refused too: use a certificate the service's CA issued and has not revoked"),
             ),
             Failure::AmbiguousCaller { names, callers } => (
                 format!(
@@ -277,7 +287,7 @@ impl Failure {
             Failure::AuditFailed(e) => (
                 format!("cannot write the audit line ({e}), so nothing was handed out"),
                 hint(
-                    "check the audit log's disk and file; the agent signs nothing it cannot audit",
+                    "check the audit log's disk and file (a deleted log is opened again on SIGHUP); nothing is handed out that cannot be audited",
                 ),
             ),
             Failure::AgentSetup(reason) => (format!("cannot start the agent: {reason}"), None),

@@ -140,6 +140,16 @@ fn a_renewed_token_keeps_the_owner_and_mode_of_the_file_it_replaces() {
     assert_ne!(after.ino(), before.ino(), "replaced");
     assert_eq!((after.uid(), after.gid()), (65534, 65534));
     assert_eq!(after.permissions().mode() & 0o777, 0o640);
+    assert!(!run.stderr.contains("warning"), "{}", run.stderr);
+    // A mode that lets everyone read the token is kept, and said.
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
+    args[7] = "com.example.third";
+    let run = hsm.run(&args);
+    assert!(
+        run.stderr.contains("readable by everyone (mode 0644"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

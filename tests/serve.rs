@@ -1204,6 +1204,46 @@ fn a_token_that_cannot_be_audited_is_not_handed_out() {
 }
 
 #[test]
+fn a_deleted_audit_log_makes_the_service_unready_until_sighup_opens_a_new_one() {
+    let (hsm, pki) = setup(Hsm::new());
+    let audit = pki.dir.join("audit.log");
+    let (cert, key) = (pki.path("server-file.pem"), pki.path("server-file.key"));
+    let s = Serving::start_with(
+        &hsm,
+        &pki,
+        &[],
+        &cert,
+        &key,
+        &["--audit-log", audit.to_str().unwrap()],
+    );
+    let apns = json!({"kind": "apns", "key_id": DEV});
+    assert_eq!(s.token("billing", apns.clone()).0, 200);
+    std::fs::remove_file(&audit).unwrap();
+    let (status, reply) = s.token("billing", apns.clone());
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (500, Some("audit_failed"))
+    );
+    let (status, body) = s.curl(Some("billing"), "/readyz", None);
+    assert_eq!(
+        status, 503,
+        "a load balancer stops sending tokens its way: {body}"
+    );
+    assert!(body.contains("SIGHUP"), "{body}");
+    s.signal("HUP");
+    s.stderr_once("log-reopened");
+    assert_eq!(s.curl(Some("billing"), "/readyz", None).0, 200);
+    assert_eq!(s.token("billing", apns).0, 200);
+    assert_eq!(
+        std::fs::read_to_string(&audit)
+            .unwrap()
+            .matches(" sign ")
+            .count(),
+        1
+    );
+}
+
+#[test]
 fn fifos_for_its_files_are_refused_not_waited_on() {
     let (hsm, pki) = setup(Hsm::new());
     let fifo = pki.dir.join("fifo");

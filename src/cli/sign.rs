@@ -87,6 +87,17 @@ fn keep(request: &Request, out: &Renewal, config: &Config) -> Result<(), Failure
                 return Err(p8hsm::Error::internal("a token request signed no token").into());
             };
             files::replace_keeping_owner(path, format!("{}\n", token.token).as_bytes())?;
+            if let Ok(meta) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o004 != 0 {
+                    eprintln!(
+                        "warning: {} is readable by everyone (mode {mode:04o}, kept from the file \
+                         it replaced): the token is a bearer credential (chmod o-r it)",
+                        path.display()
+                    );
+                }
+            }
             eprintln!(
                 "renewed {} ({reason}): it expires at {}",
                 path.display(),

@@ -322,7 +322,10 @@ fn reload_tls(state: &State, files: &TlsFiles, handshakes: &Handshakes) {
             state.audit.event("tls-reloaded", &[]);
         }
         Err(failure) => {
-            let reason = failure.message_and_hint().0;
+            let reason = match failure {
+                Failure::ServeSetup(reason) => reason,
+                other => other.message_and_hint().0,
+            };
             eprintln!("error: {reason}; the TLS files in force are unchanged");
             state.audit.event("tls-refused", &[("reason", reason)]);
         }
@@ -354,6 +357,12 @@ async fn route(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>) 
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => plain(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => {
+            if !state.audit.writable() {
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the audit log was deleted: send the service SIGHUP to open it again\n",
+                );
+            }
             let state = state.clone();
             let ready = tokio::task::spawn_blocking(move || state.service.ready())
                 .await
@@ -505,8 +514,8 @@ fn no_longer(state: &State, peer: &Peer, why: &'static str) -> Response<Body> {
             ("peer_addr", peer.addr.to_string()),
         ],
     );
-    let mut response = plain(StatusCode::FORBIDDEN, "");
-    *response.body_mut() = Full::new(Bytes::from(format!("{why}: connect again\n")));
+    let reply = Reply::error(Value::Null, Failure::CertificateRefused(why).body());
+    let mut response = json(StatusCode::FORBIDDEN, &reply);
     response
         .headers_mut()
         .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
