@@ -215,8 +215,9 @@ impl Hsm {
         let mut init = match backend {
             Backend::Kryoptic(module) => {
                 let mut init = script("kryoptic-init.sh");
+                // Built in the checkout, which tests of another uid may not reach.
                 init.env("P8HSM_KRYOPTIC_DIR", &store)
-                    .env("P8HSM_KRYOPTIC_MODULE", module);
+                    .env("P8HSM_KRYOPTIC_MODULE", reachable(&module));
                 init
             }
             Backend::Nss => {
@@ -942,31 +943,35 @@ pub fn give_to(path: &Path, uid: u32) {
 }
 
 /// The p8hsm binary where every uid can run it: the build's own may sit in a checkout
-/// other users cannot enter (a 0700 home, a `mktemp -d` folder). Made once, shared by
-/// later runs of the same build: a hard link (or copy) under the temporary directory.
+/// other users cannot enter (a 0700 home, a `mktemp -d` folder).
 pub fn p8hsm_for_others() -> &'static Path {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let built = Path::new(env!("CARGO_BIN_EXE_p8hsm"));
-        let meta = std::fs::metadata(built).unwrap();
-        let dir = std::env::temp_dir().join("p8hsm-test-binaries");
-        let path = dir.join(format!("p8hsm-{}-{}", meta.size(), meta.mtime()));
-        if !path.is_file() {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-            // Made under a name of its own, then renamed: test processes that start at
-            // once never run a half-copied binary.
-            let made = dir.join(format!(".p8hsm-{}", std::process::id()));
-            let _ = std::fs::remove_file(&made);
-            if std::fs::hard_link(built, &made).is_err() {
-                std::fs::copy(built, &made).unwrap();
-            }
-            std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o755)).unwrap();
-            std::fs::rename(&made, &path).unwrap();
+    PATH.get_or_init(|| reachable(Path::new(env!("CARGO_BIN_EXE_p8hsm"))))
+}
+
+/// `built` (a file of the build: the binary, Kryoptic's module) where every uid can
+/// read and run it: a hard link (or copy) under the temporary directory, named by the
+/// file's size and time, so that later runs of the same build share it.
+pub fn reachable(built: &Path) -> PathBuf {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(built).unwrap();
+    let dir = std::env::temp_dir().join("p8hsm-test-binaries");
+    let name = built.file_name().unwrap().to_string_lossy();
+    let path = dir.join(format!("{}-{}-{name}", meta.size(), meta.mtime()));
+    if !path.is_file() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Made under a name of its own, then renamed: test processes that start at once
+        // never use a half-copied file.
+        let made = dir.join(format!(".{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&made);
+        if std::fs::hard_link(built, &made).is_err() {
+            std::fs::copy(built, &made).unwrap();
         }
-        path
-    })
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&made, &path).unwrap();
+    }
+    path
 }
 
 /// OpenSC's pkcs11-spy, which logs every PKCS#11 call it passes on to the module
