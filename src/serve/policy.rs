@@ -125,9 +125,11 @@ impl Policy {
                 ));
             }
             if let Some(kind) = caller.kinds.iter().find(|k| Kind::from_name(k).is_none()) {
+                let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
                 return Err(format!(
-                    "caller \"{}\": unknown kind \"{kind}\" (use the agent protocol's kind names)",
-                    caller.name
+                    "caller \"{}\": unknown kind \"{kind}\" (the kinds are {})",
+                    caller.name,
+                    kinds.join(", ")
                 ));
             }
         }
@@ -589,6 +591,7 @@ kinds = []
         assert!(!err.contains('\n'), "one line: {err}");
         let err = Policy::parse(&caller("keys = []\nkinds = [\"teleport\"]\n")).unwrap_err();
         assert!(err.contains("unknown kind \"teleport\""), "{err}");
+        assert!(err.contains("the kinds are connect, server, "), "{err}");
         let err = Policy::parse(&caller("keys = []\nkinds = []\nbundle = []\n")).unwrap_err();
         assert!(err.contains("unknown field `bundle`"), "{err}");
         let err = Policy::parse(&caller("keys = [\"bad\"]\nkinds = []\n")).unwrap_err();
