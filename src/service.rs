@@ -35,7 +35,7 @@ pub struct Service {
 /// A key the service signs with, and what is recorded beside it.
 struct Key {
     signer: Gated,
-    meta: Option<KeyMetadata>,
+    meta: Option<Arc<KeyMetadata>>,
 }
 
 impl Service {
@@ -89,9 +89,9 @@ impl Service {
     pub fn sign_for(&self, request: &Request, caller: &str) -> Result<(Signed, Source), Error> {
         let key = self.key(request.key_id())?;
         match &self.cache {
-            Some(cache) => cache.sign(request, caller, &key.signer, key.meta.as_ref()),
+            Some(cache) => cache.sign(request, caller, &key.signer, key.meta.as_deref()),
             None => Ok((
-                request.sign(&key.signer, key.meta.as_ref(), SystemTime::now())?,
+                request.sign(&key.signer, key.meta.as_deref(), SystemTime::now())?,
                 Source::Fresh,
             )),
         }
@@ -110,7 +110,7 @@ impl Service {
         renew::decide(
             kept,
             request,
-            key.meta.as_ref(),
+            key.meta.as_deref(),
             &public,
             SystemTime::now(),
             within,
@@ -130,14 +130,14 @@ impl Service {
     }
 
     /// What is recorded with the key, looked up once (the first time, from the token).
-    pub fn metadata(&self, key_id: &KeyId) -> Result<Option<KeyMetadata>, Error> {
+    pub fn metadata(&self, key_id: &KeyId) -> Result<Option<Arc<KeyMetadata>>, Error> {
         Ok(self.key(key_id)?.meta.clone())
     }
 
     /// What is recorded with the key if it was looked up before, without calling the
     /// token: for callers that must not block, which take [`Service::metadata`] when this
     /// is `None`.
-    pub fn metadata_known(&self, key_id: &KeyId) -> Option<Option<KeyMetadata>> {
+    pub fn metadata_known(&self, key_id: &KeyId) -> Option<Option<Arc<KeyMetadata>>> {
         lock(&self.keys).get(key_id).map(|key| key.meta.clone())
     }
 
@@ -150,7 +150,7 @@ impl Service {
             let meta = self
                 .token
                 .key_metadata(key_id)?
-                .map(|bytes| KeyMetadata::from_bytes(key_id, &bytes))
+                .map(|bytes| KeyMetadata::from_bytes(key_id, &bytes).map(Arc::new))
                 .transpose()?;
             Ok((signer, meta))
         });

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use p8hsm::apple::metadata::KeyMetadata;
 use p8hsm::apple::Kind;
@@ -20,12 +21,19 @@ use crate::failure::Failure;
 const MAX_POLICY: usize = 1024 * 1024;
 
 /// The policy file's contents, checked.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Policy {
-    /// The callers; a certificate none of them names is refused.
-    #[serde(default, rename = "caller")]
-    callers: Vec<Caller>,
+    /// The callers; a certificate none of them names is refused. Shared, so that a
+    /// request takes its caller along without copying it.
+    callers: Vec<Arc<Caller>>,
+}
+
+/// The policy file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    caller: Vec<Caller>,
 }
 
 /// One caller and what it may ask for.
@@ -91,7 +99,7 @@ impl Policy {
 
     /// Parses a policy.
     pub fn parse(text: &str) -> Result<Policy, String> {
-        let policy: Policy = toml::from_str(text).map_err(|e| {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| {
             let at = e
                 .span()
                 .map(|span| {
@@ -104,6 +112,9 @@ impl Policy {
             let message: Vec<&str> = e.message().lines().map(str::trim).collect();
             format!("{at}{}", message.join(": "))
         })?;
+        let policy = Policy {
+            callers: file.caller.into_iter().map(Arc::new).collect(),
+        };
         let mut seen = HashSet::new();
         for caller in &policy.callers {
             let (kind, name) = caller.parsed_name()?;
@@ -142,14 +153,16 @@ impl Policy {
     }
 
     /// The one caller a certificate's `names` name.
-    pub fn caller(&self, names: &CertNames) -> Result<&Caller, Unmatched> {
-        let matched: Vec<&Caller> = self.callers.iter().filter(|c| c.named(names)).collect();
-        match matched.as_slice() {
-            [] => Err(Unmatched::Unknown),
-            [one] => Ok(one),
-            more => Err(Unmatched::Ambiguous(
-                more.iter().map(|c| c.name.clone()).collect(),
-            )),
+    pub fn caller(&self, names: &CertNames) -> Result<&Arc<Caller>, Unmatched> {
+        let mut matched = self.callers.iter().filter(|c| c.named(names));
+        let first = matched.next().ok_or(Unmatched::Unknown)?;
+        match matched.next() {
+            None => Ok(first),
+            Some(second) => {
+                let mut callers = vec![first.name.clone(), second.name.clone()];
+                callers.extend(matched.map(|c| c.name.clone()));
+                Err(Unmatched::Ambiguous(callers))
+            }
         }
     }
 }
@@ -225,7 +238,7 @@ impl Caller {
     pub fn allow(
         &self,
         request: &Request,
-        recorded: &dyn Fn() -> Result<Option<KeyMetadata>, Error>,
+        recorded: &dyn Fn() -> Result<Option<Arc<KeyMetadata>>, Error>,
     ) -> Result<(), Failure> {
         let deny = |reason: String| {
             Err(Failure::NotPermitted {
@@ -342,7 +355,7 @@ max_ttl = 600
         }
     }
 
-    fn nothing_recorded() -> Result<Option<KeyMetadata>, Error> {
+    fn nothing_recorded() -> Result<Option<Arc<KeyMetadata>>, Error> {
         Ok(None)
     }
 
@@ -431,13 +444,13 @@ max_ttl = 600
             meta
         };
         let other = "00000000-96fe-1a63-e053-0824d011072a";
-        let refused = billing.allow(&unnamed, &|| Ok(Some(recorded(other))));
+        let refused = billing.allow(&unnamed, &|| Ok(Some(Arc::new(recorded(other)))));
         assert!(
             matches!(&refused, Err(Failure::NotPermitted { reason, .. }) if reason.contains(other)),
             "{refused:?}"
         );
         assert!(billing
-            .allow(&unnamed, &|| Ok(Some(recorded(ISSUER))))
+            .allow(&unnamed, &|| Ok(Some(Arc::new(recorded(ISSUER)))))
             .is_ok());
     }
 
@@ -526,7 +539,7 @@ kinds = []
 "#,
         )
         .unwrap();
-        let name = |c: Result<&Caller, Unmatched>| match c {
+        let name = |c: Result<&Arc<Caller>, Unmatched>| match c {
             Ok(caller) => caller.name.clone(),
             Err(Unmatched::Unknown) => "unknown".to_owned(),
             Err(Unmatched::Ambiguous(names)) => format!("ambiguous {names:?}"),
