@@ -493,6 +493,11 @@ fn sighup_keeps_the_old_policy_when_the_new_one_is_broken_and_sigterm_drains() {
         403,
         "new policy in force"
     );
+    // More refusals from one certificate than its burst: those left out are counted, and
+    // the count not yet written goes out when the service stops.
+    for _ in 0..11 {
+        assert_eq!(s.token("billing", server_request("com.example.app")).0, 403);
+    }
     std::fs::write(&policy, POLICY).unwrap();
     s.signal("HUP");
     std::thread::sleep(Duration::from_millis(300));
@@ -521,6 +526,11 @@ fn sighup_keeps_the_old_policy_when_the_new_one_is_broken_and_sigterm_drains() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status:?}: {}", s.stderr());
+    let stopped = s.stderr_once("refused-left-out");
+    assert!(
+        stopped.contains(r#"refused-left-out who="[\"cn:billing-service\"]" left_out=2"#),
+        "{stopped}"
+    );
 }
 
 /// A TLS client configuration for certificate `name` (rustls; it resumes sessions when
