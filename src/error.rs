@@ -313,7 +313,7 @@ pub enum Error {
     },
     /// An import into one of several tokens (`--also-into`) failed: the copies made in
     /// the others were destroyed.
-    #[error("importing into token {token} failed: {cause}; {undone}")]
+    #[error("importing into token \"{token}\" failed: {cause}; {copies}")]
     BackupFailed {
         /// The token that failed, by label.
         token: String,
@@ -321,7 +321,7 @@ pub enum Error {
         #[source]
         cause: Box<Error>,
         /// What became of the copies already made.
-        undone: String,
+        copies: crate::pkcs11::Copies,
     },
     /// A token could not be made.
     #[error("cannot initialize the token: {reason}")]

@@ -9,9 +9,10 @@ use p8hsm::apple::check::{self, Finding};
 use serde::Serialize;
 
 use super::args::CheckArgs;
-use super::{json_line, Config};
+use super::json_line;
 use crate::failure::{print, Failure};
 use crate::input;
+use crate::settings::Config;
 
 /// The most `check` reads of a token or a public key.
 const MAX_INPUT: usize = 64 * 1024;

@@ -1,28 +1,21 @@
-//! The `p8hsm` command: parse → run → exit status. The command line is composed here
-//! from its front ends — the one-shot commands (`cli`), the agent (`agent`) and the
-//! service (`serve`) — which share only the binary's error type (`failure`), the input
-//! helpers (`input`) and the long-lived front ends' audit lines (`audit`), and never
-//! import each other.
-
-mod agent;
-mod audit;
-mod cli;
-mod failure;
-mod input;
-mod serve;
+//! The command line composed from its front ends — the one-shot commands (`cli`), the
+//! agent (`agent`) and the service (`serve`) — over the shared settings; each command
+//! run, and its failure reported.
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use failure::Failure;
+use crate::failure::{self, Failure};
+use crate::settings::{Config, Global, PinSource};
+use crate::{agent, audit, cli, serve};
 
 /// Sign Apple API tokens with a .p8 key kept inside a PKCS#11 token.
 #[derive(Debug, Parser)]
 #[command(name = "p8hsm", version, about, max_term_width = 100)]
 struct Cli {
     #[command(flatten)]
-    global: cli::Global,
+    global: Global,
     #[command(subcommand)]
     command: Command,
 }
@@ -48,7 +41,8 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
+/// Parses the command line, runs the command, and says how it went: the exit status.
+pub fn main() -> ExitCode {
     let Cli { global, command } = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return refused_while_parsing(e),
@@ -74,24 +68,24 @@ fn refused_while_parsing(e: clap::Error) -> ExitCode {
     }
 }
 
-fn run(global: cli::Global, command: Command) -> Result<(), Failure> {
+fn run(global: Global, command: Command) -> Result<(), Failure> {
     match command {
         Command::Agent(args) if args.from_parent => agent::run_from_parent(),
         Command::Agent(args) => {
             // Nothing that will hold a PIN may dump core: made so before it reads one.
             audit::not_dumpable();
-            let config = cli::Config::resolve(global)?;
+            let config = Config::resolve(global)?;
             let (found, pin) = config.find()?;
             let pin_variable = match config.pin_source()? {
-                cli::PinSource::Env(name) => Some(name),
+                PinSource::Env(name) => Some(name),
                 _ => None,
             };
             agent::run(args, config.spec()?, found, pin, pin_variable)
         }
-        Command::OneShot(command) => cli::run(&cli::Config::resolve(global)?, command),
+        Command::OneShot(command) => cli::run(&Config::resolve(global)?, command),
         Command::Serve(args) => {
             audit::not_dumpable();
-            let config = cli::Config::resolve(global)?;
+            let config = Config::resolve(global)?;
             let (found, pin) = config.find()?;
             serve::run(args, found.login(pin)?)
         }

@@ -12,11 +12,12 @@ use p8hsm::Error;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::{files, Config};
+use super::files;
 use crate::failure::{print, shell_word, Failure};
+use crate::settings::Config;
 
 /// SoftHSM's configuration, with `@TOKENDIR@` for the store.
-const CONF: &str = include_str!("../../softhsm/softhsm2.conf.in");
+const CONF: &str = include_str!("../../../../softhsm/softhsm2.conf.in");
 
 /// Where the store goes without `--dir`: `$XDG_DATA_HOME/p8hsm/softhsm`, else
 /// `~/.local/share/p8hsm/softhsm`.

@@ -19,7 +19,7 @@ use p8hsm::protocol::{self, Reply, MAX_REQUEST};
 use p8hsm::{KeyId, Request, Service, Signed, Token};
 
 use super::daemon::{is_socket, private_dir};
-use super::Args;
+use super::Settings;
 use crate::audit::Audit;
 use crate::failure::{print, shell_word, Failure};
 
@@ -88,9 +88,10 @@ impl Connections {
 }
 
 /// Listens on `socket` and serves until a signal stops the agent.
-pub fn serve(args: &Args, socket: &Path, token: Token) -> Result<(), Failure> {
+pub fn serve(settings: &Settings, token: Token) -> Result<(), Failure> {
+    let socket = settings.socket.as_path();
     let label = token.label().to_owned();
-    private_dir(socket, args.shared())?;
+    private_dir(socket, settings.shared())?;
     if UnixStream::connect(socket).is_ok() {
         return Err(Failure::AgentSetup(format!(
             "an agent already listens on {}",
@@ -109,28 +110,28 @@ pub fn serve(args: &Args, socket: &Path, token: Token) -> Result<(), Failure> {
     }
     // The socket is created with its mode: nothing between bind and a chmod to race.
     // Allowed peers of other uids need write access; the uid check keeps others out.
-    let umask = if args.shared() { 0o111 } else { 0o177 };
+    let umask = if settings.shared() { 0o111 } else { 0o177 };
     let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask));
     let bound = UnixListener::bind(socket);
     rustix::process::umask(old);
     let listener = bound
         .map_err(|e| Failure::AgentSetup(format!("cannot listen on {}: {e}", socket.display())))?;
     let audit = Audit::new(
-        args.audit_log.as_deref(),
-        args.log_format,
-        args.audit_tokens,
+        settings.audit_log.as_deref(),
+        settings.log_format,
+        settings.audit_tokens,
     )
     .map_err(|e| {
         let _ = std::fs::remove_file(socket);
-        let path = args.audit_log.as_deref().unwrap_or(Path::new("-"));
+        let path = settings.audit_log.as_deref().unwrap_or(Path::new("-"));
         Failure::AgentSetup(format!("cannot open the audit log {}: {e}", path.display()))
     })?;
     let agent = Arc::new(Agent {
         service: Service::long_lived(token),
         audit,
-        allowed_keys: args.keys.clone(),
-        allow_uid: args.allow_uid.clone(),
-        allow_gid: args.allow_gid.clone(),
+        allowed_keys: settings.keys.clone(),
+        allow_uid: settings.allow_uid.clone(),
+        allow_gid: settings.allow_gid.clone(),
         connections: Connections::default(),
     });
     stop_on_signals(&agent, socket)?;

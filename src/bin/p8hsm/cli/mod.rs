@@ -5,12 +5,10 @@
 
 mod args;
 mod check;
-mod config;
 mod doctor;
 mod files;
 mod import;
 mod keygen;
-mod pin;
 mod request;
 mod sign;
 mod softhsm;
@@ -20,9 +18,9 @@ use p8hsm::apple::metadata::{KeyKind, KeyMetadata};
 use p8hsm::{pkcs11, Error, IssuerId, KeyId, OAuthId, TeamId};
 use serde::Serialize;
 
-pub use args::{Command, Global};
-pub use config::Config;
-pub use pin::PinSource;
+pub use args::Command;
+
+use crate::settings::Config;
 
 use crate::failure::{print, Failure};
 

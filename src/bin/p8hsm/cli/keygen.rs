@@ -7,8 +7,8 @@ use p8hsm::{fingerprint, Error};
 
 use super::args::AssignArgs;
 use super::import::describe;
-use super::Config;
 use crate::failure::{print, Failure};
+use crate::settings::Config;
 
 pub fn keygen(label: &str, config: &Config) -> Result<(), Failure> {
     let token = config.open()?;

@@ -1,117 +1,15 @@
 //! Argument definitions only: no behaviour lives here.
 
-use std::fmt;
 use std::path::PathBuf;
 
+use crate::settings::SecretText;
 use clap::{Args, Subcommand};
 use p8hsm::apple::metadata::KeyKind;
 use p8hsm::apple::Kind;
-use p8hsm::pkcs11::{ImportMethod, Profile};
+use p8hsm::pkcs11::ImportMethod;
 use p8hsm::{IssuerId, KeyId, OAuthId, TeamId};
-use zeroize::Zeroizing;
 
 use super::request::{SignKinds, TokenKinds};
-
-/// The options every command shares: where the token is, and how to log in.
-#[derive(Debug, Args)]
-pub struct Global {
-    /// PKCS#11 module [default: $PKCS11_MODULE_PATH, then the --key URI's module-path or
-    /// module-name, then p11-kit's proxy when modules are registered with p11-kit, then
-    /// SoftHSM's install paths]
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "P8HSM_MODULE",
-        value_name = "PATH"
-    )]
-    pub module: Option<PathBuf>,
-
-    /// What the module is given at C_Initialize (pReserved), e.g. NSS softoken's
-    /// "configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=";
-    /// prefer the environment variable if it holds a secret [default: the module's
-    /// x-init-reserved in its p11-kit registration]
-    // Kept as text that is never shown: it may hold a secret.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "P8HSM_MODULE_ARGS",
-        value_name = "STRING",
-        hide_env_values = true,
-        value_parser = |s: &str| Ok::<_, std::convert::Infallible>(SecretText::from(s))
-    )]
-    pub module_args: Option<SecretText>,
-
-    /// Label of the token to use (tokens are chosen by label, never by slot number)
-    /// [default: the URI's token, then p8hsm]
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "P8HSM_TOKEN",
-        value_name = "LABEL"
-    )]
-    pub token: Option<String>,
-
-    /// A PKCS#11 URI (RFC 7512) naming the token and key, e.g.
-    /// "pkcs11:token=p8hsm;object=2X9R4HXF34?module-path=…"; options and their environment
-    /// variables win over what it says
-    // Kept as text until parsed, so that clap never echoes a pin-value in an error.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "P8HSM_KEY",
-        value_name = "URI",
-        hide_env_values = true,
-        value_parser = |s: &str| Ok::<_, std::convert::Infallible>(SecretText::from(s))
-    )]
-    pub key: Option<SecretText>,
-
-    /// Where the user PIN comes from: file:PATH, env:VAR or prompt [default: the URI's
-    /// pin-source, then its pin-value, then prompt]
-    // Kept as text until parsed: clap's errors would echo a PIN typed here by mistake.
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "P8HSM_PIN_SOURCE",
-        value_name = "SOURCE",
-        hide_env_values = true,
-        value_parser = |s: &str| Ok::<_, std::convert::Infallible>(SecretText::from(s))
-    )]
-    pub pin_source: Option<SecretText>,
-
-    /// Vendor profile: standard, yubihsm, cloudhsm, kmsp11, nss, tpm2 or gnome-keyring [default: detected from the
-    /// module and the token]
-    #[arg(long, global = true, help_heading = "Global options", env = "P8HSM_PROFILE", value_name = "PROFILE", value_parser = parse::<Profile>)]
-    pub profile: Option<Profile>,
-}
-
-/// Text that may hold a secret (a URI's pin-value, a PIN typed in the wrong place):
-/// wiped on drop, never shown by `Debug`.
-#[derive(Clone)]
-pub struct SecretText(Zeroizing<String>);
-
-impl From<&str> for SecretText {
-    fn from(s: &str) -> Self {
-        SecretText(Zeroizing::new(s.to_owned()))
-    }
-}
-
-impl SecretText {
-    /// The text.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretText([REDACTED])")
-    }
-}
 
 /// The one-shot commands.
 #[derive(Debug, Subcommand)]

@@ -4,8 +4,8 @@ use std::time::SystemTime;
 
 use p8hsm::{pkcs11, Error};
 
-use super::Config;
 use crate::failure::{print, Failure};
+use crate::settings::Config;
 
 /// The checks' lines and how many failed.
 #[derive(Default)]

@@ -18,14 +18,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::Args;
+use super::Settings;
 use crate::failure::{print, Failure};
 
 /// The default socket: `$XDG_RUNTIME_DIR/p8hsm/agent.sock`, else a directory of the
 /// user's own under the temporary directory.
-pub fn socket_path(args: &Args) -> PathBuf {
-    if let Some(path) = &args.socket {
-        return path.clone();
+pub fn socket_path(given: Option<PathBuf>) -> PathBuf {
+    if let Some(path) = given {
+        return path;
     }
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(runtime) => PathBuf::from(runtime).join("p8hsm"),
@@ -80,9 +80,9 @@ pub fn private_dir(socket: &Path, shared: bool) -> Result<PathBuf, Failure> {
 
 /// What a parent sends its background agent, before the PIN.
 #[derive(Serialize, Deserialize)]
-struct Launch {
-    args: Args,
-    spec: TokenSpec,
+struct Launch<S, T> {
+    settings: S,
+    spec: T,
 }
 
 /// The most the parent sends: the launch line and a PIN.
@@ -91,13 +91,12 @@ const MAX_LAUNCH: usize = 64 * 1024;
 /// Starts `p8hsm agent --from-parent` detached, sends it the token and the PIN through
 /// its standard input, relays the environment it prints once it listens, and returns.
 pub fn spawn(
-    args: &Args,
-    socket: &Path,
+    settings: &Settings,
     spec: &TokenSpec,
     pin: SecretString,
     pin_variable: Option<&str>,
 ) -> Result<(), Failure> {
-    let dir = private_dir(socket, args.shared())?;
+    let dir = private_dir(&settings.socket, settings.shared())?;
     let log_path = dir.join("agent.log");
     let log = crate::audit::open_log(&log_path)
         .map_err(|e| Failure::AgentSetup(format!("cannot open {}: {e}", log_path.display())))?;
@@ -123,15 +122,8 @@ pub fn spawn(
             .spawn()
             .map_err(p8hsm::Error::internal)?
     };
-    let mut launch = serde_json::to_vec(&Launch {
-        args: Args {
-            socket: Some(socket.to_path_buf()),
-            foreground: true,
-            ..args.clone()
-        },
-        spec: spec.clone(),
-    })
-    .map_err(p8hsm::Error::internal)?;
+    let mut launch =
+        serde_json::to_vec(&Launch { settings, spec }).map_err(p8hsm::Error::internal)?;
     launch.push(b'\n');
     let mut sent = Zeroizing::new(launch);
     sent.extend_from_slice(pin.expose_secret().as_bytes());
@@ -175,21 +167,21 @@ pub fn spawn(
 }
 
 /// The background agent's side: the launch line and the PIN from standard input.
-pub fn read_parent() -> Result<(Args, TokenSpec, SecretString), Failure> {
+pub fn read_parent() -> Result<(Settings, TokenSpec, SecretString), Failure> {
     let bytes = crate::input::read_fd(rustix::stdio::stdin(), MAX_LAUNCH)
         .map_err(|e| Failure::AgentSetup(format!("cannot read what the parent sent: {e}")))?;
     let newline = bytes
         .iter()
         .position(|b| *b == b'\n')
         .ok_or_else(|| Failure::AgentSetup("the parent sent no launch line".to_owned()))?;
-    let launch: Launch = serde_json::from_slice(&bytes[..newline])
+    let launch: Launch<Settings, TokenSpec> = serde_json::from_slice(&bytes[..newline])
         .map_err(|e| Failure::AgentSetup(format!("the parent's launch line: {e}")))?;
     let pin = std::str::from_utf8(&bytes[newline + 1..])
         .map_err(|_| Failure::PinSource("the PIN is not UTF-8".to_owned()))?;
     if pin.is_empty() {
         return Err(Failure::PinSource("the parent sent no PIN".to_owned()));
     }
-    Ok((launch.args, launch.spec, SecretString::from(pin)))
+    Ok((launch.settings, launch.spec, SecretString::from(pin)))
 }
 
 /// Whether a path is a socket (and not a file of the user's that must never be removed).

@@ -24,7 +24,7 @@ pub use crate::audit::LogFormat;
 use crate::failure::Failure;
 
 /// `p8hsm agent`'s options.
-#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// The socket [default: $XDG_RUNTIME_DIR/p8hsm/agent.sock, else
     /// /tmp/p8hsm-<uid>/agent.sock]
@@ -55,11 +55,35 @@ pub struct Args {
     /// Started by a parent `p8hsm agent`: read the token to open and the PIN from
     /// standard input, never from arguments
     #[arg(long, hide = true)]
-    #[serde(skip)]
     pub from_parent: bool,
 }
 
-impl Args {
+/// What the agent runs with, once its options are resolved; the background agent gets
+/// it from its parent, never through its own arguments.
+#[derive(Debug, Serialize, Deserialize)]
+struct Settings {
+    socket: PathBuf,
+    log_format: LogFormat,
+    allow_uid: Vec<u32>,
+    allow_gid: Vec<u32>,
+    keys: Vec<KeyId>,
+    audit_log: Option<PathBuf>,
+    audit_tokens: bool,
+}
+
+impl Settings {
+    fn new(args: Args) -> Settings {
+        Settings {
+            socket: daemon::socket_path(args.socket),
+            log_format: args.log_format,
+            allow_uid: args.allow_uid,
+            allow_gid: args.allow_gid,
+            keys: args.keys,
+            audit_log: args.audit_log,
+            audit_tokens: args.audit_tokens,
+        }
+    }
+
     /// Whether peers other than the agent's own uid may connect.
     fn shared(&self) -> bool {
         !self.allow_uid.is_empty() || !self.allow_gid.is_empty()
@@ -79,19 +103,19 @@ pub fn run(
     pin: SecretString,
     pin_variable: Option<String>,
 ) -> Result<(), Failure> {
-    let socket = daemon::socket_path(&args);
-    if args.foreground {
-        return server::serve(&args, &socket, found.login(pin)?);
+    let foreground = args.foreground;
+    let settings = Settings::new(args);
+    if foreground {
+        return server::serve(&settings, found.login(pin)?);
     }
     drop(found);
-    daemon::spawn(&args, &socket, &spec, pin, pin_variable.as_deref())
+    daemon::spawn(&settings, &spec, pin, pin_variable.as_deref())
 }
 
 /// The background agent: what its parent sent on standard input.
 pub fn run_from_parent() -> Result<(), Failure> {
     crate::audit::not_dumpable();
-    let (args, spec, pin) = daemon::read_parent()?;
-    let socket = daemon::socket_path(&args);
+    let (settings, spec, pin) = daemon::read_parent()?;
     let token = p8hsm::Token::open(&spec, pin)?;
-    server::serve(&args, &socket, token)
+    server::serve(&settings, token)
 }

@@ -12,10 +12,11 @@ use p8hsm::protocol::{self, Reply};
 use p8hsm::{Request, Service, Signed};
 
 use super::files;
+use super::json_line;
 use super::request::{Renewal, RequestArgs};
-use super::{json_line, Config};
 use crate::failure::{print, Failure};
 use crate::input;
+use crate::settings::Config;
 
 /// How long a client waits for the agent.
 const TIMEOUT: Duration = Duration::from_secs(30);
