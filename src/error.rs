@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::p8::P8Error;
-use crate::pkcs11::rv_name;
+use crate::pkcs11::{CallFailed, Cause};
 
 /// Everything that can go wrong in p8hsm's library.
 #[derive(Debug, thiserror::Error)]
@@ -172,15 +172,14 @@ pub enum Error {
         path: PathBuf,
     },
     /// The module exists but could not be loaded or initialized.
-    #[error("cannot load PKCS#11 module {}: {}", path.display(), rv_name(source))]
+    #[error("cannot load PKCS#11 module {}: {}", path.display(), failed.return_value())]
     ModuleLoad {
         /// The module path.
         path: PathBuf,
         /// Whether it was given initialization arguments.
         with_args: bool,
         /// What the loader or C_Initialize said.
-        #[source]
-        source: cryptoki::error::Error,
+        failed: CallFailed,
     },
     /// No token matches.
     #[error("no token {wanted} ({})", describe_tokens(available, skipped))]
@@ -336,14 +335,8 @@ pub enum Error {
         len: usize,
     },
     /// Any other PKCS#11 failure: the call, and the return value by its `CKR_` name.
-    #[error("{operation} failed: {}", rv_name(source))]
-    Pkcs11 {
-        /// What p8hsm was doing.
-        operation: &'static str,
-        /// cryptoki's error.
-        #[source]
-        source: cryptoki::error::Error,
-    },
+    #[error("{0}")]
+    Pkcs11(CallFailed),
     /// The token went away; a long-lived [`Service`](crate::Service) waits before it
     /// calls it again.
     #[error("token unavailable: the HSM or its server does not answer")]
@@ -405,7 +398,7 @@ impl Error {
             ImportCheck { .. } | ImportLeftObjects { .. } | KeygenCheck { .. } => {
                 ErrorCode::ImportFailed
             }
-            BadSignature { .. } | Pkcs11 { .. } => ErrorCode::Failed,
+            BadSignature { .. } | Pkcs11(_) => ErrorCode::Failed,
             Internal(_) => ErrorCode::Internal,
         }
     }
@@ -469,31 +462,27 @@ impl Error {
             }
             ModuleLoad {
                 with_args: false,
-                source: cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ArgumentsBad, _),
+                failed,
                 ..
-            } => "hint: this module wants initialization arguments: give them with \
+            } if failed.cause() == Cause::NeedsArguments => {
+                "hint: this module wants initialization arguments: give them with \
                   P8HSM_MODULE_ARGS (NSS softoken: \"configdir='sql:DIR' certPrefix='' \
                   keyPrefix='' secmod='secmod.db' flags=\") or x-init-reserved in its p11-kit \
                   registration"
-                .to_owned(),
+                    .to_owned()
+            }
             ModuleLoad {
                 with_args: true, ..
             } => "hint: check the module's initialization arguments (P8HSM_MODULE_ARGS, \
                   --module-args or x-init-reserved in its p11-kit registration)"
                 .to_owned(),
-            ModuleLoad {
-                source:
-                    cryptoki::error::Error::Pkcs11(
-                        cryptoki::error::RvError::GeneralError
-                        | cryptoki::error::RvError::DeviceMemory,
-                        _,
-                    ),
-                ..
-            } => "hint: the module failed to start, as a software token does while another \
+            ModuleLoad { failed, .. } if failed.cause() == Cause::StoreBusy => {
+                "hint: the module failed to start, as a software token does while another \
                   process holds its store (p8hsm tried again for a moment): try again, or find \
                   that process; if it persists, the module's own lines above say why (for \
                   tpm2-pkcs11, check that TPM2_PKCS11_TCTI reaches the TPM)"
-                .to_owned(),
+                    .to_owned()
+            }
             ModuleLoad { .. } => "hint: is this a PKCS#11 module built for this machine? For \
                  SoftHSM, is SOFTHSM2_CONF pointing at a readable config?"
                 .to_owned(),
@@ -564,7 +553,7 @@ impl Error {
             | TokenInit { .. }
             | ImportCheck { .. }
             | BadSignature { .. }
-            | Pkcs11 { .. }
+            | Pkcs11(_)
             | Internal(_) => return None,
         };
         Some(text)

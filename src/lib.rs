@@ -45,15 +45,25 @@
 //! ```
 
 #![warn(missing_docs)]
+// Unsafe code is forbidden in every module but `pkcs11::context` (one block, C_Initialize
+// with pReserved), and denied there but for that block.
 
+#[forbid(unsafe_code)]
 pub mod apple;
+#[forbid(unsafe_code)]
 mod error;
+#[forbid(unsafe_code)]
 mod ids;
+#[forbid(unsafe_code)]
 pub mod jws;
+#[forbid(unsafe_code)]
 pub mod p8;
 pub mod pkcs11;
+#[forbid(unsafe_code)]
 pub mod protocol;
+#[forbid(unsafe_code)]
 mod service;
+#[forbid(unsafe_code)]
 mod signer;
 
 use std::sync::{Mutex, MutexGuard};

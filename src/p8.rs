@@ -64,6 +64,9 @@ pub enum P8Error {
     /// The embedded public key is not the one the private scalar gives.
     #[error("the key file's public key does not match its private key")]
     PublicKeyMismatch,
+    /// The key could not be written as PKCS#8 for an import by unwrapping.
+    #[error("the key cannot be encoded as PKCS#8 ({0})")]
+    Encode(String),
 }
 
 /// A parsed P-256 private key and its public key.
@@ -122,8 +125,11 @@ impl P8Key {
     }
 
     /// The key as PKCS#8 DER (for C_UnwrapKey), in a buffer wiped on drop.
-    pub(crate) fn pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, crate::Error> {
-        let document = self.secret.to_pkcs8_der().map_err(crate::Error::internal)?;
+    pub(crate) fn pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, P8Error> {
+        let document = self
+            .secret
+            .to_pkcs8_der()
+            .map_err(|e| P8Error::Encode(e.to_string()))?;
         Ok(Zeroizing::new(document.as_bytes().to_vec()))
     }
 }

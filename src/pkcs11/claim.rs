@@ -366,11 +366,17 @@ impl Token {
     /// Destroys an object; one already gone (or never kept) is not an error.
     pub(super) fn destroy_gone_ok(&self, handle: ObjectHandle) -> Result<(), Error> {
         match self.destroy(handle) {
-            Err(Error::Pkcs11 {
-                source:
-                    cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::ObjectHandleInvalid, _),
-                ..
-            }) => Ok(()),
+            Err(Error::Pkcs11(failed))
+                if matches!(
+                    failed.ck(),
+                    cryptoki::error::Error::Pkcs11(
+                        cryptoki::error::RvError::ObjectHandleInvalid,
+                        _
+                    )
+                ) =>
+            {
+                Ok(())
+            }
             other => other,
         }
     }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use super::claim::Claim;
-use super::context::{busy, ck, settle, SETTLE_ATTEMPTS};
+use super::context::{busy, ck, refusal, settle, SETTLE_ATTEMPTS};
 use super::ec::encode_ec_point;
 use super::token::Token;
 use crate::ids::printable;
@@ -238,20 +238,20 @@ impl Way {
 
 /// Why one way failed: the token's answer to an operation (a refusal lets the next way
 /// be tried), or anything else.
-enum Failure {
+enum WayFailed {
     Token(&'static str, CkError),
     Other(Error),
 }
 
-impl From<Error> for Failure {
+impl From<Error> for WayFailed {
     fn from(e: Error) -> Self {
-        Failure::Other(e)
+        WayFailed::Other(e)
     }
 }
 
 /// Names the operation a token's error answered.
-fn at(operation: &'static str) -> impl Fn(CkError) -> Failure {
-    move |e| Failure::Token(operation, e)
+fn at(operation: &'static str) -> impl Fn(CkError) -> WayFailed {
+    move |e| WayFailed::Token(operation, e)
 }
 
 /// The temporary RSA wrapping key's size: 3072 bits, as strong as P-256.
@@ -624,7 +624,7 @@ impl Token {
                 // A store another process is writing: the same way again, once what a
                 // failed attempt may have left is gone.
                 match result {
-                    Err(Failure::Token(_, e)) if busy(&e) && attempt < SETTLE_ATTEMPTS => {
+                    Err(WayFailed::Token(_, e)) if busy(&e) && attempt < SETTLE_ATTEMPTS => {
                         attempt += 1;
                         settle(attempt);
                         self.destroy_private(id, label)?;
@@ -652,14 +652,14 @@ impl Token {
                 // The RSA-OAEP unwrap is tried first only where a token offers it, and
                 // tokens differ in how they fail it: any answer moves on (to the ways
                 // p8hsm used before it); the others move on only when refused.
-                Err(Failure::Token(operation, e)) if refuses(&e) || way == Way::RsaOaep => {
+                Err(WayFailed::Token(operation, e)) if refuses(&e) || way == Way::RsaOaep => {
                     refusals.push(ck(operation)(e).to_string());
                     // A way that failed may have left a key all the same (a token whose
                     // store was busy): none of the next way's may stand beside it.
                     self.destroy_private(id, label)?;
                 }
-                Err(Failure::Token(operation, e)) => return Err(ck(operation)(e)),
-                Err(Failure::Other(e)) => return Err(e),
+                Err(WayFailed::Token(operation, e)) => return Err(ck(operation)(e)),
+                Err(WayFailed::Other(e)) => return Err(e),
             }
         }
         Err(Error::ImportRefused { tried: refusals })
@@ -682,7 +682,7 @@ impl Token {
         key: &P8Key,
         id: &[u8],
         label: &str,
-    ) -> Result<ObjectHandle, Failure> {
+    ) -> Result<ObjectHandle, WayFailed> {
         let mut template =
             WipedTemplate(
                 self.profile()
@@ -708,7 +708,7 @@ impl Token {
         key: &P8Key,
         id: &[u8],
         label: &str,
-    ) -> Result<ObjectHandle, Failure> {
+    ) -> Result<ObjectHandle, WayFailed> {
         let (public, private) = session
             .generate_key_pair(
                 &Mechanism::RsaPkcsKeyPairGen,
@@ -754,11 +754,11 @@ impl Token {
             }
         }
         let (Some(modulus), Some(exponent)) = (modulus, exponent) else {
-            return Err(Failure::Other(Error::ImportCheck {
+            return Err(WayFailed::Other(Error::ImportCheck {
                 reason: "the token did not return the temporary RSA public key".to_owned(),
             }));
         };
-        let pkcs8 = key.pkcs8_der()?;
+        let pkcs8 = key.pkcs8_der().map_err(Error::from)?;
         let wrapped = RsaPublicKey::new(modulus, exponent)
             .and_then(|rsa| rsa.encrypt(&mut OsRng, Oaep::new::<Sha1>(), &pkcs8))
             .map_err(Error::internal)?;
@@ -790,7 +790,7 @@ impl Token {
         key: &P8Key,
         id: &[u8],
         label: &str,
-    ) -> Result<ObjectHandle, Failure> {
+    ) -> Result<ObjectHandle, WayFailed> {
         let kek = TemporaryKey {
             session,
             handle: session
@@ -812,7 +812,11 @@ impl Token {
         let mut iv = [0u8; 16];
         OsRng.fill_bytes(&mut iv);
         let encrypted = session
-            .encrypt(&Mechanism::AesCbcPad(iv), kek.handle, &key.pkcs8_der()?)
+            .encrypt(
+                &Mechanism::AesCbcPad(iv),
+                kek.handle,
+                &key.pkcs8_der().map_err(Error::from)?,
+            )
             .map_err(at("encrypting the PKCS#8 in the token (C_Encrypt)"))?;
         let template = self
             .profile()
@@ -888,7 +892,7 @@ impl Token {
         let signature = refused_sign()
             .and_then(|()| self.sign_digest(private_key, &Sha256::digest(probe)))
             .map_err(|e| match e {
-                Error::Pkcs11 { .. } => Error::ImportCheck {
+                Error::Pkcs11(_) => Error::ImportCheck {
                     reason: format!("the token cannot sign with the key it took ({e})"),
                 },
                 other => other,
@@ -921,25 +925,7 @@ pub(super) fn check_label(label: &str) -> Result<(), Error> {
 /// Return values by which a token says it will not take the key this way (a plaintext
 /// private key, or this unwrapping); the next way is tried.
 fn refuses(e: &CkError) -> bool {
-    matches!(
-        e,
-        CkError::Pkcs11(
-            RvError::MechanismInvalid
-                | RvError::MechanismParamInvalid
-                | RvError::ArgumentsBad
-                | RvError::KeyTypeInconsistent
-                | RvError::UnwrappingKeyTypeInconsistent
-                | RvError::TemplateInconsistent
-                | RvError::TemplateIncomplete
-                | RvError::AttributeValueInvalid
-                | RvError::AttributeTypeInvalid
-                | RvError::AttributeReadOnly
-                | RvError::FunctionNotSupported
-                | RvError::FunctionRejected
-                | RvError::ActionProhibited,
-            _
-        )
-    )
+    matches!(e, CkError::Pkcs11(rv, _) if refusal(*rv))
 }
 
 /// Fault injection for the tests of the cleanup and fallback paths: with the

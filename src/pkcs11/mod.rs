@@ -9,24 +9,36 @@
 //! - keys generated in the token and given their key ID later ([`Generated`]);
 //! - import, vendor [`Profile`]s, module discovery and RFC 7512 [`uri`]s.
 
+#[forbid(unsafe_code)]
 mod claim;
 mod context;
+#[forbid(unsafe_code)]
 mod ec;
+#[forbid(unsafe_code)]
 mod generate;
+#[forbid(unsafe_code)]
 mod import;
+#[forbid(unsafe_code)]
 mod init;
+#[forbid(unsafe_code)]
 mod keys;
+#[forbid(unsafe_code)]
 pub mod modules;
+#[forbid(unsafe_code)]
 mod profile;
+#[forbid(unsafe_code)]
 mod session;
+#[forbid(unsafe_code)]
 mod several;
+#[forbid(unsafe_code)]
 mod slot;
+#[forbid(unsafe_code)]
 mod token;
+#[forbid(unsafe_code)]
 pub mod uri;
 
 pub use claim::Unfinished;
-pub(crate) use context::rv_name;
-pub use context::ModuleArgs;
+pub use context::{CallFailed, Cause, ModuleArgs};
 pub use generate::Generated;
 pub use import::{ImportMethod, ImportOptions, Imported, PreparedImport};
 pub use init::init_token;
