@@ -14,6 +14,8 @@
 //!   lifetime rules (pure);
 //! - [`Es256Signer`]: who signs — implemented by [`HsmKey`];
 //! - [`pkcs11`]: module loading, token selection, login, import, key lookup, signing;
+//! - [`pipeline`]: the one request pipeline the long-lived front ends are transports
+//!   over — a [`pipeline::Gate`] decides, the service signs, an audit record results;
 //! - [`protocol`]: the agent's line-delimited JSON protocol;
 //! - [`jws`] and [`p8`]: compact JWS encoding and `.p8` parsing.
 //!
@@ -58,6 +60,8 @@ mod ids;
 pub mod jws;
 #[forbid(unsafe_code)]
 pub mod p8;
+#[forbid(unsafe_code)]
+pub mod pipeline;
 pub mod pkcs11;
 #[forbid(unsafe_code)]
 pub mod protocol;

@@ -107,7 +107,8 @@ pub enum Reply {
     },
 }
 
-/// An error: a stable code, and the message and hint the command line would print.
+/// An error: a stable code, one line saying what happened, and what to do about it in
+/// the protocol's terms (naming its fields, never a command-line option).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// The class of failure.
@@ -117,17 +118,6 @@ pub struct ErrorBody {
     /// What to do, when there is something (`hint: …` or `warning: …`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
-}
-
-impl ErrorBody {
-    /// The body for a library error.
-    pub fn from_error(e: &Error) -> ErrorBody {
-        ErrorBody {
-            code: e.code(),
-            message: e.to_string(),
-            hint: e.hint(),
-        }
-    }
 }
 
 impl Reply {
@@ -182,7 +172,12 @@ mod tests {
             let line = format!("{{\"id\":{id},\"kind\":\"apns\",\"key_id\":\"2X9R4HXF34\"}}");
             let incoming = parse(line.as_bytes());
             assert!(incoming.request.is_ok(), "{id}");
-            let reply = Reply::error(incoming.id, ErrorBody::from_error(&Error::TokenUnavailable));
+            let body = ErrorBody {
+                code: ErrorCode::TokenUnavailable,
+                message: Error::TokenUnavailable.to_string(),
+                hint: None,
+            };
+            let reply = Reply::error(incoming.id, body);
             let sent: Value = serde_json::from_str(id).unwrap();
             let back = serde_json::from_slice::<Value>(&reply.line()).unwrap()["id"].clone();
             assert_eq!(back, sent, "{id}");

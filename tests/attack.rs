@@ -429,7 +429,7 @@ fn the_agent_removes_only_a_stale_socket() {
         .command(&["agent", "--foreground", "--socket", path_str(&precious)])
         .output()
         .unwrap();
-    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(12), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("exists and is not a socket"),
         "{}",
@@ -549,7 +549,7 @@ fn symlinked_socket_directories_and_foreign_agents_are_refused() {
         ])
         .output()
         .unwrap();
-    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(12), "{}", stderr(&out));
     assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
 
     // An agent of uid 65534 that would serve root: root's client refuses to use it.
@@ -722,7 +722,7 @@ fn fifos_are_refused_not_waited_on() {
         "--audit-log",
         path_str(&fifo),
     ]));
-    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(12), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("not a regular file"),
         "{}",
@@ -747,7 +747,7 @@ fn fifos_are_refused_not_waited_on() {
         "--audit-log",
         path_str(&trap),
     ]));
-    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(12), "{}", stderr(&out));
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
 }
 

@@ -240,7 +240,7 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
                 "0",
             ],
             3,
-            "--ttl must be at least 1 second",
+            "ttl must be at least 1 second",
         ),
         case(
             "long-lived with a POST scope",
@@ -270,7 +270,7 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
                 "--mapkit-js",
             ],
             3,
-            "--origin is required",
+            "origin is required",
         ),
         case(
             "APNs with --ttl",
@@ -369,7 +369,7 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
             "issuer missing",
             &["token", "enterprise", "--key-id", KEY_ID],
             3,
-            "--issuer is required",
+            "issuer is required",
         ),
         case(
             "empty origin",

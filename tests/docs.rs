@@ -61,7 +61,8 @@ fn field_tables() -> String {
                 "| `{}` | {kind} | {} | {} |\n",
                 field.name,
                 if field.required { "yes" } else { "no" },
-                field.help.replace('|', "\\|")
+                // A field named in braces is written as the protocol names it.
+                field.help.replace('|', "\\|").replace(['{', '}'], "`")
             ));
         }
     }

@@ -116,3 +116,43 @@ fn the_rsa_crate_is_used_only_to_encrypt_under_a_public_key() {
         "{uses:#?}"
     );
 }
+
+/// The library says what happened; only the binary names its options, variables and
+/// commands (to a person) or JSON fields (to a program). A word of the command line in
+/// the library's code — outside comments and unit tests — fails here.
+#[test]
+fn the_library_names_no_option_variable_or_command_of_the_binary() {
+    let root = crate::common::root().join("src");
+    let mut found = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path == root.join("bin") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Unit tests sit last in a file, from `#[cfg(test)]` on.
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                let line = line.trim_start();
+                if line.starts_with("//") {
+                    continue;
+                }
+                let words = line.split(" //").next().unwrap_or_default();
+                let option = words
+                    .match_indices("--")
+                    .any(|(i, _)| words[i + 2..].starts_with(|c: char| c.is_ascii_lowercase()));
+                let variable = words.contains("P8HSM_") && !words.contains("P8HSM_FAULT_");
+                if option || variable || words.contains("`p8hsm ") {
+                    found.push(format!("{}:{}: {line}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}

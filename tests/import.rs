@@ -520,7 +520,7 @@ fn vendor_profiles_shape_the_import() {
     ])
     .fails(
         5,
-        "YubiHSM 2 keeps no data objects, where p8hsm records --kind",
+        "YubiHSM 2 keeps no data objects, where p8hsm records a key's kind",
     );
     hsm.run(&["--profile", "kmsp11", "import", path_str(&path)])
         .fails(5, "Google Cloud KMS (kmsp11) cannot import the key");

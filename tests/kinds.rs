@@ -287,9 +287,9 @@ fn kinds_validate_their_inputs_and_lifetimes() {
         "15777000",
     ])
     .fails(3, "at most 15777000 s");
-    token(&["mapkit", "--team-id", TEAM, "--mapkit-js"]).fails(3, "--origin is required");
-    token(&["server", "--bundle-id", "com.example.app"]).fails(3, "--issuer is required");
-    token(&["apns"]).fails(3, "--team-id is required");
+    token(&["mapkit", "--team-id", TEAM, "--mapkit-js"]).fails(3, "origin is required");
+    token(&["server", "--bundle-id", "com.example.app"]).fails(3, "issuer is required");
+    token(&["apns"]).fails(3, "team_id is required");
     let run = token(&["apns", "--team-id", TEAM, "--ttl", "60"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     for bad in [
@@ -586,7 +586,7 @@ fn recorded_metadata_supplies_identities_and_refuses_other_kinds() {
     ])
     .fails(
         10,
-        "--issuer 00000000-0000-4000-8000-000000000000 contradicts the --issuer",
+        "issuer 00000000-0000-4000-8000-000000000000 contradicts the issuer",
     );
 
     let keys: Value = serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();

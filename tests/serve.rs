@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{succeeded, Hsm, Pki, ISSUER};
+use crate::common::{succeeded, Agent, Hsm, Pki, ISSUER};
 
 const IAP: &str = "ABCDEFGH12";
 const DEV: &str = "DEVKEY0001";
@@ -20,7 +20,7 @@ const ASC: &str = "2X9R4HXF34";
 const POLICY: &str = r#"
 [[caller]]
 name = "cn:billing-service"
-keys = ["ABCDEFGH12", "DEVKEY0001", "NOSUCHKEY1"]
+keys = ["ABCDEFGH12", "DEVKEY0001", "NOSUCHKEY1", "UNRECORD01"]
 kinds = ["server", "promo-offer", "apns"]
 bundle_ids = ["com.example.app"]
 
@@ -631,6 +631,110 @@ fn an_expired_client_certificate_lives_on_neither_in_a_kept_connection_nor_a_res
         "a token for each request before the expiry, none after: {}",
         s.stderr()
     );
+}
+
+#[test]
+fn a_refusal_names_the_request_field_never_a_command_line_option() {
+    let (hsm, pki) = setup(Hsm::new());
+    // A key with nothing recorded: a server token needs its issuer in the request.
+    let (path, _) = hsm.write_key("AuthKey_UNRECORD01.p8");
+    hsm.run(&["import", path.to_str().unwrap()]).ok();
+    let s = Serving::start(&hsm, &pki, &[], &[]);
+    let request = json!({"kind": "server", "key_id": "UNRECORD01", "bundle_id": "com.example.app"});
+    let (status, reply) = s.token("billing", request);
+    assert_eq!(status, 400, "{reply}");
+    let error = &reply["error"];
+    assert_eq!(error["code"], "invalid_input", "{reply}");
+    let message = error["message"].as_str().unwrap();
+    let hint = error["hint"].as_str().unwrap();
+    assert!(message.starts_with("issuer is required"), "{message}");
+    assert!(hint.contains("\"issuer\""), "{hint}");
+    for text in [message, hint] {
+        assert!(!text.contains("--") && !text.contains("P8HSM_"), "{text}");
+    }
+    // The command line names its option for the same situation.
+    let cli = hsm.run(&[
+        "token",
+        "server",
+        "--key-id",
+        "UNRECORD01",
+        "--bundle-id",
+        "com.example.app",
+    ]);
+    cli.fails(3, "error: issuer is required");
+    assert!(
+        cli.stderr
+            .contains("hint: give --issuer or set P8HSM_ISSUER"),
+        "{}",
+        cli.stderr
+    );
+}
+
+/// The agent and the service are transports over one request pipeline: the same
+/// request, handed out by each, gets an audit line with the same fields, in the same
+/// order, and then only what the transport knows (the peer's uid, or its address).
+#[test]
+fn the_agent_and_the_service_audit_a_token_with_the_same_fields() {
+    let (hsm, pki) = setup(Hsm::new());
+    let s = Serving::start(&hsm, &pki, &[], &[]);
+    let log = hsm.dir.path().join("agent-audit.log");
+    let agent = Agent::start(&hsm, &hsm.env, &[], &["--audit-log", log.to_str().unwrap()]);
+    let request = server_request("com.example.app");
+    let (status, reply) = s.token("billing", request.clone());
+    assert_eq!(status, 200, "{reply}");
+    let reply = agent.request(&request);
+    assert_eq!(reply["ok"], true, "{reply}");
+
+    let names = |line: &str| -> Vec<String> {
+        line.split(' ')
+            .skip(2)
+            .filter_map(|field| field.split_once('=').map(|(name, _)| name.to_owned()))
+            .collect()
+    };
+    let served = s.stderr_once(" sign ");
+    let served = served.lines().find(|l| l.contains(" sign ")).unwrap();
+    let agents = std::fs::read_to_string(&log).unwrap();
+    let agents = agents.lines().find(|l| l.contains(" sign ")).unwrap();
+    let common = ["key_id", "kind", "aud", "claims_sha256", "caller", "source"];
+    assert_eq!(
+        names(served),
+        [&common[..], &["peer_addr"]].concat(),
+        "{served}"
+    );
+    assert_eq!(
+        names(agents),
+        [&common[..], &["peer_pid", "peer_uid"]].concat(),
+        "{agents}"
+    );
+    assert!(agents.contains(" caller=uid:0 "), "{agents}");
+    assert!(served.contains(" caller=cn:billing-service "), "{served}");
+}
+
+/// What stops the agent or the service from starting is neither bad input (3) nor an
+/// unreachable token (5): it exits with the setup status, 12, and says what is in use.
+#[test]
+fn an_address_or_socket_in_use_exits_with_the_setup_status() {
+    let (hsm, pki) = setup(Hsm::new());
+    let s = Serving::start(&hsm, &pki, &[], &[]);
+    let address = s.url.trim_start_matches("https://").trim_end_matches('/');
+    let args: Vec<String> = pki
+        .serve_args(&pki.path("server.pem"), "pkcs11:object=TLSSERVER1")
+        .into_iter()
+        .map(|a| {
+            if a == "127.0.0.1:0" {
+                address.to_owned()
+            } else {
+                a
+            }
+        })
+        .collect();
+    hsm.run(&args)
+        .fails(12, &format!("cannot listen on {address}"));
+
+    let agent = Agent::start(&hsm, &hsm.env, &[], &[]);
+    let socket = agent.socket.to_str().unwrap();
+    hsm.run(&["agent", "--foreground", "--socket", socket])
+        .fails(12, "an agent already listens");
 }
 
 #[test]
@@ -1271,7 +1375,7 @@ fn fifos_for_its_files_are_refused_not_waited_on() {
         let started = Instant::now();
         let args = crate::common::serve_args(&cert, "pkcs11:object=TLSSERVER1", &ca, &policy);
         let run = hsm.run(&args);
-        run.fails(3, "not a regular file");
+        run.fails(12, "not a regular file");
         assert!(started.elapsed() < Duration::from_secs(5), "not waited on");
     }
     // Read again on SIGHUP: a FIFO there is refused, and the policy in force stays.

@@ -77,7 +77,7 @@ fn connect_individual_token_has_sub_user_and_no_iss() {
 
     // A team token needs an issuer: given, from P8HSM_ISSUER, or recorded with the key.
     hsm.run(&["token", "connect", "--key-id", KEY_ID])
-        .fails(3, "--issuer is required");
+        .fails(3, "issuer is required");
     let run = hsm.run(&[
         "token",
         "connect",
@@ -160,7 +160,7 @@ fn lifetimes_over_the_limit_are_errors_never_silently_shortened() {
         "{}",
         run.stderr
     );
-    connect(&["--ttl", "0"]).fails(3, "--ttl must be at least 1 second");
+    connect(&["--ttl", "0"]).fails(3, "ttl must be at least 1 second");
     hsm.run(&[
         "token",
         "server",

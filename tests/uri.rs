@@ -103,7 +103,7 @@ fn options_win_over_the_uri_and_bad_uris_are_named() {
     hsm.run(&["--key", "pkcs11:object=%G1", "keys"])
         .fails(3, "object has a malformed percent-encoding");
     hsm.run(&["--key", "pkcs11:token=p8hsm", "pubkey"])
-        .fails(3, "--key-id is required");
+        .fails(3, "key_id is required");
 }
 
 #[test]

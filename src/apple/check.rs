@@ -34,8 +34,7 @@ pub fn kind(name: &str) -> Result<Kind, Error> {
         .ok_or_else(|| Error::InvalidId {
             what: "token kind",
             value: printable(name),
-            rule: "use a `p8hsm token` or `p8hsm sign` kind whose result is a JWT, e.g. connect, \
-               server, apns, promo-offer",
+            rule: "use a kind whose result is a JWT, e.g. connect, server, apns, promo-offer",
         })
 }
 
@@ -221,7 +220,7 @@ fn detect(
     if kind.is_none() {
         report.notes.push(
             "cannot tell which API the token is for (MusicKit or MapKit? Business or School \
-             Manager?); give --kind"
+             Manager?); name the kind"
                 .into(),
         );
     }

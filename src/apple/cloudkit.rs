@@ -43,8 +43,9 @@ pub const CLOUDKIT: Spec = Spec {
         },
         Field {
             name: "body_sha256",
-            help: "The exact request body (the command line reads --body-file FILE, or - for \
-                   standard input, and sends its SHA-256 in standard base64) [default: empty]",
+            help: "The exact request body: the command line reads it from a file (- for \
+                   standard input); the protocol carries its SHA-256 in standard base64 \
+                   [default: empty]",
             value: Value::Digest {
                 limit: MAX_BODY_BYTES,
                 digest: body_sha256,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lifetime::Times;
 use super::metadata::KeyKind;
-use super::signed::{sign_jwt, HeaderStyle, SignedToken};
+use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
     check, is_false, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind,
     Value, ISSUER,
@@ -14,7 +14,7 @@ use super::spec::{
 use super::TokenRequest;
 use super::{AUD_APP_STORE_CONNECT, AUD_ENTERPRISE};
 use crate::ids::printable;
-use crate::{Error, Es256Signer, IssuerId};
+use crate::{Error, IssuerId};
 
 /// The most an App Store Connect token may live, `exp - iat`, in seconds.
 pub const MAX_LIFETIME: u64 = 20 * 60;
@@ -234,8 +234,9 @@ impl TokenKind for Connect {
     fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
         if self.individual && self.issuer.is_some() {
             return Err(Error::NotApplicable {
-                reason: "--individual and --issuer exclude each other: an individual key's \
-                         tokens carry sub \"user\", not iss"
+                field: "individual",
+                reason: "individual and issuer exclude each other: an individual key's tokens \
+                         carry sub \"user\", not iss"
                     .to_owned(),
             });
         }
@@ -264,19 +265,20 @@ impl TokenKind for Connect {
         )
     }
 
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let individual = match cx.meta.map(|m| m.kind) {
             Some(KeyKind::ConnectIndividual) if self.issuer.is_some() => {
                 return Err(Error::InvalidMetadata(format!(
                     "key {} is recorded as an individual key: its tokens carry sub \"user\", \
-                     not --issuer",
+                     not an issuer",
                     cx.key_id
                 )))
             }
             Some(KeyKind::Connect) if self.individual => {
                 return Err(Error::InvalidMetadata(format!(
-                    "key {} is recorded as a team key: drop --individual",
+                    "key {} is recorded as a team key, whose tokens name an issuer: \
+                     individual does not apply",
                     cx.key_id
                 )))
             }
@@ -296,7 +298,7 @@ impl TokenKind for Connect {
             aud: AUD_APP_STORE_CONNECT,
             scope: &self.scope,
         };
-        sign_jwt(signer, HeaderStyle::Jwt, &claims, times)
+        Jwt::new(HeaderStyle::Jwt, &claims, times)
     }
 }
 
@@ -323,7 +325,7 @@ struct EnterpriseClaims<'a> {
 }
 
 impl TokenKind for Enterprise {
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let issuer = cx.issuer(self.issuer.as_ref())?;
         let claims = EnterpriseClaims {
@@ -333,7 +335,7 @@ impl TokenKind for Enterprise {
             aud: AUD_ENTERPRISE,
             scope: &self.scope,
         };
-        sign_jwt(signer, HeaderStyle::Jwt, &claims, times)
+        Jwt::new(HeaderStyle::Jwt, &claims, times)
     }
 }
 
@@ -354,7 +356,7 @@ mod tests {
         })
     }
 
-    fn sign(params: TokenParams, ttl: Option<u64>, skew: Option<u64>) -> SignedToken {
+    fn sign(params: TokenParams, ttl: Option<u64>, skew: Option<u64>) -> crate::apple::SignedToken {
         request(params, ttl, skew)
             .sign(&MemorySigner::new(), None, now())
             .unwrap()

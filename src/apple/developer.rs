@@ -5,13 +5,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::metadata::KeyKind;
-use super::signed::{sign_jwt, HeaderStyle, SignedToken};
+use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
     check, is_false, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind,
     Value,
 };
 use super::AUD_SIGN_IN_WITH_APPLE;
-use crate::{ClientId, Error, Es256Signer, Origin, ServiceId, TeamId};
+use crate::{ClientId, Error, Origin, ServiceId, TeamId};
 
 /// How long APNs and DeviceCheck accept a provider token after its `iat`.
 pub const PROVIDER_TOKEN_VALIDITY: u64 = 60 * 60;
@@ -184,7 +184,7 @@ pub const MAPKIT: Spec = Spec {
         TEAM_ID,
         Field {
             name: "origin",
-            help: "Limit the token to an origin (required with --mapkit-js)",
+            help: "Limit the token to an origin (required with {mapkit_js})",
             value: Value::Text {
                 placeholder: "ORIGIN",
                 check: check::<Origin>,
@@ -225,14 +225,14 @@ struct ProviderClaims<'a> {
 }
 
 impl TokenKind for Provider {
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let team_id = cx.team_id(self.team_id.as_ref())?;
         let claims = ProviderClaims {
             iss: &team_id,
             iat: times.iat,
         };
-        sign_jwt(signer, HeaderStyle::Plain, &claims, times)
+        Jwt::new(HeaderStyle::Plain, &claims, times)
     }
 }
 
@@ -257,7 +257,7 @@ struct SignInWithAppleClaims<'a> {
 }
 
 impl TokenKind for SignInWithApple {
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let team_id = cx.team_id(self.team_id.as_ref())?;
         let claims = SignInWithAppleClaims {
@@ -267,7 +267,7 @@ impl TokenKind for SignInWithApple {
             aud: AUD_SIGN_IN_WITH_APPLE,
             sub: &self.client_id,
         };
-        sign_jwt(signer, HeaderStyle::Plain, &claims, times)
+        Jwt::new(HeaderStyle::Plain, &claims, times)
     }
 }
 
@@ -293,7 +293,7 @@ struct MusicKitClaims<'a> {
 }
 
 impl TokenKind for MusicKit {
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let team_id = cx.team_id(self.team_id.as_ref())?;
         let claims = MusicKitClaims {
@@ -302,7 +302,7 @@ impl TokenKind for MusicKit {
             exp: times.exp,
             origin: &self.origin,
         };
-        sign_jwt(signer, HeaderStyle::Plain, &claims, times)
+        Jwt::new(HeaderStyle::Plain, &claims, times)
     }
 }
 
@@ -327,7 +327,7 @@ struct WeatherKitClaims<'a> {
 }
 
 impl TokenKind for WeatherKit {
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let team_id = cx.team_id(self.team_id.as_ref())?;
         let id = format!("{}.{}", team_id, self.service_id);
@@ -337,7 +337,7 @@ impl TokenKind for WeatherKit {
             exp: times.exp,
             sub: &self.service_id,
         };
-        sign_jwt(signer, HeaderStyle::WithId(&id), &claims, times)
+        Jwt::new(HeaderStyle::WithId(&id), &claims, times)
     }
 }
 
@@ -371,14 +371,14 @@ impl TokenKind for MapKit {
     fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
         if self.mapkit_js && self.origin.is_none() {
             return Err(Error::MissingInput {
-                what: "--origin",
-                why: "a MapKit JS token (--mapkit-js) must name the origin it serves",
+                field: "origin",
+                why: "a MapKit JS token must name the origin it serves",
             });
         }
         Ok(())
     }
 
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let team_id = cx.team_id(self.team_id.as_ref())?;
         let claims = MapKitClaims {
@@ -388,7 +388,7 @@ impl TokenKind for MapKit {
             origin: self.origin.as_ref(),
             scope: self.mapkit_js.then_some("mapkit_js"),
         };
-        sign_jwt(signer, HeaderStyle::Jwt, &claims, times)
+        Jwt::new(HeaderStyle::Jwt, &claims, times)
     }
 }
 
@@ -528,7 +528,7 @@ mod tests {
                 None
             ),
             Err(Error::MissingInput {
-                what: "--origin",
+                field: "origin",
                 ..
             })
         ));

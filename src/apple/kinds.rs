@@ -152,8 +152,7 @@ impl std::str::FromStr for Kind {
         Kind::from_name(s).ok_or_else(|| Error::InvalidId {
             what: "kind",
             value: printable(s),
-            rule: "use a `p8hsm token` or `p8hsm sign` kind, e.g. connect, server, apns, \
-                   promo-offer",
+            rule: "use a token or signature kind, e.g. connect, server, apns, promo-offer",
         })
     }
 }

@@ -95,7 +95,6 @@ mod tests {
                 .times(at(absurd), "x", 1200)
                 .unwrap_err();
             assert!(matches!(e, Error::Clock { .. }), "{e}");
-            assert!(e.hint().unwrap().contains("fix the system clock"));
         }
         let before_1970 = UNIX_EPOCH - Duration::from_secs(10);
         assert!(clock(before_1970)

@@ -174,7 +174,7 @@ impl KeyMetadata {
         }
         if self.team_id.is_some() && kind != KeyKind::Developer {
             let hint = if kind == KeyKind::AppleAds {
-                " (an Apple Ads team ID is --ads-team-id SEARCHADS.<uuid>)"
+                " (an Apple Ads key's team is its ads team ID, SEARCHADS.<uuid>)"
             } else {
                 ""
             };
@@ -248,12 +248,12 @@ impl KeyMetadata {
         key_id: &KeyId,
         given: Option<IssuerId>,
     ) -> Result<Option<IssuerId>, Error> {
-        resolve("--issuer", key_id, given, self.issuer.clone())
+        resolve("issuer", key_id, given, self.issuer.clone())
     }
 
     /// The Team ID to use, as [`KeyMetadata::issuer`].
     pub fn team_id(&self, key_id: &KeyId, given: Option<TeamId>) -> Result<Option<TeamId>, Error> {
-        resolve("--team-id", key_id, given, self.team_id.clone())
+        resolve("team_id", key_id, given, self.team_id.clone())
     }
 
     /// The OAuth client ID to use, as [`KeyMetadata::issuer`].
@@ -262,7 +262,7 @@ impl KeyMetadata {
         key_id: &KeyId,
         given: Option<OAuthId>,
     ) -> Result<Option<OAuthId>, Error> {
-        resolve("--client-id", key_id, given, self.client_id.clone())
+        resolve("client_id", key_id, given, self.client_id.clone())
     }
 
     /// The Apple Ads team ID to use, as [`KeyMetadata::issuer`].
@@ -271,7 +271,7 @@ impl KeyMetadata {
         key_id: &KeyId,
         given: Option<OAuthId>,
     ) -> Result<Option<OAuthId>, Error> {
-        resolve("--ads-team-id", key_id, given, self.ads_team_id.clone())
+        resolve("ads_team_id", key_id, given, self.ads_team_id.clone())
     }
 }
 

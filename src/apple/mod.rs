@@ -28,7 +28,7 @@ pub mod storekit;
 pub(crate) use lifetime::unix;
 pub use lifetime::{clock, Lifetime, Times, SANE_CLOCK};
 pub use request::{Request, SignatureRequest, TokenRequest};
-pub use signed::{CloudKitSignature, LegacySignature, Signed, SignedStoreKit, SignedToken};
+pub use signed::{CloudKitSignature, Jwt, LegacySignature, Signed, SignedStoreKit, SignedToken};
 
 /// The `aud` of App Store Connect API and App Store Server API family tokens.
 pub const AUD_APP_STORE_CONNECT: &str = "appstoreconnect-v1";

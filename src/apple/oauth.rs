@@ -6,13 +6,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::metadata::{check_prefix, KeyKind};
-use super::signed::{sign_jwt, HeaderStyle, SignedToken};
+use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
     check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind, Value,
 };
 use super::AUD_SIGN_IN_WITH_APPLE;
 use crate::ids::Nonce;
-use crate::{Error, Es256Signer, OAuthId};
+use crate::{Error, OAuthId};
 
 /// The most Apple allows between `iat` and `exp` of these secrets: 180 days.
 pub const MAX_OAUTH_LIFETIME: u64 = 180 * 24 * 60 * 60;
@@ -161,7 +161,7 @@ impl TokenKind for ClientAssertion {
         }
     }
 
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let client_id = cx.client_id(self.client_id.as_ref())?;
         check_prefix(key_kind(cx.spec), "a client ID", &client_id)?;
@@ -173,7 +173,7 @@ impl TokenKind for ClientAssertion {
             exp: times.exp,
             jti: Nonce::random(),
         };
-        sign_jwt(signer, HeaderStyle::Jwt, &claims, times)
+        Jwt::new(HeaderStyle::Jwt, &claims, times)
     }
 }
 
@@ -216,7 +216,7 @@ impl TokenKind for AppleAds {
         AppleAds::check(self.client_id.as_ref(), self.ads_team_id.as_ref())
     }
 
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let client_id = cx.client_id(self.client_id.as_ref())?;
         let team = cx.ads_team_id(self.ads_team_id.as_ref())?;
@@ -228,7 +228,7 @@ impl TokenKind for AppleAds {
             iat: times.iat,
             exp: times.exp,
         };
-        sign_jwt(signer, HeaderStyle::Plain, &claims, times)
+        Jwt::new(HeaderStyle::Plain, &claims, times)
     }
 }
 
@@ -379,7 +379,7 @@ mod tests {
         assert!(matches!(
             missing,
             Error::MissingInput {
-                what: "--client-id",
+                field: "client_id",
                 ..
             }
         ));

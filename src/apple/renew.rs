@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use p256::ecdsa::Signature;
 use p256::PublicKey;
 use serde_json::{Map, Value};
 
@@ -15,7 +14,7 @@ use super::lifetime::unix;
 use super::metadata::KeyMetadata;
 use super::spec::LifetimeRule;
 use super::TokenRequest;
-use crate::{Error, Es256Signer, KeyId};
+use crate::Error;
 
 /// What to do with a kept token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,21 +55,23 @@ pub fn decide(
     let spec = request.params().kind().spec();
     let LifetimeRule::Exp { max, .. } = spec.lifetime else {
         return Err(Error::NotApplicable {
+            field: "kind",
             reason: format!("{} tokens are not kept in files", spec.api),
         });
     };
-    // What this request would sign now, with a signer that signs nothing: its header
-    // and claims, resolved against what is recorded with the key (and refused as
-    // signing would refuse it).
-    let expected = request.sign(&Unsigned(request.key_id().clone()), meta, now)?;
+    // What this request would sign now: its header and claims, resolved against what is
+    // recorded with the key (and refused as signing would refuse it).
+    let expected = request.jwt(meta, now)?;
+    let want_header = match serde_json::to_value(expected.header(request.key_id().as_str())) {
+        Ok(Value::Object(header)) => header,
+        _ => return Err(Error::internal("a JOSE header is not a JSON object")),
+    };
     let now = unix(now)?;
     let Some(kept) = kept else {
         return renew("none was kept");
     };
     let kept = kept.strip_suffix('\n').unwrap_or(kept);
-    let (Some((header, claims)), Some((want_header, want_claims))) =
-        (parts(kept), parts(&expected.token))
-    else {
+    let Some((header, claims)) = parts(kept) else {
         return renew("it is not a JWT");
     };
     if !verify_signature(kept, public) {
@@ -79,7 +80,7 @@ pub fn decide(
     if header != want_header {
         return renew("its header is not this request's");
     }
-    if without(&claims, &PER_TOKEN) != without(&want_claims, &PER_TOKEN) {
+    if without(&claims, &PER_TOKEN) != without(&expected.claims, &PER_TOKEN) {
         return renew("its claims are not this request's");
     }
     let time = |name| claims.get(name).and_then(Value::as_u64);
@@ -143,19 +144,6 @@ fn without(map: &Map<String, Value>, names: &[&str]) -> Map<String, Value> {
         .collect()
 }
 
-/// A signer that signs nothing: it stands in to build a request's header and claims.
-struct Unsigned(KeyId);
-
-impl Es256Signer for Unsigned {
-    fn key_id(&self) -> &KeyId {
-        &self.0
-    }
-
-    fn sign_es256(&self, _message: &[u8]) -> Result<Signature, Error> {
-        Signature::from_slice(&[1; 64]).map_err(Error::internal)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +151,7 @@ mod tests {
     use crate::apple::tests::{now, NOW};
     use crate::apple::TokenParams;
     use crate::jws::tests::MemorySigner;
+    use crate::Es256Signer;
     use p256::ecdsa::SigningKey;
 
     const DAY: u64 = 86_400;

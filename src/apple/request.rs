@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::metadata::KeyMetadata;
-use super::signed::{Signed, SignedToken};
+use super::signed::{Jwt, Signed, SignedToken};
 use super::spec::{Context, Family, LifetimeRule, Spec, DEFAULT_SKEW};
 use super::{Kind, Lifetime, SignatureParams, TokenParams};
 use crate::ids::printable;
@@ -65,9 +65,10 @@ impl TokenRequest {
             LifetimeRule::Provider { validity } => {
                 if ttl.is_some() {
                     return Err(Error::NotApplicable {
+                        field: "ttl",
                         reason: format!(
                             "{} tokens carry no exp (Apple accepts them for {validity} s after \
-                             iat): --ttl does not apply",
+                             iat): ttl does not apply",
                             spec.api
                         ),
                     });
@@ -116,6 +117,14 @@ impl TokenRequest {
         self.params.rules().times(&self.context(None, now))
     }
 
+    /// The header and claims it would be signed with at `now`, resolving identities
+    /// against `meta` (what is recorded with the key), which must allow the kind.
+    pub fn jwt(&self, meta: Option<&KeyMetadata>, now: SystemTime) -> Result<Jwt, Error> {
+        let cx = self.context(meta, now);
+        allow(&cx)?;
+        self.params.rules().jwt(&cx)
+    }
+
     /// Signs with `signer`, resolving identities against `meta` (what is recorded with
     /// the key), which must allow the kind.
     pub fn sign(
@@ -124,9 +133,7 @@ impl TokenRequest {
         meta: Option<&KeyMetadata>,
         now: SystemTime,
     ) -> Result<SignedToken, Error> {
-        let cx = self.context(meta, now);
-        allow(&cx)?;
-        self.params.rules().sign(&cx, signer)
+        self.jwt(meta, now)?.sign(signer)
     }
 }
 
@@ -250,7 +257,7 @@ impl Request {
             Some(other) => return Err(malformed(format!("key_id is {other}, not a string"))),
             None => {
                 return Err(Error::MissingInput {
-                    what: "key_id",
+                    field: "key_id",
                     why: "a request names the key that signs it",
                 })
             }
@@ -400,7 +407,13 @@ mod tests {
     fn a_missing_key_id_is_input_and_a_broken_field_is_malformed() {
         let no_key = Request::from_json(serde_json::json!({"kind": "apns"})).unwrap_err();
         assert!(
-            matches!(no_key, Error::MissingInput { what: "key_id", .. }),
+            matches!(
+                no_key,
+                Error::MissingInput {
+                    field: "key_id",
+                    ..
+                }
+            ),
             "{no_key}"
         );
         let bad_issuer = Request::from_json(serde_json::json!({

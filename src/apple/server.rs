@@ -5,12 +5,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::metadata::KeyKind;
-use super::signed::{sign_jwt, HeaderStyle, SignedToken};
+use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
     Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind, BUNDLE_ID, ISSUER,
 };
 use super::AUD_APP_STORE_CONNECT;
-use crate::{BundleId, Error, Es256Signer, IssuerId};
+use crate::{BundleId, Error, IssuerId};
 
 /// The most a token of this family may live, `exp - iat`, in seconds.
 pub const MAX_LIFETIME: u64 = 60 * 60;
@@ -89,7 +89,7 @@ struct Claims<'a> {
 }
 
 impl TokenKind for Server {
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let issuer = cx.issuer(self.issuer.as_ref())?;
         let claims = Claims {
@@ -99,7 +99,7 @@ impl TokenKind for Server {
             aud: AUD_APP_STORE_CONNECT,
             bid: &self.bundle_id,
         };
-        sign_jwt(signer, HeaderStyle::Jwt, &claims, times)
+        Jwt::new(HeaderStyle::Jwt, &claims, times)
     }
 }
 

@@ -1,6 +1,7 @@
 //! What signing produces: tokens and signatures, and the JOSE headers Apple's kinds use.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::lifetime::Times;
 use crate::ids::Nonce;
@@ -70,30 +71,64 @@ pub(crate) enum HeaderStyle<'a> {
     WithId(&'a str),
 }
 
-/// Signs `claims` under the header `style` and wraps the result.
-pub(crate) fn sign_jwt<C: Serialize>(
-    signer: &dyn Es256Signer,
-    style: HeaderStyle<'_>,
-    claims: &C,
-    times: Times,
-) -> Result<SignedToken, Error> {
-    let key_id = signer.key_id().clone();
-    let mut header = Header::jwt(key_id.as_str());
-    match style {
-        HeaderStyle::Jwt => {}
-        HeaderStyle::Plain => header.typ = None,
-        HeaderStyle::WithId(id) => {
-            header.typ = None;
-            header.id = Some(id);
+/// A JWT before it is signed: its header and claims, as a kind builds them from a
+/// request and what is recorded with the key. [`Jwt::sign`] is the one way a JWT is
+/// signed; the audit, renewal and `check` read the claims from here, not from a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jwt {
+    /// Whether the header carries `typ: "JWT"`.
+    pub typ: bool,
+    /// WeatherKit's header `id`, `<TeamID>.<ServiceID>`.
+    pub id: Option<String>,
+    /// The claims.
+    pub claims: Map<String, Value>,
+    /// `iat` and `exp` (for APNs and DeviceCheck: when Apple stops accepting the token).
+    pub times: Times,
+}
+
+impl Jwt {
+    /// The JWT of `claims` under the header `style`.
+    pub(crate) fn new<C: Serialize>(
+        style: HeaderStyle<'_>,
+        claims: &C,
+        times: Times,
+    ) -> Result<Jwt, Error> {
+        let Value::Object(claims) = serde_json::to_value(claims).map_err(Error::internal)? else {
+            return Err(Error::internal("a claim set is not a JSON object"));
+        };
+        let (typ, id) = match style {
+            HeaderStyle::Jwt => (true, None),
+            HeaderStyle::Plain => (false, None),
+            HeaderStyle::WithId(id) => (false, Some(id.to_owned())),
+        };
+        Ok(Jwt {
+            typ,
+            id,
+            claims,
+            times,
+        })
+    }
+
+    /// The JOSE header for the key `kid`.
+    pub fn header<'a>(&'a self, kid: &'a str) -> Header<'a> {
+        Header {
+            typ: self.typ.then_some("JWT"),
+            id: self.id.as_deref(),
+            ..Header::jwt(kid)
         }
     }
-    let token = jws::sign(signer, &header, claims)?;
-    Ok(SignedToken {
-        token,
-        key_id,
-        issued_at: times.iat,
-        expires_at: times.exp,
-    })
+
+    /// Has `signer` sign it.
+    pub fn sign(&self, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+        let key_id = signer.key_id().clone();
+        let token = jws::sign(signer, &self.header(key_id.as_str()), &self.claims)?;
+        Ok(SignedToken {
+            token,
+            key_id,
+            issued_at: self.times.iat,
+            expires_at: self.times.exp,
+        })
+    }
 }
 
 /// A signed StoreKit JWS.

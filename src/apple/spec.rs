@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use super::lifetime::{unix, Lifetime, Times};
 use super::metadata::{KeyKind, KeyMetadata};
-use super::signed::SignedToken;
+use super::signed::Jwt;
 use crate::{BundleId, Error, Es256Signer, IssuerId, KeyId, OAuthId, TeamId};
 
 /// Everything one kind of request states about itself.
@@ -84,9 +84,10 @@ pub const DEFAULT_SKEW: u64 = 60;
 #[derive(Debug)]
 pub struct Field {
     /// The name in the agent's protocol (snake_case); the command line's option is the
-    /// same in kebab-case (`--bundle-id`).
+    /// same in kebab-case.
     pub name: &'static str,
-    /// What it is, for `--help` and the protocol's documentation.
+    /// What it is, for the command line's help and the protocol's documentation; a
+    /// field named in braces (`{mapkit_js}`) is written as each front end names it.
     pub help: &'static str,
     /// Its type.
     pub value: Value,
@@ -258,9 +259,8 @@ impl Context<'_> {
             None => given.cloned(),
         };
         resolved.ok_or(Error::MissingInput {
-            what: "--issuer",
-            why: "give it, set P8HSM_ISSUER, or record it with `p8hsm import --kind KIND \
-                  --issuer UUID`",
+            field: "issuer",
+            why: "the token names the key's issuer ID, and none is recorded with the key",
         })
     }
 
@@ -271,9 +271,8 @@ impl Context<'_> {
             None => given.cloned(),
         };
         resolved.ok_or(Error::MissingInput {
-            what: "--team-id",
-            why: "give it, set P8HSM_TEAM_ID, or record it with `p8hsm import --kind developer \
-                  --team-id ID`",
+            field: "team_id",
+            why: "the token names the developer team, and none is recorded with the key",
         })
     }
 
@@ -284,9 +283,8 @@ impl Context<'_> {
             None => given.cloned(),
         };
         resolved.ok_or(Error::MissingInput {
-            what: "--client-id",
-            why: "give it, or record it with `p8hsm assign` or `p8hsm import --kind KIND \
-                  --client-id ID`",
+            field: "client_id",
+            why: "the token names the OAuth client, and none is recorded with the key",
         })
     }
 
@@ -297,8 +295,8 @@ impl Context<'_> {
             None => given.cloned(),
         };
         resolved.ok_or(Error::MissingInput {
-            what: "--ads-team-id",
-            why: "give it, or record it with `p8hsm assign --kind apple-ads --ads-team-id ID`",
+            field: "ads_team_id",
+            why: "the token names the Apple Ads team, and none is recorded with the key",
         })
     }
 
@@ -341,9 +339,9 @@ pub(crate) trait TokenKind: Send + Sync {
         cx.times()
     }
 
-    /// Resolves identities against what is recorded with the key, builds the claims and
-    /// has `signer` sign them.
-    fn sign(&self, cx: &Context<'_>, signer: &dyn Es256Signer) -> Result<SignedToken, Error>;
+    /// Resolves identities against what is recorded with the key and builds the header
+    /// and claims.
+    fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error>;
 }
 
 /// One kind of signature that is never reused (it carries a one-time nonce).

@@ -10,7 +10,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::metadata::KeyKind;
-use super::signed::{sign_jwt, HeaderStyle, LegacySignature, Signed, SignedStoreKit};
+use super::signed::{HeaderStyle, Jwt, LegacySignature, Signed, SignedStoreKit};
 use super::spec::{
     check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, SignatureKind, Spec, Value,
     BUNDLE_ID, ISSUER,
@@ -196,8 +196,8 @@ pub const ADVANCED_COMMERCE_REQUEST: Spec = jws(
         NONCE,
         Field {
             name: "request",
-            help: "The JSON request body (the command line reads it from --request-file FILE, \
-                   or - for standard input)",
+            help: "The JSON request body (the command line reads it from a file, or - for \
+                   standard input)",
             value: Value::File {
                 limit: MAX_REQUEST_BYTES,
             },
@@ -355,7 +355,7 @@ fn sign_jws(
         nonce: &nonce,
         own,
     };
-    let signed = sign_jwt(signer, HeaderStyle::Jwt, &claims, times)?;
+    let signed = Jwt::new(HeaderStyle::Jwt, &claims, times)?.sign(signer)?;
     Ok(Signed::StoreKit(SignedStoreKit {
         token: signed.token,
         key_id: signed.key_id,

@@ -27,6 +27,7 @@ impl ModuleArgs {
     pub fn new(text: &str) -> Result<ModuleArgs, Error> {
         if text.contains('\0') {
             return Err(Error::NotApplicable {
+                field: "module_args",
                 reason: "the module arguments hold a NUL byte".to_owned(),
             });
         }

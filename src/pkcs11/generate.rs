@@ -62,8 +62,7 @@ impl Token {
             return Err(Error::KeygenUnsupported {
                 token: "this token",
                 reason: "it does not offer both CKM_EC_KEY_PAIR_GEN and CKM_ECDSA for \
-                         signing (`p8hsm modules` lists the tokens; choose one that makes \
-                         and signs with P-256 keys)",
+                         signing: choose a token that makes and signs with P-256 keys",
             });
         }
         check_label(label)?;

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::error::Error as CkError;
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
 use cryptoki::mechanism::{Mechanism, MechanismInfo, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -303,8 +303,7 @@ impl Token {
             return Err(Error::ImportUnsupported {
                 token: "this token",
                 reason: "it does not offer CKM_ECDSA for signing, so a key in it could sign \
-                         nothing (`p8hsm modules` lists the tokens; choose one that signs \
-                         with P-256 ECDSA)",
+                         nothing: choose a token that signs with P-256 ECDSA",
             });
         }
         if let (Some(_), Some(reason)) = (options.metadata, profile.no_metadata()) {
@@ -317,8 +316,9 @@ impl Token {
         check_label(label)?;
         if !profile.keeps_ids() && label != key_id.as_str() {
             return Err(Error::NotApplicable {
+                field: "label",
                 reason: "this token sets each key's CKA_ID itself, so p8hsm finds its keys by \
-                         label, which must be the key ID: drop --label"
+                         label, which must be the key ID: another label does not apply"
                     .to_owned(),
             });
         }
@@ -958,9 +958,18 @@ fn refused(way: Way) -> Result<(), CkError> {
         // The RSA-OAEP unwrap fails with an error that is not a refusal: auto moves on
         // from it whatever the token answers.
         return Err(match way {
-            Way::Create => CkError::Pkcs11(RvError::TemplateInconsistent, Function::CreateObject),
-            Way::RsaOaep => CkError::Pkcs11(RvError::FunctionFailed, Function::UnwrapKey),
-            Way::AesCbcPad => CkError::Pkcs11(RvError::TemplateInconsistent, Function::UnwrapKey),
+            Way::Create => CkError::Pkcs11(
+                cryptoki::error::RvError::TemplateInconsistent,
+                Function::CreateObject,
+            ),
+            Way::RsaOaep => CkError::Pkcs11(
+                cryptoki::error::RvError::FunctionFailed,
+                Function::UnwrapKey,
+            ),
+            Way::AesCbcPad => CkError::Pkcs11(
+                cryptoki::error::RvError::TemplateInconsistent,
+                Function::UnwrapKey,
+            ),
         });
     }
     Ok(())
@@ -974,7 +983,7 @@ fn refused_sign() -> Result<(), Error> {
     if refuse.split(',').any(|w| w == "sign") {
         use cryptoki::context::Function;
         return Err(ck("C_Sign")(CkError::Pkcs11(
-            RvError::KeyFunctionNotPermitted,
+            cryptoki::error::RvError::KeyFunctionNotPermitted,
             Function::Sign,
         )));
     }

@@ -30,6 +30,9 @@ pub const P11_KIT_PROXY_PATHS: &[&str] = &[
 /// How [`Candidate::source`] names p11-kit's proxy module.
 pub const PROXY_SOURCE: &str = "p11-kit proxy";
 
+/// The [`Candidate::source`] of the module the caller named.
+pub const GIVEN: &str = "given";
+
 /// Where p11-kit keeps modules given by a bare file name.
 const MODULE_DIRS: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/pkcs11",
@@ -224,7 +227,7 @@ pub fn candidates(
         })
     };
     if let Some(path) = explicit {
-        push(path.to_path_buf(), "--module");
+        push(path.to_path_buf(), GIVEN);
     }
     if let Some(path) = std::env::var_os("PKCS11_MODULE_PATH").filter(|v| !v.is_empty()) {
         push(PathBuf::from(path), "PKCS11_MODULE_PATH");
@@ -382,7 +385,7 @@ mod tests {
             .iter()
             .position(|c| c.source == "URI module-path")
             .unwrap();
-        assert_eq!(found[0].source, "--module");
+        assert_eq!(found[0].source, GIVEN);
         assert!(uri_position > 0);
     }
 }

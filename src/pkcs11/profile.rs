@@ -107,8 +107,8 @@ impl Profile {
                 token: "a TPM through tpm2-pkcs11",
                 reason: "tpm2-pkcs11 takes no private key in through PKCS#11 (C_CreateObject \
                          makes only RSA public keys and data objects, and no mechanism \
-                         unwraps): generate the key in the TPM with `p8hsm keygen`, or import \
-                         the .p8 with `tpm2_ptool import` (docs/tokens.md)",
+                         unwraps): generate the key in the TPM instead, or import the .p8 \
+                         with tpm2-pkcs11's own tool (tpm2_ptool import)",
             }),
             _ => Ok(()),
         }
@@ -146,16 +146,16 @@ impl Profile {
     pub(crate) fn no_metadata(self) -> Option<&'static str> {
         match self {
             Profile::YubiHsm => Some(
-                "YubiHSM 2 keeps no data objects, where p8hsm records --kind: import without \
-                 --kind and give the kind's identities when signing",
+                "YubiHSM 2 keeps no data objects, where p8hsm records a key's kind: import \
+                 without recording one and give the kind's identities when signing",
             ),
             Profile::GnomeKeyring => Some(
-                "GNOME Keyring refuses the data object p8hsm records --kind in: import without \
-                 --kind and give the kind's identities when signing",
+                "GNOME Keyring refuses the data object p8hsm records a key's kind in: import \
+                 without recording one and give the kind's identities when signing",
             ),
             Profile::Nss => Some(
-                "NSS softoken refuses the data object p8hsm records --kind in: import without \
-                 --kind and give the kind's identities when signing",
+                "NSS softoken refuses the data object p8hsm records a key's kind in: import \
+                 without recording one and give the kind's identities when signing",
             ),
             _ => None,
         }

@@ -12,19 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use p8hsm::apple::cache::Source;
-use p8hsm::{Request, Signed};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use p8hsm::pipeline::{Outcome, Record};
+use p8hsm::Signed;
 
-/// The one claim an audit line reads back from the token it signed.
-#[derive(Deserialize)]
-struct Audience<'a> {
-    #[serde(borrow)]
-    aud: Option<std::borrow::Cow<'a, str>>,
-}
+use crate::failure::Failure;
+use serde::{Deserialize, Serialize};
 
 /// How the lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -131,40 +124,32 @@ impl Audit {
         }
     }
 
-    /// The audit line for a token handed out to `who` (the peer's fields: its uid and
-    /// pid, or its certificate's name and address). The caller hands the token out only
-    /// if this succeeds.
-    pub fn sign(
+    /// Writes what the pipeline decided, with what only the transport knows (`peer`:
+    /// a uid and pid, or a certificate's address), and returns the result to reply
+    /// with: a token whose audit line cannot be written is not handed out; a refusal is
+    /// written at a bounded pace (see [`Audit::refused`]).
+    pub fn settle(
         &self,
-        request: &Request,
-        signed: &Signed,
-        source: Source,
-        who: &[(&'static str, String)],
-    ) -> io::Result<()> {
-        let token = signed.line();
-        let payload = token.split('.').nth(1).unwrap_or(token);
-        let digest = base16ct::lower::encode_string(&Sha256::digest(payload.as_bytes()));
-        let aud = URL_SAFE_NO_PAD
-            .decode(payload)
-            .ok()
-            .and_then(|claims| {
-                serde_json::from_slice::<Audience>(&claims)
-                    .ok()
-                    .and_then(|claims| claims.aud.map(|aud| aud.into_owned()))
-            })
-            .unwrap_or_else(|| "-".to_owned());
-        let mut fields = vec![
-            ("key_id", request.key_id().to_string()),
-            ("kind", request.spec().command()),
-            ("aud", aud),
-            ("claims_sha256", digest),
-        ];
-        fields.extend(who.iter().cloned());
-        fields.push(("source", source.name().to_owned()));
-        if self.tokens {
-            fields.push(("token", token.to_owned()));
+        outcome: Outcome<Failure>,
+        peer: &[(&'static str, String)],
+    ) -> Result<(Signed, Source), Failure> {
+        match &outcome.record {
+            Some(Record::Signed { fields, token }) => {
+                let mut fields = fields.clone();
+                fields.extend(peer.iter().cloned());
+                if self.tokens {
+                    fields.push(("token", token.clone()));
+                }
+                self.write("sign", &fields).map_err(Failure::AuditFailed)?;
+            }
+            Some(Record::Refused { who, fields }) => {
+                let mut fields = fields.clone();
+                fields.extend(peer.iter().cloned());
+                self.refused(who, &fields);
+            }
+            None => {}
         }
-        self.write("sign", &fields)
+        outcome.result
     }
 
     /// An event line; a failure to write it is not the caller's concern.

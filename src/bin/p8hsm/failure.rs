@@ -11,6 +11,8 @@ use std::process::ExitCode;
 use p8hsm::protocol::ErrorBody;
 use p8hsm::{Error, ErrorCode, KeyId};
 
+use crate::remedy::{remedy, Audience};
+
 /// Why a command failed.
 #[derive(Debug)]
 pub enum Failure {
@@ -133,27 +135,76 @@ pub mod exit {
     pub const KEY_KIND: u8 = 10;
     /// `doctor` found failing checks.
     pub const DOCTOR: u8 = 11;
+    /// The agent or the service could not start: its address or socket, the socket's
+    /// directory, its TLS files, policy or audit log.
+    pub const SETUP: u8 = 12;
+}
+
+/// One class of failure as each front end says it: the protocol's code, the command
+/// line's exit status, the service's HTTP status, and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct Class {
+    /// The protocol's code.
+    pub code: ErrorCode,
+    /// The command line's exit status.
+    pub exit: u8,
+    /// The service's HTTP status.
+    pub http: u16,
+    /// What it means: the documentation's table of codes is checked against it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub meaning: &'static str,
+}
+
+/// Every class of failure a peer sends, in the order `docs/protocol.md` lists them (its
+/// table of codes is checked against this one).
+pub const CLASSES: &[Class] = &[
+    class(ErrorCode::BadRequest, exit::INPUT, 400, "not a request: not JSON, not an object, an unknown kind, field or version, a value of the wrong type or form"),
+    class(ErrorCode::TooLarge, exit::INPUT, 413, "the request is over 65,536 bytes; the agent closes the connection"),
+    class(ErrorCode::InvalidInput, exit::INPUT, 400, "a value breaks a rule: lifetime, scope, missing `key_id`, `issuer` or `team_id`, a request body, a clock that cannot be right"),
+    class(ErrorCode::Usage, exit::USAGE, 400, "fields that do not apply together (`ttl` on APNs, `individual` with `issuer`)"),
+    class(ErrorCode::PinRefused, exit::PIN, 503, "the token refused the PIN, or it is locked: it is never tried again"),
+    class(ErrorCode::TokenUnavailable, exit::TOKEN, 503, "the token went away; it is tried again after 0.1 s, doubling up to 5 s"),
+    class(ErrorCode::Unsupported, exit::TOKEN, 501, "the token cannot do what was asked"),
+    class(ErrorCode::Forbidden, exit::TOKEN, 403, "the caller may not use the agent (its uid: `--allow-uid`, `--allow-gid`) or the service (no caller of the policy is named by its certificate)"),
+    class(ErrorCode::Busy, exit::TOKEN, 429, "every connection is serving a request; try again"),
+    class(ErrorCode::KeyNotFound, exit::KEY_NOT_FOUND, 404, "no such key on the token"),
+    class(ErrorCode::KeyNotAllowed, exit::KEY_NOT_FOUND, 403, "the caller may not use this key, or ask for this (the agent's `--keys`, the service's policy)"),
+    class(ErrorCode::KeyExists, exit::KEY_EXISTS, 409, "the key ID is on the token more than once"),
+    class(ErrorCode::ImportFailed, exit::IMPORT_CHECK, 500, "(import only; the agent and the service do not import)"),
+    class(ErrorCode::KeyKind, exit::KEY_KIND, 409, "the key's recorded kind or identity contradicts the request"),
+    class(ErrorCode::AuditFailed, exit::FAILURE, 500, "the audit line could not be written, so nothing was handed out"),
+    class(ErrorCode::Failed, exit::FAILURE, 500, "a PKCS#11 call failed unexpectedly"),
+    class(ErrorCode::Internal, exit::FAILURE, 500, "a bug"),
+];
+
+/// A code this version does not know (from a newer peer): a failure.
+const UNKNOWN: Class = class(
+    ErrorCode::Unknown,
+    exit::FAILURE,
+    500,
+    "a code this version does not know",
+);
+
+const fn class(code: ErrorCode, exit: u8, http: u16, meaning: &'static str) -> Class {
+    Class {
+        code,
+        exit,
+        http,
+        meaning,
+    }
+}
+
+impl Class {
+    /// The class of `code`.
+    pub fn of(code: ErrorCode) -> &'static Class {
+        CLASSES.iter().find(|c| c.code == code).unwrap_or(&UNKNOWN)
+    }
 }
 
 /// The exit status of a class of failure: the same whether the failure happened here
 /// or in the agent.
 pub fn exit_status(code: ErrorCode) -> u8 {
-    match code {
-        ErrorCode::BadRequest | ErrorCode::TooLarge | ErrorCode::InvalidInput => exit::INPUT,
-        ErrorCode::Usage => exit::USAGE,
-        ErrorCode::PinRefused => exit::PIN,
-        ErrorCode::TokenUnavailable
-        | ErrorCode::Unsupported
-        | ErrorCode::Forbidden
-        | ErrorCode::Busy => exit::TOKEN,
-        ErrorCode::KeyNotFound | ErrorCode::KeyNotAllowed => exit::KEY_NOT_FOUND,
-        ErrorCode::KeyExists => exit::KEY_EXISTS,
-        ErrorCode::ImportFailed => exit::IMPORT_CHECK,
-        ErrorCode::KeyKind => exit::KEY_KIND,
-        ErrorCode::AuditFailed | ErrorCode::Failed | ErrorCode::Internal | ErrorCode::Unknown => {
-            exit::FAILURE
-        }
-    }
+    Class::of(code).exit
 }
 
 impl Failure {
@@ -192,6 +243,7 @@ impl Failure {
         match self {
             Failure::Findings(_) => exit::FINDINGS,
             Failure::Doctor(_) => exit::DOCTOR,
+            Failure::AgentSetup(_) | Failure::ServeSetup(_) => exit::SETUP,
             Failure::Output(_) | Failure::Write { .. } | Failure::Unreported { .. } => {
                 exit::FAILURE
             }
@@ -207,21 +259,19 @@ impl Failure {
             | Failure::UnknownCaller(_)
             | Failure::AmbiguousCaller { .. }
             | Failure::CertificateRefused(_)
-            | Failure::ServeSetup(_)
             | Failure::Forbidden { .. }
             | Failure::Busy
             | Failure::TooLarge(_)
             | Failure::AuditFailed(_)
-            | Failure::AgentSetup(_)
             | Failure::AgentUnreachable { .. } => exit_status(self.code()),
         }
     }
 
-    /// What happened, in one line, and what to do about it.
-    pub fn message_and_hint(&self) -> (String, Option<String>) {
+    /// What happened, in one line, and what to do about it, said to `to`.
+    pub fn message_and_hint(&self, to: Audience) -> (String, Option<String>) {
         let hint = |text: &str| Some(format!("hint: {text}"));
         match self {
-            Failure::P8hsm(e) => (e.to_string(), e.hint()),
+            Failure::P8hsm(e) => (e.to_string(), remedy(e, to)),
             Failure::Agent(body) => (body.message.clone(), body.hint.clone()),
             Failure::Usage(message) => (message.clone(), None),
             Failure::File { path, source } => {
@@ -318,9 +368,14 @@ impl Failure {
         }
     }
 
-    /// The error body the agent's protocol sends for it.
+    /// What happened, in one line, as the command line says it.
+    pub fn message(&self) -> String {
+        self.message_and_hint(Audience::CommandLine).0
+    }
+
+    /// The error body the agent's protocol and the service send for it.
     pub fn body(&self) -> ErrorBody {
-        let (message, hint) = self.message_and_hint();
+        let (message, hint) = self.message_and_hint(Audience::Protocol);
         ErrorBody {
             code: self.code(),
             message,
@@ -331,7 +386,7 @@ impl Failure {
     /// Prints the failure to stderr — one `error:` line, then its hint line — and
     /// returns its exit status.
     pub fn report(&self) -> ExitCode {
-        let (message, hint) = self.message_and_hint();
+        let (message, hint) = self.message_and_hint(Audience::CommandLine);
         let mut text = format!("error: {}\n", one_line(&message));
         if let Some(hint) = hint {
             text.push_str(&one_line(&hint));
@@ -395,8 +450,101 @@ mod tests {
         for failure in failures {
             let through_agent = Failure::Agent(failure.body());
             assert_eq!(failure.exit_status(), through_agent.exit_status());
-            assert_eq!(failure.message_and_hint(), through_agent.message_and_hint());
+            assert_eq!(
+                failure.message_and_hint(Audience::Protocol),
+                through_agent.message_and_hint(Audience::CommandLine)
+            );
         }
+    }
+
+    /// Every code there is: the match does not compile unless the list is complete.
+    macro_rules! every_code {
+        ($($code:ident),* $(,)?) => {{
+            fn _complete(code: ErrorCode) {
+                match code {
+                    $(ErrorCode::$code => {})*
+                }
+            }
+            [$(ErrorCode::$code),*]
+        }};
+    }
+
+    fn the_codes() -> Vec<ErrorCode> {
+        every_code![
+            BadRequest,
+            TooLarge,
+            InvalidInput,
+            Usage,
+            PinRefused,
+            TokenUnavailable,
+            Unsupported,
+            Forbidden,
+            Busy,
+            KeyNotFound,
+            KeyNotAllowed,
+            KeyExists,
+            ImportFailed,
+            KeyKind,
+            AuditFailed,
+            Failed,
+            Internal,
+            Unknown,
+        ]
+        .to_vec()
+    }
+
+    fn doc(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/docs/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn every_code_a_peer_sends_has_exactly_one_class() {
+        for code in the_codes() {
+            let rows = CLASSES.iter().filter(|c| c.code == code).count();
+            let expected = usize::from(code != ErrorCode::Unknown);
+            assert_eq!(rows, expected, "{code:?}");
+        }
+        assert_eq!(Class::of(ErrorCode::Unknown).exit, exit::FAILURE);
+    }
+
+    /// `docs/protocol.md`'s table of codes is this table, and `docs/manual.md`'s table of
+    /// exit statuses lists exactly the statuses the command line exits with.
+    #[test]
+    fn the_docs_tables_are_the_code_tables() {
+        let mut table = String::from(
+            "<!-- codes: generated from CLASSES in src/bin/p8hsm/failure.rs -->\n\
+             | code | exit | HTTP | meaning |\n|---|---|---|---|\n",
+        );
+        for class in CLASSES {
+            let name = serde_json::to_value(class.code).unwrap();
+            table.push_str(&format!(
+                "| `{}` | {} | {} | {} |\n",
+                name.as_str().unwrap(),
+                class.exit,
+                class.http,
+                class.meaning
+            ));
+        }
+        table.push_str("<!-- end of codes -->");
+        let protocol = doc("protocol.md");
+        assert!(
+            protocol.contains(&table),
+            "docs/protocol.md's table of codes should read:\n{table}"
+        );
+
+        let manual = doc("manual.md");
+        let section = manual
+            .split("## Exit codes")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").nth(1))
+            .unwrap();
+        let documented: std::collections::BTreeSet<u8> = section
+            .lines()
+            .filter_map(|line| line.strip_prefix("| ")?.split(' ').next()?.parse().ok())
+            .collect();
+        let mut given: std::collections::BTreeSet<u8> = CLASSES.iter().map(|c| c.exit).collect();
+        given.extend([0, exit::USAGE, exit::FINDINGS, exit::DOCTOR, exit::SETUP]);
+        assert_eq!(documented, given, "docs/manual.md's exit statuses");
     }
 
     #[test]

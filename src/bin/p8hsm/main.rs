@@ -11,6 +11,7 @@ mod cli;
 mod command;
 mod failure;
 mod input;
+mod remedy;
 mod serve;
 mod settings;
 

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use p8hsm::apple::cache::Source;
+use p8hsm::apple::metadata::KeyMetadata;
+use p8hsm::pipeline::{self, Gate};
 use p8hsm::protocol::{self, Reply, MAX_REQUEST};
 use p8hsm::{KeyId, Request, Service, Signed, Token};
 
@@ -281,18 +283,49 @@ impl Agent {
         }
     }
 
-    /// Signs, then audits: a token whose audit line cannot be written is not handed out.
+    /// The one pipeline, behind this agent's gate for the peer: a token whose audit
+    /// line cannot be written is not handed out.
     fn sign(&self, request: &Request, peer: &Peer) -> Result<(Signed, Source), Failure> {
-        if !self.allowed_keys.is_empty() && !self.allowed_keys.contains(request.key_id()) {
-            return Err(Failure::KeyNotAllowed(request.key_id().clone()));
+        let gate = Keys {
+            caller: format!("uid:{}", peer.uid),
+            keys: &self.allowed_keys,
+        };
+        let outcome = pipeline::answer(&self.service, &gate, request);
+        self.audit.settle(outcome, &peer.fields())
+    }
+}
+
+/// The agent's gate: a peer it serves may use the keys it was started with (`--keys`),
+/// or every key.
+struct Keys<'a> {
+    caller: String,
+    keys: &'a [KeyId],
+}
+
+impl Gate for Keys<'_> {
+    type Refusal = Failure;
+
+    fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    fn allow(
+        &self,
+        request: &Request,
+        _recorded: &dyn Fn() -> Result<Option<Arc<KeyMetadata>>, p8hsm::Error>,
+    ) -> Result<(), Failure> {
+        let key_id = request.key_id();
+        if self.keys.is_empty() || self.keys.contains(key_id) {
+            return Ok(());
         }
-        let (signed, source) = self
-            .service
-            .sign_for(request, &format!("uid:{}", peer.uid))?;
-        self.audit
-            .sign(request, &signed, source, &peer.fields())
-            .map_err(Failure::AuditFailed)?;
-        Ok((signed, source))
+        Err(Failure::KeyNotAllowed(key_id.clone()))
+    }
+
+    fn reason(refusal: &Failure) -> Option<String> {
+        match refusal {
+            Failure::KeyNotAllowed(key_id) => Some(format!("use key {key_id}")),
+            _ => None,
+        }
     }
 }
 

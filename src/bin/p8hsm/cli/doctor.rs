@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use p8hsm::{pkcs11, Error};
 
 use crate::failure::{print, Failure};
+use crate::remedy::Audience;
 use crate::settings::Config;
 
 /// The checks' lines and how many failed.
@@ -28,7 +29,7 @@ impl Report {
     }
 
     fn fail_with(&mut self, failure: &Failure) {
-        let (message, hint) = failure.message_and_hint();
+        let (message, hint) = failure.message_and_hint(Audience::CommandLine);
         self.fail(message, hint);
     }
 

@@ -284,7 +284,10 @@ fn modules(all: bool, json: bool, config: &Config) -> Result<(), Failure> {
             "{} {}  ({})\n",
             if row.selected { "*" } else { " " },
             row.candidate.path.display(),
-            row.candidate.source
+            match row.candidate.source.as_str() {
+                pkcs11::modules::GIVEN => "--module",
+                source => source,
+            }
         ));
         if let Some(error) = &row.error {
             out.push_str(&format!("    error: {error}\n"));

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::failure::Failure;
 use crate::input;
+use crate::remedy::{Audience, FIELD_ENV};
 
 /// A `token` or `sign` command as parsed: the kind, its fields, and what the command
 /// line adds (the output format, files to read), before the key ID is resolved.
@@ -44,9 +45,6 @@ pub struct Renewal {
     /// `--force`: replace FILE even when it holds something other than a token.
     pub force: bool,
 }
-
-/// Environment variables that give a field's default on the command line.
-const FIELD_ENV: &[(&str, &str)] = &[("issuer", "P8HSM_ISSUER"), ("team_id", "P8HSM_TEAM_ID")];
 
 impl RequestArgs {
     /// The request: `key_id` (from `--key-id` or the `--key` URI) and the fields, files
@@ -261,7 +259,7 @@ fn key_id_help(spec: &Spec) -> String {
 fn field_arg(field: &'static Field) -> Arg {
     let arg = Arg::new(field.name)
         .long(long(field))
-        .help(field.help)
+        .help(Audience::CommandLine.help(field.help))
         .required(field.required);
     let arg = match FIELD_ENV.iter().find(|(name, _)| *name == field.name) {
         Some((_, env)) => arg.env(env),

@@ -22,14 +22,15 @@ use hyper::{Method, Request as HttpRequest, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use p8hsm::apple::cache::Source;
+use p8hsm::pipeline;
 use p8hsm::protocol::{self, Reply, MAX_REQUEST};
-use p8hsm::{ErrorCode, Request, Service, Signed, Token};
+use p8hsm::{ErrorCode, Service, Signed, Token};
 use serde_json::Value;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 
 use crate::audit::{Audit, LogFormat};
-use crate::failure::Failure;
+use crate::failure::{Class, Failure};
 use metrics::{Cache, Metrics, Outcome};
 use policy::{Policy, Unmatched};
 use tls::{CertNames, Handshakes, TlsFiles};
@@ -324,7 +325,7 @@ fn reload_tls(state: &State, files: &TlsFiles, handshakes: &Handshakes) {
         Err(failure) => {
             let reason = match failure {
                 Failure::ServeSetup(reason) => reason,
-                other => other.message_and_hint().0,
+                other => other.message(),
             };
             eprintln!("error: {reason}; the TLS files in force are unchanged");
             state.audit.event("tls-refused", &[("reason", reason)]);
@@ -456,18 +457,9 @@ async fn tokens(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>)
     // What is recorded with the key is known without calling the token once the key
     // was used: the policy is then applied here, and a cache hit answered here too.
     // Anything else goes to the signing threads, since it calls the token.
-    let known = state.service.metadata_known(request.key_id());
-    if let Some(meta) = &known {
-        if let Err(failure) = caller.allow(&request, &|| Ok(meta.clone())) {
-            return refused(state, peer, kind, id, failure);
-        }
-        if let Some(signed) = state.service.cached(&request) {
-            let reply = match audited(state, &request, signed, Source::Hit, &caller.name, peer) {
-                Ok((signed, source)) => Reply::signed(id, signed, source),
-                Err(failure) => Reply::error(id, failure.body()),
-            };
-            return answer(state, kind, reply);
-        }
+    if let Some(outcome) = pipeline::answer_now(&state.service, &*caller, &request) {
+        let reply = settled(state, peer, outcome, None);
+        return answer(state, kind, reply.into_reply(id));
     }
     let (sender, signed) = tokio::sync::oneshot::channel();
     {
@@ -478,28 +470,64 @@ async fn tokens(state: &Arc<State>, peer: &Peer, request: HttpRequest<Incoming>)
             if sender.is_closed() {
                 return;
             }
-            let allowed = match known {
-                Some(_) => Ok(()),
-                None => caller.allow(&request, &|| state.service.metadata(request.key_id())),
-            };
-            let _ = sender.send(match allowed {
-                Ok(()) => sign(&state, &request, &caller.name, &peer),
-                Err(failure) => Err(failure),
-            });
+            let started = Instant::now();
+            let outcome = pipeline::answer(&state.service, &*caller, &request);
+            let _ = sender.send(settled(&state, &peer, outcome, Some(started)));
         });
     }
     let reply = match signed.await {
-        Ok(Ok((signed, source))) => Reply::signed(id, signed, source),
-        Ok(Err(failure @ Failure::NotPermitted { .. })) => {
-            return refused(state, peer, kind, id, failure)
-        }
-        Ok(Err(failure)) => Reply::error(id, failure.body()),
+        Ok(settled) => settled.into_reply(id),
         Err(_) => Reply::error(
             id,
             Failure::from(p8hsm::Error::internal("the signing task died")).body(),
         ),
     };
     answer(state, kind, reply)
+}
+
+/// What the pipeline decided, audited (with the peer's address) and counted.
+struct Settled(Result<(Signed, Source), Failure>);
+
+impl Settled {
+    fn into_reply(self, id: Value) -> Reply {
+        match self.0 {
+            Ok((signed, source)) => Reply::signed(id, signed, source),
+            Err(failure) => Reply::error(id, failure.body()),
+        }
+    }
+}
+
+/// Writes the pipeline's audit record (a token whose line cannot be written is not
+/// handed out) and counts what is handed out; `started`: when a signing thread took the
+/// request, for the signing time of fresh tokens.
+fn settled(
+    state: &State,
+    peer: &Peer,
+    outcome: pipeline::Outcome<Failure>,
+    started: Option<Instant>,
+) -> Settled {
+    if let (Ok((_, source)), Some(started)) = (&outcome.result, started) {
+        if *source == Source::Fresh {
+            state
+                .metrics
+                .sign_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
+    if let Ok((_, source)) = &outcome.result {
+        state
+            .metrics
+            .cache
+            .get_or_create(&Cache {
+                result: source.name().to_owned(),
+            })
+            .inc();
+    }
+    Settled(
+        state
+            .audit
+            .settle(outcome, &[("peer_addr", peer.addr.to_string())]),
+    )
 }
 
 /// A request on a connection whose certificate is no longer accepted: refused, audited,
@@ -528,73 +556,15 @@ fn names_field(names: &CertNames) -> String {
     serde_json::to_string(&names.shown()).unwrap_or_default()
 }
 
-/// A request the policy refuses: audited (at a bounded rate) and answered.
+/// A request whose certificate names no one caller of the policy: audited (at a
+/// bounded rate) and answered.
 fn refused(state: &State, peer: &Peer, kind: &str, id: Value, failure: Failure) -> Response<Body> {
-    let (who, mut fields) = match &failure {
-        Failure::NotPermitted { caller, reason } => (
-            caller.clone(),
-            vec![("caller", caller.clone()), ("reason", reason.clone())],
-        ),
-        _ => {
-            let names = names_field(&peer.names);
-            (names.clone(), vec![("names", names)])
-        }
-    };
+    let names = names_field(&peer.names);
+    let (who, mut fields) = (names.clone(), vec![("names", names)]);
     fields.push(("kind", kind.to_owned()));
     fields.push(("peer_addr", peer.addr.to_string()));
     state.audit.refused(&who, &fields);
     answer(state, kind, Reply::error(id, failure.body()))
-}
-
-/// Signs (from the cache where it may), then audits: a token whose audit line cannot be
-/// written is not handed out.
-fn sign(
-    state: &State,
-    request: &Request,
-    caller: &str,
-    peer: &Peer,
-) -> Result<(Signed, Source), Failure> {
-    let started = Instant::now();
-    let (signed, source) = state.service.sign_for(request, caller)?;
-    if source == Source::Fresh {
-        state
-            .metrics
-            .sign_seconds
-            .observe(started.elapsed().as_secs_f64());
-    }
-    audited(state, request, signed, source, caller, peer)
-}
-
-/// Counts and audits what is handed out: a token whose audit line cannot be written is
-/// not handed out.
-fn audited(
-    state: &State,
-    request: &Request,
-    signed: Signed,
-    source: Source,
-    caller: &str,
-    peer: &Peer,
-) -> Result<(Signed, Source), Failure> {
-    state
-        .metrics
-        .cache
-        .get_or_create(&Cache {
-            result: source.name().to_owned(),
-        })
-        .inc();
-    state
-        .audit
-        .sign(
-            request,
-            &signed,
-            source,
-            &[
-                ("caller", caller.to_owned()),
-                ("peer_addr", peer.addr.to_string()),
-            ],
-        )
-        .map_err(Failure::AuditFailed)?;
-    Ok((signed, source))
 }
 
 /// The reply as an HTTP response, counted.
@@ -623,21 +593,5 @@ fn code_name(code: ErrorCode) -> String {
 
 /// The HTTP status of a protocol error code.
 fn status(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::BadRequest | ErrorCode::InvalidInput | ErrorCode::Usage => {
-            StatusCode::BAD_REQUEST
-        }
-        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::Forbidden | ErrorCode::KeyNotAllowed => StatusCode::FORBIDDEN,
-        ErrorCode::KeyNotFound => StatusCode::NOT_FOUND,
-        ErrorCode::KeyExists | ErrorCode::KeyKind => StatusCode::CONFLICT,
-        ErrorCode::Busy => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::TokenUnavailable | ErrorCode::PinRefused => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
-        ErrorCode::ImportFailed
-        | ErrorCode::AuditFailed
-        | ErrorCode::Failed
-        | ErrorCode::Internal
-        | ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    StatusCode::from_u16(Class::of(code).http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use p8hsm::apple::metadata::KeyMetadata;
 use p8hsm::apple::Kind;
+use p8hsm::pipeline::Gate;
 use p8hsm::{Error, KeyId, Request};
 use serde::Deserialize;
 use serde_json::Value;
@@ -92,8 +93,8 @@ impl Policy {
     pub fn load(path: &Path) -> Result<Policy, String> {
         // A regular file only, bounded: a FIFO must not hang the service (its policy is
         // read again on SIGHUP, inside the loop that accepts connections).
-        let text = crate::input::read_text(path, MAX_POLICY)
-            .map_err(|failure| failure.message_and_hint().0)?;
+        let text =
+            crate::input::read_text(path, MAX_POLICY).map_err(|failure| failure.message())?;
         Policy::parse(&text).map_err(|e| format!("the policy {}: {e}", path.display()))
     }
 
@@ -297,6 +298,30 @@ impl Caller {
             }
         }
         Ok(())
+    }
+}
+
+/// The service's gate: a caller of the policy.
+impl Gate for Caller {
+    type Refusal = Failure;
+
+    fn caller(&self) -> &str {
+        &self.name
+    }
+
+    fn allow(
+        &self,
+        request: &Request,
+        recorded: &dyn Fn() -> Result<Option<Arc<KeyMetadata>>, Error>,
+    ) -> Result<(), Failure> {
+        Caller::allow(self, request, recorded)
+    }
+
+    fn reason(refusal: &Failure) -> Option<String> {
+        match refusal {
+            Failure::NotPermitted { reason, .. } => Some(reason.clone()),
+            _ => None,
+        }
     }
 }
 

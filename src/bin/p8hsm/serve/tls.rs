@@ -189,7 +189,7 @@ const MAX_PEM: usize = 1024 * 1024;
 /// A PEM file's bytes: a regular file only (a FIFO must not hang the start), bounded,
 /// in a buffer wiped on drop.
 fn read(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, Failure> {
-    let bytes = crate::input::read(path, MAX_PEM)?;
+    let bytes = crate::input::read(path, MAX_PEM).map_err(|failure| setup(failure.message()))?;
     if bytes.len() > MAX_PEM {
         return Err(setup(format!("{} is over 1 MiB", path.display())));
     }

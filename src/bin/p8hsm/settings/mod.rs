@@ -280,8 +280,8 @@ impl Config {
             return Ok(key_id.clone());
         }
         self.uri_key_id().ok_or(Error::MissingInput {
-            what: "--key-id",
-            why: "give it, or a --key URI whose id or object is the Apple key ID",
+            field: "key_id",
+            why: "it names the key that signs",
         })
     }
 
