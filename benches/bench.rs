@@ -18,8 +18,8 @@ use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
 use p8hsm::apple::cache::TokenCache;
 use p8hsm::apple::connect::Connect;
-use p8hsm::apple::{TokenParams, TokenRequest};
-use p8hsm::pkcs11::{TokenSelector, TokenSpec};
+use p8hsm::apple::{JwtParams, JwtRequest};
+use p8hsm::pkcs11::{TokenLocation, TokenSelector};
 use p8hsm::{KeyId, Token};
 use secrecy::SecretString;
 
@@ -40,13 +40,13 @@ fn main() {
     // measured in alternating batches (all threads on one side, then all on the other,
     // through a barrier), so that a shared machine's slow moments fall on both sides.
     let pin = std::fs::read_to_string(&pin_file).unwrap();
-    let spec = TokenSpec::new(module.clone(), TokenSelector::label(&var("P8HSM_TOKEN")));
+    let spec = TokenLocation::new(module.clone(), TokenSelector::label(&var("P8HSM_TOKEN")));
     let token = Token::open(&spec, SecretString::from(pin.trim_end())).unwrap();
     let signer = token.key(&key_id).unwrap();
     // Signing never consults a cache: every call makes a new signature.
-    let request = TokenRequest::new(
+    let request = JwtRequest::new(
         key_id.clone(),
-        TokenParams::Connect(Connect {
+        JwtParams::Connect(Connect {
             issuer: Some("57246542-96fe-1a63-e053-0824d011072a".parse().unwrap()),
             scope: vec!["GET /v1/apps".parse().unwrap()],
             ..Connect::default()

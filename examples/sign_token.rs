@@ -18,8 +18,8 @@ use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p8hsm::apple::connect::Connect;
 use p8hsm::apple::server::Server;
-use p8hsm::apple::{Request, TokenParams, TokenRequest};
-use p8hsm::pkcs11::{TokenSelector, TokenSpec};
+use p8hsm::apple::{JwtParams, JwtRequest, Request};
+use p8hsm::pkcs11::{TokenLocation, TokenSelector};
 use p8hsm::{pkcs11, Error, IssuerId, KeyId, Service, Token};
 use secrecy::SecretString;
 
@@ -42,7 +42,7 @@ fn run() -> Result<(), Error> {
     let issuer: IssuerId = issuer.parse()?;
 
     // The same configuration the CLI reads: here the PIN source must be a file.
-    let mut spec = TokenSpec::new(
+    let mut spec = TokenLocation::new(
         pkcs11::locate_module(
             std::env::var_os("P8HSM_MODULE")
                 .as_deref()
@@ -64,17 +64,17 @@ fn run() -> Result<(), Error> {
     let public = VerifyingKey::from(token.public_key(&key_id)?);
     let service = Service::new(token);
 
-    let connect = TokenParams::Connect(Connect {
+    let connect = JwtParams::Connect(Connect {
         issuer: Some(issuer.clone()),
         scope: vec!["GET /v1/apps".parse()?],
         ..Connect::default()
     });
-    let server = TokenParams::Server(Server {
+    let server = JwtParams::Server(Server {
         issuer: Some(issuer),
         bundle_id: "com.example.app".parse()?,
     });
     for (params, ttl) in [(connect, None), (server, Some(1800))] {
-        let request = Request::Token(TokenRequest::new(key_id.clone(), params, ttl, None)?);
+        let request = Request::Token(JwtRequest::new(key_id.clone(), params, ttl, None)?);
         let (signed, _) = service.sign(&request)?;
         let (input, signature) = signed.line().rsplit_once('.').expect("a compact JWS");
         let signature = URL_SAFE_NO_PAD

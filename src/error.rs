@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::p8::P8Error;
-use crate::pkcs11::CallFailed;
 
 /// Everything that can go wrong in p8hsm's library.
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +99,8 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// An Advanced Commerce request body that is not a JSON object.
-    #[error("invalid Advanced Commerce request: {reason}")]
+    /// A request body to sign that is not a JSON object.
+    #[error("invalid request body: {reason}")]
     InvalidRequest {
         /// Why.
         reason: String,
@@ -141,13 +140,12 @@ pub enum Error {
         key_id: String,
     },
     /// Stored metadata that cannot be read.
-    #[error("the metadata recorded with key {key_id} is unreadable: {source}")]
+    #[error("the metadata recorded with key {key_id} is unreadable: {reason}")]
     MetadataUnreadable {
         /// The key ID.
         key_id: String,
         /// Why.
-        #[source]
-        source: serde_json::Error,
+        reason: String,
     },
     /// The system clock reads a time that cannot be right (see
     /// [`apple::SANE_CLOCK`](crate::apple::SANE_CLOCK)).
@@ -318,7 +316,7 @@ pub enum Error {
         #[source]
         cause: Box<Error>,
         /// What became of the copies already made.
-        copies: crate::pkcs11::Copies,
+        copies: Copies,
     },
     /// A token could not be made.
     #[error("cannot initialize the token: {reason}")]
@@ -398,6 +396,125 @@ impl Error {
             }
             BadSignature { .. } | Pkcs11(_) => ErrorCode::Failed,
             Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// A PKCS#11 call that failed: which call, its return value by its `CKR_` name (never
+/// the specification's prose), and what the PKCS#11 layer, which classifies return
+/// values, makes of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFailed {
+    operation: &'static str,
+    return_value: String,
+    cause: Cause,
+    token_gone: bool,
+}
+
+/// What a failed PKCS#11 call means, as p8hsm tells causes apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The module wants initialization arguments it was not given (`CKR_ARGUMENTS_BAD`
+    /// at `C_Initialize`).
+    NeedsArguments,
+    /// A software token's store is being written by another process, or the module
+    /// failed to start as one does then.
+    StoreBusy,
+    /// The token, its device or its server went away, or the module cannot be called.
+    DeviceGone,
+    /// The object (or key) the call named is not there.
+    NoSuchObject,
+    /// The token refuses the operation, the mechanism or the template.
+    Refused,
+    /// Anything else.
+    Other,
+}
+
+impl CallFailed {
+    /// A failed call, as the PKCS#11 layer classified it.
+    pub(crate) fn new(
+        operation: &'static str,
+        return_value: String,
+        cause: Cause,
+        token_gone: bool,
+    ) -> CallFailed {
+        CallFailed {
+            operation,
+            return_value,
+            cause,
+            token_gone,
+        }
+    }
+
+    /// The call, e.g. `C_Sign`.
+    pub fn operation(&self) -> &'static str {
+        self.operation
+    }
+
+    /// The return value by its `CKR_` name, or what the loader said.
+    pub fn return_value(&self) -> &str {
+        &self.return_value
+    }
+
+    /// What the failure means.
+    pub fn cause(&self) -> Cause {
+        self.cause
+    }
+
+    /// Whether it means the token, its device or its server went away (a long-lived
+    /// service then leaves the token alone for a while).
+    pub fn token_gone(&self) -> bool {
+        self.token_gone
+    }
+}
+
+impl std::fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.operation, self.return_value)
+    }
+}
+
+impl std::error::Error for CallFailed {}
+
+/// What became of the copies already made when an import into several tokens failed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Copies {
+    /// Tokens, by label, whose copy was removed.
+    pub removed: Vec<String>,
+    /// Tokens, by label, whose copy stays, and why it could not be removed.
+    pub left: Vec<LeftCopy>,
+}
+
+/// A copy an import into several tokens could not remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftCopy {
+    /// The token, by label.
+    pub token: String,
+    /// Whether it is a pending copy (an unfinished import) rather than a finished key.
+    pub pending: bool,
+    /// Why removing it failed.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Copies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut said = Vec::new();
+        if !self.removed.is_empty() {
+            let labels: Vec<String> = self.removed.iter().map(|l| format!("\"{l}\"")).collect();
+            said.push(format!("the copies in {} were removed", labels.join(", ")));
+        }
+        for left in &self.left {
+            let what = if left.pending { "pending copy" } else { "copy" };
+            said.push(format!(
+                "the {what} in \"{}\" stays ({})",
+                left.token, left.reason
+            ));
+        }
+        if said.is_empty() {
+            f.write_str("no copy was made")
+        } else {
+            f.write_str(&said.join("; "))
         }
     }
 }

@@ -136,7 +136,7 @@ impl KeyIdFormat {
         match self {
             KeyIdFormat::Apple => "Apple key IDs are 10 characters A-Z and 0-9",
             KeyIdFormat::Uuid => "this kind's key IDs are UUIDs",
-            KeyIdFormat::Hex => "CloudKit key IDs are 32 to 128 hexadecimal digits",
+            KeyIdFormat::Hex => "a key ID of this kind is 32 to 128 hexadecimal digits",
         }
     }
 }
@@ -296,6 +296,52 @@ impl fmt::Display for Nonce {
 impl fmt::Debug for Nonce {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Nonce({:?})", self.0)
+    }
+}
+
+/// One entry of a token's `scope`: `METHOD /path[?query]`, e.g. `GET /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Scope(String);
+
+impl TryFrom<String> for Scope {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl From<Scope> for String {
+    fn from(scope: Scope) -> String {
+        scope.0
+    }
+}
+
+impl Scope {
+    /// The entry as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let valid = s.split_once(' ').is_some_and(|(method, path)| {
+            !method.is_empty()
+                && method.bytes().all(|b| b.is_ascii_uppercase())
+                && path.starts_with('/')
+                && !path.chars().any(|c| c.is_whitespace() || c.is_control())
+        });
+        if valid {
+            Ok(Scope(s.to_owned()))
+        } else {
+            Err(Error::InvalidScope {
+                value: printable(s),
+            })
+        }
     }
 }
 

@@ -23,18 +23,18 @@
 //!
 //! ```no_run
 //! use p8hsm::apple::connect::Connect;
-//! use p8hsm::apple::{Request, TokenParams, TokenRequest};
-//! use p8hsm::pkcs11::{TokenSelector, TokenSpec};
+//! use p8hsm::apple::{Request, JwtParams, JwtRequest};
+//! use p8hsm::pkcs11::{TokenSelector, TokenLocation};
 //! use p8hsm::{pkcs11, Service, Token};
 //! use secrecy::SecretString;
 //!
 //! # fn main() -> Result<(), p8hsm::Error> {
-//! let spec = TokenSpec::new(pkcs11::locate_module(None, None)?, TokenSelector::label("p8hsm"));
+//! let spec = TokenLocation::new(pkcs11::locate_module(None, None)?, TokenSelector::label("p8hsm"));
 //! let pin = SecretString::from(std::fs::read_to_string("/run/secrets/p8hsm-pin").unwrap());
 //! let service = Service::new(Token::open(&spec, pin)?);
-//! let request = Request::Token(TokenRequest::new(
+//! let request = Request::Token(JwtRequest::new(
 //!     "2X9R4HXF34".parse()?,
-//!     TokenParams::Connect(Connect {
+//!     JwtParams::Connect(Connect {
 //!         issuer: Some("57246542-96fe-1a63-e053-0824d011072a".parse()?),
 //!         ..Connect::default()
 //!     }),
@@ -75,7 +75,7 @@ use std::sync::{Mutex, MutexGuard};
 pub use apple::{Request, Signed};
 pub use error::{Error, ErrorCode};
 pub use ids::{
-    BundleId, ClientId, IssuerId, KeyId, KeyIdFormat, OAuthId, OfferId, Origin, ProductId,
+    BundleId, ClientId, IssuerId, KeyId, KeyIdFormat, OAuthId, OfferId, Origin, ProductId, Scope,
     ServiceId, TeamId, TransactionId,
 };
 pub use p8::{fingerprint, P8Key};

@@ -11,7 +11,7 @@ use p256::ecdsa::Signature;
 use crate::apple::cache::{Source, TokenCache};
 use crate::apple::metadata::KeyMetadata;
 use crate::apple::renew::{self, Decision};
-use crate::apple::{Request, Signed, TokenRequest};
+use crate::apple::{JwtRequest, Request, Signed};
 use crate::{lock, Error, Es256Signer, HsmKey, KeyId, Token};
 
 /// Waits before a token that went away is called again: doubling from the first to
@@ -101,7 +101,7 @@ impl Service {
     /// `request`, or why to sign a new one: see [`renew::decide`].
     pub fn renewal(
         &self,
-        request: &TokenRequest,
+        request: &JwtRequest,
         kept: Option<&str>,
         within: Duration,
     ) -> Result<Decision, Error> {

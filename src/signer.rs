@@ -10,7 +10,7 @@ use crate::{Error, KeyId};
 /// the fixed-size R||S signature JWS wants. p8hsm's implementation is
 /// [`HsmKey`](crate::pkcs11::HsmKey): the digest is taken on the host and the token signs it.
 ///
-/// Signers are shared between threads (as rustls' `SigningKey`), so the trait requires
+/// Signers are shared between threads, so the trait requires
 /// `Send + Sync`; hold one as `Arc<dyn Es256Signer>`.
 pub trait Es256Signer: Send + Sync {
     /// The Apple key ID of the key that signs (the JWT header's `kid`).

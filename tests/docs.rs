@@ -75,7 +75,7 @@ fn the_protocol_document_lists_every_kind_and_field() {
     let doc = std::fs::read_to_string(root().join("docs/protocol.md")).unwrap();
     let expected = field_tables();
     if !doc.contains(&expected) {
-        let out = root().join("target/protocol-fields.md");
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("protocol-fields.md");
         std::fs::write(&out, &expected).unwrap();
         panic!(
             "docs/protocol.md does not carry the field tables the specs give; the expected \

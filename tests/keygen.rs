@@ -286,7 +286,7 @@ fn keygen_and_assign_refuse_what_they_cannot_do_and_change_nothing() {
                 ADS_CLIENT,
             ],
             3,
-            "a client ID of a business-manager key is BUSINESSAPI.<uuid>",
+            "the client ID of a business-manager key is BUSINESSAPI.<uuid>",
         ),
         (
             &[
@@ -301,14 +301,14 @@ fn keygen_and_assign_refuse_what_they_cannot_do_and_change_nothing() {
                 "A1B2C3D4E5",
             ],
             3,
-            "its ads team ID, SEARCHADS.<uuid>",
+            "apple-ads keys record no Team ID (they record their client ID and ads team ID)",
         ),
         (
             &[
                 "assign", "--label", "spare", "--key-id", ADS_KEY, "--kind", "cloudkit",
             ],
             3,
-            "CloudKit key IDs are 32 to 128 hexadecimal digits",
+            "a key ID of this kind is 32 to 128 hexadecimal digits",
         ),
     ];
     for (args, code, message) in refused {
@@ -464,7 +464,7 @@ fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
                 "/database/1/x",
             ],
             3,
-            "CloudKit key IDs are 32 to 128 hexadecimal digits",
+            "a key ID of this kind is 32 to 128 hexadecimal digits",
         ),
     ] {
         hsm.run(&args).fails(code, message);

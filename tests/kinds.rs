@@ -408,10 +408,7 @@ fn storekit_jws_signatures_verify_and_carry_fresh_nonces_and_no_exp() {
         ],
         b"[1,2]",
     );
-    run.fails(
-        3,
-        "invalid Advanced Commerce request: it is not a JSON object",
-    );
+    run.fails(3, "invalid request body: it is not a JSON object");
     let run = hsm.run(&[
         "sign",
         "intro-offer-eligibility",
@@ -628,7 +625,10 @@ fn recorded_metadata_supplies_identities_and_refuses_other_kinds() {
         "--issuer",
         ISSUER,
     ])
-    .fails(3, "developer keys have no issuer ID");
+    .fails(
+        3,
+        "developer keys record no issuer ID (they record their Team ID)",
+    );
     let run = hsm.run(&["import", path_str(&path), "--issuer", ISSUER]);
     assert_eq!(run.code, 2, "--issuer needs --kind: {}", run.stderr);
     assert_eq!(hsm.object_count(), 6);

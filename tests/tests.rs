@@ -1,4 +1,4 @@
-//! The integration tests, as one test binary (as ripgrep's `tests/tests.rs`): each
+//! The integration tests, as one test binary: each
 //! module drives the real `p8hsm` binary, or the library, against real tokens — a
 //! SoftHSM token store per test (or Kryoptic with `P8HSM_TEST_KRYOPTIC=<module>`).
 //! `custody` and `stress` are binaries of their own: they re-execute themselves.
@@ -13,6 +13,7 @@ mod catalogue;
 mod docs;
 mod doctor;
 mod errors;
+mod examples;
 mod hygiene;
 mod import;
 mod keygen;

@@ -1,7 +1,7 @@
 //! Reusing signed tokens until they near expiry, so the HSM signs only when a new token
 //! is really needed.
 //!
-//! The same [`TokenRequest`] (kind, claims, lifetime and key) gets the same token until
+//! The same [`JwtRequest`] (kind, claims, lifetime and key) gets the same token until
 //! less than a third of its lifetime remains; a token with under a minute left is never
 //! handed out. Concurrent callers asking for the same token wait on one signature.
 //!
@@ -10,7 +10,7 @@
 //! provider token (APNs, DeviceCheck) is never dropped for another entry while it can be
 //! handed out, since Apple refuses a team's provider token that changes too often.
 //!
-//! The cache keys on `TokenRequest`, so StoreKit signatures — [`SignatureRequest`]s, which
+//! The cache keys on `JwtRequest`, so StoreKit signatures — [`SignatureRequest`]s, which
 //! carry one-time nonces — cannot be cached; the compiler refuses them:
 //!
 //! ```compile_fail
@@ -29,8 +29,8 @@ use std::time::SystemTime;
 
 use super::lifetime::unix;
 use super::metadata::KeyMetadata;
-use super::request::{Request, TokenRequest};
-use super::signed::{Signed, SignedToken};
+use super::request::{JwtRequest, Request};
+use super::signed::{Signed, SignedJwt};
 use super::spec::LifetimeRule;
 use crate::{lock, Error, Es256Signer};
 
@@ -77,7 +77,7 @@ impl Source {
 }
 
 /// One request's latest token; its lock is the single flight.
-type Entry = Arc<Mutex<Option<SignedToken>>>;
+type Entry = Arc<Mutex<Option<SignedJwt>>>;
 
 /// A cache of signed tokens, safe to share between threads.
 pub struct TokenCache<C: Clock = SystemClock> {
@@ -89,7 +89,7 @@ pub struct TokenCache<C: Clock = SystemClock> {
 
 /// The entries, and the size at which expired ones are next pruned.
 struct Entries {
-    by_request: HashMap<TokenRequest, Slot>,
+    by_request: HashMap<JwtRequest, Slot>,
     prune_at: usize,
 }
 
@@ -141,10 +141,10 @@ impl<C: Clock> TokenCache<C> {
     /// least [`MIN_REMAINING`] seconds left is handed out as [`Source::Stale`].
     pub fn get(
         &self,
-        request: &TokenRequest,
+        request: &JwtRequest,
         caller: &str,
-        sign: impl FnOnce(SystemTime) -> Result<SignedToken, Error>,
-    ) -> Result<(SignedToken, Source), Error> {
+        sign: impl FnOnce(SystemTime) -> Result<SignedJwt, Error>,
+    ) -> Result<(SignedJwt, Source), Error> {
         let entry = self.entry(request, caller);
         let mut token = lock(&entry);
         let now = self.clock.now();
@@ -166,7 +166,7 @@ impl<C: Clock> TokenCache<C> {
     /// The cached token for `request`, if one is fresh enough to hand out — without
     /// waiting: `None` also while another caller holds the entry (signing it), so that a
     /// caller that must not block can take the blocking path ([`TokenCache::get`]).
-    pub fn peek(&self, request: &TokenRequest) -> Option<SignedToken> {
+    pub fn peek(&self, request: &JwtRequest) -> Option<SignedJwt> {
         let entry = lock(&self.entries).by_request.get(request)?.entry.clone();
         let token = entry.try_lock().ok()?;
         let now = self.clock.now();
@@ -191,7 +191,7 @@ impl<C: Clock> TokenCache<C> {
         }
     }
 
-    fn entry(&self, request: &TokenRequest, caller: &str) -> Entry {
+    fn entry(&self, request: &JwtRequest, caller: &str) -> Entry {
         let mut entries = lock(&self.entries);
         if let Some(slot) = entries.by_request.get(request) {
             return slot.entry.clone();
@@ -298,7 +298,7 @@ fn end(entry: &Entry) -> u64 {
 /// Whether `token` may still be handed out at `now` when no new one can be signed: at
 /// least [`MIN_REMAINING`] seconds left, and not issued after `now` (a clock stepped
 /// back would hand out a token from the future, living longer than its kind allows).
-fn usable(token: &SignedToken, now: SystemTime) -> bool {
+fn usable(token: &SignedJwt, now: SystemTime) -> bool {
     unix(now).is_ok_and(|now| {
         token.issued_at <= now && token.expires_at.saturating_sub(now) >= MIN_REMAINING
     })
@@ -306,7 +306,7 @@ fn usable(token: &SignedToken, now: SystemTime) -> bool {
 
 /// Whether `token` may still be handed out at `now`: [`usable`], with at least a third
 /// of its lifetime left.
-fn fresh(token: &SignedToken, now: SystemTime) -> bool {
+fn fresh(token: &SignedJwt, now: SystemTime) -> bool {
     let Ok(seconds) = unix(now) else { return false };
     let lifetime = token.expires_at.saturating_sub(token.issued_at);
     let remaining = token.expires_at.saturating_sub(seconds);
@@ -319,7 +319,7 @@ mod tests {
     use crate::apple::connect::Connect;
     use crate::apple::developer::Provider;
     use crate::apple::tests::NOW;
-    use crate::apple::TokenParams;
+    use crate::apple::JwtParams;
     use crate::jws::tests::MemorySigner;
     use crate::{Es256Signer, KeyId};
     use p256::ecdsa::Signature;
@@ -376,33 +376,33 @@ mod tests {
         }
     }
 
-    fn connect(ttl: u64, skew: u64, scope: &[&str]) -> TokenRequest {
+    fn connect(ttl: u64, skew: u64, scope: &[&str]) -> JwtRequest {
         connect_by("2X9R4HXF34", ttl, skew, scope)
     }
 
-    fn connect_by(key_id: &str, ttl: u64, skew: u64, scope: &[&str]) -> TokenRequest {
-        let params = TokenParams::Connect(Connect {
+    fn connect_by(key_id: &str, ttl: u64, skew: u64, scope: &[&str]) -> JwtRequest {
+        let params = JwtParams::Connect(Connect {
             issuer: None,
             individual: true,
             scope: scope.iter().map(|s| s.parse().unwrap()).collect(),
         });
-        TokenRequest::new(key_id.parse().unwrap(), params, Some(ttl), Some(skew)).unwrap()
+        JwtRequest::new(key_id.parse().unwrap(), params, Some(ttl), Some(skew)).unwrap()
     }
 
     /// The cache's answer, signing with `signer` on a miss.
     fn get_with_source<C: Clock>(
         cache: &TokenCache<C>,
-        request: &TokenRequest,
+        request: &JwtRequest,
         signer: &dyn Es256Signer,
-    ) -> Result<(SignedToken, Source), Error> {
+    ) -> Result<(SignedJwt, Source), Error> {
         cache.get(request, "", |now| request.sign(signer, None, now))
     }
 
     fn get<C: Clock>(
         cache: &TokenCache<C>,
-        request: &TokenRequest,
+        request: &JwtRequest,
         signer: &dyn Es256Signer,
-    ) -> Result<SignedToken, Error> {
+    ) -> Result<SignedJwt, Error> {
         get_with_source(cache, request, signer).map(|(t, _)| t)
     }
 
@@ -473,9 +473,9 @@ mod tests {
         let a = get(&cache, &connect(600, 60, &["GET /v1/apps"]), &signer).unwrap();
         let b = get(&cache, &connect(600, 60, &["GET /v1/builds"]), &signer).unwrap();
         let c = get(&cache, &connect(300, 60, &["GET /v1/apps"]), &signer).unwrap();
-        let apns = TokenRequest::new(
+        let apns = JwtRequest::new(
             "2X9R4HXF34".parse().unwrap(),
-            TokenParams::Apns(Provider {
+            JwtParams::Apns(Provider {
                 team_id: Some("A1B2C3D4E5".parse().unwrap()),
             }),
             None,
@@ -645,10 +645,10 @@ mod tests {
         );
     }
 
-    fn apns(key_id: &str) -> TokenRequest {
-        TokenRequest::new(
+    fn apns(key_id: &str) -> JwtRequest {
+        JwtRequest::new(
             key_id.parse().unwrap(),
-            TokenParams::Apns(Provider {
+            JwtParams::Apns(Provider {
                 team_id: Some("A1B2C3D4E5".parse().unwrap()),
             }),
             None,
@@ -692,9 +692,9 @@ mod tests {
         // MusicKit tokens that each end after the provider token: a flood of them with
         // distinct lifetimes, as a caller allowed only MusicKit could ask for.
         for i in 0..500 {
-            let request = TokenRequest::new(
+            let request = JwtRequest::new(
                 "2X9R4HXF34".parse().unwrap(),
-                TokenParams::Musickit(crate::apple::developer::MusicKit {
+                JwtParams::Musickit(crate::apple::developer::MusicKit {
                     team_id: Some("A1B2C3D4E5".parse().unwrap()),
                     origin: vec![],
                 }),

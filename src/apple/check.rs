@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
@@ -12,13 +12,9 @@ use p256::PublicKey;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::connect::{self, Scope};
-use super::oauth::AUD_ACCOUNT_TOKEN;
+pub use super::spec::Finding;
 use super::spec::{IssuerShape, JwtShape, LifetimeRule};
-use super::storekit::{
-    AUD_ADVANCED_COMMERCE, AUD_INTRODUCTORY_OFFER_ELIGIBILITY, AUD_PROMOTIONAL_OFFER,
-};
-use super::{Kind, AUD_APP_STORE_CONNECT, AUD_ENTERPRISE, AUD_SIGN_IN_WITH_APPLE};
+use super::Kind;
 use crate::ids::printable;
 use crate::{Error, IssuerId, KeyId, OAuthId, TeamId};
 
@@ -34,17 +30,8 @@ pub fn kind(name: &str) -> Result<Kind, Error> {
         .ok_or_else(|| Error::InvalidId {
             what: "token kind",
             value: printable(name),
-            rule: "use a kind whose result is a JWT, e.g. connect, server, apns, promo-offer",
+            rule: "not a kind whose result is a JWT",
         })
-}
-
-/// One reason Apple would reject the token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// A stable identifier, e.g. `lifetime`.
-    pub code: &'static str,
-    /// What is wrong, in one line.
-    pub message: String,
 }
 
 /// What `check` found.
@@ -64,14 +51,14 @@ pub struct Report {
 
 fn shape(kind: Kind) -> JwtShape {
     // `check` is only ever given JWT kinds (see [`kinds`]).
-    kind.spec().jwt.unwrap_or(JwtShape {
-        typ: false,
-        aud: None,
-        required: &[],
-        optional: &[],
-        issuer: IssuerShape::TeamId,
-        limit: None,
-    })
+    kind.spec().jwt.unwrap_or(JwtShape::new(
+        false,
+        None,
+        &[],
+        &[],
+        IssuerShape::TeamId,
+        None,
+    ))
 }
 
 fn is_storekit(kind: Kind) -> bool {
@@ -173,33 +160,17 @@ fn check_signature_encoding(report: &mut Report, signature: &str) {
     }
 }
 
+/// The kind an unnamed token is for, told by each kind's shape: among the kinds of its
+/// `aud` (or of none), those that recognize it, a kind with a rule of its own before one
+/// its `aud` alone tells, and then the first in the list of kinds.
 fn detect(
     header: &Map<String, Value>,
     claims: &Map<String, Value>,
     report: &mut Report,
 ) -> Option<Kind> {
-    let kind = match claims.get("aud") {
-        Some(Value::String(aud)) => match aud.as_str() {
-            AUD_APP_STORE_CONNECT if claims.contains_key("bid") => Some(Kind::Server),
-            AUD_APP_STORE_CONNECT => Some(Kind::Connect),
-            AUD_ENTERPRISE => Some(Kind::Enterprise),
-            AUD_SIGN_IN_WITH_APPLE if sub_prefix(claims) == Some("SEARCHADS") => {
-                Some(Kind::AppleAds)
-            }
-            AUD_SIGN_IN_WITH_APPLE => Some(Kind::SignInWithApple),
-            AUD_ACCOUNT_TOKEN => match sub_prefix(claims) {
-                Some("BUSINESSAPI") => Some(Kind::BusinessManager),
-                Some("SCHOOLAPI") => Some(Kind::SchoolManager),
-                _ => None,
-            },
-            AUD_PROMOTIONAL_OFFER => Some(Kind::PromoOffer),
-            AUD_INTRODUCTORY_OFFER_ELIGIBILITY => Some(Kind::IntroOfferEligibility),
-            AUD_ADVANCED_COMMERCE => Some(Kind::AdvancedCommerceRequest),
-            other => {
-                report.find("aud", format!("unknown aud {}", printable(other)));
-                return None;
-            }
-        },
+    let aud = match claims.get("aud") {
+        None => None,
+        Some(Value::String(aud)) => Some(aud.as_str()),
         Some(other) => {
             report.find(
                 "aud",
@@ -207,31 +178,30 @@ fn detect(
             );
             return None;
         }
-        None if header.contains_key("id") => Some(Kind::Weatherkit),
-        None if claims.keys().all(|k| k == "iss" || k == "iat") => Some(Kind::Apns),
-        None if claims.get("origin").is_some_and(Value::is_array) => Some(Kind::Musickit),
-        None if claims.contains_key("scope")
-            || claims.get("origin").is_some_and(Value::is_string) =>
-        {
-            Some(Kind::Mapkit)
-        }
-        None => None,
     };
+    let of_aud: Vec<(Kind, JwtShape)> = kinds()
+        .map(|k| (k, shape(k)))
+        .filter(|(_, shape)| shape.aud == aud)
+        .collect();
+    if let (Some(aud), true) = (aud, of_aud.is_empty()) {
+        report.find("aud", format!("unknown aud {}", printable(aud)));
+        return None;
+    }
+    let told = |specific: bool| {
+        of_aud.iter().find(|(_, shape)| match shape.recognize {
+            Some(recognize) => specific && recognize(header, claims),
+            None => !specific,
+        })
+    };
+    let kind = told(true).or_else(|| told(false)).map(|(kind, _)| *kind);
     if kind.is_none() {
         report.notes.push(
-            "cannot tell which API the token is for (MusicKit or MapKit? Business or School \
-             Manager?); name the kind"
+            "cannot tell which API the token is for (its aud and claims fit none, or several \
+             alike); name the kind"
                 .into(),
         );
     }
     kind
-}
-
-/// The prefix of `sub` when it is an OAuth ID (`SEARCHADS`…).
-fn sub_prefix(claims: &Map<String, Value>) -> Option<&str> {
-    let sub = claims.get("sub")?.as_str()?;
-    let (prefix, _) = sub.split_once('.')?;
-    matches!(prefix, "BUSINESSAPI" | "SCHOOLAPI" | "SEARCHADS").then_some(prefix)
 }
 
 fn check_header(report: &mut Report, header: &Map<String, Value>, kind: Option<Kind>) {
@@ -316,10 +286,11 @@ fn check_times(report: &mut Report, claims: &Map<String, Value>, kind: Option<Ki
     let (Some(iat), Some(exp)) = (iat, exp) else {
         return;
     };
-    let limit = match kind {
-        Kind::Connect if long_lived_scope(claims) => Some(connect::MAX_LONG_LIVED_LIFETIME),
-        _ => shape(kind).limit,
-    };
+    let shape = shape(kind);
+    let limit = shape
+        .longer
+        .and_then(|longer| longer(claims))
+        .or(shape.limit);
     if let Some(limit) = limit.filter(|limit| exp - iat > *limit as i64) {
         report.find(
             "lifetime",
@@ -332,19 +303,6 @@ fn check_times(report: &mut Report, claims: &Map<String, Value>, kind: Option<Ki
     if exp <= iat {
         report.find("lifetime", "exp is not after iat".into());
     }
-}
-
-/// Whether every scope entry allows a long-lived App Store Connect token.
-fn long_lived_scope(claims: &Map<String, Value>) -> bool {
-    let Some(Value::Array(entries)) = claims.get("scope") else {
-        return false;
-    };
-    !entries.is_empty()
-        && entries.iter().all(|e| {
-            e.as_str()
-                .and_then(|s| s.parse::<Scope>().ok())
-                .is_some_and(|s| s.allows_long_lived())
-        })
 }
 
 fn check_claims(
@@ -421,136 +379,19 @@ fn check_claims(
     {
         report.find("jti", "jti must be a fresh UUID".into());
     }
-    match kind {
-        Kind::Connect => check_connect_issuer(report, claims),
-        Kind::Weatherkit => {
-            let expected = match (claims.get("iss"), claims.get("sub")) {
-                (Some(Value::String(iss)), Some(Value::String(sub))) => format!("{iss}.{sub}"),
-                _ => String::new(),
-            };
-            if header.get("id").and_then(Value::as_str) != Some(expected.as_str()) {
-                report.find(
-                    "weatherkit-id",
-                    "the header id must be \"<TeamID>.<ServiceID>\" (iss.sub)".into(),
-                );
-            }
-        }
-        Kind::Mapkit => match claims.get("scope") {
-            None => {}
-            Some(Value::String(s)) if s == "mapkit_js" && !claims.contains_key("origin") => report
-                .find(
-                    "origin",
-                    "a MapKit JS token (scope mapkit_js) needs origin".into(),
-                ),
-            Some(Value::String(s)) if s == "mapkit_js" => {}
-            Some(other) => report.find(
-                "scope",
-                format!("MapKit scope is {other}, not \"mapkit_js\""),
-            ),
-        },
-        Kind::Musickit if claims.get("origin").is_some_and(|o| !is_string_array(o)) => report.find(
-            "origin",
-            "MusicKit origin must be an array of strings".into(),
-        ),
-        Kind::PromoOffer | Kind::IntroOfferEligibility | Kind::AdvancedCommerceRequest => {
-            check_storekit(report, claims)
-        }
-        _ => {}
+    if let Some(rules) = shape.rules {
+        report.findings.extend(rules(header, claims));
     }
-    if matches!(kind, Kind::Connect | Kind::Enterprise) {
-        check_scope(report, claims);
-    }
-}
-
-fn check_connect_issuer(report: &mut Report, claims: &Map<String, Value>) {
-    match (claims.get("iss"), claims.get("sub")) {
-        (Some(_), Some(_)) => report.find(
-            "iss-and-sub",
-            "the token has both iss (team key) and sub (individual key)".into(),
-        ),
-        (None, None) => report.find(
-            "claim-missing",
-            "an App Store Connect token needs iss (team key) or sub \"user\" (individual key)"
-                .into(),
-        ),
-        (None, Some(sub)) if sub != "user" => report.find(
-            "sub",
-            format!("sub is {sub}; individual keys use sub \"user\""),
-        ),
-        _ => {}
-    }
-}
-
-fn check_scope(report: &mut Report, claims: &Map<String, Value>) {
-    let Some(scope) = claims.get("scope") else {
-        return;
-    };
-    let Some(entries) = scope.as_array() else {
-        report.find(
-            "scope",
-            "scope must be an array of \"METHOD /path\" strings".into(),
-        );
-        return;
-    };
-    for entry in entries {
-        if entry
-            .as_str()
-            .and_then(|s| s.parse::<Scope>().ok())
-            .is_none()
-        {
-            report.find(
-                "scope",
-                format!("scope entry {entry} is not \"METHOD /path\""),
-            );
-        }
-    }
-}
-
-fn check_storekit(report: &mut Report, claims: &Map<String, Value>) {
-    let nonce_ok = claims
-        .get("nonce")
-        .and_then(Value::as_str)
-        .is_none_or(|n| n.len() == 36 && uuid::Uuid::try_parse(n).is_ok() && n == n.to_lowercase());
-    if !nonce_ok {
-        report.find("nonce", "nonce must be a lowercase UUID".into());
-    }
-    if let Some(allow) = claims
-        .get("allowIntroductoryOffer")
-        .filter(|v| !v.is_boolean())
-    {
-        report.find(
-            "allow-intro-offer",
-            format!("allowIntroductoryOffer is {allow}, not a JSON boolean"),
-        );
-    }
-    if let Some(request) = claims.get("request") {
-        let ok = request
-            .as_str()
-            .and_then(|s| STANDARD.decode(s).ok())
-            .is_some_and(|bytes| {
-                serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.is_object())
-            });
-        if !ok {
-            report.find(
-                "request",
-                "request must be standard base64 of a JSON object".into(),
-            );
-        }
-    }
-}
-
-fn is_string_array(value: &Value) -> bool {
-    value
-        .as_array()
-        .is_some_and(|a| a.iter().all(Value::is_string))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::apple::connect::Connect;
+    use crate::apple::oauth::AUD_ACCOUNT_TOKEN;
     use crate::apple::tests::{now, request, NOW};
-    use crate::apple::TokenParams;
+    use crate::apple::JwtParams;
+    use crate::apple::AUD_SIGN_IN_WITH_APPLE;
     use crate::jws;
     use crate::jws::tests::MemorySigner;
     use p256::ecdsa::SigningKey;
@@ -579,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_token_p8hsm_signs_is_clean_and_verifies() {
-        let params = TokenParams::Connect(Connect {
+        let params = JwtParams::Connect(Connect {
             issuer: Some(ISS.parse().unwrap()),
             ..Connect::default()
         });
@@ -808,7 +649,7 @@ mod tests {
 
     #[test]
     fn a_der_signature_is_named_as_such() {
-        let params = TokenParams::Connect(Connect {
+        let params = JwtParams::Connect(Connect {
             individual: true,
             ..Connect::default()
         });

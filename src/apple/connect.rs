@@ -3,17 +3,19 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::identity;
 use super::lifetime::Times;
 use super::metadata::KeyKind;
 use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
-    check, is_false, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind,
-    Value, ISSUER,
+    check, is_false, Context, Family, Field, Finding, IssuerShape, JwtKind, JwtShape, LifetimeRule,
+    Object, Spec, Value, ISSUER,
 };
 #[cfg(test)]
-use super::TokenRequest;
+use super::JwtRequest;
 use super::{AUD_APP_STORE_CONNECT, AUD_ENTERPRISE};
 use crate::ids::printable;
+pub use crate::Scope;
 use crate::{Error, IssuerId};
 
 /// The most an App Store Connect token may live, `exp - iat`, in seconds.
@@ -45,31 +47,7 @@ pub const LONG_LIVED_RESOURCES: &[&str] = &[
     "ciXcodeVersions",
 ];
 
-/// One entry of a token's `scope`: `METHOD /path[?query]`, e.g. `GET /v1/apps`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub struct Scope(String);
-
-impl TryFrom<String> for Scope {
-    type Error = Error;
-
-    fn try_from(s: String) -> Result<Self, Error> {
-        s.parse()
-    }
-}
-
-impl From<Scope> for String {
-    fn from(scope: Scope) -> String {
-        scope.0
-    }
-}
-
 impl Scope {
-    /// The entry as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// Whether this entry may appear in a long-lived token.
     pub(crate) fn allows_long_lived(&self) -> bool {
         self.long_lived_refusal().is_none()
@@ -79,7 +57,7 @@ impl Scope {
     /// matched exactly: `/v1/` then the resource, with no empty, `.` or `..` segment
     /// and nothing percent-encoded (`/v1/ciProducts/../apps` is not a ciProducts path).
     fn long_lived_refusal(&self) -> Option<String> {
-        let (method, target) = self.0.split_once(' ')?;
+        let (method, target) = self.as_str().split_once(' ')?;
         if method != "GET" {
             return Some(format!("{method} is not GET"));
         }
@@ -107,26 +85,6 @@ impl Scope {
                 segments[0]
             )
         })
-    }
-}
-
-impl std::str::FromStr for Scope {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        let valid = s.split_once(' ').is_some_and(|(method, path)| {
-            !method.is_empty()
-                && method.bytes().all(|b| b.is_ascii_uppercase())
-                && path.starts_with('/')
-                && !path.chars().any(|c| c.is_whitespace() || c.is_control())
-        });
-        if valid {
-            Ok(Scope(s.to_owned()))
-        } else {
-            Err(Error::InvalidScope {
-                value: printable(s),
-            })
-        }
     }
 }
 
@@ -168,12 +126,22 @@ pub const CONNECT: Spec = Spec {
         SCOPE,
     ],
     jwt: Some(JwtShape {
-        typ: true,
-        aud: Some(AUD_APP_STORE_CONNECT),
-        required: &["iat", "exp", "aud"],
-        optional: &["iss", "sub", "scope"],
-        issuer: IssuerShape::IssuerId,
-        limit: Some(MAX_LIFETIME),
+        longer: Some(long_lived_limit),
+        // The App Store Server family shares the aud, and its tokens carry bid.
+        recognize: Some(|_, claims| !claims.contains_key("bid")),
+        rules: Some(|_, claims| {
+            let mut findings = issuer_or_user(claims);
+            findings.extend(scope_entries(claims));
+            findings
+        }),
+        ..JwtShape::new(
+            true,
+            Some(AUD_APP_STORE_CONNECT),
+            &["iat", "exp", "aud"],
+            &["iss", "sub", "scope"],
+            IssuerShape::IssuerId,
+            Some(MAX_LIFETIME),
+        )
     }),
 };
 
@@ -191,14 +159,79 @@ pub const ENTERPRISE: Spec = Spec {
     cacheable: true,
     fields: &[ISSUER, SCOPE],
     jwt: Some(JwtShape {
-        typ: true,
-        aud: Some(AUD_ENTERPRISE),
-        required: &["iss", "iat", "exp", "aud"],
-        optional: &["scope"],
-        issuer: IssuerShape::IssuerId,
-        limit: Some(MAX_ENTERPRISE_LIFETIME),
+        rules: Some(|_, claims| scope_entries(claims)),
+        ..JwtShape::new(
+            true,
+            Some(AUD_ENTERPRISE),
+            &["iss", "iat", "exp", "aud"],
+            &["scope"],
+            IssuerShape::IssuerId,
+            Some(MAX_ENTERPRISE_LIFETIME),
+        )
     }),
 };
+
+/// The longer limit a token earns when every scope entry allows a long-lived token.
+fn long_lived_limit(claims: &Object) -> Option<u64> {
+    let Some(serde_json::Value::Array(entries)) = claims.get("scope") else {
+        return None;
+    };
+    let long_lived = !entries.is_empty()
+        && entries.iter().all(|e| {
+            e.as_str()
+                .and_then(|s| s.parse::<Scope>().ok())
+                .is_some_and(|s| s.allows_long_lived())
+        });
+    long_lived.then_some(MAX_LONG_LIVED_LIFETIME)
+}
+
+/// A team key's token names its issuer; an individual key's carries sub "user".
+fn issuer_or_user(claims: &Object) -> Vec<Finding> {
+    let finding = match (claims.get("iss"), claims.get("sub")) {
+        (Some(_), Some(_)) => Finding::new(
+            "iss-and-sub",
+            "the token has both iss (team key) and sub (individual key)",
+        ),
+        (None, None) => Finding::new(
+            "claim-missing",
+            "an App Store Connect token needs iss (team key) or sub \"user\" (individual key)",
+        ),
+        (None, Some(sub)) if sub != "user" => Finding::new(
+            "sub",
+            format!("sub is {sub}; individual keys use sub \"user\""),
+        ),
+        _ => return Vec::new(),
+    };
+    vec![finding]
+}
+
+/// Every scope entry is "METHOD /path".
+fn scope_entries(claims: &Object) -> Vec<Finding> {
+    let Some(scope) = claims.get("scope") else {
+        return Vec::new();
+    };
+    let Some(entries) = scope.as_array() else {
+        return vec![Finding::new(
+            "scope",
+            "scope must be an array of \"METHOD /path\" strings",
+        )];
+    };
+    entries
+        .iter()
+        .filter(|entry| {
+            entry
+                .as_str()
+                .and_then(|s| s.parse::<Scope>().ok())
+                .is_none()
+        })
+        .map(|entry| {
+            Finding::new(
+                "scope",
+                format!("scope entry {entry} is not \"METHOD /path\""),
+            )
+        })
+        .collect()
+}
 
 /// An App Store Connect API token request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -230,7 +263,7 @@ struct ConnectClaims<'a> {
     scope: &'a [Scope],
 }
 
-impl TokenKind for Connect {
+impl JwtKind for Connect {
     fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
         if self.individual && self.issuer.is_some() {
             return Err(Error::NotApplicable {
@@ -254,7 +287,7 @@ impl TokenKind for Connect {
             .find_map(|s| s.long_lived_refusal().map(|r| (s, r)))
         {
             return Err(Error::LongLivedScope {
-                scope: scope.0.clone(),
+                scope: scope.as_str().to_owned(),
                 reason,
             });
         }
@@ -288,7 +321,7 @@ impl TokenKind for Connect {
         let issuer = if individual {
             None
         } else {
-            Some(cx.issuer(self.issuer.as_ref())?)
+            Some(cx.identity(&identity::ISSUER, self.issuer.as_ref())?)
         };
         let claims = ConnectClaims {
             iss: issuer.as_ref(),
@@ -324,10 +357,10 @@ struct EnterpriseClaims<'a> {
     scope: &'a [Scope],
 }
 
-impl TokenKind for Enterprise {
+impl JwtKind for Enterprise {
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
-        let issuer = cx.issuer(self.issuer.as_ref())?;
+        let issuer = cx.identity(&identity::ISSUER, self.issuer.as_ref())?;
         let claims = EnterpriseClaims {
             iss: &issuer,
             iat: times.iat,
@@ -343,20 +376,20 @@ impl TokenKind for Enterprise {
 mod tests {
     use super::*;
     use crate::apple::tests::{now, parts, request, NOW};
-    use crate::apple::TokenParams;
+    use crate::apple::JwtParams;
     use crate::jws::tests::MemorySigner;
 
     const ISS: &str = "57246542-96fe-1a63-e053-0824d011072a";
 
-    fn connect(issuer: Option<&str>, scope: &[&str]) -> TokenParams {
-        TokenParams::Connect(Connect {
+    fn connect(issuer: Option<&str>, scope: &[&str]) -> JwtParams {
+        JwtParams::Connect(Connect {
             issuer: issuer.map(|i| i.parse().unwrap()),
             individual: issuer.is_none(),
             scope: scope.iter().map(|s| s.parse().unwrap()).collect(),
         })
     }
 
-    fn sign(params: TokenParams, ttl: Option<u64>, skew: Option<u64>) -> crate::apple::SignedToken {
+    fn sign(params: JwtParams, ttl: Option<u64>, skew: Option<u64>) -> crate::apple::SignedJwt {
         request(params, ttl, skew)
             .sign(&MemorySigner::new(), None, now())
             .unwrap()
@@ -397,19 +430,19 @@ mod tests {
 
     #[test]
     fn an_individual_request_with_an_issuer_is_refused() {
-        let params = TokenParams::Connect(Connect {
+        let params = JwtParams::Connect(Connect {
             issuer: Some(ISS.parse().unwrap()),
             individual: true,
             scope: vec![],
         });
-        let err = TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, None, None).unwrap_err();
+        let err = JwtRequest::new("2X9R4HXF34".parse().unwrap(), params, None, None).unwrap_err();
         assert!(matches!(err, Error::NotApplicable { .. }), "{err}");
     }
 
     #[test]
     fn lifetime_limit_is_twenty_minutes_including_the_backdate() {
         let new = |ttl| {
-            TokenRequest::new(
+            JwtRequest::new(
                 "2X9R4HXF34".parse().unwrap(),
                 connect(None, &[]),
                 Some(ttl),
@@ -439,7 +472,7 @@ mod tests {
     }
 
     fn long_lived(scope: &[&str], ttl: u64) -> Result<Times, Error> {
-        TokenRequest::new(
+        JwtRequest::new(
             "2X9R4HXF34".parse().unwrap(),
             connect(None, scope),
             Some(ttl),
@@ -505,7 +538,7 @@ mod tests {
     #[test]
     fn enterprise_token_has_its_own_aud_and_no_long_lived_exception() {
         let params = || {
-            TokenParams::Enterprise(Enterprise {
+            JwtParams::Enterprise(Enterprise {
                 issuer: Some(ISS.parse().unwrap()),
                 scope: vec![],
             })
@@ -521,7 +554,7 @@ mod tests {
             )
         );
         assert!(matches!(
-            TokenRequest::new(
+            JwtRequest::new(
                 "2X9R4HXF34".parse().unwrap(),
                 params(),
                 Some(1141),

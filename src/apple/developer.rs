@@ -4,11 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::identity;
 use super::metadata::KeyKind;
 use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
-    check, is_false, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind,
-    Value,
+    check, is_false, Context, Family, Field, Finding, IssuerShape, JwtKind, JwtShape, LifetimeRule,
+    Spec, Value,
 };
 use super::AUD_SIGN_IN_WITH_APPLE;
 use crate::{ClientId, Error, Origin, ServiceId, TeamId};
@@ -37,15 +38,8 @@ const fn plain(
     required: &'static [&'static str],
     optional: &'static [&'static str],
     limit: Option<u64>,
-) -> Option<JwtShape> {
-    Some(JwtShape {
-        typ: false,
-        aud,
-        required,
-        optional,
-        issuer: IssuerShape::TeamId,
-        limit,
-    })
+) -> JwtShape {
+    JwtShape::new(false, aud, required, optional, IssuerShape::TeamId, limit)
 }
 
 const fn provider(name: &'static str, about: &'static str, api: &'static str) -> Spec {
@@ -60,7 +54,10 @@ const fn provider(name: &'static str, about: &'static str, api: &'static str) ->
         },
         cacheable: true,
         fields: &[TEAM_ID],
-        jwt: plain(None, &["iss", "iat"], &[], None),
+        jwt: Some(JwtShape {
+            recognize: Some(|_, claims| claims.keys().all(|k| k == "iss" || k == "iat")),
+            ..plain(None, &["iss", "iat"], &[], None)
+        }),
     }
 }
 
@@ -101,12 +98,12 @@ pub const SIGN_IN_WITH_APPLE: Spec = Spec {
             required: true,
         },
     ],
-    jwt: plain(
+    jwt: Some(plain(
         Some(AUD_SIGN_IN_WITH_APPLE),
         &["iss", "iat", "exp", "aud", "sub"],
         &[],
         Some(MAX_DEVELOPER_LIFETIME),
-    ),
+    )),
 };
 
 /// `token musickit`.
@@ -133,13 +130,33 @@ pub const MUSICKIT: Spec = Spec {
             required: false,
         },
     ],
-    jwt: plain(
-        None,
-        &["iss", "iat", "exp"],
-        &["origin"],
-        Some(MAX_DEVELOPER_LIFETIME),
-    ),
+    jwt: Some(JwtShape {
+        recognize: Some(|_, claims| {
+            claims
+                .get("origin")
+                .is_some_and(serde_json::Value::is_array)
+        }),
+        rules: Some(|_, claims| match claims.get("origin") {
+            Some(origin) if !is_string_array(origin) => vec![Finding::new(
+                "origin",
+                "MusicKit origin must be an array of strings",
+            )],
+            _ => Vec::new(),
+        }),
+        ..plain(
+            None,
+            &["iss", "iat", "exp"],
+            &["origin"],
+            Some(MAX_DEVELOPER_LIFETIME),
+        )
+    }),
 };
+
+fn is_string_array(value: &serde_json::Value) -> bool {
+    value
+        .as_array()
+        .is_some_and(|a| a.iter().all(serde_json::Value::is_string))
+}
 
 /// `token weatherkit`.
 pub const WEATHERKIT: Spec = Spec {
@@ -165,7 +182,25 @@ pub const WEATHERKIT: Spec = Spec {
             required: true,
         },
     ],
-    jwt: plain(None, &["iss", "iat", "exp", "sub"], &[], None),
+    jwt: Some(JwtShape {
+        recognize: Some(|header, _| header.contains_key("id")),
+        rules: Some(|header, claims| {
+            let expected = match (claims.get("iss"), claims.get("sub")) {
+                (Some(serde_json::Value::String(iss)), Some(serde_json::Value::String(sub))) => {
+                    format!("{iss}.{sub}")
+                }
+                _ => String::new(),
+            };
+            if header.get("id").and_then(serde_json::Value::as_str) == Some(expected.as_str()) {
+                return Vec::new();
+            }
+            vec![Finding::new(
+                "weatherkit-id",
+                "the header id must be \"<TeamID>.<ServiceID>\" (iss.sub)",
+            )]
+        }),
+        ..plain(None, &["iss", "iat", "exp", "sub"], &[], None)
+    }),
 };
 
 /// `token mapkit`.
@@ -199,12 +234,36 @@ pub const MAPKIT: Spec = Spec {
         },
     ],
     jwt: Some(JwtShape {
-        typ: true,
-        aud: None,
-        required: &["iss", "iat", "exp"],
-        optional: &["origin", "scope"],
-        issuer: IssuerShape::TeamId,
-        limit: None,
+        recognize: Some(|_, claims| {
+            claims.contains_key("scope")
+                || claims
+                    .get("origin")
+                    .is_some_and(serde_json::Value::is_string)
+        }),
+        rules: Some(|_, claims| {
+            let finding = match claims.get("scope") {
+                None => return Vec::new(),
+                Some(serde_json::Value::String(s))
+                    if s == "mapkit_js" && !claims.contains_key("origin") =>
+                {
+                    Finding::new("origin", "a MapKit JS token (scope mapkit_js) needs origin")
+                }
+                Some(serde_json::Value::String(s)) if s == "mapkit_js" => return Vec::new(),
+                Some(other) => Finding::new(
+                    "scope",
+                    format!("MapKit scope is {other}, not \"mapkit_js\""),
+                ),
+            };
+            vec![finding]
+        }),
+        ..JwtShape::new(
+            true,
+            None,
+            &["iss", "iat", "exp"],
+            &["origin", "scope"],
+            IssuerShape::TeamId,
+            None,
+        )
     }),
 };
 
@@ -224,10 +283,10 @@ struct ProviderClaims<'a> {
     iat: u64,
 }
 
-impl TokenKind for Provider {
+impl JwtKind for Provider {
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
-        let team_id = cx.team_id(self.team_id.as_ref())?;
+        let team_id = cx.identity(&identity::TEAM_ID, self.team_id.as_ref())?;
         let claims = ProviderClaims {
             iss: &team_id,
             iat: times.iat,
@@ -256,10 +315,10 @@ struct SignInWithAppleClaims<'a> {
     sub: &'a ClientId,
 }
 
-impl TokenKind for SignInWithApple {
+impl JwtKind for SignInWithApple {
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
-        let team_id = cx.team_id(self.team_id.as_ref())?;
+        let team_id = cx.identity(&identity::TEAM_ID, self.team_id.as_ref())?;
         let claims = SignInWithAppleClaims {
             iss: &team_id,
             iat: times.iat,
@@ -292,10 +351,10 @@ struct MusicKitClaims<'a> {
     origin: &'a [Origin],
 }
 
-impl TokenKind for MusicKit {
+impl JwtKind for MusicKit {
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
-        let team_id = cx.team_id(self.team_id.as_ref())?;
+        let team_id = cx.identity(&identity::TEAM_ID, self.team_id.as_ref())?;
         let claims = MusicKitClaims {
             iss: &team_id,
             iat: times.iat,
@@ -326,10 +385,10 @@ struct WeatherKitClaims<'a> {
     sub: &'a ServiceId,
 }
 
-impl TokenKind for WeatherKit {
+impl JwtKind for WeatherKit {
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
-        let team_id = cx.team_id(self.team_id.as_ref())?;
+        let team_id = cx.identity(&identity::TEAM_ID, self.team_id.as_ref())?;
         let id = format!("{}.{}", team_id, self.service_id);
         let claims = WeatherKitClaims {
             iss: &team_id,
@@ -367,7 +426,7 @@ struct MapKitClaims<'a> {
     scope: Option<&'static str>,
 }
 
-impl TokenKind for MapKit {
+impl JwtKind for MapKit {
     fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
         if self.mapkit_js && self.origin.is_none() {
             return Err(Error::MissingInput {
@@ -380,7 +439,7 @@ impl TokenKind for MapKit {
 
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
-        let team_id = cx.team_id(self.team_id.as_ref())?;
+        let team_id = cx.identity(&identity::TEAM_ID, self.team_id.as_ref())?;
         let claims = MapKitClaims {
             iss: &team_id,
             iat: times.iat,
@@ -396,14 +455,14 @@ impl TokenKind for MapKit {
 mod tests {
     use super::*;
     use crate::apple::tests::{now, parts, request, NOW};
-    use crate::apple::{TokenParams, TokenRequest};
+    use crate::apple::{JwtParams, JwtRequest};
     use crate::jws::tests::MemorySigner;
 
     fn team() -> Option<TeamId> {
         Some("A1B2C3D4E5".parse().unwrap())
     }
 
-    fn signed(params: TokenParams) -> (String, String) {
+    fn signed(params: JwtParams) -> (String, String) {
         let skew = Some(60);
         let ttl = match params.kind().spec().lifetime {
             LifetimeRule::Exp { .. } => Some(600),
@@ -420,8 +479,8 @@ mod tests {
     #[test]
     fn provider_tokens_have_iss_and_iat_only_and_a_plain_header() {
         for params in [
-            TokenParams::Apns(Provider { team_id: team() }),
-            TokenParams::Devicecheck(Provider { team_id: team() }),
+            JwtParams::Apns(Provider { team_id: team() }),
+            JwtParams::Devicecheck(Provider { team_id: team() }),
         ] {
             let times = request(params.clone(), None, Some(60))
                 .times(now())
@@ -434,16 +493,16 @@ mod tests {
             );
             assert_eq!(times.exp, NOW - 60 + 3600);
         }
-        let with_ttl = TokenRequest::new(
+        let with_ttl = JwtRequest::new(
             "2X9R4HXF34".parse().unwrap(),
-            TokenParams::Apns(Provider { team_id: team() }),
+            JwtParams::Apns(Provider { team_id: team() }),
             Some(60),
             None,
         );
         assert!(matches!(with_ttl, Err(Error::NotApplicable { .. })));
-        let old = TokenRequest::new(
+        let old = JwtRequest::new(
             "2X9R4HXF34".parse().unwrap(),
-            TokenParams::Apns(Provider { team_id: team() }),
+            JwtParams::Apns(Provider { team_id: team() }),
             None,
             Some(3600),
         );
@@ -452,7 +511,7 @@ mod tests {
 
     #[test]
     fn sign_in_with_apple_secret_has_aud_and_sub() {
-        let params = TokenParams::SignInWithApple(SignInWithApple {
+        let params = JwtParams::SignInWithApple(SignInWithApple {
             team_id: team(),
             client_id: "com.example.web".parse().unwrap(),
         });
@@ -466,7 +525,7 @@ mod tests {
                 NOW + 600
             )
         );
-        let too_long = TokenRequest::new(
+        let too_long = JwtRequest::new(
             "2X9R4HXF34".parse().unwrap(),
             params,
             Some(MAX_DEVELOPER_LIFETIME),
@@ -481,21 +540,21 @@ mod tests {
             team_id: team(),
             origin: vec![],
         };
-        assert!(!signed(TokenParams::Musickit(token.clone()))
+        assert!(!signed(JwtParams::Musickit(token.clone()))
             .1
             .contains("origin"));
         token.origin = vec![
             "https://a.example".parse().unwrap(),
             "https://b.example".parse().unwrap(),
         ];
-        assert!(signed(TokenParams::Musickit(token))
+        assert!(signed(JwtParams::Musickit(token))
             .1
             .ends_with(r#","origin":["https://a.example","https://b.example"]}"#));
     }
 
     #[test]
     fn weatherkit_token_has_the_id_header_and_exactly_four_claims() {
-        let (header, claims) = signed(TokenParams::Weatherkit(WeatherKit {
+        let (header, claims) = signed(JwtParams::Weatherkit(WeatherKit {
             team_id: team(),
             service_id: "com.example.weather".parse().unwrap(),
         }));
@@ -521,9 +580,9 @@ mod tests {
             mapkit_js: true,
         };
         assert!(matches!(
-            TokenRequest::new(
+            JwtRequest::new(
                 "2X9R4HXF34".parse().unwrap(),
-                TokenParams::Mapkit(token.clone()),
+                JwtParams::Mapkit(token.clone()),
                 None,
                 None
             ),
@@ -533,14 +592,14 @@ mod tests {
             })
         ));
         token.origin = Some("https://example.com".parse().unwrap());
-        let (header, claims) = signed(TokenParams::Mapkit(token.clone()));
+        let (header, claims) = signed(JwtParams::Mapkit(token.clone()));
         assert_eq!(header, r#"{"alg":"ES256","kid":"2X9R4HXF34","typ":"JWT"}"#);
         assert!(
             claims.ends_with(r#","origin":"https://example.com","scope":"mapkit_js"}"#),
             "{claims}"
         );
         token.mapkit_js = false;
-        assert!(signed(TokenParams::Mapkit(token))
+        assert!(signed(JwtParams::Mapkit(token))
             .1
             .ends_with(r#","origin":"https://example.com"}"#));
     }

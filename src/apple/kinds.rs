@@ -1,5 +1,5 @@
 //! How the one list of kinds (in `apple/mod.rs`) becomes types: [`Kind`], and the
-//! kind-specific parts of requests, [`TokenParams`](super::TokenParams) and
+//! kind-specific parts of requests, [`JwtParams`](super::JwtParams) and
 //! [`SignatureParams`](super::SignatureParams).
 
 use serde::Serialize;
@@ -9,7 +9,7 @@ use crate::ids::printable;
 use crate::Error;
 
 /// Generates, from the one list of kinds in `apple/mod.rs`: [`Kind`], and the
-/// kind-specific parts of requests, [`TokenParams`] and [`SignatureParams`].
+/// kind-specific parts of requests, [`JwtParams`] and [`SignatureParams`].
 macro_rules! kinds {
     (
         tokens { $( $(#[$tdoc:meta])* $tv:ident($tt:ty) = $tspec:path, )* }
@@ -38,21 +38,21 @@ macro_rules! kinds {
 
         /// The kind-specific part of a JWT request.
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-        pub enum TokenParams {
+        pub enum JwtParams {
             $( $(#[$tdoc])* $tv($tt), )*
         }
 
-        impl TokenParams {
+        impl JwtParams {
             /// Its kind.
             pub fn kind(&self) -> Kind {
                 match self {
-                    $( TokenParams::$tv(_) => Kind::$tv, )*
+                    $( JwtParams::$tv(_) => Kind::$tv, )*
                 }
             }
 
-            pub(crate) fn rules(&self) -> &dyn $crate::apple::spec::TokenKind {
+            pub(crate) fn rules(&self) -> &dyn $crate::apple::spec::JwtKind {
                 match self {
-                    $( TokenParams::$tv(p) => p, )*
+                    $( JwtParams::$tv(p) => p, )*
                 }
             }
 
@@ -60,7 +60,7 @@ macro_rules! kinds {
                 &self,
             ) -> Result<serde_json::Map<String, serde_json::Value>, $crate::Error> {
                 match self {
-                    $( TokenParams::$tv(p) => $crate::apple::request::to_fields(p), )*
+                    $( JwtParams::$tv(p) => $crate::apple::request::to_fields(p), )*
                 }
             }
 
@@ -70,7 +70,7 @@ macro_rules! kinds {
             ) -> Option<Result<Self, $crate::Error>> {
                 match kind {
                     $( Kind::$tv => Some(
-                        $crate::apple::request::from_fields(fields).map(TokenParams::$tv)
+                        $crate::apple::request::from_fields(fields).map(JwtParams::$tv)
                     ), )*
                     _ => None,
                 }
@@ -152,7 +152,7 @@ impl std::str::FromStr for Kind {
         Kind::from_name(s).ok_or_else(|| Error::InvalidId {
             what: "kind",
             value: printable(s),
-            rule: "use a token or signature kind, e.g. connect, server, apns, promo-offer",
+            rule: "not a kind p8hsm knows",
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::Error;
 ///
 /// The default is 10 minutes from now with `iat` backdated 60 s, so a signer whose
 /// clock runs a little ahead of Apple's still gets accepted. Each kind's
-/// [`spec::LifetimeRule`] gives its own default TTL and limit.
+/// [`LifetimeRule`](super::spec::LifetimeRule) gives its own default TTL and limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Lifetime {
     /// Seconds from now until `exp`.

@@ -1,66 +1,89 @@
 //! What a key is for, recorded beside it on the token at import, so later commands need
-//! only `--key-id` and a command that contradicts the key's kind is refused.
+//! only the key ID, and a request that contradicts the key's kind is refused. The kinds
+//! of key are one list (`key_kinds!` below); what each records is a list of identities
+//! from the one table of them ([`super::identity`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::identity::{self, Identity, ADS_TEAM_ID, CLIENT_ID, ISSUER, TEAM_ID};
 use crate::ids::printable;
-use crate::{Error, IssuerId, KeyId, KeyIdFormat, OAuthId, TeamId};
+use crate::{Error, KeyId, KeyIdFormat, OAuthId};
 
-/// The kinds of key Apple issues (as `.p8` or PEM downloads) or takes the public half
-/// of (keys generated in the token with `p8hsm keygen`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeyKind {
+/// Generates [`KeyKind`] and what each kind states about itself from the one list below.
+macro_rules! key_kinds {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $name:literal, $format:ident, $article:literal,
+            prefix $prefix:expr, records [$($identity:expr),*];
+    )*) => {
+        /// The kinds of key Apple issues (as `.p8` or PEM downloads) or takes the public
+        /// half of (keys generated in the token).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum KeyKind {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant, )*
+        }
+
+        impl KeyKind {
+            /// Every kind, in the order the command line lists them.
+            pub const ALL: &'static [KeyKind] = &[$(KeyKind::$variant,)*];
+
+            /// The name used on the command line, in the protocol and on the token.
+            pub fn name(self) -> &'static str {
+                match self { $( KeyKind::$variant => $name, )* }
+            }
+
+            /// The form of the key IDs Apple shows for keys of this kind.
+            pub fn key_id_format(self) -> KeyIdFormat {
+                match self { $( KeyKind::$variant => KeyIdFormat::$format, )* }
+            }
+
+            /// The prefix of the OAuth IDs of this kind (`BUSINESSAPI`), if it has any.
+            pub fn oauth_prefix(self) -> Option<&'static str> {
+                match self { $( KeyKind::$variant => $prefix, )* }
+            }
+
+            /// The identities recorded with a key of this kind.
+            pub fn identities(self) -> &'static [&'static Identity] {
+                match self { $( KeyKind::$variant => &[$(&$identity),*], )* }
+            }
+
+            fn article(self) -> &'static str {
+                match self { $( KeyKind::$variant => $article, )* }
+            }
+        }
+    };
+}
+
+key_kinds! {
     /// App Store Connect API team key.
-    Connect,
+    Connect = "connect", Apple, "a", prefix None, records [ISSUER];
     /// App Store Connect API individual key.
-    ConnectIndividual,
+    ConnectIndividual = "connect-individual", Apple, "a", prefix None, records [];
     /// In-App Purchase key (App Store Server API family, StoreKit signatures).
-    InAppPurchase,
+    InAppPurchase = "in-app-purchase", Apple, "an", prefix None, records [ISSUER];
     /// Enterprise Program API key.
-    Enterprise,
+    Enterprise = "enterprise", Apple, "an", prefix None, records [ISSUER];
     /// Developer-account key (APNs, DeviceCheck, Sign in with Apple, MusicKit,
     /// WeatherKit, MapKit).
-    Developer,
+    Developer = "developer", Apple, "a", prefix None, records [TEAM_ID];
     /// Apple Business Manager API key.
-    BusinessManager,
+    BusinessManager = "business-manager", Uuid, "a", prefix Some("BUSINESSAPI"),
+        records [CLIENT_ID];
     /// Apple School Manager API key.
-    SchoolManager,
+    SchoolManager = "school-manager", Uuid, "a", prefix Some("SCHOOLAPI"), records [CLIENT_ID];
     /// Apple Ads Campaign Management API key (its public key uploaded in Apple Ads).
-    AppleAds,
+    AppleAds = "apple-ads", Uuid, "an", prefix Some("SEARCHADS"),
+        records [CLIENT_ID, ADS_TEAM_ID];
     /// CloudKit Web Services server-to-server key (its public key uploaded in CloudKit
     /// Dashboard).
-    Cloudkit,
+    Cloudkit = "cloudkit", Hex, "a", prefix None, records [];
 }
 
 impl KeyKind {
-    /// Every kind, in the order the CLI lists them.
-    pub const ALL: [KeyKind; 9] = [
-        KeyKind::Connect,
-        KeyKind::ConnectIndividual,
-        KeyKind::InAppPurchase,
-        KeyKind::Enterprise,
-        KeyKind::Developer,
-        KeyKind::BusinessManager,
-        KeyKind::SchoolManager,
-        KeyKind::AppleAds,
-        KeyKind::Cloudkit,
-    ];
-
-    /// The form of the key IDs Apple shows for keys of this kind.
-    pub fn key_id_format(self) -> KeyIdFormat {
-        match self {
-            KeyKind::BusinessManager | KeyKind::SchoolManager | KeyKind::AppleAds => {
-                KeyIdFormat::Uuid
-            }
-            KeyKind::Cloudkit => KeyIdFormat::Hex,
-            _ => KeyIdFormat::Apple,
-        }
-    }
-
     /// Refuses a key ID that is not in this kind's form.
     pub fn check_key_id(self, key_id: &KeyId) -> Result<(), Error> {
         if key_id.format() == self.key_id_format() {
@@ -73,37 +96,19 @@ impl KeyKind {
         })
     }
 
-    /// The prefix of the OAuth client (and Apple Ads team) IDs of this kind, if it has any.
-    pub fn oauth_prefix(self) -> Option<&'static str> {
-        match self {
-            KeyKind::BusinessManager => Some("BUSINESSAPI"),
-            KeyKind::SchoolManager => Some("SCHOOLAPI"),
-            KeyKind::AppleAds => Some("SEARCHADS"),
-            _ => None,
-        }
+    /// Whether a key of this kind records `identity`.
+    pub fn records(self, identity: &Identity) -> bool {
+        self.identities().iter().any(|i| i.field == identity.field)
     }
+}
 
-    /// The name used on the command line and on the token.
-    pub fn name(self) -> &'static str {
-        match self {
-            KeyKind::Connect => "connect",
-            KeyKind::ConnectIndividual => "connect-individual",
-            KeyKind::InAppPurchase => "in-app-purchase",
-            KeyKind::Enterprise => "enterprise",
-            KeyKind::Developer => "developer",
-            KeyKind::BusinessManager => "business-manager",
-            KeyKind::SchoolManager => "school-manager",
-            KeyKind::AppleAds => "apple-ads",
-            KeyKind::Cloudkit => "cloudkit",
-        }
-    }
-
-    fn article(self) -> &'static str {
-        match self {
-            KeyKind::InAppPurchase | KeyKind::Enterprise | KeyKind::AppleAds => "an",
-            _ => "a",
-        }
-    }
+/// The identities a key can be recorded with: those some key kind records, in the order
+/// of the table of identities.
+pub fn recordable() -> impl Iterator<Item = &'static Identity> {
+    identity::ALL
+        .iter()
+        .copied()
+        .filter(|i| KeyKind::ALL.iter().any(|kind| kind.records(i)))
 }
 
 impl fmt::Display for KeyKind {
@@ -117,34 +122,26 @@ impl FromStr for KeyKind {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         KeyKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|k| k.name() == s)
             .ok_or_else(|| Error::InvalidId {
                 what: "key kind",
                 value: printable(s),
-                rule: "use connect, connect-individual, in-app-purchase, enterprise, developer, \
-                       business-manager, school-manager, apple-ads or cloudkit",
+                rule: "not a kind of key p8hsm knows",
             })
     }
 }
 
-/// What is recorded with a key.
+/// What is recorded with a key: its kind, and the identities of the kind's that were
+/// given (`{"kind":"in-app-purchase","issuer":"…"}` on the token).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyMetadata {
     /// What the key is for.
     pub kind: KeyKind,
-    /// The issuer ID (App Store Connect team, In-App Purchase and Enterprise keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<IssuerId>,
-    /// The Team ID (developer keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub team_id: Option<TeamId>,
-    /// The OAuth client ID (Apple Business and School Manager, Apple Ads keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<OAuthId>,
-    /// The Apple Ads team ID, `SEARCHADS.<uuid>` (Apple Ads keys).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ads_team_id: Option<OAuthId>,
+    /// The identities recorded, by field name.
+    #[serde(flatten)]
+    identities: BTreeMap<String, String>,
 }
 
 impl KeyMetadata {
@@ -152,50 +149,50 @@ impl KeyMetadata {
     pub fn new(kind: KeyKind) -> Self {
         KeyMetadata {
             kind,
-            issuer: None,
-            team_id: None,
-            client_id: None,
-            ads_team_id: None,
+            identities: BTreeMap::new(),
         }
     }
 
-    /// Refuses identities the kind does not use, and OAuth IDs of another kind's form.
-    pub fn checked(self) -> Result<Self, Error> {
-        let kind = self.kind;
-        let takes_issuer = matches!(
-            kind,
-            KeyKind::Connect | KeyKind::InAppPurchase | KeyKind::Enterprise
-        );
-        if self.issuer.is_some() && !takes_issuer {
-            return Err(Error::InvalidMetadata(format!(
-                "{} keys have no issuer ID",
-                kind.name()
-            )));
-        }
-        if self.team_id.is_some() && kind != KeyKind::Developer {
-            let hint = if kind == KeyKind::AppleAds {
-                " (an Apple Ads key's team is its ads team ID, SEARCHADS.<uuid>)"
-            } else {
-                ""
-            };
-            return Err(Error::InvalidMetadata(format!(
-                "only developer keys have a Team ID, not {} keys{hint}",
-                kind.name()
-            )));
-        }
-        if let Some(client_id) = &self.client_id {
-            check_prefix(kind, "a client ID", client_id)?;
-        }
-        if let Some(team) = &self.ads_team_id {
-            if kind != KeyKind::AppleAds {
-                return Err(Error::InvalidMetadata(format!(
-                    "only apple-ads keys have an Apple Ads team ID, not {} keys",
-                    kind.name()
-                )));
-            }
-            check_prefix(kind, "an Apple Ads team ID", team)?;
-        }
+    /// Records `value` as the key's `identity`, checked against the identity's form, the
+    /// kind's identities and the kind's prefix.
+    pub fn with(mut self, identity: &Identity, value: &str) -> Result<Self, Error> {
+        (identity.check)(value)?;
+        self.check(identity, value)?;
+        self.identities
+            .insert(identity.field.to_owned(), value.to_owned());
         Ok(self)
+    }
+
+    /// Refuses an identity the kind does not record, or an OAuth ID of another kind's
+    /// form.
+    fn check(&self, identity: &Identity, value: &str) -> Result<(), Error> {
+        let kind = self.kind;
+        if !kind.records(identity) {
+            let records: Vec<&str> = kind.identities().iter().map(|i| i.about).collect();
+            return Err(Error::InvalidMetadata(format!(
+                "{} keys record no {}{}",
+                kind.name(),
+                identity.about,
+                match records.as_slice() {
+                    [] => " (they record no identity)".to_owned(),
+                    some => format!(" (they record their {})", some.join(" and ")),
+                }
+            )));
+        }
+        if identity.prefixed {
+            let id: OAuthId = value.parse()?;
+            check_prefix(kind, &format!("the {}", identity.about), &id)?;
+        }
+        Ok(())
+    }
+
+    /// The identities recorded, in the order of the table of identities.
+    pub fn identities(&self) -> impl Iterator<Item = (&'static Identity, &str)> {
+        identity::ALL.iter().copied().filter_map(|i| {
+            self.identities
+                .get(i.field)
+                .map(|value| (i, value.as_str()))
+        })
     }
 
     /// The bytes stored on the token.
@@ -204,23 +201,53 @@ impl KeyMetadata {
         serde_json::to_vec(self).expect("metadata serializes")
     }
 
-    /// Reads stored bytes.
+    /// Reads stored bytes: each identity the kind records is checked as when it was
+    /// recorded; anything else (recorded by a later version) is left aside.
     pub fn from_bytes(key_id: &KeyId, bytes: &[u8]) -> Result<Self, Error> {
-        serde_json::from_slice(bytes).map_err(|source| Error::MetadataUnreadable {
+        let unreadable = |reason: String| Error::MetadataUnreadable {
             key_id: key_id.to_string(),
-            source,
-        })
+            reason,
+        };
+        let stored: KeyMetadata =
+            serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()))?;
+        let mut meta = KeyMetadata::new(stored.kind);
+        for identity in stored.kind.identities() {
+            if let Some(value) = stored.identities.get(identity.field) {
+                meta = meta
+                    .with(identity, value)
+                    .map_err(|e| unreadable(e.to_string()))?;
+            }
+        }
+        Ok(meta)
     }
 
-    /// The identity recorded under a request field's name (`issuer`, `team_id`,
-    /// `client_id`, `ads_team_id`), if any.
-    pub fn recorded(&self, field: &str) -> Option<String> {
-        if field == "kind" {
-            return None;
-        }
-        match serde_json::to_value(self).ok()?.get(field)? {
-            serde_json::Value::String(text) => Some(text.clone()),
-            _ => None,
+    /// The identity recorded under a field's name (`issuer`, `team_id`…), if any.
+    pub fn recorded(&self, field: &str) -> Option<&str> {
+        self.identities.get(field).map(String::as_str)
+    }
+
+    /// The value of `identity` to use: the one given, which must match the recorded one,
+    /// or the recorded one.
+    pub fn resolve<T>(
+        &self,
+        identity: &Identity,
+        key_id: &KeyId,
+        given: Option<T>,
+    ) -> Result<Option<T>, Error>
+    where
+        T: FromStr<Err = Error> + PartialEq + fmt::Display,
+    {
+        let recorded = self.recorded(identity.field).map(str::parse).transpose()?;
+        match (given, recorded) {
+            (Some(given), Some(recorded)) if given != recorded => {
+                Err(Error::MetadataContradiction {
+                    what: identity.field,
+                    given: given.to_string(),
+                    recorded: recorded.to_string(),
+                    key_id: key_id.to_string(),
+                })
+            }
+            (given, recorded) => Ok(given.or(recorded)),
         }
     }
 
@@ -240,39 +267,6 @@ impl KeyMetadata {
             expected: expected.join(" or "),
         })
     }
-
-    /// The issuer to use: the one given, which must match the recorded one, or the
-    /// recorded one.
-    pub fn issuer(
-        &self,
-        key_id: &KeyId,
-        given: Option<IssuerId>,
-    ) -> Result<Option<IssuerId>, Error> {
-        resolve("issuer", key_id, given, self.issuer.clone())
-    }
-
-    /// The Team ID to use, as [`KeyMetadata::issuer`].
-    pub fn team_id(&self, key_id: &KeyId, given: Option<TeamId>) -> Result<Option<TeamId>, Error> {
-        resolve("team_id", key_id, given, self.team_id.clone())
-    }
-
-    /// The OAuth client ID to use, as [`KeyMetadata::issuer`].
-    pub fn client_id(
-        &self,
-        key_id: &KeyId,
-        given: Option<OAuthId>,
-    ) -> Result<Option<OAuthId>, Error> {
-        resolve("client_id", key_id, given, self.client_id.clone())
-    }
-
-    /// The Apple Ads team ID to use, as [`KeyMetadata::issuer`].
-    pub fn ads_team_id(
-        &self,
-        key_id: &KeyId,
-        given: Option<OAuthId>,
-    ) -> Result<Option<OAuthId>, Error> {
-        resolve("ads_team_id", key_id, given, self.ads_team_id.clone())
-    }
 }
 
 /// Refuses an OAuth ID whose prefix is not `kind`'s (`BUSINESSAPI` for business-manager…).
@@ -291,26 +285,10 @@ pub(crate) fn check_prefix(kind: KeyKind, what: &str, id: &OAuthId) -> Result<()
     }
 }
 
-fn resolve<T: PartialEq + fmt::Display>(
-    what: &'static str,
-    key_id: &KeyId,
-    given: Option<T>,
-    recorded: Option<T>,
-) -> Result<Option<T>, Error> {
-    match (given, recorded) {
-        (Some(given), Some(recorded)) if given != recorded => Err(Error::MetadataContradiction {
-            what,
-            given: given.to_string(),
-            recorded: recorded.to_string(),
-            key_id: key_id.to_string(),
-        }),
-        (given, recorded) => Ok(given.or(recorded)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::IssuerId;
 
     fn key_id() -> KeyId {
         "2X9R4HXF34".parse().unwrap()
@@ -318,12 +296,9 @@ mod tests {
 
     #[test]
     fn metadata_round_trips_through_its_stored_bytes() {
-        let meta = KeyMetadata {
-            issuer: Some("57246542-96fe-1a63-e053-0824d011072a".parse().unwrap()),
-            ..KeyMetadata::new(KeyKind::InAppPurchase)
-        }
-        .checked()
-        .unwrap();
+        let meta = KeyMetadata::new(KeyKind::InAppPurchase)
+            .with(&ISSUER, "57246542-96fe-1a63-e053-0824d011072a")
+            .unwrap();
         let bytes = meta.to_bytes();
         assert_eq!(
             bytes,
@@ -338,33 +313,32 @@ mod tests {
 
     #[test]
     fn identities_must_fit_the_kind() {
-        let with = |kind, issuer: Option<IssuerId>, team_id: Option<TeamId>| {
-            KeyMetadata {
-                issuer,
-                team_id,
-                ..KeyMetadata::new(kind)
-            }
-            .checked()
-        };
-        let team: TeamId = "A1B2C3D4E5".parse().unwrap();
-        assert!(with(KeyKind::Developer, None, Some(team.clone())).is_ok());
-        assert!(with(KeyKind::Connect, None, Some(team)).is_err());
-        let issuer: IssuerId = "57246542-96fe-1a63-e053-0824d011072a".parse().unwrap();
-        assert!(with(KeyKind::ConnectIndividual, Some(issuer.clone()), None).is_err());
-        assert!(with(KeyKind::Developer, Some(issuer), None).is_err());
+        let with =
+            |kind, identity: &Identity, value: &str| KeyMetadata::new(kind).with(identity, value);
+        let (team, issuer) = ("A1B2C3D4E5", "57246542-96fe-1a63-e053-0824d011072a");
+        assert!(with(KeyKind::Developer, &TEAM_ID, team).is_ok());
+        assert!(with(KeyKind::Connect, &TEAM_ID, team).is_err());
+        assert!(with(KeyKind::ConnectIndividual, &ISSUER, issuer).is_err());
+        assert!(with(KeyKind::Developer, &ISSUER, issuer).is_err());
+        assert!(with(KeyKind::Developer, &TEAM_ID, "bad").is_err());
+        assert_eq!(
+            with(KeyKind::AppleAds, &TEAM_ID, team)
+                .unwrap_err()
+                .to_string(),
+            "apple-ads keys record no Team ID (they record their client ID and ads team ID)"
+        );
     }
 
     #[test]
     fn oauth_ids_must_carry_the_kinds_prefix() {
         let uuid = "d136aa66-0c3b-4bd4-9892-c20e8db024ab";
-        let id = |prefix: &str| format!("{prefix}.{uuid}").parse::<OAuthId>().unwrap();
+        let id = |prefix: &str| format!("{prefix}.{uuid}");
         let with = |kind, client: &str, team: Option<&str>| {
-            KeyMetadata {
-                client_id: Some(id(client)),
-                ads_team_id: team.map(id),
-                ..KeyMetadata::new(kind)
+            let meta = KeyMetadata::new(kind).with(&CLIENT_ID, &id(client))?;
+            match team {
+                Some(team) => meta.with(&ADS_TEAM_ID, &id(team)),
+                None => Ok(meta),
             }
-            .checked()
         };
         assert!(with(KeyKind::BusinessManager, "BUSINESSAPI", None).is_ok());
         assert!(with(KeyKind::SchoolManager, "SCHOOLAPI", None).is_ok());
@@ -373,7 +347,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "a client ID of a business-manager key is BUSINESSAPI.<uuid>, not SCHOOLAPI.{uuid}"
+                "the client ID of a business-manager key is BUSINESSAPI.<uuid>, not SCHOOLAPI.{uuid}"
             )
         );
         assert!(with(KeyKind::BusinessManager, "BUSINESSAPI", Some("SEARCHADS")).is_err());
@@ -414,20 +388,14 @@ mod tests {
     fn given_identities_must_match_recorded_ones() {
         let recorded: IssuerId = "57246542-96fe-1a63-e053-0824d011072a".parse().unwrap();
         let other: IssuerId = "00000000-96fe-1a63-e053-0824d011072a".parse().unwrap();
-        let meta = KeyMetadata {
-            issuer: Some(recorded.clone()),
-            ..KeyMetadata::new(KeyKind::Connect)
-        };
-        assert_eq!(
-            meta.issuer(&key_id(), None).unwrap(),
-            Some(recorded.clone())
-        );
-        assert_eq!(
-            meta.issuer(&key_id(), Some(recorded.clone())).unwrap(),
-            Some(recorded)
-        );
+        let meta = KeyMetadata::new(KeyKind::Connect)
+            .with(&ISSUER, recorded.as_str())
+            .unwrap();
+        let resolve = |given| meta.resolve::<IssuerId>(&ISSUER, &key_id(), given);
+        assert_eq!(resolve(None).unwrap(), Some(recorded.clone()));
+        assert_eq!(resolve(Some(recorded.clone())).unwrap(), Some(recorded));
         assert!(matches!(
-            meta.issuer(&key_id(), Some(other)),
+            resolve(Some(other)),
             Err(Error::MetadataContradiction { .. })
         ));
     }

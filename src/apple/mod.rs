@@ -2,7 +2,7 @@
 //!
 //! Each kind is a module holding its request fields, its [`spec::Spec`] (name, key
 //! kinds, lifetime rule, cacheability, fields, JWT shape) and its claims; the list of
-//! kinds below ties them to [`Kind`], [`TokenParams`] and [`SignatureParams`]. A
+//! kinds below ties them to [`Kind`], [`JwtParams`] and [`SignatureParams`]. A
 //! [`Request`] is checked when it is made, and [`Request::sign`] takes any
 //! [`Es256Signer`](crate::Es256Signer): every rule holds before the signer is asked for
 //! anything, so a token Apple would reject is never signed.
@@ -15,6 +15,7 @@ pub mod check;
 pub mod cloudkit;
 pub mod connect;
 pub mod developer;
+pub mod identity;
 mod lifetime;
 pub mod metadata;
 pub mod oauth;
@@ -27,8 +28,8 @@ pub mod storekit;
 
 pub(crate) use lifetime::unix;
 pub use lifetime::{clock, Lifetime, Times, SANE_CLOCK};
-pub use request::{Request, SignatureRequest, TokenRequest};
-pub use signed::{CloudKitSignature, Jwt, LegacySignature, Signed, SignedStoreKit, SignedToken};
+pub use request::{JwtRequest, Request, SignatureRequest};
+pub use signed::{CloudKitSignature, Jwt, LegacySignature, Signed, SignedJwt, SignedStoreKit};
 
 /// The `aud` of App Store Connect API and App Store Server API family tokens.
 pub const AUD_APP_STORE_CONNECT: &str = "appstoreconnect-v1";
@@ -101,12 +102,8 @@ pub(crate) mod tests {
     }
 
     /// A request signed by key 2X9R4HXF34.
-    pub(crate) fn request(
-        params: TokenParams,
-        ttl: Option<u64>,
-        skew: Option<u64>,
-    ) -> TokenRequest {
-        TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, ttl, skew).unwrap()
+    pub(crate) fn request(params: JwtParams, ttl: Option<u64>, skew: Option<u64>) -> JwtRequest {
+        JwtRequest::new("2X9R4HXF34".parse().unwrap(), params, ttl, skew).unwrap()
     }
 
     /// Decodes a token's header and claims as JSON text.

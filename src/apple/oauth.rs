@@ -5,10 +5,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::identity;
 use super::metadata::{check_prefix, KeyKind};
 use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
-    check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind, Value,
+    check, Context, Family, Field, IssuerShape, JwtKind, JwtShape, LifetimeRule, Object, Spec,
+    Value,
 };
 use super::AUD_SIGN_IN_WITH_APPLE;
 use crate::ids::Nonce;
@@ -38,6 +40,7 @@ const fn assertion(
     key_kinds: &'static [KeyKind],
     prefix: &'static str,
     fields: &'static [Field],
+    recognize: fn(&Object, &Object) -> bool,
 ) -> Spec {
     Spec {
         name,
@@ -53,15 +56,19 @@ const fn assertion(
         cacheable: false,
         fields,
         jwt: Some(JwtShape {
-            typ: true,
-            aud: Some(AUD_ACCOUNT_TOKEN),
-            required: &["sub", "iss", "aud", "iat", "exp", "jti"],
-            optional: &[],
-            issuer: IssuerShape::OAuth {
-                prefix,
-                is_sub: true,
-            },
-            limit: Some(MAX_OAUTH_LIFETIME),
+            // Business and School Manager share the aud: the client ID's prefix tells.
+            recognize: Some(recognize),
+            ..JwtShape::new(
+                true,
+                Some(AUD_ACCOUNT_TOKEN),
+                &["sub", "iss", "aud", "iat", "exp", "jti"],
+                &[],
+                IssuerShape::OAuth {
+                    prefix,
+                    is_sub: true,
+                },
+                Some(MAX_OAUTH_LIFETIME),
+            )
         }),
     }
 }
@@ -76,6 +83,7 @@ pub const BUSINESS_MANAGER: Spec = assertion(
     &[client_id_field(
         "Client ID, BUSINESSAPI.<uuid> (claims iss and sub) [default: recorded with the key]",
     )],
+    |_, claims| sub_prefix(claims) == Some("BUSINESSAPI"),
 );
 
 /// `token school-manager`.
@@ -88,6 +96,7 @@ pub const SCHOOL_MANAGER: Spec = assertion(
     &[client_id_field(
         "Client ID, SCHOOLAPI.<uuid> (claims iss and sub) [default: recorded with the key]",
     )],
+    |_, claims| sub_prefix(claims) == Some("SCHOOLAPI"),
 );
 
 /// `token apple-ads`.
@@ -116,17 +125,28 @@ pub const APPLE_ADS: Spec = Spec {
         },
     ],
     jwt: Some(JwtShape {
-        typ: false,
-        aud: Some(AUD_SIGN_IN_WITH_APPLE),
-        required: &["sub", "iss", "aud", "iat", "exp"],
-        optional: &[],
-        issuer: IssuerShape::OAuth {
-            prefix: "SEARCHADS",
-            is_sub: false,
-        },
-        limit: Some(MAX_OAUTH_LIFETIME),
+        // Sign in with Apple shares the aud; an Apple Ads secret's sub is SEARCHADS.…
+        recognize: Some(|_, claims| sub_prefix(claims) == Some("SEARCHADS")),
+        ..JwtShape::new(
+            false,
+            Some(AUD_SIGN_IN_WITH_APPLE),
+            &["sub", "iss", "aud", "iat", "exp"],
+            &[],
+            IssuerShape::OAuth {
+                prefix: "SEARCHADS",
+                is_sub: false,
+            },
+            Some(MAX_OAUTH_LIFETIME),
+        )
     }),
 };
+
+/// The prefix of `sub` when it is an OAuth ID (`SEARCHADS`…).
+pub(crate) fn sub_prefix(claims: &Object) -> Option<&str> {
+    let sub = claims.get("sub")?.as_str()?;
+    let (prefix, _) = sub.split_once('.')?;
+    sub.parse::<OAuthId>().ok().map(|_| prefix)
+}
 
 /// An Apple Business or School Manager client assertion: header `alg`, `kid`, `typ`;
 /// claims `sub` and `iss` (the client ID), `aud`, `iat`, `exp`, `jti` (a fresh UUID).
@@ -153,7 +173,7 @@ fn key_kind(spec: &Spec) -> KeyKind {
     spec.key_kinds[0]
 }
 
-impl TokenKind for ClientAssertion {
+impl JwtKind for ClientAssertion {
     fn validate(&self, spec: &'static Spec) -> Result<(), Error> {
         match &self.client_id {
             Some(id) => check_prefix(key_kind(spec), "a client ID", id),
@@ -163,7 +183,7 @@ impl TokenKind for ClientAssertion {
 
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
-        let client_id = cx.client_id(self.client_id.as_ref())?;
+        let client_id = cx.identity(&identity::CLIENT_ID, self.client_id.as_ref())?;
         check_prefix(key_kind(cx.spec), "a client ID", &client_id)?;
         let claims = AssertionClaims {
             sub: &client_id,
@@ -211,15 +231,15 @@ impl AppleAds {
     }
 }
 
-impl TokenKind for AppleAds {
+impl JwtKind for AppleAds {
     fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
         AppleAds::check(self.client_id.as_ref(), self.ads_team_id.as_ref())
     }
 
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
-        let client_id = cx.client_id(self.client_id.as_ref())?;
-        let team = cx.ads_team_id(self.ads_team_id.as_ref())?;
+        let client_id = cx.identity(&identity::CLIENT_ID, self.client_id.as_ref())?;
+        let team = cx.identity(&identity::ADS_TEAM_ID, self.ads_team_id.as_ref())?;
         AppleAds::check(Some(&client_id), Some(&team))?;
         let claims = AppleAdsClaims {
             sub: &client_id,
@@ -237,7 +257,7 @@ mod tests {
     use super::*;
     use crate::apple::metadata::KeyMetadata;
     use crate::apple::tests::{now, parts, NOW};
-    use crate::apple::{TokenParams, TokenRequest};
+    use crate::apple::{JwtParams, JwtRequest};
     use crate::jws::tests::MemorySigner;
     use crate::KeyId;
 
@@ -255,21 +275,21 @@ mod tests {
         format!("{prefix}.{UUID}").parse().unwrap()
     }
 
-    fn request(params: TokenParams, ttl: u64) -> Result<TokenRequest, Error> {
-        TokenRequest::new(KID.parse().unwrap(), params, Some(ttl), Some(60))
+    fn request(params: JwtParams, ttl: u64) -> Result<JwtRequest, Error> {
+        JwtRequest::new(KID.parse().unwrap(), params, Some(ttl), Some(60))
     }
 
     #[test]
     fn client_assertions_have_exactly_apples_claims_and_a_fresh_jti() {
         for (params, prefix) in [
             (
-                TokenParams::BusinessManager(ClientAssertion {
+                JwtParams::BusinessManager(ClientAssertion {
                     client_id: Some(id("BUSINESSAPI")),
                 }),
                 "BUSINESSAPI",
             ),
             (
-                TokenParams::SchoolManager(ClientAssertion {
+                JwtParams::SchoolManager(ClientAssertion {
                     client_id: Some(id("SCHOOLAPI")),
                 }),
                 "SCHOOLAPI",
@@ -308,7 +328,7 @@ mod tests {
 
     #[test]
     fn apple_ads_secret_has_sub_client_iss_team_and_no_typ() {
-        let params = TokenParams::AppleAds(AppleAds {
+        let params = JwtParams::AppleAds(AppleAds {
             client_id: Some(id("SEARCHADS")),
             ads_team_id: Some(
                 "SEARCHADS.0f1e2d3c-4b5a-4697-8877-665544332211"
@@ -335,7 +355,7 @@ mod tests {
 
     #[test]
     fn lifetimes_over_180_days_key_ids_and_ids_of_another_kind_are_refused() {
-        let business = TokenParams::BusinessManager(ClientAssertion {
+        let business = JwtParams::BusinessManager(ClientAssertion {
             client_id: Some(id("BUSINESSAPI")),
         });
         assert!(request(business.clone(), MAX_OAUTH_LIFETIME - 60).is_ok());
@@ -344,19 +364,19 @@ mod tests {
             Err(Error::LifetimeTooLong { .. })
         ));
         let apple_key: KeyId = "2X9R4HXF34".parse().unwrap();
-        let err = TokenRequest::new(apple_key, business, None, None).unwrap_err();
+        let err = JwtRequest::new(apple_key, business, None, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid key ID \"2X9R4HXF34\": this kind's key IDs are UUIDs"
         );
-        let school_id_for_business = TokenParams::BusinessManager(ClientAssertion {
+        let school_id_for_business = JwtParams::BusinessManager(ClientAssertion {
             client_id: Some(id("SCHOOLAPI")),
         });
         assert!(matches!(
             request(school_id_for_business, 600),
             Err(Error::InvalidMetadata(_))
         ));
-        let business_team_for_ads = TokenParams::AppleAds(AppleAds {
+        let business_team_for_ads = JwtParams::AppleAds(AppleAds {
             client_id: Some(id("SEARCHADS")),
             ads_team_id: Some(id("BUSINESSAPI")),
         });
@@ -365,12 +385,11 @@ mod tests {
 
     #[test]
     fn recorded_ids_fill_in_and_contradictions_are_refused() {
-        let meta = KeyMetadata {
-            client_id: Some(id("SEARCHADS")),
-            ads_team_id: Some(id("SEARCHADS")),
-            ..KeyMetadata::new(KeyKind::AppleAds)
-        };
-        let request = request(TokenParams::AppleAds(AppleAds::default()), 600).unwrap();
+        let meta = KeyMetadata::new(KeyKind::AppleAds)
+            .with(&identity::CLIENT_ID, id("SEARCHADS").as_str())
+            .and_then(|m| m.with(&identity::ADS_TEAM_ID, id("SEARCHADS").as_str()))
+            .unwrap();
+        let request = request(JwtParams::AppleAds(AppleAds::default()), 600).unwrap();
         let token = request.sign(&signer(), Some(&meta), now()).unwrap().token;
         assert!(parts(&token)
             .1

@@ -13,7 +13,7 @@ use super::check::verify_signature;
 use super::lifetime::unix;
 use super::metadata::KeyMetadata;
 use super::spec::LifetimeRule;
-use super::TokenRequest;
+use super::JwtRequest;
 use crate::Error;
 
 /// What to do with a kept token.
@@ -41,7 +41,7 @@ const PER_TOKEN: [&str; 3] = ["iat", "exp", "jti"];
 /// expire within `within`.
 pub fn decide(
     kept: Option<&str>,
-    request: &TokenRequest,
+    request: &JwtRequest,
     meta: Option<&KeyMetadata>,
     public: &PublicKey,
     now: SystemTime,
@@ -149,17 +149,17 @@ mod tests {
     use super::*;
     use crate::apple::developer::SignInWithApple;
     use crate::apple::tests::{now, NOW};
-    use crate::apple::TokenParams;
+    use crate::apple::JwtParams;
     use crate::jws::tests::MemorySigner;
     use crate::Es256Signer;
     use p256::ecdsa::SigningKey;
 
     const DAY: u64 = 86_400;
 
-    fn request(client: &str, ttl: u64) -> TokenRequest {
-        TokenRequest::new(
+    fn request(client: &str, ttl: u64) -> JwtRequest {
+        JwtRequest::new(
             "2X9R4HXF34".parse().unwrap(),
-            TokenParams::SignInWithApple(SignInWithApple {
+            JwtParams::SignInWithApple(SignInWithApple {
                 team_id: Some("A1B2C3D4E5".parse().unwrap()),
                 client_id: client.parse().unwrap(),
             }),

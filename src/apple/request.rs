@@ -9,10 +9,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::identity::Identity;
 use super::metadata::KeyMetadata;
-use super::signed::{Jwt, Signed, SignedToken};
+use super::signed::{Jwt, Signed, SignedJwt};
 use super::spec::{Context, Family, LifetimeRule, Spec, DEFAULT_SKEW};
-use super::{Kind, Lifetime, SignatureParams, TokenParams};
+use super::{JwtParams, Kind, Lifetime, SignatureParams};
 use crate::ids::printable;
 use crate::{Error, Es256Signer, KeyId};
 
@@ -20,17 +21,17 @@ use crate::{Error, Es256Signer, KeyId};
 #[derive(Debug, Clone)]
 pub enum Request {
     /// `p8hsm token KIND`.
-    Token(TokenRequest),
+    Token(JwtRequest),
     /// `p8hsm sign KIND`.
     Signature(SignatureRequest),
 }
 
 /// A request for a JWT. `Hash + Eq`: the token cache keys on it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenRequest {
+pub struct JwtRequest {
     key_id: KeyId,
     lifetime: Lifetime,
-    params: TokenParams,
+    params: JwtParams,
 }
 
 /// A request for a signature (never cached).
@@ -44,16 +45,16 @@ pub struct SignatureRequest {
 /// lifetime rules (which need no clock) against it.
 const REFERENCE_TIME: Duration = Duration::from_secs(2_000_000_000);
 
-impl TokenRequest {
+impl JwtRequest {
     /// A JWT request signed by `key_id`, with `ttl` (seconds from now until `exp`) and
     /// `skew` (seconds `iat` is backdated) where the kind has them: defaults come from
     /// the kind's [`Spec`]. Checks every rule that needs neither the key nor the clock.
     pub fn new(
         key_id: KeyId,
-        params: TokenParams,
+        params: JwtParams,
         ttl: Option<u64>,
         skew: Option<u64>,
-    ) -> Result<TokenRequest, Error> {
+    ) -> Result<JwtRequest, Error> {
         let spec = params.kind().spec();
         spec.check_key_id(&key_id)?;
         let skew = skew.unwrap_or(DEFAULT_SKEW);
@@ -78,7 +79,7 @@ impl TokenRequest {
             LifetimeRule::Instant => Lifetime { ttl: 0, skew: 0 },
         };
         params.rules().validate(spec)?;
-        let request = TokenRequest {
+        let request = JwtRequest {
             key_id,
             lifetime,
             params,
@@ -93,7 +94,7 @@ impl TokenRequest {
     }
 
     /// The kind-specific part.
-    pub fn params(&self) -> &TokenParams {
+    pub fn params(&self) -> &JwtParams {
         &self.params
     }
 
@@ -132,7 +133,7 @@ impl TokenRequest {
         signer: &dyn Es256Signer,
         meta: Option<&KeyMetadata>,
         now: SystemTime,
-    ) -> Result<SignedToken, Error> {
+    ) -> Result<SignedJwt, Error> {
         self.jwt(meta, now)?.sign(signer)
     }
 }
@@ -279,10 +280,8 @@ impl Request {
         } else {
             (None, None)
         };
-        if let Some(params) = TokenParams::from_fields(kind, fields.clone()) {
-            return Ok(Request::Token(TokenRequest::new(
-                key_id, params?, ttl, skew,
-            )?));
+        if let Some(params) = JwtParams::from_fields(kind, fields.clone()) {
+            return Ok(Request::Token(JwtRequest::new(key_id, params?, ttl, skew)?));
         }
         match SignatureParams::from_fields(kind, fields) {
             Some(params) => Ok(Request::Signature(SignatureRequest::new(key_id, params?)?)),
@@ -313,6 +312,31 @@ impl Request {
         };
         object.extend(fields);
         Ok(Value::Object(object))
+    }
+
+    /// The values the request gives for `identity` (none when it leaves the field out;
+    /// one, or several for a list such as `scope`), as the protocol writes them.
+    pub fn values(&self, identity: &Identity) -> Vec<String> {
+        let fields = match self {
+            Request::Token(r) => r.params.to_fields(),
+            Request::Signature(r) => r.params.to_fields(),
+        };
+        match fields.ok().and_then(|mut f| f.remove(identity.field)) {
+            Some(Value::String(text)) => vec![text],
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .filter_map(|v| match v {
+                    Value::String(text) => Some(text),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether its kind takes `identity` as a field.
+    pub fn takes(&self, identity: &Identity) -> bool {
+        self.spec().fields.iter().any(|f| f.name == identity.field)
     }
 
     /// Whether it makes a token or a signature.
@@ -359,7 +383,7 @@ mod tests {
     fn serde_fields(kind: Kind) -> BTreeSet<String> {
         let mut object = Map::new();
         object.insert("zzz".into(), Value::Null);
-        let refused = match TokenParams::from_fields(kind, object.clone()) {
+        let refused = match JwtParams::from_fields(kind, object.clone()) {
             Some(result) => result.map(drop),
             None => SignatureParams::from_fields(kind, object)
                 .unwrap()

@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::identity;
 use super::metadata::KeyKind;
 use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
-    Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, Spec, TokenKind, BUNDLE_ID, ISSUER,
+    Context, Family, Field, IssuerShape, JwtKind, JwtShape, LifetimeRule, Spec, BUNDLE_ID, ISSUER,
 };
 use super::AUD_APP_STORE_CONNECT;
 use crate::{BundleId, Error, IssuerId};
@@ -32,12 +33,16 @@ const fn family(name: &'static str, about: &'static str, api: &'static str) -> S
         cacheable: true,
         fields: FIELDS,
         jwt: Some(JwtShape {
-            typ: true,
-            aud: Some(AUD_APP_STORE_CONNECT),
-            required: &["iss", "iat", "exp", "aud", "bid"],
-            optional: &[],
-            issuer: IssuerShape::IssuerId,
-            limit: Some(MAX_LIFETIME),
+            // App Store Connect API tokens share the aud, and carry no bid.
+            recognize: Some(|_, claims| claims.contains_key("bid")),
+            ..JwtShape::new(
+                true,
+                Some(AUD_APP_STORE_CONNECT),
+                &["iss", "iat", "exp", "aud", "bid"],
+                &[],
+                IssuerShape::IssuerId,
+                Some(MAX_LIFETIME),
+            )
         }),
     }
 }
@@ -88,10 +93,10 @@ struct Claims<'a> {
     bid: &'a BundleId,
 }
 
-impl TokenKind for Server {
+impl JwtKind for Server {
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
-        let issuer = cx.issuer(self.issuer.as_ref())?;
+        let issuer = cx.identity(&identity::ISSUER, self.issuer.as_ref())?;
         let claims = Claims {
             iss: &issuer,
             iat: times.iat,
@@ -107,7 +112,7 @@ impl TokenKind for Server {
 mod tests {
     use super::*;
     use crate::apple::tests::{now, parts, request, NOW};
-    use crate::apple::{TokenParams, TokenRequest};
+    use crate::apple::{JwtParams, JwtRequest};
     use crate::jws::tests::MemorySigner;
 
     fn server() -> Server {
@@ -120,10 +125,10 @@ mod tests {
     #[test]
     fn every_api_of_the_family_has_iss_iat_exp_aud_bid() {
         for params in [
-            TokenParams::Server(server()),
-            TokenParams::ExternalPurchase(server()),
-            TokenParams::AdvancedCommerce(server()),
-            TokenParams::RetentionMessaging(server()),
+            JwtParams::Server(server()),
+            JwtParams::ExternalPurchase(server()),
+            JwtParams::AdvancedCommerce(server()),
+            JwtParams::RetentionMessaging(server()),
         ] {
             let signed = request(params, Some(600), None)
                 .sign(&MemorySigner::new(), None, now())
@@ -144,9 +149,9 @@ mod tests {
     #[test]
     fn lifetime_limit_is_an_hour_including_the_backdate() {
         let new =
-            |params, ttl| TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, Some(ttl), None);
-        assert!(new(TokenParams::Server(server()), 3540).is_ok());
-        match new(TokenParams::RetentionMessaging(server()), 3541) {
+            |params, ttl| JwtRequest::new("2X9R4HXF34".parse().unwrap(), params, Some(ttl), None);
+        assert!(new(JwtParams::Server(server()), 3540).is_ok());
+        match new(JwtParams::RetentionMessaging(server()), 3541) {
             Err(e @ Error::LifetimeTooLong { limit: 3600, .. }) => {
                 assert!(
                     e.to_string().starts_with("Retention Messaging API tokens"),

@@ -13,7 +13,7 @@ use crate::{Error, Es256Signer, KeyId};
 #[serde(untagged)]
 pub enum Signed {
     /// A JWT.
-    Token(SignedToken),
+    Token(SignedJwt),
     /// A StoreKit JWS.
     StoreKit(SignedStoreKit),
     /// A legacy promotional offer signature.
@@ -49,7 +49,7 @@ impl Signed {
 
 /// A signed token and what it is good for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignedToken {
+pub struct SignedJwt {
     /// The compact JWS.
     pub token: String,
     /// The key that signed it.
@@ -119,10 +119,10 @@ impl Jwt {
     }
 
     /// Has `signer` sign it.
-    pub fn sign(&self, signer: &dyn Es256Signer) -> Result<SignedToken, Error> {
+    pub fn sign(&self, signer: &dyn Es256Signer) -> Result<SignedJwt, Error> {
         let key_id = signer.key_id().clone();
         let token = jws::sign(signer, &self.header(key_id.as_str()), &self.claims)?;
-        Ok(SignedToken {
+        Ok(SignedJwt {
             token,
             key_id,
             issued_at: self.times.iat,

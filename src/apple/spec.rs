@@ -7,10 +7,11 @@
 use std::str::FromStr;
 use std::time::SystemTime;
 
+use super::identity::Identity;
 use super::lifetime::{unix, Lifetime, Times};
 use super::metadata::{KeyKind, KeyMetadata};
 use super::signed::Jwt;
-use crate::{BundleId, Error, Es256Signer, IssuerId, KeyId, OAuthId, TeamId};
+use crate::{BundleId, Error, Es256Signer, IssuerId, KeyId};
 
 /// Everything one kind of request states about itself.
 #[derive(Debug)]
@@ -160,10 +161,7 @@ pub(crate) const BUNDLE_ID: Field = Field {
     required: true,
 };
 
-/// The parser of `T`, as a [`Value`] holds it.
-pub fn check<T: FromStr<Err = Error>>(s: &str) -> Result<(), Error> {
-    s.parse::<T>().map(drop)
-}
+pub use super::identity::check;
 
 /// A JWT's header and claims as Apple expects them.
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +179,61 @@ pub struct JwtShape {
     /// The most `exp - iat` may be as Apple documents it; `None` where Apple documents
     /// no limit (p8hsm may still hold its own tokens to one, in [`Spec::lifetime`]).
     pub limit: Option<u64>,
+    /// A longer limit that some claims earn (long-lived App Store Connect tokens).
+    pub longer: Option<fn(&Object) -> Option<u64>>,
+    /// Whether `check` takes a token whose kind is not named for this kind, among those
+    /// of its `aud` (given the header and claims); `None`: its `aud` alone tells. Of
+    /// kinds that no claim tells apart, the first in the list of kinds is reported.
+    pub recognize: Option<fn(&Object, &Object) -> bool>,
+    /// The kind's own rules beyond its claims' names, `aud` and `iss`: a finding for each
+    /// one the header and claims break.
+    pub rules: Option<fn(&Object, &Object) -> Vec<Finding>>,
+}
+
+/// A JWT's header or claims, decoded.
+pub type Object = serde_json::Map<String, serde_json::Value>;
+
+/// One reason Apple would reject a token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    /// A stable identifier, e.g. `lifetime`.
+    pub code: &'static str,
+    /// What is wrong, in one line.
+    pub message: String,
+}
+
+impl Finding {
+    /// A finding.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Finding {
+        Finding {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl JwtShape {
+    /// A shape told by its `aud` alone, with no rules of its own.
+    pub const fn new(
+        typ: bool,
+        aud: Option<&'static str>,
+        required: &'static [&'static str],
+        optional: &'static [&'static str],
+        issuer: IssuerShape,
+        limit: Option<u64>,
+    ) -> JwtShape {
+        JwtShape {
+            typ,
+            aud,
+            required,
+            optional,
+            issuer,
+            limit,
+            longer: None,
+            recognize: None,
+            rules: None,
+        }
+    }
 }
 
 /// What a JWT's `iss` holds.
@@ -252,51 +305,19 @@ pub(crate) struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// The issuer given or recorded with the key.
-    pub(crate) fn issuer(&self, given: Option<&IssuerId>) -> Result<IssuerId, Error> {
+    /// The value of `identity` given in the request or recorded with the key (which
+    /// must agree when both are there).
+    pub(crate) fn identity<T>(&self, identity: &Identity, given: Option<&T>) -> Result<T, Error>
+    where
+        T: FromStr<Err = Error> + PartialEq + std::fmt::Display + Clone,
+    {
         let resolved = match self.meta {
-            Some(meta) => meta.issuer(self.key_id, given.cloned())?,
+            Some(meta) => meta.resolve(identity, self.key_id, given.cloned())?,
             None => given.cloned(),
         };
         resolved.ok_or(Error::MissingInput {
-            field: "issuer",
-            why: "the token names the key's issuer ID, and none is recorded with the key",
-        })
-    }
-
-    /// The Team ID given or recorded with the key.
-    pub(crate) fn team_id(&self, given: Option<&TeamId>) -> Result<TeamId, Error> {
-        let resolved = match self.meta {
-            Some(meta) => meta.team_id(self.key_id, given.cloned())?,
-            None => given.cloned(),
-        };
-        resolved.ok_or(Error::MissingInput {
-            field: "team_id",
-            why: "the token names the developer team, and none is recorded with the key",
-        })
-    }
-
-    /// The OAuth client ID given or recorded with the key.
-    pub(crate) fn client_id(&self, given: Option<&OAuthId>) -> Result<OAuthId, Error> {
-        let resolved = match self.meta {
-            Some(meta) => meta.client_id(self.key_id, given.cloned())?,
-            None => given.cloned(),
-        };
-        resolved.ok_or(Error::MissingInput {
-            field: "client_id",
-            why: "the token names the OAuth client, and none is recorded with the key",
-        })
-    }
-
-    /// The Apple Ads team ID given or recorded with the key.
-    pub(crate) fn ads_team_id(&self, given: Option<&OAuthId>) -> Result<OAuthId, Error> {
-        let resolved = match self.meta {
-            Some(meta) => meta.ads_team_id(self.key_id, given.cloned())?,
-            None => given.cloned(),
-        };
-        resolved.ok_or(Error::MissingInput {
-            field: "ads_team_id",
-            why: "the token names the Apple Ads team, and none is recorded with the key",
+            field: identity.field,
+            why: "the token names it, and none is recorded with the key",
         })
     }
 
@@ -327,7 +348,7 @@ impl Context<'_> {
 }
 
 /// One kind of JWT: its cross-field rules, its times and its claims.
-pub(crate) trait TokenKind: Send + Sync {
+pub(crate) trait JwtKind: Send + Sync {
     /// Rules between fields, checked when a request is made.
     fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
         Ok(())

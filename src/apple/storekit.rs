@@ -9,11 +9,12 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::identity;
 use super::metadata::KeyKind;
 use super::signed::{HeaderStyle, Jwt, LegacySignature, Signed, SignedStoreKit};
 use super::spec::{
-    check, Context, Family, Field, IssuerShape, JwtShape, LifetimeRule, SignatureKind, Spec, Value,
-    BUNDLE_ID, ISSUER,
+    check, Context, Family, Field, Finding, IssuerShape, JwtShape, LifetimeRule, Object,
+    SignatureKind, Spec, Value, BUNDLE_ID, ISSUER,
 };
 use crate::ids::printable;
 pub use crate::ids::Nonce;
@@ -119,14 +120,56 @@ const fn jws(
         cacheable: false,
         fields,
         jwt: Some(JwtShape {
-            typ: true,
-            aud: Some(aud),
-            required,
-            optional,
-            issuer: IssuerShape::IssuerId,
-            limit: None,
+            rules: Some(storekit_rules),
+            ..JwtShape::new(
+                true,
+                Some(aud),
+                required,
+                optional,
+                IssuerShape::IssuerId,
+                None,
+            )
         }),
     }
+}
+
+/// A StoreKit signature's nonce is a lowercase UUID, `allowIntroductoryOffer` a JSON
+/// boolean, and an Advanced Commerce `request` standard base64 of a JSON object.
+fn storekit_rules(_header: &Object, claims: &Object) -> Vec<Finding> {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    let mut findings = Vec::new();
+    let nonce_ok = claims
+        .get("nonce")
+        .and_then(serde_json::Value::as_str)
+        .is_none_or(|n| n.len() == 36 && uuid::Uuid::try_parse(n).is_ok() && n == n.to_lowercase());
+    if !nonce_ok {
+        findings.push(Finding::new("nonce", "nonce must be a lowercase UUID"));
+    }
+    if let Some(allow) = claims
+        .get("allowIntroductoryOffer")
+        .filter(|v| !v.is_boolean())
+    {
+        findings.push(Finding::new(
+            "allow-intro-offer",
+            format!("allowIntroductoryOffer is {allow}, not a JSON boolean"),
+        ));
+    }
+    if let Some(request) = claims.get("request") {
+        let ok = request
+            .as_str()
+            .and_then(|s| STANDARD.decode(s).ok())
+            .is_some_and(|bytes| {
+                serde_json::from_slice::<serde_json::Value>(&bytes).is_ok_and(|v| v.is_object())
+            });
+        if !ok {
+            findings.push(Finding::new(
+                "request",
+                "request must be standard base64 of a JSON object",
+            ));
+        }
+    }
+    findings
 }
 
 /// `sign promo-offer`.
@@ -345,7 +388,7 @@ fn sign_jws(
     own: Own<'_>,
 ) -> Result<Signed, Error> {
     let times = cx.times()?;
-    let issuer = cx.issuer(issuer)?;
+    let issuer = cx.identity(&identity::ISSUER, issuer)?;
     let nonce = nonce.cloned().unwrap_or_else(Nonce::random);
     let claims = Claims {
         iss: &issuer,

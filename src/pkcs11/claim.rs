@@ -28,6 +28,7 @@ use p256::elliptic_curve::rand_core::{OsRng, RngCore};
 
 use super::context::{busy_store, ck, settle, SETTLE_ATTEMPTS};
 use super::token::Token;
+use crate::error::Cause;
 use crate::{Error, KeyId};
 
 /// CKA_ID and CKA_LABEL of the objects of an import that has not finished.
@@ -366,17 +367,7 @@ impl Token {
     /// Destroys an object; one already gone (or never kept) is not an error.
     pub(super) fn destroy_gone_ok(&self, handle: ObjectHandle) -> Result<(), Error> {
         match self.destroy(handle) {
-            Err(Error::Pkcs11(failed))
-                if matches!(
-                    failed.ck(),
-                    cryptoki::error::Error::Pkcs11(
-                        cryptoki::error::RvError::ObjectHandleInvalid,
-                        _
-                    )
-                ) =>
-            {
-                Ok(())
-            }
+            Err(Error::Pkcs11(failed)) if failed.cause() == Cause::NoSuchObject => Ok(()),
             other => other,
         }
     }

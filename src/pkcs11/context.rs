@@ -14,6 +14,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use zeroize::Zeroizing;
 
+use crate::error::{CallFailed, Cause};
 use crate::{lock, Error};
 
 /// What a module is given at `C_Initialize` in `pReserved`: NSS softoken's
@@ -91,10 +92,7 @@ pub(super) fn context(module: &Path, args: Option<&ModuleArgs>) -> Result<Module
     let load_error = |source: CkError| Error::ModuleLoad {
         path: module.to_path_buf(),
         with_args: args.is_some(),
-        failed: CallFailed {
-            operation: "C_Initialize",
-            source,
-        },
+        failed: failed("C_Initialize", &source),
     };
     let loaded = Module {
         pkcs11: Pkcs11::new(module).map_err(load_error)?,
@@ -171,7 +169,7 @@ pub(super) fn transient(e: &Error) -> bool {
 /// initialized" in a half-written `token.object`; Kryoptic answers `CKR_DEVICE_MEMORY`
 /// while its SQLite database is locked.
 pub(super) fn busy_store(e: &Error) -> bool {
-    matches!(e, Error::Pkcs11(failed) if busy(&failed.source))
+    matches!(e, Error::Pkcs11(failed) if failed.cause() == Cause::StoreBusy)
 }
 
 /// [`busy_store`], for cryptoki's error.
@@ -205,73 +203,26 @@ const INITIALIZE_ATTEMPTS: u32 = 3;
 
 /// Maps a cryptoki error to [`Error::Pkcs11`], naming what p8hsm was doing.
 pub(super) fn ck(operation: &'static str) -> impl Fn(CkError) -> Error {
-    move |source| Error::Pkcs11(CallFailed { operation, source })
+    move |source| Error::Pkcs11(failed(operation, &source))
 }
 
-/// A PKCS#11 call that failed: which call, and its return value by its `CKR_` name
-/// (never cryptoki's paragraph of specification prose); [`CallFailed::cause`] says what
-/// p8hsm makes of it.
-#[derive(Debug)]
-pub struct CallFailed {
-    operation: &'static str,
-    source: CkError,
-}
-
-/// What a failed PKCS#11 call means, as p8hsm tells causes apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Cause {
-    /// The module wants initialization arguments it was not given (`CKR_ARGUMENTS_BAD`
-    /// at `C_Initialize`).
-    NeedsArguments,
-    /// A software token's store is being written by another process, or the module
-    /// failed to start as one does then.
-    StoreBusy,
-    /// The token, its device or its server went away, or the module cannot be called.
-    DeviceGone,
-    /// The token refuses the operation, the mechanism or the template.
-    Refused,
-    /// Anything else.
-    Other,
-}
-
-impl CallFailed {
-    /// The call, e.g. `C_Sign`.
-    pub fn operation(&self) -> &'static str {
-        self.operation
-    }
-
-    /// The return value by its `CKR_` name, or what the loader said.
-    pub fn return_value(&self) -> String {
-        rv_name(&self.source)
-    }
-
-    /// What the failure means.
-    pub fn cause(&self) -> Cause {
-        match &self.source {
-            CkError::Pkcs11(RvError::ArgumentsBad, _) => Cause::NeedsArguments,
-            e if busy(e) => Cause::StoreBusy,
-            e if gone(e) => Cause::DeviceGone,
-            CkError::Pkcs11(rv, _) if refusal(*rv) || *rv == RvError::KeyFunctionNotPermitted => {
-                Cause::Refused
-            }
-            _ => Cause::Other,
+/// A failed call as the crate's error carries it: the call, the return value by its
+/// `CKR_` name, and what this layer makes of it.
+pub(super) fn failed(operation: &'static str, e: &CkError) -> CallFailed {
+    let cause = match e {
+        CkError::Pkcs11(RvError::ArgumentsBad, _) => Cause::NeedsArguments,
+        e if busy(e) => Cause::StoreBusy,
+        e if gone(e) => Cause::DeviceGone,
+        CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _) => {
+            Cause::NoSuchObject
         }
-    }
-
-    /// cryptoki's error, for the PKCS#11 layer's own decisions.
-    pub(super) fn ck(&self) -> &CkError {
-        &self.source
-    }
+        CkError::Pkcs11(rv, _) if refusal(*rv) || *rv == RvError::KeyFunctionNotPermitted => {
+            Cause::Refused
+        }
+        _ => Cause::Other,
+    };
+    CallFailed::new(operation, rv_name(e), cause, gone(e))
 }
-
-impl std::fmt::Display for CallFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} failed: {}", self.operation, self.return_value())
-    }
-}
-
-impl std::error::Error for CallFailed {}
 
 /// Return values by which a token refuses the mechanism, the template or the operation
 /// (an import tries its next way in after one of these).
@@ -326,7 +277,7 @@ impl Error {
         match self {
             // The token's slot is gone (a device unplugged, a store removed).
             Error::TokenUnavailable | Error::TokenNotFound { .. } => true,
-            Error::Pkcs11(failed) => gone(&failed.source),
+            Error::Pkcs11(failed) => failed.token_gone(),
             _ => false,
         }
     }

@@ -2,7 +2,7 @@
 //! key operations p8hsm needs. Knows nothing about Apple's token kinds.
 //!
 //! - [`context`](self): one initialized context per module per process;
-//! - [`TokenSpec`], [`TokenSelector`]: which token, found by label and URI attributes;
+//! - [`TokenLocation`], [`TokenSelector`]: which token, found by label and URI attributes;
 //! - [`Token`]: a logged-in token with a pool of sessions that recovers from lost
 //!   sessions and devices (the pool, the kept PIN and recovery are one file);
 //! - [`HsmKey`]: a key on the token, signing through it;
@@ -37,14 +37,15 @@ mod token;
 #[forbid(unsafe_code)]
 pub mod uri;
 
+pub use crate::error::{CallFailed, Cause, Copies, LeftCopy};
 pub use claim::Unfinished;
-pub use context::{CallFailed, Cause, ModuleArgs};
+pub use context::ModuleArgs;
 pub use generate::Generated;
 pub use import::{ImportMethod, ImportOptions, Imported, PreparedImport};
 pub use init::init_token;
 pub use keys::{HsmKey, KeyInfo, KeyOrigin};
 pub use modules::locate_module;
 pub use profile::Profile;
-pub use several::{import_into_all, Copies, LeftCopy};
-pub use slot::{TokenSelector, TokenSpec};
+pub use several::import_into_all;
+pub use slot::{TokenLocation, TokenSelector};
 pub use token::{FoundToken, Token};

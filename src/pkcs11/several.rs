@@ -6,49 +6,8 @@
 
 use super::import::{ImportOptions, Imported, PreparedImport};
 use super::token::Token;
+use crate::error::{Copies, LeftCopy};
 use crate::{fingerprint, Error, KeyId, P8Key};
-
-/// What became of the copies already made when an import into several tokens failed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Copies {
-    /// Tokens, by label, whose copy was removed.
-    pub removed: Vec<String>,
-    /// Tokens, by label, whose copy stays, and why it could not be removed.
-    pub left: Vec<LeftCopy>,
-}
-
-/// A copy an import into several tokens could not remove.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeftCopy {
-    /// The token, by label.
-    pub token: String,
-    /// Whether it is a pending copy (an unfinished import) rather than a finished key.
-    pub pending: bool,
-    /// Why removing it failed.
-    pub reason: String,
-}
-
-impl std::fmt::Display for Copies {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut said = Vec::new();
-        if !self.removed.is_empty() {
-            let labels: Vec<String> = self.removed.iter().map(|l| format!("\"{l}\"")).collect();
-            said.push(format!("the copies in {} were removed", labels.join(", ")));
-        }
-        for left in &self.left {
-            let what = if left.pending { "pending copy" } else { "copy" };
-            said.push(format!(
-                "the {what} in \"{}\" stays ({})",
-                left.token, left.reason
-            ));
-        }
-        if said.is_empty() {
-            f.write_str("no copy was made")
-        } else {
-            f.write_str(&said.join("; "))
-        }
-    }
-}
 
 /// Imports `key` as `key_id` into every token of `tokens`, all or nothing, and returns
 /// what was imported into each, in their order. With one token this is

@@ -21,7 +21,7 @@ pub(super) fn unpadded(field: &str) -> &str {
 
 /// What to open: the module, the token in it, and how to treat it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenSpec {
+pub struct TokenLocation {
     /// The PKCS#11 module.
     pub module: PathBuf,
     /// What the module is given at C_Initialize (`--module-args`, `P8HSM_MODULE_ARGS`,
@@ -50,12 +50,12 @@ pub struct TokenSelector {
     pub slot_id: Option<u64>,
 }
 
-impl TokenSpec {
+impl TokenLocation {
     /// The token `selector` matches in `module`: the module initialized without
-    /// arguments and the profile detected (set [`TokenSpec::module_args`] and
-    /// [`TokenSpec::profile`] to say otherwise).
-    pub fn new(module: impl Into<PathBuf>, selector: TokenSelector) -> TokenSpec {
-        TokenSpec {
+    /// arguments and the profile detected (set [`TokenLocation::module_args`] and
+    /// [`TokenLocation::profile`] to say otherwise).
+    pub fn new(module: impl Into<PathBuf>, selector: TokenSelector) -> TokenLocation {
+        TokenLocation {
             module: module.into(),
             module_args: None,
             selector,

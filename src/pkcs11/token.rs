@@ -1,4 +1,4 @@
-//! A logged-in token: found by [`TokenSpec`], opened with the user PIN, cheap to clone
+//! A logged-in token: found by [`TokenLocation`], opened with the user PIN, cheap to clone
 //! and shared between threads.
 
 use std::fmt;
@@ -15,7 +15,7 @@ use super::context::{
 };
 use super::profile::Profile;
 use super::session::{Lease, OpError, Sessions};
-use super::slot::{find_slot_settled, unpadded, TokenSelector, TokenSpec};
+use super::slot::{find_slot_settled, unpadded, TokenLocation, TokenSelector};
 use super::uri;
 use crate::{Error, KeyId};
 
@@ -47,7 +47,7 @@ impl fmt::Debug for Token {
 /// A token found, not yet logged in to: its label is known, so a PIN prompt can name it.
 pub struct FoundToken {
     pkcs11: Module,
-    spec: TokenSpec,
+    spec: TokenLocation,
     slot: Slot,
     identity: TokenSelector,
     label: String,
@@ -102,7 +102,7 @@ impl Token {
     /// Loads the module and finds the one token the spec's selector matches, without
     /// logging in. The vendor [`Profile`] is the spec's, or detected from the module
     /// and the token.
-    pub fn find(spec: &TokenSpec) -> Result<FoundToken, Error> {
+    pub fn find(spec: &TokenLocation) -> Result<FoundToken, Error> {
         let pkcs11 = context(&spec.module, spec.module_args.as_ref())?;
         let (slot, info) = find_slot_settled(&pkcs11, &spec.selector)?;
         let label = unpadded(info.label()).to_owned();
@@ -136,7 +136,7 @@ impl Token {
     }
 
     /// [`Token::find`], then [`FoundToken::login`].
-    pub fn open(spec: &TokenSpec, pin: SecretString) -> Result<Token, Error> {
+    pub fn open(spec: &TokenLocation, pin: SecretString) -> Result<Token, Error> {
         Token::find(spec)?.login(pin)
     }
 

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use secrecy::SecretString;
 
-use crate::Error;
+use crate::{Error, KeyId};
 
 /// The object classes a URI's `type` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +190,16 @@ fn decode(name: &str, raw: &str) -> Result<Vec<u8>, Error> {
 }
 
 impl Pkcs11Uri {
+    /// The Apple key ID the URI names: its `id` when that is one, else its `object`.
+    pub fn key_id(&self) -> Option<KeyId> {
+        let from_id = self
+            .id
+            .as_deref()
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| id.parse().ok());
+        from_id.or_else(|| self.object.as_deref().and_then(|o| o.parse().ok()))
+    }
+
     fn set(&mut self, name: &str, value: &[u8]) -> Result<(), Error> {
         let text = || {
             String::from_utf8(value.to_vec())

@@ -7,6 +7,8 @@
 //! `TPM2_PKCS11_TCTI` reaches.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod examples;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -21,8 +23,8 @@ use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use p256::SecretKey;
 use p8hsm::apple::connect::Connect;
 use p8hsm::apple::developer::Provider;
-use p8hsm::apple::{TokenParams, TokenRequest};
-use p8hsm::pkcs11::{TokenSelector, TokenSpec};
+use p8hsm::apple::{JwtParams, JwtRequest};
+use p8hsm::pkcs11::{TokenLocation, TokenSelector};
 use p8hsm::Token;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -471,7 +473,7 @@ pub fn open_token(var: impl Fn(&str) -> String) -> Token {
     let source = var("P8HSM_PIN_SOURCE");
     let path = source.strip_prefix("file:").expect("a file: PIN source");
     let pin = std::fs::read_to_string(path).unwrap();
-    let mut spec = TokenSpec::new(
+    let mut spec = TokenLocation::new(
         var("P8HSM_MODULE"),
         TokenSelector::label(&var("P8HSM_TOKEN")),
     );
@@ -482,21 +484,21 @@ pub fn open_token(var: impl Fn(&str) -> String) -> Token {
 }
 
 /// An App Store Connect token request for an individual key with one scope entry.
-pub fn connect_request(scope: Option<String>) -> TokenRequest {
-    let params = TokenParams::Connect(Connect {
+pub fn connect_request(scope: Option<String>) -> JwtRequest {
+    let params = JwtParams::Connect(Connect {
         individual: true,
         scope: scope.into_iter().map(|s| s.parse().unwrap()).collect(),
         ..Connect::default()
     });
-    TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, None, None).unwrap()
+    JwtRequest::new("2X9R4HXF34".parse().unwrap(), params, None, None).unwrap()
 }
 
 /// An APNs provider token request, iat not backdated.
-pub fn apns_request() -> TokenRequest {
-    let params = TokenParams::Apns(Provider {
+pub fn apns_request() -> JwtRequest {
+    let params = JwtParams::Apns(Provider {
         team_id: Some("A1B2C3D4E5".parse().unwrap()),
     });
-    TokenRequest::new("2X9R4HXF34".parse().unwrap(), params, None, Some(0)).unwrap()
+    JwtRequest::new("2X9R4HXF34".parse().unwrap(), params, None, Some(0)).unwrap()
 }
 
 pub fn now() -> i64 {

@@ -61,9 +61,11 @@ pub fn main() -> ExitCode {
 fn refused_while_parsing(e: clap::Error) -> ExitCode {
     let ours = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<p8hsm::Error>());
     match (e.kind(), ours) {
-        (clap::error::ErrorKind::ValueValidation, Some(refused)) => {
-            Failure::Usage(refused.to_string()).report()
+        (clap::error::ErrorKind::ValueValidation, Some(refused)) => Failure::Option {
+            message: refused.to_string(),
+            hint: crate::remedy::remedy(refused, crate::remedy::Audience::CommandLine),
         }
+        .report(),
         _ => e.exit(),
     }
 }

@@ -1,4 +1,4 @@
-//! The binary's own failures (as rage keeps `rage/src/bin/rage/error.rs`): the library's
+//! The binary's own failures: the library's
 //! errors and the cases only the binary meets — files, PIN sources, the agent's peers
 //! and socket, `check` and `doctor` findings, output. Each renders one `error:` line and
 //! its hint together, and maps to one protocol code and one exit status, through
@@ -20,6 +20,13 @@ pub enum Failure {
     P8hsm(Error),
     /// The command was used wrongly in a way clap cannot see.
     Usage(String),
+    /// A value given to an option was refused as the options were read.
+    Option {
+        /// What was refused.
+        message: String,
+        /// What to do.
+        hint: Option<String>,
+    },
     /// An input file could not be read.
     File {
         /// The file.
@@ -161,7 +168,7 @@ pub const CLASSES: &[Class] = &[
     class(ErrorCode::BadRequest, exit::INPUT, 400, "not a request: not JSON, not an object, an unknown kind, field or version, a value of the wrong type or form"),
     class(ErrorCode::TooLarge, exit::INPUT, 413, "the request is over 65,536 bytes; the agent closes the connection"),
     class(ErrorCode::InvalidInput, exit::INPUT, 400, "a value breaks a rule: lifetime, scope, missing `key_id`, `issuer` or `team_id`, a request body, a clock that cannot be right"),
-    class(ErrorCode::Usage, exit::USAGE, 400, "fields that do not apply together (`ttl` on APNs, `individual` with `issuer`)"),
+    class(ErrorCode::Usage, exit::USAGE, 400, "fields that do not apply together (`ttl` on a provider token, `individual` with `issuer`)"),
     class(ErrorCode::PinRefused, exit::PIN, 503, "the token refused the PIN, or it is locked: it is never tried again"),
     class(ErrorCode::TokenUnavailable, exit::TOKEN, 503, "the token went away; it is tried again after 0.1 s, doubling up to 5 s"),
     class(ErrorCode::Unsupported, exit::TOKEN, 501, "the token cannot do what was asked"),
@@ -213,7 +220,7 @@ impl Failure {
         match self {
             Failure::P8hsm(e) => e.code(),
             Failure::Agent(body) => body.code,
-            Failure::Usage(_) => ErrorCode::Usage,
+            Failure::Usage(_) | Failure::Option { .. } => ErrorCode::Usage,
             Failure::File { .. } | Failure::KeyIdMismatch { .. } | Failure::KeyIdUnknown => {
                 ErrorCode::InvalidInput
             }
@@ -250,6 +257,7 @@ impl Failure {
             Failure::P8hsm(_)
             | Failure::Agent(_)
             | Failure::Usage(_)
+            | Failure::Option { .. }
             | Failure::File { .. }
             | Failure::KeyIdMismatch { .. }
             | Failure::KeyIdUnknown
@@ -274,6 +282,7 @@ impl Failure {
             Failure::P8hsm(e) => (e.to_string(), remedy(e, to)),
             Failure::Agent(body) => (body.message.clone(), body.hint.clone()),
             Failure::Usage(message) => (message.clone(), None),
+            Failure::Option { message, hint } => (message.clone(), hint.clone()),
             Failure::File { path, source } => {
                 (format!("cannot read {}: {source}", path.display()), None)
             }

@@ -2,6 +2,8 @@
 //! and its data; a person at the command line is told which option, variable or command
 //! helps, and a program speaking the agent's protocol or HTTP is told which JSON field.
 
+use p8hsm::apple::metadata::{self, KeyKind};
+use p8hsm::apple::{check, identity, Kind};
 use p8hsm::p8::P8Error;
 use p8hsm::pkcs11::Cause;
 use p8hsm::Error;
@@ -15,11 +17,18 @@ pub enum Audience {
     Protocol,
 }
 
-/// Request fields the command line also reads from an environment variable.
-pub const FIELD_ENV: &[(&str, &str)] = &[("issuer", "P8HSM_ISSUER"), ("team_id", "P8HSM_TEAM_ID")];
+/// The environment variable the command line also reads a request field from, for the
+/// identities the library's table says have one: `P8HSM_ISSUER`.
+pub fn variable(field: &str) -> Option<String> {
+    identity::find(field)
+        .filter(|i| i.from_environment)
+        .map(|i| format!("P8HSM_{}", i.field.to_ascii_uppercase()))
+}
 
-/// Identities that can be recorded with a key when it is imported or assigned.
-const RECORDABLE: &[&str] = &["issuer", "team_id", "client_id", "ads_team_id"];
+/// Whether a key can be recorded with the field when it is imported or assigned.
+fn recordable(field: &str) -> bool {
+    metadata::recordable().any(|i| i.field == field)
+}
 
 impl Audience {
     /// How this audience names a request field: `--team-id`, or `"team_id"`.
@@ -49,8 +58,8 @@ impl Audience {
 
     /// "give it" for a field: the option and its variable, or the JSON field.
     fn give(self, field: &str) -> String {
-        match (self, FIELD_ENV.iter().find(|(name, _)| *name == field)) {
-            (Audience::CommandLine, Some((_, env))) => {
+        match (self, variable(field)) {
+            (Audience::CommandLine, Some(env)) => {
                 format!("give {} or set {env}", self.field(field))
             }
             (Audience::CommandLine, None) => format!("give {}", self.field(field)),
@@ -107,7 +116,7 @@ pub fn remedy(e: &Error, to: Audience) -> Option<String> {
              resources Apple lists for long-lived tokens (e.g. GET /v1/ciProducts)",
             field("scope")
         ),
-        (MissingInput { field: name, .. }, _) if RECORDABLE.contains(name) => match to {
+        (MissingInput { field: name, .. }, _) if recordable(name) => match to {
             CommandLine => format!(
                 "hint: {}, or record it with the key: `p8hsm import --kind KIND {} ID` (or \
                  `p8hsm assign`)",
@@ -128,6 +137,31 @@ pub fn remedy(e: &Error, to: Audience) -> Option<String> {
             "hint: give --key-id, or a --key URI whose id or object is the Apple key ID".to_owned()
         }
         (MissingInput { field: name, .. }, _) => format!("hint: {}", to.give(name)),
+        (InvalidId { what: "kind", .. }, _) => {
+            let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+            format!("hint: the kinds are {}", kinds.join(", "))
+        }
+        (
+            InvalidId {
+                what: "token kind", ..
+            },
+            _,
+        ) => {
+            let kinds: Vec<&str> = check::kinds().map(|k| k.name()).collect();
+            format!(
+                "hint: the kinds whose result is a JWT are {}",
+                kinds.join(", ")
+            )
+        }
+        (
+            InvalidId {
+                what: "key kind", ..
+            },
+            _,
+        ) => {
+            let kinds: Vec<&str> = KeyKind::ALL.iter().map(|k| k.name()).collect();
+            format!("hint: the kinds of key are {}", kinds.join(", "))
+        }
         (
             NotApplicable {
                 field: "module_args",

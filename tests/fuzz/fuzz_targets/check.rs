@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use p8hsm::apple::check;
 use p8hsm::apple::oauth::ClientAssertion;
 use p8hsm::apple::renew;
-use p8hsm::apple::{TokenParams, TokenRequest};
+use p8hsm::apple::{JwtParams, JwtRequest};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -18,9 +18,9 @@ fuzz_target!(|data: &[u8]| {
     let key = p256::SecretKey::from_slice(&[7u8; 32]).unwrap().public_key();
     let _ = check::verify_signature(&text, &key);
     // A kept Apple Business Manager assertion, as `--out` reads it back.
-    let request = TokenRequest::new(
+    let request = JwtRequest::new(
         "d136aa66-0c3b-4bd4-9892-c20e8db024ab".parse().unwrap(),
-        TokenParams::BusinessManager(ClientAssertion {
+        JwtParams::BusinessManager(ClientAssertion {
             client_id: Some(
                 "BUSINESSAPI.8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6"
                     .parse()

@@ -13,7 +13,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use p8hsm::pkcs11::TokenSpec;
+use p8hsm::pkcs11::TokenLocation;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -92,7 +92,7 @@ const MAX_LAUNCH: usize = 64 * 1024;
 /// its standard input, relays the environment it prints once it listens, and returns.
 pub fn spawn(
     settings: &Settings,
-    spec: &TokenSpec,
+    spec: &TokenLocation,
     pin: SecretString,
     pin_variable: Option<&str>,
 ) -> Result<(), Failure> {
@@ -167,14 +167,14 @@ pub fn spawn(
 }
 
 /// The background agent's side: the launch line and the PIN from standard input.
-pub fn read_parent() -> Result<(Settings, TokenSpec, SecretString), Failure> {
+pub fn read_parent() -> Result<(Settings, TokenLocation, SecretString), Failure> {
     let bytes = crate::input::read_fd(rustix::stdio::stdin(), MAX_LAUNCH)
         .map_err(|e| Failure::AgentSetup(format!("cannot read what the parent sent: {e}")))?;
     let newline = bytes
         .iter()
         .position(|b| *b == b'\n')
         .ok_or_else(|| Failure::AgentSetup("the parent sent no launch line".to_owned()))?;
-    let launch: Launch<Settings, TokenSpec> = serde_json::from_slice(&bytes[..newline])
+    let launch: Launch<Settings, TokenLocation> = serde_json::from_slice(&bytes[..newline])
         .map_err(|e| Failure::AgentSetup(format!("the parent's launch line: {e}")))?;
     let pin = std::str::from_utf8(&bytes[newline + 1..])
         .map_err(|_| Failure::PinSource("the PIN is not UTF-8".to_owned()))?;

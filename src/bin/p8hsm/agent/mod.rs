@@ -15,7 +15,7 @@ mod server;
 
 use std::path::PathBuf;
 
-use p8hsm::pkcs11::{FoundToken, TokenSpec};
+use p8hsm::pkcs11::{FoundToken, TokenLocation};
 use p8hsm::KeyId;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -98,7 +98,7 @@ impl Settings {
 /// the background agent does not inherit.
 pub fn run(
     args: Args,
-    spec: TokenSpec,
+    spec: TokenLocation,
     found: FoundToken,
     pin: SecretString,
     pin_variable: Option<String>,

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use crate::settings::SecretText;
 use clap::{Args, Subcommand};
-use p8hsm::apple::metadata::KeyKind;
+use p8hsm::apple::identity::Identity;
+use p8hsm::apple::metadata::{self, KeyKind};
 use p8hsm::apple::Kind;
 use p8hsm::pkcs11::ImportMethod;
-use p8hsm::{IssuerId, KeyId, OAuthId, TeamId};
+use p8hsm::KeyId;
 
 use super::request::{SignKinds, TokenKinds};
 
@@ -121,26 +122,67 @@ pub enum SoftHsmCommand {
     },
 }
 
-/// What a key is for, recorded beside it: `import` and `assign` take the same options.
-#[derive(Debug, Args)]
+/// What a key is for, recorded beside it: `import` and `assign` take the same options,
+/// `--kind` and one for each identity a key can record (from the library's table).
+#[derive(Debug)]
 pub struct Identities {
-    /// Record what the key is for: connect, connect-individual, in-app-purchase,
-    /// enterprise, developer, business-manager, school-manager, apple-ads or cloudkit
-    #[arg(long, value_name = "KIND", value_parser = parse::<KeyKind>)]
+    /// `--kind`.
     pub kind: Option<KeyKind>,
-    /// Record the key's issuer ID (connect, in-app-purchase and enterprise keys)
-    #[arg(long, value_name = "UUID", value_parser = parse::<IssuerId>, requires = "kind")]
-    pub issuer: Option<IssuerId>,
-    /// Record the key's Team ID (developer keys)
-    #[arg(long, value_name = "ID", value_parser = parse::<TeamId>, requires = "kind")]
-    pub team_id: Option<TeamId>,
-    /// Record the key's client ID: BUSINESSAPI.<uuid>, SCHOOLAPI.<uuid> or SEARCHADS.<uuid>
-    /// (business-manager, school-manager and apple-ads keys)
-    #[arg(long, value_name = "ID", value_parser = parse::<OAuthId>, requires = "kind")]
-    pub client_id: Option<OAuthId>,
-    /// Record the key's Apple Ads team ID, SEARCHADS.<uuid> (apple-ads keys)
-    #[arg(long, value_name = "ID", value_parser = parse::<OAuthId>, requires = "kind")]
-    pub ads_team_id: Option<OAuthId>,
+    /// The identities given, checked by their parsers.
+    pub given: Vec<(&'static Identity, String)>,
+}
+
+impl clap::FromArgMatches for Identities {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Identities {
+            kind: matches.get_one::<KeyKind>("kind").copied(),
+            given: metadata::recordable()
+                .filter_map(|i| Some((i, matches.get_one::<String>(i.field)?.clone())))
+                .collect(),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for Identities {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let names: Vec<&str> = KeyKind::ALL.iter().map(|k| k.name()).collect();
+        let mut cmd = cmd.arg(
+            clap::Arg::new("kind")
+                .long("kind")
+                .value_name("KIND")
+                .value_parser(parse::<KeyKind>)
+                .help(format!("Record what the key is for: {}", names.join(", "))),
+        );
+        for identity in metadata::recordable() {
+            let kinds: Vec<&str> = KeyKind::ALL
+                .iter()
+                .filter(|k| k.records(identity))
+                .map(|k| k.name())
+                .collect();
+            cmd = cmd.arg(
+                clap::Arg::new(identity.field)
+                    .long(identity.field.replace('_', "-"))
+                    .value_name(identity.placeholder)
+                    .requires("kind")
+                    .value_parser(move |s: &str| (identity.check)(s).map(|()| s.to_owned()))
+                    .help(format!(
+                        "Record the key's {} ({} keys)",
+                        identity.about,
+                        kinds.join(", ")
+                    )),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -21,35 +21,19 @@ impl Identities {
             return Ok(None);
         };
         kind.check_key_id(key_id)?;
-        let meta = KeyMetadata {
-            issuer: self.issuer.clone(),
-            team_id: self.team_id.clone(),
-            client_id: self.client_id.clone(),
-            ads_team_id: self.ads_team_id.clone(),
-            ..KeyMetadata::new(kind)
-        };
-        Ok(Some(meta.checked()?))
+        let mut meta = KeyMetadata::new(kind);
+        for (identity, value) in &self.given {
+            meta = meta.with(identity, value)?;
+        }
+        Ok(Some(meta))
     }
 }
 
 /// The lines that describe recorded metadata, for `import` and `assign`.
 pub fn describe(meta: &KeyMetadata) -> String {
     let mut out = format!("kind         {}\n", meta.kind);
-    for (name, value) in [
-        ("issuer", meta.issuer.as_ref().map(ToString::to_string)),
-        ("team_id", meta.team_id.as_ref().map(ToString::to_string)),
-        (
-            "client_id",
-            meta.client_id.as_ref().map(ToString::to_string),
-        ),
-        (
-            "ads_team_id",
-            meta.ads_team_id.as_ref().map(ToString::to_string),
-        ),
-    ] {
-        if let Some(value) = value {
-            out.push_str(&format!("{name:<12} {value}\n"));
-        }
+    for (identity, value) in meta.identities() {
+        out.push_str(&format!("{:<12} {value}\n", identity.field));
     }
     out
 }

@@ -14,8 +14,8 @@ mod sign;
 mod softhsm;
 
 use p256::pkcs8::{EncodePublicKey, LineEnding};
-use p8hsm::apple::metadata::{KeyKind, KeyMetadata};
-use p8hsm::{pkcs11, Error, IssuerId, KeyId, OAuthId, TeamId};
+use p8hsm::apple::metadata::{self, KeyKind, KeyMetadata};
+use p8hsm::{pkcs11, Error, KeyId};
 use serde::Serialize;
 
 pub use args::Command;
@@ -108,10 +108,9 @@ struct KeyRow {
     #[serde(flatten)]
     info: pkcs11::KeyInfo,
     kind: Option<KeyKind>,
-    issuer: Option<IssuerId>,
-    team_id: Option<TeamId>,
-    client_id: Option<OAuthId>,
-    ads_team_id: Option<OAuthId>,
+    /// Every identity a key can record, null where this one records none.
+    #[serde(flatten)]
+    identities: serde_json::Map<String, serde_json::Value>,
 }
 
 fn keys(json: bool, config: &Config) -> Result<(), Failure> {
@@ -126,12 +125,15 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
                     .map_err(|e| eprintln!("warning: {e}"))
                     .ok()
             });
+            let identities = metadata::recordable()
+                .map(|i| {
+                    let value = meta.as_ref().and_then(|m| m.recorded(i.field));
+                    (i.field.to_owned(), value.into())
+                })
+                .collect();
             KeyRow {
                 kind: meta.as_ref().map(|m| m.kind),
-                issuer: meta.as_ref().and_then(|m| m.issuer.clone()),
-                team_id: meta.as_ref().and_then(|m| m.team_id.clone()),
-                client_id: meta.as_ref().and_then(|m| m.client_id.clone()),
-                ads_team_id: meta.and_then(|m| m.ads_team_id),
+                identities,
                 info,
             }
         })
@@ -154,15 +156,13 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
     ]
     .map(str::to_owned)];
     for row in &rows {
-        let identity = [
-            row.issuer.as_ref().map(ToString::to_string),
-            row.team_id.as_ref().map(ToString::to_string),
-            row.client_id.as_ref().map(ToString::to_string),
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-        .unwrap_or_else(|| "-".to_owned());
+        // The first identity recorded (an issuer, a Team ID or a client ID).
+        let identity = row
+            .identities
+            .values()
+            .find_map(|v| v.as_str())
+            .unwrap_or("-")
+            .to_owned();
         let id = if row.info.unassigned {
             "(unassigned)"
         } else {

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::failure::Failure;
 use crate::input;
-use crate::remedy::{Audience, FIELD_ENV};
+use crate::remedy::{variable, Audience};
 
 /// A `token` or `sign` command as parsed: the kind, its fields, and what the command
 /// line adds (the output format, files to read), before the key ID is resolved.
@@ -261,8 +261,8 @@ fn field_arg(field: &'static Field) -> Arg {
         .long(long(field))
         .help(Audience::CommandLine.help(field.help))
         .required(field.required);
-    let arg = match FIELD_ENV.iter().find(|(name, _)| *name == field.name) {
-        Some((_, env)) => arg.env(env),
+    let arg = match variable(field.name) {
+        Some(env) => arg.env(env),
         None => arg,
     };
     match field.value {

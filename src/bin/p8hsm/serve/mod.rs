@@ -33,7 +33,7 @@ use crate::audit::{Audit, LogFormat};
 use crate::failure::{Class, Failure};
 use metrics::{Cache, Metrics, Outcome};
 use policy::{Policy, Unmatched};
-use tls::{CertNames, Handshakes, TlsFiles};
+use tls::{CertNames, Handshakes, TlsFiles, TlsKey};
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
@@ -56,8 +56,8 @@ pub struct Args {
     /// The server's private key: a PEM file, or a PKCS#11 URI naming a P-256 key on the
     /// token the service signs with (e.g. "pkcs11:object=TLSKEY0001"), so that the
     /// service's identity lives in the token too
-    #[arg(long, value_name = "FILE|URI")]
-    pub tls_key: String,
+    #[arg(long, value_name = "FILE|URI", value_parser = |s: &str| s.parse::<TlsKey>())]
+    pub tls_key: TlsKey,
     /// CA certificates (PEM) that issue the clients' certificates: every client must
     /// present one (mutual TLS)
     #[arg(long, value_name = "FILE")]
@@ -146,7 +146,7 @@ pub fn run(args: Args, token: Token) -> Result<(), Failure> {
     // synchronously, on whichever thread drives it. Those handshakes are driven by
     // threads of their own, so that a slow or hung token holds up new handshakes, never
     // the connections already open (nor their cached tokens).
-    let handshakes = if args.tls_key.starts_with("pkcs11:") {
+    let handshakes = if matches!(args.tls_key, TlsKey::Token { .. }) {
         let threads = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(signing_threads(state.service.token()))
             .thread_name("handshake")

@@ -4,16 +4,16 @@
 //! token would carry: a field the request leaves out is read from what is recorded with
 //! the key, and one that is still missing is refused, never signed unconstrained.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use p8hsm::apple::identity::{self, Identity};
 use p8hsm::apple::metadata::KeyMetadata;
 use p8hsm::apple::Kind;
 use p8hsm::pipeline::Gate;
 use p8hsm::{Error, KeyId, Request};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::tls::CertNames;
 use crate::failure::Failure;
@@ -37,9 +37,9 @@ struct PolicyFile {
     caller: Vec<Caller>,
 }
 
-/// One caller and what it may ask for.
+/// One caller and what it may ask for. (Unknown fields are refused as the lists are
+/// read: see `Caller::with_limits`.)
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Caller {
     /// `cn:NAME`, `dns:NAME` or `uri:URI`: which of the certificate's names names it.
     pub name: String,
@@ -51,24 +51,17 @@ pub struct Caller {
     keys: Vec<KeyId>,
     /// Request kinds it may ask for, as the agent's protocol names them.
     kinds: Vec<String>,
-    /// If given, the `bundle_id` values it may ask for.
-    bundle_ids: Option<Vec<String>>,
-    /// If given, the scope entries (App Store Connect, Enterprise) it may ask for: a
-    /// request must give a scope, and every entry must be listed.
-    scopes: Option<Vec<String>>,
-    /// If given, the issuer IDs its tokens may carry (given or recorded with the key).
-    issuers: Option<Vec<String>>,
-    /// If given, the Team IDs its tokens may carry (given or recorded with the key).
-    team_ids: Option<Vec<String>>,
-    /// If given, the client IDs its tokens may carry (given or recorded with the key).
-    client_ids: Option<Vec<String>>,
-    /// If given, the WeatherKit service IDs it may ask for.
-    service_ids: Option<Vec<String>>,
-    /// If given, the origins (MusicKit, MapKit) it may ask for: a request must give one,
-    /// and every origin must be listed.
-    origins: Option<Vec<String>>,
     /// If given, the most `ttl` it may ask for, in seconds.
     max_ttl: Option<u64>,
+    /// The rest of the entry: for each identity the policy can constrain, the values it
+    /// may ask for, as `FIELDs = [...]` (`bundle_ids`, `scopes`, `issuers`…); read into
+    /// `limits` when the policy loads.
+    #[serde(flatten)]
+    lists: BTreeMap<String, toml::Value>,
+    /// The lists, by identity: a request (or the key's record, for a field the request
+    /// leaves out) must give one of the values, and every value it gives must be listed.
+    #[serde(skip)]
+    limits: Vec<(&'static Identity, Vec<String>)>,
 }
 
 /// A name a certificate carries, of one kind.
@@ -113,9 +106,12 @@ impl Policy {
             let message: Vec<&str> = e.message().lines().map(str::trim).collect();
             format!("{at}{}", message.join(": "))
         })?;
-        let policy = Policy {
-            callers: file.caller.into_iter().map(Arc::new).collect(),
-        };
+        let callers = file
+            .caller
+            .into_iter()
+            .map(|caller| caller.with_limits().map(Arc::new))
+            .collect::<Result<_, String>>()?;
+        let policy = Policy { callers };
         let mut seen = HashSet::new();
         for caller in &policy.callers {
             let (kind, name) = caller.parsed_name()?;
@@ -168,18 +164,6 @@ impl Policy {
     }
 }
 
-/// The claim fields a caller's entry may constrain, by the entry's list and the
-/// request's field; `Caller::constraints` gives them in this order.
-const CONSTRAINED: [&str; 7] = [
-    "bundle_id",
-    "scope",
-    "issuer",
-    "team_id",
-    "client_id",
-    "service_id",
-    "origin",
-];
-
 impl Caller {
     /// The kind of name and the name.
     fn parsed_name(&self) -> Result<(NameKind, &str), String> {
@@ -220,18 +204,38 @@ impl Caller {
         }
     }
 
-    /// The entry's lists, by the request field each constrains (see [`CONSTRAINED`]).
-    fn constraints(&self) -> [(&'static str, Option<&Vec<String>>); 7] {
-        let lists = [
-            &self.bundle_ids,
-            &self.scopes,
-            &self.issuers,
-            &self.team_ids,
-            &self.client_ids,
-            &self.service_ids,
-            &self.origins,
-        ];
-        std::array::from_fn(|i| (CONSTRAINED[i], lists[i].as_ref()))
+    /// Reads the entry's lists (`bundle_ids = [...]`) by the identity each limits.
+    fn with_limits(mut self) -> Result<Caller, String> {
+        for (list, value) in std::mem::take(&mut self.lists) {
+            let identity = identity::ALL
+                .iter()
+                .copied()
+                .find(|i| i.constrained && format!("{}s", i.field) == list)
+                .ok_or_else(|| {
+                    let lists: Vec<String> = identity::ALL
+                        .iter()
+                        .filter(|i| i.constrained)
+                        .map(|i| format!("{}s", i.field))
+                        .collect();
+                    format!(
+                        "caller \"{}\": unknown field `{list}` (besides name, cn_with_sans, keys, \
+                         kinds and max_ttl, an entry takes {})",
+                        self.name,
+                        lists.join(", ")
+                    )
+                })?;
+            let values = value
+                .as_array()
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| format!("caller \"{}\": {list} is a list of strings", self.name))?;
+            self.limits.push((identity, values));
+        }
+        Ok(self)
     }
 
     /// Refuses a request this caller may not make. `recorded` gives what is recorded
@@ -260,31 +264,14 @@ impl Caller {
                 return deny(format!("ask for a ttl of {ttl} s (at most {max})"));
             }
         }
-        let taken: Vec<(&str, &Vec<String>)> = self
-            .constraints()
-            .into_iter()
-            .filter_map(|(field, list)| Some((field, list?)))
-            .filter(|(field, _)| request.spec().fields.iter().any(|f| f.name == *field))
-            .collect();
-        if taken.is_empty() {
-            return Ok(());
-        }
-        // The request's fields as the protocol names them, read only for a caller with
-        // claim constraints its kind takes.
-        let Ok(Value::Object(fields)) = request.to_json() else {
-            return deny("make this request".to_owned());
-        };
-        for (field, allowed) in taken {
-            let mut values: Vec<String> = match fields.get(field) {
-                Some(Value::String(text)) => vec![text.clone()],
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect(),
-                _ => Vec::new(),
-            };
+        for (identity, allowed) in &self.limits {
+            if !request.takes(identity) {
+                continue;
+            }
+            let field = identity.field;
+            let mut values = request.values(identity);
             if values.is_empty() {
-                values.extend(recorded()?.and_then(|meta| meta.recorded(field)));
+                values.extend(recorded()?.and_then(|meta| meta.recorded(field).map(str::to_owned)));
             }
             if values.is_empty() {
                 return deny(format!(
@@ -464,9 +451,9 @@ max_ttl = 600
         // Nothing recorded, nothing given: refused, not signed unconstrained.
         assert!(verdict(billing, &unnamed).contains("leave out issuer"));
         let recorded = |issuer: &str| {
-            let mut meta = KeyMetadata::new(p8hsm::apple::metadata::KeyKind::InAppPurchase);
-            meta.issuer = Some(issuer.parse().unwrap());
-            meta
+            KeyMetadata::new(p8hsm::apple::metadata::KeyKind::InAppPurchase)
+                .with(&identity::ISSUER, issuer)
+                .unwrap()
         };
         let other = "00000000-96fe-1a63-e053-0824d011072a";
         let refused = billing.allow(&unnamed, &|| Ok(Some(Arc::new(recorded(other)))));

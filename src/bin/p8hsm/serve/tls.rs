@@ -38,14 +38,47 @@ fn setup(what: String) -> Failure {
     Failure::ServeSetup(what)
 }
 
+/// The server's TLS key: a PEM file, or a P-256 key on the token the service signs
+/// with, named by a PKCS#11 URI whose id or object is its key ID.
+#[derive(Debug, Clone)]
+pub enum TlsKey {
+    /// A PEM file.
+    File(PathBuf),
+    /// A key on the token.
+    Token {
+        /// Its key ID.
+        key_id: KeyId,
+        /// The token the URI names, if it names one: it must be the service's.
+        token: Option<String>,
+    },
+}
+
+impl std::str::FromStr for TlsKey {
+    type Err = p8hsm::Error;
+
+    fn from_str(text: &str) -> Result<TlsKey, p8hsm::Error> {
+        if !text.starts_with("pkcs11:") {
+            return Ok(TlsKey::File(PathBuf::from(text)));
+        }
+        let uri: Pkcs11Uri = text.parse()?;
+        let key_id = uri.key_id().ok_or_else(|| p8hsm::Error::InvalidUri {
+            reason: "--tls-key's URI needs an id= or object= that is the key's ID".to_owned(),
+        })?;
+        Ok(TlsKey::Token {
+            key_id,
+            token: uri.token,
+        })
+    }
+}
+
 /// The files (and token key) the service's TLS is made of; read at start and again on
 /// SIGHUP.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     /// The server's certificate chain (PEM).
     pub cert: PathBuf,
-    /// The server's private key: a PEM file, or a PKCS#11 URI of a key on the token.
-    pub key: String,
+    /// The server's private key.
+    pub key: TlsKey,
     /// The CA certificates that issue the clients' certificates (PEM).
     pub client_ca: PathBuf,
     /// Certificate revocation lists of the client CA (PEM), if any.
@@ -62,22 +95,34 @@ pub struct Tls {
 /// the client certificate's checks (its expiry, a CRL read since), so every connection
 /// presents and has its certificate checked anew.
 pub fn server_config(files: &TlsFiles, token: &Token) -> Result<Tls, Failure> {
-    let (cert, key, client_ca) = (&files.cert, files.key.as_str(), &files.client_ca);
+    let (cert, client_ca) = (&files.cert, &files.client_ca);
     let chain = certificates(cert, "the certificate chain")?;
     if chain.is_empty() {
         return Err(setup(format!("{} holds no certificate", cert.display())));
     }
-    let signing_key: Arc<dyn SigningKey> = if key.starts_with("pkcs11:") {
-        Arc::new(token_key(key, token, &chain[0])?)
-    } else {
-        let pem = read(Path::new(key))?;
-        let der = PrivateKeyDer::from_pem_slice(&pem)
-            .map_err(|e| setup(format!("cannot read the private key {key}: {e}")))?;
-        ring::sign::any_supported_type(&der)
-            .map_err(|e| setup(format!("cannot use the private key {key}: {e}")))?
+    let signing_key: Arc<dyn SigningKey> = match &files.key {
+        TlsKey::Token {
+            key_id,
+            token: named,
+        } => Arc::new(token_key(key_id, named.as_deref(), token, &chain[0])?),
+        TlsKey::File(path) => {
+            let pem = read(path)?;
+            let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+                setup(format!(
+                    "cannot read the private key {}: {e}",
+                    path.display()
+                ))
+            })?;
+            ring::sign::any_supported_type(&der).map_err(|e| {
+                setup(format!(
+                    "cannot use the private key {}: {e}",
+                    path.display()
+                ))
+            })?
+        }
     };
     let certified = CertifiedKey::new(chain, signing_key);
-    if !key.starts_with("pkcs11:") {
+    if matches!(files.key, TlsKey::File(_)) {
         certified
             .keys_match()
             .map_err(|e| setup(format!("--tls-key does not match --tls-cert: {e}")))?;
@@ -204,11 +249,15 @@ fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>,
         .map_err(|e| setup(format!("cannot read {what} {}: {e}", path.display())))
 }
 
-/// The TLS key on the token that `uri` names (by its id or object: a key ID), checked
+/// The TLS key `key_id` on the token (which `named`, if given, must name), checked
 /// against the certificate.
-fn token_key(uri: &str, token: &Token, cert: &CertificateDer<'_>) -> Result<TokenKey, Failure> {
-    let uri: Pkcs11Uri = uri.parse()?;
-    if let Some(label) = &uri.token {
+fn token_key(
+    key_id: &KeyId,
+    named: Option<&str>,
+    token: &Token,
+    cert: &CertificateDer<'_>,
+) -> Result<TokenKey, Failure> {
+    if let Some(label) = named {
         if label != token.label() {
             return Err(setup(format!(
                 "--tls-key names token \"{label}\", but the service signs with token \"{}\": \
@@ -217,16 +266,7 @@ fn token_key(uri: &str, token: &Token, cert: &CertificateDer<'_>) -> Result<Toke
             )));
         }
     }
-    let key_id = uri
-        .id
-        .as_deref()
-        .and_then(|id| std::str::from_utf8(id).ok())
-        .or(uri.object.as_deref())
-        .and_then(|id| id.parse::<KeyId>().ok())
-        .ok_or_else(|| {
-            setup("--tls-key's URI needs an id= or object= that is the key's ID".to_owned())
-        })?;
-    let public = token.public_key(&key_id)?;
+    let public = token.public_key(key_id)?;
     let spki = public
         .to_public_key_der()
         .map_err(|e| setup(e.to_string()))?;
@@ -242,7 +282,7 @@ fn token_key(uri: &str, token: &Token, cert: &CertificateDer<'_>) -> Result<Toke
             "the certificate in --tls-cert is not for key {key_id}'s public key"
         )));
     }
-    Ok(TokenKey(Arc::new(token.key(&key_id)?)))
+    Ok(TokenKey(Arc::new(token.key(key_id)?)))
 }
 
 /// A TLS signing key that signs inside the token (ECDSA P-256 with SHA-256).

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use p8hsm::pkcs11::uri::Pkcs11Uri;
 use p8hsm::pkcs11::FoundToken;
-use p8hsm::pkcs11::{self, ModuleArgs, Profile, TokenSelector, TokenSpec};
+use p8hsm::pkcs11::{self, ModuleArgs, Profile, TokenLocation, TokenSelector};
 use p8hsm::{Error, KeyId, Token};
 use secrecy::SecretString;
 
@@ -181,10 +181,10 @@ impl Config {
     }
 
     /// The module, token and profile to open.
-    pub fn spec(&self) -> Result<TokenSpec, Error> {
+    pub fn spec(&self) -> Result<TokenLocation, Error> {
         let uri = self.uri();
         let module = self.module()?;
-        Ok(TokenSpec {
+        Ok(TokenLocation {
             module_args: self.module_args(&module)?,
             module,
             selector: TokenSelector {
@@ -218,7 +218,7 @@ impl Config {
     /// from: the URI's module (else this configuration's), the URI's token attributes
     /// (one of token, serial or slot-id is required), and the URI's pin-source or
     /// pin-value, else `--pin-source`, else a prompt.
-    pub fn other(&self, text: &SecretText) -> Result<(TokenSpec, PinSource), Failure> {
+    pub fn other(&self, text: &SecretText) -> Result<(TokenLocation, PinSource), Failure> {
         let uri = text.expose().parse::<Pkcs11Uri>()?;
         if uri.token.is_none() && uri.serial.is_none() && uri.slot_id.is_none() {
             return Err(Failure::Usage(
@@ -245,7 +245,7 @@ impl Config {
         } else {
             pkcs11::modules::registered_args(&module)
         };
-        let spec = TokenSpec {
+        let spec = TokenLocation {
             module,
             module_args,
             selector: TokenSelector {
@@ -287,12 +287,6 @@ impl Config {
 
     /// The URI's id, else its object, when it is an Apple key ID.
     pub fn uri_key_id(&self) -> Option<KeyId> {
-        let uri = self.uri()?;
-        let from_id = uri
-            .id
-            .as_deref()
-            .and_then(|id| std::str::from_utf8(id).ok())
-            .and_then(|id| id.parse().ok());
-        from_id.or_else(|| uri.object.as_deref().and_then(|o| o.parse().ok()))
+        self.uri()?.key_id()
     }
 }
