@@ -71,7 +71,7 @@ pub enum Error {
         reason: String,
     },
     /// A backdate that would make a provider token older than Apple accepts.
-    #[error("skew {skew} makes a {api} token older than the {limit} s Apple accepts")]
+    #[error("skew {skew} makes {api} tokens older than the {limit} s Apple accepts")]
     SkewTooLarge {
         /// The token kind.
         api: &'static str,

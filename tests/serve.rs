@@ -670,6 +670,59 @@ fn a_refusal_names_the_request_field_never_a_command_line_option() {
     );
 }
 
+/// The table of refusals reaches a program over HTTPS as it does through the agent: the
+/// same code, message and hint (fields, never options), with an error status.
+#[test]
+fn every_refusal_reaches_a_client_of_the_service_as_a_client_of_the_agent() {
+    use crate::common::examples::{ExampleKey, KEYS, MORE_KEYS, REFUSALS};
+    let (hsm, pki) = setup(Hsm::new());
+    let mut keys = vec!["\"ZZZZZZZZZ1\"".to_owned()];
+    for ExampleKey {
+        key_id,
+        kind,
+        identities,
+    } in KEYS.iter().chain(MORE_KEYS)
+    {
+        let (path, _) = hsm.write_key(&format!("{key_id}.p8"));
+        let mut args = vec!["import", path.to_str().unwrap(), "--key-id", key_id];
+        if !kind.is_empty() {
+            args.extend(["--kind", kind]);
+        }
+        for (option, value) in *identities {
+            args.extend([*option, *value]);
+        }
+        hsm.run(&args).ok();
+        keys.push(format!("\"{key_id}\""));
+    }
+    let kinds: Vec<String> = p8hsm::apple::Kind::ALL
+        .iter()
+        .map(|k| format!("\"{}\"", k.name()))
+        .collect();
+    std::fs::write(
+        pki.dir.join("policy.toml"),
+        format!(
+            "[[caller]]\nname = \"cn:billing-service\"\nkeys = [{}]\nkinds = [{}]\n",
+            keys.join(", "),
+            kinds.join(", ")
+        ),
+    )
+    .unwrap();
+    let s = Serving::start(&hsm, &pki, &[], &[]);
+    for refusal in REFUSALS {
+        let what = refusal.what;
+        let (status, reply) = s.token("billing", (refusal.request)());
+        assert!((400..600).contains(&status), "{what}: {status} {reply}");
+        let error = &reply["error"];
+        assert_eq!(error["code"], refusal.code, "{what}: {reply}");
+        assert_eq!(error["message"], refusal.error, "{what}: {reply}");
+        assert_eq!(
+            error["hint"].as_str(),
+            refusal.protocol_hint,
+            "{what}: {reply}"
+        );
+    }
+}
+
 /// The agent and the service are transports over one request pipeline: the same
 /// request, handed out by each, gets an audit line with the same fields, in the same
 /// order, and then only what the transport knows (the peer's uid, or its address).

@@ -8,7 +8,7 @@ use super::lifetime::Times;
 use super::metadata::KeyKind;
 use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
-    check, is_false, Context, Family, Field, Finding, IssuerShape, JwtKind, JwtShape, LifetimeRule,
+    is_false, Context, Family, Field, Finding, IssuerShape, JwtKind, JwtShape, LifetimeRule,
     Object, Spec, Value, ISSUER,
 };
 #[cfg(test)]
@@ -88,17 +88,12 @@ impl Scope {
     }
 }
 
-const SCOPE: Field = Field {
-    name: "scope",
-    help: "Limit the token to a request, e.g. \"GET /v1/apps\" (repeatable); a token living \
-           over 20 minutes needs scopes that are all GETs on resources allowing long-lived \
-           tokens",
-    value: Value::List {
-        placeholder: "\"METHOD /path\"",
-        check: check::<Scope>,
-    },
-    required: false,
-};
+const SCOPE: Field = Field::several(
+    &identity::SCOPE,
+    "Limit the token to a request, e.g. \"GET /v1/apps\" (repeatable); a token living over \
+     20 minutes needs scopes that are all GETs on resources allowing long-lived tokens",
+    false,
+);
 
 /// `token connect`: App Store Connect API tokens.
 pub const CONNECT: Spec = Spec {

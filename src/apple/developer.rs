@@ -20,15 +20,11 @@ pub const PROVIDER_TOKEN_VALIDITY: u64 = 60 * 60;
 /// months). WeatherKit and MapKit document no limit; p8hsm holds them to the same.
 pub const MAX_DEVELOPER_LIFETIME: u64 = 15_777_000;
 
-const TEAM_ID: Field = Field {
-    name: "team_id",
-    help: "Team ID (claim iss) [default: recorded with the key]",
-    value: Value::Text {
-        placeholder: "ID",
-        check: check::<TeamId>,
-    },
-    required: false,
-};
+const TEAM_ID: Field = Field::one(
+    &identity::TEAM_ID,
+    "Team ID (claim iss) [default: recorded with the key]",
+    false,
+);
 
 const DEVELOPER: &[KeyKind] = &[KeyKind::Developer];
 
@@ -120,15 +116,11 @@ pub const MUSICKIT: Spec = Spec {
     cacheable: true,
     fields: &[
         TEAM_ID,
-        Field {
-            name: "origin",
-            help: "Limit the token to an origin (repeatable)",
-            value: Value::List {
-                placeholder: "ORIGIN",
-                check: check::<Origin>,
-            },
-            required: false,
-        },
+        Field::several(
+            &identity::ORIGIN,
+            "Limit the token to an origin (repeatable)",
+            false,
+        ),
     ],
     jwt: Some(JwtShape {
         recognize: Some(|_, claims| {
@@ -172,15 +164,11 @@ pub const WEATHERKIT: Spec = Spec {
     cacheable: true,
     fields: &[
         TEAM_ID,
-        Field {
-            name: "service_id",
-            help: "WeatherKit Service ID (claim sub; header id = <TeamID>.<ServiceID>)",
-            value: Value::Text {
-                placeholder: "ID",
-                check: check::<ServiceId>,
-            },
-            required: true,
-        },
+        Field::one(
+            &identity::SERVICE_ID,
+            "WeatherKit Service ID (claim sub; header id = <TeamID>.<ServiceID>)",
+            true,
+        ),
     ],
     jwt: Some(JwtShape {
         recognize: Some(|header, _| header.contains_key("id")),
@@ -217,15 +205,11 @@ pub const MAPKIT: Spec = Spec {
     cacheable: true,
     fields: &[
         TEAM_ID,
-        Field {
-            name: "origin",
-            help: "Limit the token to an origin (required with {mapkit_js})",
-            value: Value::Text {
-                placeholder: "ORIGIN",
-                check: check::<Origin>,
-            },
-            required: false,
-        },
+        Field::one(
+            &identity::ORIGIN,
+            "Limit the token to an origin (required with {mapkit_js})",
+            false,
+        ),
         Field {
             name: "mapkit_js",
             help: "A dynamically signed MapKit JS token (adds scope \"mapkit_js\")",

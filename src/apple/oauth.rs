@@ -9,8 +9,7 @@ use super::identity;
 use super::metadata::{check_prefix, KeyKind};
 use super::signed::{HeaderStyle, Jwt};
 use super::spec::{
-    check, Context, Family, Field, IssuerShape, JwtKind, JwtShape, LifetimeRule, Object, Spec,
-    Value,
+    Context, Family, Field, IssuerShape, JwtKind, JwtShape, LifetimeRule, Object, Spec,
 };
 use super::AUD_SIGN_IN_WITH_APPLE;
 use crate::ids::Nonce;
@@ -22,15 +21,7 @@ pub const MAX_OAUTH_LIFETIME: u64 = 180 * 24 * 60 * 60;
 pub const AUD_ACCOUNT_TOKEN: &str = "https://account.apple.com/auth/oauth2/v2/token";
 
 const fn client_id_field(help: &'static str) -> Field {
-    Field {
-        name: "client_id",
-        help,
-        value: Value::Text {
-            placeholder: "ID",
-            check: check::<OAuthId>,
-        },
-        required: false,
-    }
+    Field::one(&identity::CLIENT_ID, help, false)
 }
 
 const fn assertion(
@@ -113,16 +104,11 @@ pub const APPLE_ADS: Spec = Spec {
     cacheable: true,
     fields: &[
         client_id_field("Client ID, SEARCHADS.<uuid> (claim sub) [default: recorded with the key]"),
-        Field {
-            name: "ads_team_id",
-            help: "Apple Ads team ID, SEARCHADS.<uuid> (claim iss) [default: recorded with the \
-                   key]",
-            value: Value::Text {
-                placeholder: "ID",
-                check: check::<OAuthId>,
-            },
-            required: false,
-        },
+        Field::one(
+            &identity::ADS_TEAM_ID,
+            "Apple Ads team ID, SEARCHADS.<uuid> (claim iss) [default: recorded with the key]",
+            false,
+        ),
     ],
     jwt: Some(JwtShape {
         // Sign in with Apple shares the aud; an Apple Ads secret's sub is SEARCHADS.…

@@ -7,11 +7,11 @@
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use super::identity::Identity;
+use super::identity::{self, Identity};
 use super::lifetime::{unix, Lifetime, Times};
 use super::metadata::{KeyKind, KeyMetadata};
 use super::signed::Jwt;
-use crate::{BundleId, Error, Es256Signer, IssuerId, KeyId};
+use crate::{Error, Es256Signer, KeyId};
 
 /// Everything one kind of request states about itself.
 #[derive(Debug)]
@@ -140,26 +140,55 @@ pub enum Value {
 }
 
 /// The issuer ID field the App Store Connect, App Store Server and StoreKit kinds share.
-pub(crate) const ISSUER: Field = Field {
-    name: "issuer",
-    help: "Issuer ID (a UUID) [default: recorded with the key]",
-    value: Value::Text {
-        placeholder: "UUID",
-        check: check::<IssuerId>,
-    },
-    required: false,
-};
+pub(crate) const ISSUER: Field = Field::one(
+    &identity::ISSUER,
+    "Issuer ID (a UUID) [default: recorded with the key]",
+    false,
+);
 
 /// The bundle ID field the App Store Server and StoreKit kinds share.
-pub(crate) const BUNDLE_ID: Field = Field {
-    name: "bundle_id",
-    help: "The app's bundle ID (claim bid)",
-    value: Value::Text {
-        placeholder: "BUNDLE",
-        check: check::<BundleId>,
-    },
-    required: true,
-};
+pub(crate) const BUNDLE_ID: Field = Field::one(
+    &identity::BUNDLE_ID,
+    "The app's bundle ID (claim bid)",
+    true,
+);
+
+impl Field {
+    /// The request field that gives one value of `identity`.
+    pub(crate) const fn one(
+        identity: &'static Identity,
+        help: &'static str,
+        required: bool,
+    ) -> Field {
+        Field {
+            name: identity.field,
+            help,
+            value: Value::Text {
+                placeholder: identity.placeholder,
+                check: identity.check,
+            },
+            required,
+        }
+    }
+
+    /// The request field that gives several values of `identity` (a JSON array; a
+    /// repeatable option).
+    pub(crate) const fn several(
+        identity: &'static Identity,
+        help: &'static str,
+        required: bool,
+    ) -> Field {
+        Field {
+            name: identity.field,
+            help,
+            value: Value::List {
+                placeholder: identity.placeholder,
+                check: identity.check,
+            },
+            required,
+        }
+    }
+}
 
 pub use super::identity::check;
 
