@@ -160,15 +160,7 @@ impl Field {
         help: &'static str,
         required: bool,
     ) -> Field {
-        Field {
-            name: identity.field,
-            help,
-            value: Value::Text {
-                placeholder: identity.placeholder,
-                check: identity.check,
-            },
-            required,
-        }
+        Field::of(identity, help, required, false)
     }
 
     /// The request field that gives several values of `identity` (a JSON array; a
@@ -178,12 +170,23 @@ impl Field {
         help: &'static str,
         required: bool,
     ) -> Field {
+        Field::of(identity, help, required, true)
+    }
+
+    const fn of(
+        identity: &'static Identity,
+        help: &'static str,
+        required: bool,
+        several: bool,
+    ) -> Field {
+        let (placeholder, check) = (identity.placeholder, identity.check);
         Field {
             name: identity.field,
             help,
-            value: Value::List {
-                placeholder: identity.placeholder,
-                check: identity.check,
+            value: if several {
+                Value::List { placeholder, check }
+            } else {
+                Value::Text { placeholder, check }
             },
             required,
         }
