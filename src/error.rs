@@ -343,6 +343,54 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::Malformed`] whose reason may quote what a client sent (serde's
+    /// "unknown field `…`", "invalid type: string \"…\""): each quoted run is cut to 64
+    /// characters and the whole to 400, control characters escaped, so that a reply never
+    /// echoes a long value or a secret put in the wrong field in full.
+    pub fn malformed(reason: impl Into<String>) -> Error {
+        const QUOTED: usize = 64;
+        const WHOLE: usize = 400;
+        let reason = reason.into();
+        let push = |out: &mut String, c: char| {
+            if c.is_control() {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        };
+        let mut out = String::new();
+        let mut quote: Option<char> = None;
+        let mut run = 0;
+        for c in reason.chars() {
+            if out.chars().count() >= WHOLE {
+                out.push('…');
+                break;
+            }
+            match quote {
+                Some(q) if c == q => {
+                    quote = None;
+                    out.push(c);
+                }
+                Some(_) => {
+                    run += 1;
+                    if run <= QUOTED {
+                        push(&mut out, c);
+                    } else if run == QUOTED + 1 {
+                        out.push('…');
+                    }
+                }
+                None => {
+                    if c == '"' || c == '`' {
+                        quote = Some(c);
+                        run = 0;
+                    }
+                    push(&mut out, c);
+                }
+            }
+        }
+        Error::Malformed { reason: out }
+    }
+
     /// An [`Error::Internal`] from anything displayable.
     pub fn internal(e: impl std::fmt::Display) -> Error {
         Error::Internal(e.to_string())
@@ -580,6 +628,33 @@ pub enum ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_request_never_echoes_a_long_value_in_full() {
+        let secret = format!("secret-{}", "A".repeat(60_000));
+        let reason = format!("invalid type: string \"{secret}\", expected a sequence");
+        let Error::Malformed { reason } = Error::malformed(reason) else {
+            unreachable!()
+        };
+        assert!(reason.chars().count() < 200, "{reason}");
+        assert!(
+            reason.starts_with("invalid type: string \"secret-AAA"),
+            "{reason}"
+        );
+        assert!(reason.ends_with("…\", expected a sequence"), "{reason}");
+        let field = format!("unknown field `{}`, expected `kind`", "x".repeat(70));
+        let Error::Malformed { reason } = Error::malformed(field) else {
+            unreachable!()
+        };
+        assert_eq!(
+            reason,
+            format!("unknown field `{}…`, expected `kind`", "x".repeat(64))
+        );
+        let Error::Malformed { reason } = Error::malformed("the agent's \"a\nb\"") else {
+            unreachable!()
+        };
+        assert_eq!(reason, "the agent's \"a\\nb\"");
+    }
 
     #[test]
     fn codes_are_snake_case_on_the_wire_and_unknown_ones_are_tolerated() {

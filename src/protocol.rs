@@ -60,9 +60,9 @@ pub fn parse(line: &[u8]) -> Incoming {
     let request = match object.remove("version") {
         None => Request::from_json(Value::Object(object)),
         Some(v) if v.as_u64() == Some(VERSION) => Request::from_json(Value::Object(object)),
-        Some(v) => Err(Error::Malformed {
-            reason: format!("protocol version {v} is not {VERSION}, the one this agent speaks"),
-        }),
+        Some(v) => Err(Error::malformed(format!(
+            "protocol version {v} is not {VERSION}, the one this agent speaks"
+        ))),
     };
     Incoming { id, request }
 }

@@ -16,6 +16,22 @@ pub fn check<T: FromStr<Err = Error>>(s: &str) -> Result<(), Error> {
     s.parse::<T>().map(drop)
 }
 
+/// A parser, and the canonical form of what it takes.
+type Parsers = (
+    fn(&str) -> Result<(), Error>,
+    fn(&str) -> Result<String, Error>,
+);
+
+/// The parser and canonical form of `T`.
+const fn parsed<T: FromStr<Err = Error> + std::fmt::Display>() -> Parsers {
+    (check::<T>, canonical::<T>)
+}
+
+/// A value of `T` as `T` writes it (an issuer ID in lower case…), or why it is none.
+pub fn canonical<T: FromStr<Err = Error> + std::fmt::Display>(s: &str) -> Result<String, Error> {
+    s.parse::<T>().map(|value| value.to_string())
+}
+
 /// One identity.
 #[derive(Debug)]
 pub struct Identity {
@@ -28,6 +44,9 @@ pub struct Identity {
     pub placeholder: &'static str,
     /// The parser of a value.
     pub check: fn(&str) -> Result<(), Error>,
+    /// A value as the token carries it and a key records it (an issuer ID in lower
+    /// case), or why it is none.
+    pub canonical: fn(&str) -> Result<String, Error>,
     /// Whether it is an OAuth ID that carries its key kind's prefix (`BUSINESSAPI.…`).
     pub prefixed: bool,
     /// Whether the service's policy can limit a caller to some of its values.
@@ -40,13 +59,14 @@ const fn identity(
     field: &'static str,
     about: &'static str,
     placeholder: &'static str,
-    check: fn(&str) -> Result<(), Error>,
+    (check, canonical): Parsers,
 ) -> Identity {
     Identity {
         field,
         about,
         placeholder,
         check,
+        canonical,
         prefixed: false,
         constrained: true,
         from_environment: false,
@@ -56,32 +76,32 @@ const fn identity(
 /// An App Store Connect issuer ID.
 pub const ISSUER: Identity = Identity {
     from_environment: true,
-    ..identity("issuer", "issuer ID", "UUID", check::<IssuerId>)
+    ..identity("issuer", "issuer ID", "UUID", parsed::<IssuerId>())
 };
 /// A developer team's Team ID.
 pub const TEAM_ID: Identity = Identity {
     from_environment: true,
-    ..identity("team_id", "Team ID", "ID", check::<TeamId>)
+    ..identity("team_id", "Team ID", "ID", parsed::<TeamId>())
 };
 /// An OAuth client ID.
 pub const CLIENT_ID: Identity = Identity {
     prefixed: true,
-    ..identity("client_id", "client ID", "ID", check::<OAuthId>)
+    ..identity("client_id", "client ID", "ID", parsed::<OAuthId>())
 };
 /// An Apple Ads team ID, `SEARCHADS.<uuid>`.
 pub const ADS_TEAM_ID: Identity = Identity {
     prefixed: true,
     constrained: false,
-    ..identity("ads_team_id", "ads team ID", "ID", check::<OAuthId>)
+    ..identity("ads_team_id", "ads team ID", "ID", parsed::<OAuthId>())
 };
 /// An app's bundle ID.
-pub const BUNDLE_ID: Identity = identity("bundle_id", "bundle ID", "BUNDLE", check::<BundleId>);
+pub const BUNDLE_ID: Identity = identity("bundle_id", "bundle ID", "BUNDLE", parsed::<BundleId>());
 /// A WeatherKit Service ID.
-pub const SERVICE_ID: Identity = identity("service_id", "Service ID", "ID", check::<ServiceId>);
+pub const SERVICE_ID: Identity = identity("service_id", "Service ID", "ID", parsed::<ServiceId>());
 /// A web origin.
-pub const ORIGIN: Identity = identity("origin", "origin", "ORIGIN", check::<Origin>);
+pub const ORIGIN: Identity = identity("origin", "origin", "ORIGIN", parsed::<Origin>());
 /// An App Store Connect scope entry.
-pub const SCOPE: Identity = identity("scope", "scope", "\"METHOD /path\"", check::<Scope>);
+pub const SCOPE: Identity = identity("scope", "scope", "\"METHOD /path\"", parsed::<Scope>());
 
 /// Every identity, in the order the command line lists them.
 pub const ALL: &[&Identity] = &[

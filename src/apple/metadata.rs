@@ -156,10 +156,10 @@ impl KeyMetadata {
     /// Records `value` as the key's `identity`, checked against the identity's form, the
     /// kind's identities and the kind's prefix.
     pub fn with(mut self, identity: &Identity, value: &str) -> Result<Self, Error> {
-        (identity.check)(value)?;
-        self.check(identity, value)?;
-        self.identities
-            .insert(identity.field.to_owned(), value.to_owned());
+        // Recorded as tokens carry it: an issuer ID given in upper case is one in lower.
+        let value = (identity.canonical)(value)?;
+        self.check(identity, &value)?;
+        self.identities.insert(identity.field.to_owned(), value);
         Ok(self)
     }
 
@@ -326,6 +326,17 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "apple-ads keys record no Team ID (they record their client ID and ads team ID)"
+        );
+    }
+
+    #[test]
+    fn identities_are_recorded_as_tokens_carry_them() {
+        let meta = KeyMetadata::new(KeyKind::Connect)
+            .with(&ISSUER, "57246542-96FE-1A63-E053-0824D011072A")
+            .unwrap();
+        assert_eq!(
+            meta.recorded("issuer"),
+            Some("57246542-96fe-1a63-e053-0824d011072a")
         );
     }
 

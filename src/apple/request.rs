@@ -232,7 +232,7 @@ impl Request {
     /// `key_id`, `ttl` and `skew` where the kind has them, and the kind's own fields.
     /// `command` (`token` or `sign`) may be given and must then match the kind.
     pub fn from_json(value: Value) -> Result<Request, Error> {
-        let malformed = |reason: String| Error::Malformed { reason };
+        let malformed = Error::malformed;
         let Value::Object(mut fields) = value else {
             return Err(malformed("a request is a JSON object".to_owned()));
         };
@@ -369,9 +369,7 @@ pub(crate) fn to_fields<T: Serialize>(params: &T) -> Result<Map<String, Value>, 
 
 /// A kind's fields from a JSON object; unknown fields are refused.
 pub(crate) fn from_fields<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, Error> {
-    serde_json::from_value(Value::Object(fields)).map_err(|e| Error::Malformed {
-        reason: e.to_string(),
-    })
+    serde_json::from_value(Value::Object(fields)).map_err(|e| Error::malformed(e.to_string()))
 }
 
 #[cfg(test)]

@@ -233,6 +233,25 @@ impl Caller {
                         .collect::<Option<Vec<_>>>()
                 })
                 .ok_or_else(|| format!("caller \"{}\": {list} is a list of strings", self.name))?;
+            if values.is_empty() {
+                return Err(format!(
+                    "caller \"{}\": {list} is empty, which allows no request: list the values \
+                     it may ask for, or leave {list} out to allow any",
+                    self.name
+                ));
+            }
+            // Each value as tokens carry it (an issuer ID in lower case), or refused now
+            // rather than making every request fail. A field some kind reads its own way
+            // (Sign in with Apple's client_id is an App ID, not an OAuth ID) takes what
+            // that kind takes.
+            let values = values
+                .iter()
+                .map(|v| match (identity.canonical)(v) {
+                    Ok(canonical) => Ok(canonical),
+                    Err(_) if some_kind_takes(identity, v) => Ok(v.clone()),
+                    Err(e) => Err(format!("caller \"{}\": {list}: {e}", self.name)),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             self.limits.push((identity, values));
         }
         Ok(self)
@@ -286,6 +305,19 @@ impl Caller {
         }
         Ok(())
     }
+}
+
+/// Whether a kind takes `value` for the field of `identity`.
+fn some_kind_takes(identity: &Identity, value: &str) -> bool {
+    use p8hsm::apple::spec::Value;
+    Kind::ALL
+        .iter()
+        .flat_map(|kind| kind.spec().fields)
+        .filter(|field| field.name == identity.field)
+        .any(|field| match field.value {
+            Value::Text { check, .. } | Value::List { check, .. } => check(value).is_ok(),
+            _ => false,
+        })
 }
 
 /// The service's gate: a caller of the policy.
@@ -606,6 +638,42 @@ kinds = []
             name(policy.caller(&both)),
             "ambiguous [\"dns:alpha.example\", \"cn:beta\"]"
         );
+    }
+
+    #[test]
+    fn listed_values_are_read_as_tokens_carry_them_or_refused_when_the_policy_loads() {
+        let caller = |rest: &str| {
+            format!("[[caller]]\nname = \"cn:a\"\nkeys = []\nkinds = [\"server\"]\n{rest}")
+        };
+        for (list, why) in [
+            ("issuers = [\"not-a-uuid\"]", "issuers: invalid issuer ID"),
+            ("team_ids = [\"abc\"]", "team_ids: invalid Team ID"),
+            ("bundle_ids = []", "bundle_ids is empty"),
+            (
+                "bundle_ids = [\"com.example app\"]",
+                "bundle_ids: invalid bundle ID",
+            ),
+            ("service_ids = [\"a b\"]", "service_ids: invalid Service ID"),
+        ] {
+            let err = Policy::parse(&caller(list)).unwrap_err();
+            assert!(err.contains(why), "{list}: {err}");
+        }
+        // An issuer listed in upper case is the one tokens carry, in lower case.
+        let policy = Policy::parse(&caller(
+            "issuers = [\"57246542-96FE-1A63-E053-0824D011072A\"]",
+        ))
+        .unwrap();
+        let a = policy.caller(&cn("a")).unwrap();
+        let request = request(&format!(
+            r#"{{"kind":"server","key_id":"ABCDEFGH12","issuer":"{ISSUER}","bundle_id":"b"}}"#
+        ));
+        let keys_aside = Caller {
+            keys: vec!["ABCDEFGH12".parse().unwrap()],
+            ..(**a).clone()
+        };
+        assert!(keys_aside.allow(&request, &|| Ok(None)).is_ok());
+        // Sign in with Apple's client_id is an App ID, which that kind takes.
+        assert!(Policy::parse(&caller("client_ids = [\"com.example.web\"]")).is_ok());
     }
 
     #[test]

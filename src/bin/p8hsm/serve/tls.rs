@@ -57,10 +57,29 @@ impl std::str::FromStr for TlsKey {
     type Err = p8hsm::Error;
 
     fn from_str(text: &str) -> Result<TlsKey, p8hsm::Error> {
-        if !text.starts_with("pkcs11:") {
+        // A URI as the URI parser reads one: white space aside, the scheme in any case. A
+        // URI taken for a file name would be echoed in an error, pin-value and all.
+        let scheme: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .take(7)
+            .collect();
+        if !scheme.eq_ignore_ascii_case("pkcs11:") {
             return Ok(TlsKey::File(PathBuf::from(text)));
         }
         let uri: Pkcs11Uri = text.parse()?;
+        if uri.pin_value.is_some()
+            || uri.pin_source.is_some()
+            || uri.module_path.is_some()
+            || uri.module_name.is_some()
+        {
+            return Err(p8hsm::Error::InvalidUri {
+                reason: "--tls-key names a key on the token the service signs with, which the \
+                         other options choose and log in to: leave out pin-value, pin-source, \
+                         module-path and module-name"
+                    .to_owned(),
+            });
+        }
         let key_id = uri.key_id().ok_or_else(|| p8hsm::Error::InvalidUri {
             reason: "--tls-key's URI needs an id= or object= that is the key's ID".to_owned(),
         })?;
@@ -616,5 +635,34 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.of.open.lock().unwrap_or_else(|p| p.into_inner());
         open.1.remove(&self.number);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_key_uri_is_never_taken_for_a_file_and_names_only_the_key() {
+        let secret = "0000secret9999";
+        for text in [
+            format!("PKCS11:object=TLSSERVER1?pin-value={secret}"),
+            format!(" pkcs11:object=TLSSERVER1?pin-value={secret}"),
+            format!("pkcs11 :object=TLSSERVER1?pin-value={secret}"),
+            format!("pkcs11:object=TLSSERVER1?pin-source=file:/x{secret}"),
+            format!("pkcs11:object=TLSSERVER1?module-path=/{secret}.so"),
+        ] {
+            let refused = text.parse::<TlsKey>().unwrap_err().to_string();
+            assert!(!refused.contains(secret), "{refused}");
+            assert!(refused.contains("leave out pin-value"), "{refused}");
+        }
+        assert!(matches!(
+            "PKCS11:object=TLSSERVER1;token=p8hsm".parse::<TlsKey>(),
+            Ok(TlsKey::Token { token: Some(_), .. })
+        ));
+        assert!(matches!(
+            "server.key".parse::<TlsKey>(),
+            Ok(TlsKey::File(_))
+        ));
     }
 }
