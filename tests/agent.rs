@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::{exchange, read_reply, succeeded, verify_jwt, Agent, Hsm, ISSUER};
+use crate::common::{exchange, path_str, read_reply, succeeded, verify_jwt, Agent, Hsm, ISSUER};
 use serde_json::{json, Value};
 
 const KEY_ID: &str = "2X9R4HXF34";
@@ -188,7 +188,13 @@ fn many_clients_get_verified_tokens_and_the_same_output_as_without_the_agent() {
 fn malformed_oversized_and_slow_requests_get_errors_and_starve_no_one() {
     let hsm = Hsm::new();
     let key = hsm.import_new_key(KEY_ID);
-    let agent = Agent::start(&hsm, &hsm.env, &[], &["--keys", KEY_ID]);
+    let log = hsm.dir.path().join("audit.log");
+    let agent = Agent::start(
+        &hsm,
+        &hsm.env,
+        &[],
+        &["--keys", KEY_ID, "--audit-log", path_str(&log)],
+    );
 
     // A slow client holds a connection without sending anything.
     let _slow = agent.connect();
@@ -217,6 +223,17 @@ fn malformed_oversized_and_slow_requests_get_errors_and_starve_no_one() {
         &json!({"id": 9, "command": "token", "kind": "connect", "key_id": "ABCDEFGH12", "individual": true}),
     );
     assert_eq!(reply["error"]["code"], "key_not_allowed");
+    // A key --keys leaves out is a refusal of the agent's gate, audited as the
+    // service's policy refusals are.
+    let audit = std::fs::read_to_string(&log).unwrap();
+    let refused = audit
+        .lines()
+        .find(|l| l.contains(" refused "))
+        .unwrap_or_default();
+    assert!(
+        refused.contains(" caller=uid:") && refused.contains(" reason=\"use key ABCDEFGH12\""),
+        "{audit}"
+    );
     let reply = exchange(
         &mut stream,
         &json!({"id": 10, "command": "token", "kind": "connect", "key_id": KEY_ID, "individual": true, "ttl": 99999}),

@@ -35,14 +35,7 @@ fn every_kind_signs_its_example_alike_on_the_command_line_and_through_the_agent(
     let hsm = Hsm::new();
     let mut secrets = Vec::new();
     for key in KEYS {
-        let (path, secret) = hsm.write_key(&format!("{}.p8", key.kind));
-        let mut args = vec!["import", path.to_str().unwrap(), "--key-id", key.key_id];
-        args.extend(["--kind", key.kind]);
-        for (option, value) in key.identities {
-            args.extend([*option, *value]);
-        }
-        hsm.run(&args).ok();
-        secrets.push((key.key_id, secret));
+        secrets.push((key.key_id, key.import(&hsm)));
     }
     let request_file = hsm.dir.path().join("request.json");
     std::fs::write(&request_file, REQUEST).unwrap();

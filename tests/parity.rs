@@ -4,27 +4,14 @@
 //! said to a program: fields, never options); and the agent's reply carries its code,
 //! message and protocol hint, exactly.
 
-use crate::common::examples::{ExampleKey, KEYS, MORE_KEYS, REFUSALS};
-use crate::common::{path_str, Agent, Hsm};
+use crate::common::examples::{KEYS, MORE_KEYS, REFUSALS};
+use crate::common::{Agent, Hsm};
 
 #[test]
 fn every_refusal_is_said_exactly_directly_and_through_the_agent() {
     let hsm = Hsm::new();
-    for ExampleKey {
-        key_id,
-        kind,
-        identities,
-    } in KEYS.iter().chain(MORE_KEYS)
-    {
-        let (path, _) = hsm.write_key(&format!("{key_id}.p8"));
-        let mut args = vec!["import", path_str(&path), "--key-id", key_id];
-        if !kind.is_empty() {
-            args.extend(["--kind", kind]);
-        }
-        for (option, value) in *identities {
-            args.extend([*option, *value]);
-        }
-        hsm.run(&args).ok();
+    for key in KEYS.iter().chain(MORE_KEYS) {
+        key.import(&hsm);
     }
     let agent = Agent::start(&hsm, &hsm.env, &[], &[]);
     assert!(REFUSALS.len() >= 12);

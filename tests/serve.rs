@@ -674,25 +674,12 @@ fn a_refusal_names_the_request_field_never_a_command_line_option() {
 /// same code, message and hint (fields, never options), with an error status.
 #[test]
 fn every_refusal_reaches_a_client_of_the_service_as_a_client_of_the_agent() {
-    use crate::common::examples::{ExampleKey, KEYS, MORE_KEYS, REFUSALS};
+    use crate::common::examples::{KEYS, MORE_KEYS, REFUSALS};
     let (hsm, pki) = setup(Hsm::new());
     let mut keys = vec!["\"ZZZZZZZZZ1\"".to_owned()];
-    for ExampleKey {
-        key_id,
-        kind,
-        identities,
-    } in KEYS.iter().chain(MORE_KEYS)
-    {
-        let (path, _) = hsm.write_key(&format!("{key_id}.p8"));
-        let mut args = vec!["import", path.to_str().unwrap(), "--key-id", key_id];
-        if !kind.is_empty() {
-            args.extend(["--kind", kind]);
-        }
-        for (option, value) in *identities {
-            args.extend([*option, *value]);
-        }
-        hsm.run(&args).ok();
-        keys.push(format!("\"{key_id}\""));
+    for key in KEYS.iter().chain(MORE_KEYS) {
+        key.import(&hsm);
+        keys.push(format!("\"{}\"", key.key_id));
     }
     let kinds: Vec<String> = p8hsm::apple::Kind::ALL
         .iter()

@@ -5,11 +5,30 @@
 
 use serde_json::{json, Value};
 
+use super::{path_str, Hsm};
+
 /// A key the examples sign with: its key ID, its recorded kind and identities.
 pub struct ExampleKey {
     pub key_id: &'static str,
     pub kind: &'static str,
     pub identities: &'static [(&'static str, &'static str)],
+}
+
+impl ExampleKey {
+    /// Imports a fresh key as this one into `hsm`, with its kind and identities recorded;
+    /// returns the key.
+    pub fn import(&self, hsm: &Hsm) -> p256::SecretKey {
+        let (path, secret) = hsm.write_key(&format!("{}.p8", self.key_id));
+        let mut args = vec!["import", path_str(&path), "--key-id", self.key_id];
+        if !self.kind.is_empty() {
+            args.extend(["--kind", self.kind]);
+        }
+        for (option, value) in self.identities {
+            args.extend([*option, *value]);
+        }
+        hsm.run(&args).ok();
+        secret
+    }
 }
 
 pub const ISSUER: &str = "57246542-96fe-1a63-e053-0824d011072a";

@@ -133,23 +133,22 @@ impl Audit {
         outcome: Outcome<Failure>,
         peer: &[(&'static str, String)],
     ) -> Result<(Signed, Source), Failure> {
-        match &outcome.record {
-            Some(Record::Signed { fields, token }) => {
-                let mut fields = fields.clone();
+        let Outcome { result, record } = outcome;
+        match (record, &result) {
+            (Some(Record::Signed { mut fields }), Ok((signed, _))) => {
                 fields.extend(peer.iter().cloned());
                 if self.tokens {
-                    fields.push(("token", token.clone()));
+                    fields.push(("token", signed.line().to_owned()));
                 }
                 self.write("sign", &fields).map_err(Failure::AuditFailed)?;
             }
-            Some(Record::Refused { who, fields }) => {
-                let mut fields = fields.clone();
+            (Some(Record::Refused { who, mut fields }), _) => {
                 fields.extend(peer.iter().cloned());
-                self.refused(who, &fields);
+                self.refused(&who, &fields);
             }
-            None => {}
+            _ => {}
         }
-        outcome.result
+        result
     }
 
     /// An event line; a failure to write it is not the caller's concern.
