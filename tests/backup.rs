@@ -144,7 +144,7 @@ fn a_key_goes_into_every_token_named_each_copy_proven() {
         "--also-into",
         "pkcs11:model=SoftHSM%20v2",
     ])
-    .fails(2, "--also-into needs a URI that names a token");
+    .fails(2, "error: --also-into needs a URI that names a token: add token=LABEL (or serial= or slot-id=); `p8hsm modules` prints each token's URI");
 }
 
 /// A small filesystem mounted over one token's directory: that token refuses writes.
@@ -217,7 +217,7 @@ fn when_one_token_refuses_no_copy_is_left_anywhere() {
         "--also-into",
         &refusing,
     ])
-    .fails(4, "wrong PIN");
+    .fails(4, "error: the token refused the PIN (wrong PIN)\nwarning: repeated wrong PINs can lock a hardware token; p8hsm tried once and will not retry: check the PIN source before running again");
 
     // A token that refuses the write, after two copies were made: both are removed.
     let _full = fill(&hsm, "backup-b");
@@ -231,7 +231,7 @@ fn when_one_token_refuses_no_copy_is_left_anywhere() {
         "--also-into",
         &b,
     ]);
-    run.fails(8, "importing into token \"backup-b\" failed");
+    run.fails(8, "error: importing into token \"backup-b\" failed: import check failed: the token did not keep the claim on the key ID it said it created (is its storage full?); the objects created were destroyed; the copies in \"p8hsm\", \"backup-a\" were removed");
     assert!(
         run.stderr
             .contains("the copies in \"p8hsm\", \"backup-a\" were removed"),
@@ -260,7 +260,7 @@ fn the_primary_token_named_again_is_refused_before_anything_is_written() {
     );
     let before = hsm.object_count_on("p8hsm");
     hsm.run(&["import", path_str(&path), "--also-into", &primary])
-        .fails(2, "--also-into names token \"p8hsm\"");
+        .fails(2, "error: --also-into names token \"p8hsm\", which the import writes to already: name each other token once");
     hsm.run(&[
         "import",
         path_str(&path),
@@ -269,7 +269,7 @@ fn the_primary_token_named_again_is_refused_before_anything_is_written() {
         "--also-into",
         &a,
     ])
-    .fails(2, "--also-into names token \"backup-a\"");
+    .fails(2, "error: --also-into names token \"backup-a\", which the import writes to already: name each other token once");
     assert_eq!(hsm.object_count_on("p8hsm"), before);
     assert_eq!(hsm.object_count_on("backup-a"), 0);
 }

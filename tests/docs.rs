@@ -54,7 +54,7 @@ fn field_tables() -> String {
                 Value::Flag => "boolean (default false)".to_owned(),
                 Value::Bool => "boolean".to_owned(),
                 Value::Number { placeholder } => format!("integer ({placeholder})"),
-                Value::File { limit } => format!("string (at most {limit} bytes)"),
+                Value::File { limit, .. } => format!("string (at most {limit} bytes)"),
                 Value::Digest { .. } => "string (standard base64 of SHA-256)".to_owned(),
             };
             out.push_str(&format!(

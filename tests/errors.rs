@@ -2,7 +2,7 @@
 //! pkcs11-spy, also when the PIN stops working while the agent runs), missing module,
 //! token, key and PIN source.
 
-use crate::common::{spy, Agent, Hsm, ISSUER};
+use crate::common::{spy, Agent, Hsm, Run, ISSUER};
 use serde_json::json;
 
 /// `p8hsm args` through OpenSC's pkcs11-spy with a wrong PIN; returns the run and the
@@ -79,7 +79,7 @@ fn the_pin_never_appears_in_output_or_arguments() {
         assert!(!run.stdout.contains(&pin) && !run.stderr.contains(&pin));
     }
     let run = hsm.run(&["--pin-source", &pin, "keys"]);
-    run.fails(4, "the PIN source is not file:PATH, env:VAR or prompt");
+    run.fails(4, "error: cannot read the PIN: the PIN source is not file:PATH, env:VAR or prompt\nhint: give --pin-source file:PATH, env:VAR or prompt (or set P8HSM_PIN_SOURCE)");
     assert!(
         !run.stderr.contains(&pin),
         "the mistaken PIN is not echoed: {}",
@@ -95,26 +95,23 @@ fn missing_module_token_key_and_pin_source_each_have_their_own_message() {
     let hsm = Hsm::new();
     hsm.import_new_key("2X9R4HXF34");
     hsm.run(&["--module", "/nonexistent/libpkcs11.so", "keys"])
-        .fails(5, "PKCS#11 module /nonexistent/libpkcs11.so does not exist");
+        .fails(5, "error: PKCS#11 module /nonexistent/libpkcs11.so does not exist\nhint: check --module, P8HSM_MODULE and PKCS11_MODULE_PATH");
     hsm.run(&["--token", "elsewhere", "keys"])
-        .fails(5, "no token labelled \"elsewhere\" (tokens present: p8hsm)");
+        .fails(5, "error: no token labelled \"elsewhere\" (tokens present: p8hsm)\nhint: choose the token with --token LABEL, P8HSM_TOKEN or a --key URI (`p8hsm modules` lists them); for SoftHSM, `p8hsm softhsm init` makes one");
     hsm.run(&["token", "connect", "--key-id", "ABCDEFGH12", "--individual"])
-        .fails(6, "no key with key ID ABCDEFGH12 on the token");
+        .fails(6, "error: no key with key ID ABCDEFGH12 on the token\nhint: `p8hsm keys` lists the keys; `p8hsm import AuthKey_<ID>.p8` adds one");
     hsm.run(&["pubkey", "--key-id", "ABCDEFGH12"])
-        .fails(6, "no key with key ID ABCDEFGH12");
+        .fails(6, "error: no key with key ID ABCDEFGH12 on the token\nhint: `p8hsm keys` lists the keys; `p8hsm import AuthKey_<ID>.p8` adds one");
     hsm.run(&["--pin-source", "env:P8HSM_NO_SUCH_VARIABLE", "keys"])
-        .fails(4, "environment variable P8HSM_NO_SUCH_VARIABLE is not set");
+        .fails(4, "error: cannot read the PIN: environment variable P8HSM_NO_SUCH_VARIABLE is not set or not UTF-8\nhint: give --pin-source file:PATH, env:VAR or prompt (or set P8HSM_PIN_SOURCE)");
     hsm.run(&["--pin-source", "file:/nonexistent/pin", "keys"])
-        .fails(4, "cannot read PIN file /nonexistent/pin");
+        .fails(4, "error: cannot read the PIN: cannot read PIN file /nonexistent/pin: No such file or directory (os error 2)\nhint: give --pin-source file:PATH, env:VAR or prompt (or set P8HSM_PIN_SOURCE)");
     let run = hsm
         .command(&["keys"])
         .env_remove("P8HSM_PIN_SOURCE")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("prompt needs a terminal"), "{stderr}");
-    assert!(stderr.contains("hint: give --pin-source"), "{stderr}");
+    Run::from(run).fails(4, "error: cannot read the PIN: prompt needs a terminal, and there is none\nhint: give --pin-source file:PATH, env:VAR or prompt (or set P8HSM_PIN_SOURCE)");
 }
 
 #[test]

@@ -134,7 +134,7 @@ fn a_generated_key_never_left_the_token_and_signs_for_its_printed_public_key() {
         "--ads-team-id",
         ADS_TEAM,
     ])
-    .fails(6, "no key with key ID");
+    .fails(6, "error: no key with key ID d136aa66-0c3b-4bd4-9892-c20e8db024ab on the token\nhint: `p8hsm keys` lists the keys; `p8hsm import AuthKey_<ID>.p8` adds one");
 
     let assigned = assign_ads(&hsm, "ads-prod");
     assert!(assigned.contains("origin       generated"), "{assigned}");
@@ -242,23 +242,23 @@ fn keygen_and_assign_refuse_what_they_cannot_do_and_change_nothing() {
         (
             &["keygen", "--label", "spare"],
             7,
-            "an object labelled \"spare\"",
+            "error: the token already holds an object labelled \"spare\"; nothing was written\nhint: `p8hsm keys` lists what is there; to replace a key, delete it first with `p8hsm delete --key-id ID --yes`",
         ),
         (
             &["keygen", "--label", "ABCDEFGH12"],
             3,
-            "must not look like a key ID",
+            "error: invalid label \"ABCDEFGH12\": a generated key's label must not look like a key ID, which p8hsm would take it for",
         ),
-        (&["keygen", "--label", "a\u{202e}b"], 3, "invalid label"),
+        (&["keygen", "--label", "a\u{202e}b"], 3, "error: invalid label \"a\\u{202e}b\": use 1 to 64 bytes without control or bidirectional formatting characters"),
         (
             &["assign", "--label", "nope", "--key-id", ADS_KEY],
             6,
-            "no generated key awaiting its key ID is labelled \"nope\"",
+            "error: no generated key awaiting its key ID is labelled \"nope\"\nhint: `p8hsm keys` lists the keys and their labels; `p8hsm keygen --label LABEL` generates one",
         ),
         (
             &["assign", "--label", "spare", "--key-id", "2X9R4HXF34"],
             7,
-            "an object with key ID 2X9R4HXF34",
+            "error: the token already holds an object with key ID 2X9R4HXF34; nothing was written\nhint: `p8hsm keys` lists what is there; to replace a key, delete it first with `p8hsm delete --key-id ID --yes`",
         ),
         (
             &[
@@ -271,7 +271,7 @@ fn keygen_and_assign_refuse_what_they_cannot_do_and_change_nothing() {
                 "apple-ads",
             ],
             3,
-            "this kind's key IDs are UUIDs",
+            "error: invalid key ID \"ABCDEFGH12\": this kind's key IDs are UUIDs",
         ),
         (
             &[
@@ -286,7 +286,7 @@ fn keygen_and_assign_refuse_what_they_cannot_do_and_change_nothing() {
                 ADS_CLIENT,
             ],
             3,
-            "the client ID of a business-manager key is BUSINESSAPI.<uuid>",
+            "error: the client ID of a business-manager key is BUSINESSAPI.<uuid>, not SEARCHADS.8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6",
         ),
         (
             &[
@@ -301,14 +301,14 @@ fn keygen_and_assign_refuse_what_they_cannot_do_and_change_nothing() {
                 "A1B2C3D4E5",
             ],
             3,
-            "apple-ads keys record no Team ID (they record their client ID and ads team ID)",
+            "error: apple-ads keys record no Team ID (they record their client ID and ads team ID)",
         ),
         (
             &[
                 "assign", "--label", "spare", "--key-id", ADS_KEY, "--kind", "cloudkit",
             ],
             3,
-            "a key ID of this kind is 32 to 128 hexadecimal digits",
+            "error: invalid key ID \"d136aa66-0c3b-4bd4-9892-c20e8db024ab\": a key ID of this kind is 32 to 128 hexadecimal digits",
         ),
     ];
     for (args, code, message) in refused {
@@ -334,7 +334,7 @@ fn keygen_and_assign_refuse_what_they_cannot_do_and_change_nothing() {
     ])
     .fails(
         7,
-        &format!("the key labelled \"spare\" already has key ID {ADS_KEY}"),
+        &format!("error: the key labelled \"spare\" already has key ID {ADS_KEY}; nothing was changed\nhint: a key's ID cannot change; `p8hsm keygen` makes a new key for a new ID"),
     );
 }
 
@@ -376,32 +376,32 @@ fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
         (
             joined(BUSINESS, &["2X9R4HXF34"]),
             3,
-            "this kind's key IDs are UUIDs",
+            "error: invalid key ID \"2X9R4HXF34\": this kind's key IDs are UUIDs",
         ),
         (
             joined(BUSINESS, &["short"]),
             2,
-            "key IDs are 10 characters A-Z and 0-9, a UUID",
+            "error: invalid key ID \"short\": key IDs are 10 characters A-Z and 0-9, a UUID, or 32 to 128 hexadecimal digits",
         ),
         (
             joined(BUSINESS, &[uuid, "--ttl", "15552001"]),
             3,
-            "at most 15552000 s",
+            "error: Apple Business Manager API tokens may live at most 15552000 s from iat to exp, but ttl 15552001 with skew 60 gives 15552061\nhint: use --ttl 15551940 or less with --skew 60, or lower --skew",
         ),
         (
             joined(BUSINESS, &[uuid, "--client-id", school_id]),
             3,
-            "BUSINESSAPI.<uuid>",
+            "error: the client ID of a business-manager key is BUSINESSAPI.<uuid>, not SCHOOLAPI.0f1e2d3c-4b5a-4697-8877-665544332211",
         ),
         (
             joined(BUSINESS, &[uuid, "--client-id", other_id]),
             10,
-            "contradicts",
+            "error: client_id BUSINESSAPI.1f1e2d3c-4b5a-4697-8877-665544332211 contradicts the client_id BUSINESSAPI.0f1e2d3c-4b5a-4697-8877-665544332211 recorded with key 8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6\nhint: leave out --client-id to use the recorded value, or use the key it belongs to",
         ),
         (
             vec!["token", "school-manager", "--key-id", uuid],
             10,
-            "recorded as a business-manager key",
+            "error: key 8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6 is recorded as a business-manager key; `token school-manager` needs a school-manager key\nhint: use the key Apple issued for this API; `p8hsm keys` shows what each key is recorded as",
         ),
         (
             vec![
@@ -413,7 +413,7 @@ fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
                 "SEARCHADS.x",
             ],
             2,
-            "invalid client ID",
+            "error: invalid client ID \"SEARCHADS.x\": it is BUSINESSAPI.<uuid>, SCHOOLAPI.<uuid> or SEARCHADS.<uuid>",
         ),
         (
             joined(
@@ -429,17 +429,17 @@ fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
                 ],
             ),
             3,
-            "at most 15552000 s",
+            "error: Apple Business Manager API tokens may live at most 15552000 s from iat to exp, but ttl 15552001 with skew 60 gives 15552061\nhint: use --ttl 15551940 or less with --skew 60, or lower --skew",
         ),
         (
             joined(CLOUDKIT, &["/records/query"]),
             2,
-            "from /database/ on",
+            "error: invalid subpath \"/records/query\": it is the URL path from /database/ on, e.g. /database/1/iCloud.com.example/development/public/records/query",
         ),
         (
             joined(CLOUDKIT, &["/database/1/x?y=1"]),
             2,
-            "without a query",
+            "error: invalid subpath \"/database/1/x?y=1\": it is the path only, without a query or fragment",
         ),
         (
             joined(
@@ -447,12 +447,12 @@ fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
                 &["/database/1/x", "--date", "2026-11-27T13:31:14.250Z"],
             ),
             2,
-            "without fractional seconds",
+            "error: invalid date \"2026-11-27T13:31:14.250Z\": it is ISO 8601 UTC without fractional seconds, e.g. 2026-11-27T13:31:14Z",
         ),
         (
             joined(CLOUDKIT, &["/database/1/x", "--body-file", path_str(&big)]),
             3,
-            "over 16 MiB",
+            "error: cannot use {dir}/big: it is over 16 MiB, the most p8hsm hashes",
         ),
         (
             vec![
@@ -464,7 +464,7 @@ fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
                 "/database/1/x",
             ],
             3,
-            "a key ID of this kind is 32 to 128 hexadecimal digits",
+            "error: invalid key ID \"8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6\": a key ID of this kind is 32 to 128 hexadecimal digits",
         ),
     ] {
         hsm.run(&args).fails(code, message);
@@ -564,6 +564,6 @@ fn a_token_whose_objects_keep_their_id_refuses_keygen() {
     let hsm = Hsm::new();
     let before = hsm.object_count();
     hsm.run(&["--profile", "yubihsm", "keygen", "--label", "k"])
-        .fails(5, "cannot generate the key");
+        .fails(5, "error: this token cannot generate the key: its objects keep the ID they are made with, and Apple shows the key ID only after the public key is uploaded: generate the key with the vendor's tool under the key ID, then sign with p8hsm\nhint: `p8hsm modules` lists the tokens p8hsm finds");
     assert_eq!(hsm.object_count(), before);
 }

@@ -81,7 +81,7 @@ fn a_file_that_is_not_a_token_of_this_request_and_key_is_replaced() {
     let out = hsm.dir.path().join("secret.jwt");
     // Something other than a token is replaced only with --force.
     std::fs::write(&out, "garbage\n").unwrap();
-    keep(&hsm, &out, &["--renew-within", "1d"]).fails(2, "holds something other than a token");
+    keep(&hsm, &out, &["--renew-within", "1d"]).fails(2, "error: {dir}/secret.jwt holds something other than a token, which --out would replace: name a file of its own for the token (or give --force to replace it)");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "garbage\n");
     let forced = keep(&hsm, &out, &["--renew-within", "1d", "--force"]);
     assert!(
@@ -169,8 +169,15 @@ fn other_files_bad_requests_and_the_agent_leave_everything_as_it_was() {
         .status()
         .unwrap()
         .success());
-    for path in [&link, &fifo, &dir.to_path_buf()] {
-        keep(&hsm, path, &["--renew-within", "1d"]).fails(3, "not a regular file");
+    for (path, name) in [
+        (&link, "{dir}/link.jwt"),
+        (&fifo, "{dir}/fifo.jwt"),
+        (&dir.to_path_buf(), "{dir}"),
+    ] {
+        keep(&hsm, path, &["--renew-within", "1d"]).fails(
+            3,
+            &format!("error: cannot read {name}: it is not a regular file (a link, directory, FIFO or device): p8hsm replaces only regular files"),
+        );
     }
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
     assert!(std::fs::symlink_metadata(&link)
@@ -180,9 +187,12 @@ fn other_files_bad_requests_and_the_agent_leave_everything_as_it_was() {
 
     let out = dir.join("secret.jwt");
     keep(&hsm, &out, &["--renew-within", "200d"])
-        .fails(2, "not longer than --renew-within 200 days");
-    keep(&hsm, &out, &["--renew-within", "1d", "--ttl", "15777001"]).fails(3, "at most");
-    keep(&hsm, &out, &["--renew-within", "soon"]).fails(2, "invalid duration \"soon\"");
+        .fails(2, "error: --ttl 15776940 s is not longer than --renew-within 200 days: every run would renew the token; shorten --renew-within");
+    keep(&hsm, &out, &["--renew-within", "1d", "--ttl", "15777001"]).fails(3, "error: Sign in with Apple client secret tokens may live at most 15777000 s from iat to exp, but ttl 15777001 with skew 60 gives 15777061\nhint: use --ttl 15776940 or less with --skew 60, or lower --skew");
+    keep(&hsm, &out, &["--renew-within", "soon"]).fails(
+        2,
+        "error: invalid duration \"soon\": give a positive duration such as 30d, 12h or 90m",
+    );
     let mut args = SIWA.to_vec();
     args.extend(["--out", path_str(&out)]);
     let missing = hsm.run(&args);
@@ -221,5 +231,5 @@ fn other_files_bad_requests_and_the_agent_leave_everything_as_it_was() {
     );
     // A directory that is not there: the error says so.
     let nowhere = dir.join("missing").join("secret.jwt");
-    keep(&hsm, &nowhere, &["--renew-within", "1d"]).fails(1, "cannot write");
+    keep(&hsm, &nowhere, &["--renew-within", "1d"]).fails(1, "error: cannot write {dir}/missing: No such file or directory (os error 2); what was there is unchanged\nhint: check that the directory exists and that p8hsm may create files in it");
 }

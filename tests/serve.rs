@@ -661,7 +661,7 @@ fn a_refusal_names_the_request_field_never_a_command_line_option() {
         "--bundle-id",
         "com.example.app",
     ]);
-    cli.fails(3, "error: issuer is required");
+    cli.fails(3, "error: issuer is required: the token names it, and none is recorded with the key\nhint: give --issuer or set P8HSM_ISSUER, or record it with the key: `p8hsm import --kind KIND --issuer ID` (or `p8hsm assign`)");
     assert!(
         cli.stderr
             .contains("hint: give --issuer or set P8HSM_ISSUER"),
@@ -769,12 +769,15 @@ fn an_address_or_socket_in_use_exits_with_the_setup_status() {
         })
         .collect();
     hsm.run(&args)
-        .fails(12, &format!("cannot listen on {address}"));
+        .fails(12, &format!("error: cannot start the service: cannot listen on {address}: Address already in use (os error 98)"));
 
     let agent = Agent::start(&hsm, &hsm.env, &[], &[]);
     let socket = agent.socket.to_str().unwrap();
     hsm.run(&["agent", "--foreground", "--socket", socket])
-        .fails(12, "an agent already listens");
+        .fails(
+            12,
+            "error: cannot start the agent: an agent already listens on {dir}/run/agent.sock",
+        );
 }
 
 #[test]
@@ -1415,7 +1418,10 @@ fn fifos_for_its_files_are_refused_not_waited_on() {
         let started = Instant::now();
         let args = crate::common::serve_args(&cert, "pkcs11:object=TLSSERVER1", &ca, &policy);
         let run = hsm.run(&args);
-        run.fails(12, "not a regular file");
+        run.fails(
+            12,
+            "error: cannot start the service: cannot read {dir}/pki/fifo: not a regular file",
+        );
         assert!(started.elapsed() < Duration::from_secs(5), "not waited on");
     }
     // Read again on SIGHUP: a FIFO there is refused, and the policy in force stays.

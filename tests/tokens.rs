@@ -30,7 +30,7 @@ fn nss_loaded_directly_needs_its_arguments_and_never_shows_them() {
     };
     // Without its arguments NSS refuses C_Initialize; the hint says what to give.
     let run = without(&["keys"]);
-    run.fails(5, "CKR_ARGUMENTS_BAD");
+    run.fails(5, "error: cannot load PKCS#11 module /usr/lib/x86_64-linux-gnu/libsoftokn3.so: CKR_ARGUMENTS_BAD\nhint: this module wants initialization arguments: give them with P8HSM_MODULE_ARGS (NSS softoken: \"configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=\") or x-init-reserved in its p11-kit registration");
     assert!(run.stderr.contains("P8HSM_MODULE_ARGS"), "{}", run.stderr);
     let listed = without(&["modules"]).ok();
     assert!(listed.contains("CKR_ARGUMENTS_BAD"), "{listed}");
@@ -67,7 +67,7 @@ fn nss_loaded_directly_needs_its_arguments_and_never_shows_them() {
         "configdir='sql:/nonexistent' MARKER-8f3a",
         "keys",
     ]);
-    bad.fails(5, "cannot load PKCS#11 module");
+    bad.fails(5, "error: cannot load PKCS#11 module /usr/lib/x86_64-linux-gnu/libsoftokn3.so: CKR_VENDOR_DEFINED(3461563217)\nhint: check the module's initialization arguments (P8HSM_MODULE_ARGS, --module-args or x-init-reserved in its p11-kit registration)");
     assert!(
         bad.stderr.contains("initialization arguments"),
         "{}",
@@ -91,7 +91,7 @@ fn nss_refuses_metadata_and_keygen_before_writing_anything() {
     let before = hsm.object_count();
     // NSS refuses data objects, where --kind is recorded: refused before the key goes in.
     hsm.run(&["import", path_str(&path), "--kind", "connect-individual"])
-        .fails(5, "NSS softoken refuses the data object");
+        .fails(5, "error: this token cannot import the key: NSS softoken refuses the data object p8hsm records a key's kind in: import without recording one and give the kind's identities when signing\nhint: `p8hsm modules` lists the tokens p8hsm finds");
     assert_eq!(hsm.object_count(), before);
     // The unwrap (RSA-OAEP, with CKA_NSS_DB) and the plain create work; the AES-CBC-PAD
     // unwrap runs in import::each_way_in_falls_back… on NSS.
@@ -112,7 +112,7 @@ fn nss_refuses_metadata_and_keygen_before_writing_anything() {
     assert_eq!(hsm.object_count(), before + 4);
     // keygen's key ID comes later, under a claim NSS cannot keep.
     hsm.run(&["keygen", "--label", "born-here"])
-        .fails(5, "cannot generate the key");
+        .fails(5, "error: this token cannot generate the key: its objects keep the ID they are made with, and Apple shows the key ID only after the public key is uploaded: generate the key with the vendor's tool under the key ID, then sign with p8hsm\nhint: `p8hsm modules` lists the tokens p8hsm finds");
     assert_eq!(hsm.object_count(), before + 4);
 }
 
@@ -183,7 +183,7 @@ fn a_p11_kit_registration_gives_its_arguments_and_is_followed_for_p8hsm() {
         register(extra);
         let listed = run(&["modules"]).ok();
         assert!(!listed.contains("nss-test"), "{extra}{listed}");
-        run(&["keys"]).fails(5, "CKR_ARGUMENTS_BAD");
+        run(&["keys"]).fails(5, "error: cannot load PKCS#11 module /usr/lib/x86_64-linux-gnu/libsoftokn3.so: CKR_ARGUMENTS_BAD\nhint: this module wants initialization arguments: give them with P8HSM_MODULE_ARGS (NSS softoken: \"configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=\") or x-init-reserved in its p11-kit registration");
     }
     register("enable-in: firefox, p8hsm\n");
     assert_eq!(run(&["keys"]).code, 0, "{}", run(&["keys"]).stderr);
@@ -206,7 +206,7 @@ fn a_p11_kit_registration_gives_its_arguments_and_is_followed_for_p8hsm() {
     ];
     let listed = run_under(&private_etc, &["modules"]).ok();
     assert!(!listed.contains("nss-test"), "{listed}");
-    run_under(&private_etc, &["keys"]).fails(5, "CKR_ARGUMENTS_BAD");
+    run_under(&private_etc, &["keys"]).fails(5, "error: cannot load PKCS#11 module /usr/lib/x86_64-linux-gnu/libsoftokn3.so: CKR_ARGUMENTS_BAD\nhint: this module wants initialization arguments: give them with P8HSM_MODULE_ARGS (NSS softoken: \"configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='secmod.db' flags=\") or x-init-reserved in its p11-kit registration");
     // The same mount without that line: the registration is read again.
     std::fs::write(etc.join("pkcs11.conf"), "# the test's\n").unwrap();
     let listed = run_under(&private_etc, &["modules"]).ok();
@@ -220,7 +220,7 @@ fn a_tpm_generates_keys_refuses_imports_and_doctor_says_why_an_imported_key_is_e
     let before = hsm.object_count();
     let (path, _) = hsm.write_key("AuthKey_TPMKEY0001.p8");
     let refused = hsm.run(&["import", path_str(&path)]);
-    refused.fails(5, "tpm2_ptool import");
+    refused.fails(5, "error: a TPM through tpm2-pkcs11 cannot import the key: tpm2-pkcs11 takes no private key in through PKCS#11 (C_CreateObject makes only RSA public keys and data objects, and no mechanism unwraps): generate the key in the TPM instead, or import the .p8 with tpm2-pkcs11's own tool (tpm2_ptool import)\nhint: `p8hsm modules` lists the tokens p8hsm finds");
     assert_eq!(hsm.object_count(), before, "nothing written");
 
     // Born in the TPM: generated, assigned, signing for the public key keygen printed.
@@ -297,7 +297,15 @@ fn an_opencryptoki_slot_whose_token_cannot_be_described_is_skipped_with_why() {
     let reason = "slot 3 skipped: C_GetTokenInfo reported a utcTime that is not PKCS#11's";
     let listed = run(&["modules"]).ok();
     assert!(listed.contains(&format!("warning: {reason}")), "{listed}");
-    run(&["keys"]).fails(5, reason);
+    run(&["keys"]).fails(
+        5,
+        &format!(
+            "error: no token labelled \"ock\" (the module has no initialized token; {reason} \
+             YYYYMMDDhhmmss00 (Error parsing string as integer (invalid digit found in string)))\n\
+             hint: choose the token with --token LABEL, P8HSM_TOKEN or a --key URI (`p8hsm \
+             modules` lists them); for SoftHSM, `p8hsm softhsm init` makes one"
+        ),
+    );
     run(&["doctor"]).prints(11, reason);
 
     // Beside other tokens — p11-kit's proxy offering the openCryptoki slot and this
@@ -436,9 +444,9 @@ fn gnome_keyring_takes_keys_under_ids_of_its_own_and_p8hsm_finds_them_by_label()
     // Refused before anything is written: a label other than the key ID (keys are
     // found by label there), and --kind (no data objects).
     hsm.run(&["import", path_str(&path), "--label", "prod"])
-        .fails(2, "must be the key ID");
+        .fails(2, "error: this token sets each key's CKA_ID itself, so p8hsm finds its keys by label, which must be the key ID: another label does not apply\nhint: drop --label");
     hsm.run(&["import", path_str(&path), "--kind", "connect-individual"])
-        .fails(5, "GNOME Keyring refuses the data object");
+        .fails(5, "error: this token cannot import the key: GNOME Keyring refuses the data object p8hsm records a key's kind in: import without recording one and give the kind's identities when signing\nhint: `p8hsm modules` lists the tokens p8hsm finds");
     assert_eq!(hsm.object_count(), before);
 
     // Created with the public point in the private key's template; GNOME Keyring gives
@@ -456,7 +464,7 @@ fn gnome_keyring_takes_keys_under_ids_of_its_own_and_p8hsm_finds_them_by_label()
     crate::common::verify_jwt(token.trim_end(), &key);
     hsm.run(&["doctor"]).ok();
     hsm.run(&["import", path_str(&path)])
-        .fails(7, "labelled \"GNOMEKEY01\"");
+        .fails(7, "error: the token already holds an object labelled \"GNOMEKEY01\"; nothing was written\nhint: `p8hsm keys` lists what is there; to replace a key, delete it first with `p8hsm delete --key-id ID --yes`");
     // Deleting by key ID removes both halves.
     hsm.run(&["delete", "--key-id", "GNOMEKEY01", "--yes"]).ok();
     assert_eq!(hsm.object_count(), before);
@@ -476,10 +484,10 @@ fn a_token_that_cannot_sign_with_ecdsa_is_refused_before_anything_is_written() {
     let (path, _) = hsm.write_key("AuthKey_NOECDSA001.p8");
     for method in ["auto", "create", "unwrap"] {
         hsm.run(&["import", path_str(&path), "--method", method])
-            .fails(5, "it does not offer CKM_ECDSA for signing");
+            .fails(5, "error: this token cannot import the key: it does not offer CKM_ECDSA for signing, so a key in it could sign nothing: choose a token that signs with P-256 ECDSA\nhint: `p8hsm modules` lists the tokens p8hsm finds");
     }
     hsm.run(&["keygen", "--label", "never"])
-        .fails(5, "does not offer both CKM_EC_KEY_PAIR_GEN and CKM_ECDSA");
+        .fails(5, "error: this token cannot generate the key: it does not offer both CKM_EC_KEY_PAIR_GEN and CKM_ECDSA for signing: choose a token that makes and signs with P-256 keys\nhint: `p8hsm modules` lists the tokens p8hsm finds");
     assert_eq!(hsm.object_count(), before, "nothing written");
     hsm.run(&["doctor"])
         .prints(11, "✗ the token does not offer CKM_ECDSA signatures");

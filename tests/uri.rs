@@ -68,21 +68,23 @@ fn options_win_over_the_uri_and_bad_uris_are_named() {
     let hsm = Hsm::new();
     hsm.import_new_key("2X9R4HXF34");
     let uri = key_uri(&hsm);
+    let serial = uri.split("serial=").nth(1).unwrap();
+    let serial = serial.split([';', '?']).next().unwrap();
     hsm.run(&["--key", &uri, "--token", "elsewhere", "pubkey"])
-        .fails(5, "no token labelled \"elsewhere\"");
+        .fails(5, &format!("error: no token labelled \"elsewhere\", with manufacturer \"SoftHSM project\", with model \"SoftHSM v2\", with serial \"{serial}\" (tokens present: p8hsm)\nhint: choose the token with --token LABEL, P8HSM_TOKEN or a --key URI (`p8hsm modules` lists them); for SoftHSM, `p8hsm softhsm init` makes one"));
     hsm.run(&["--key", &uri, "pubkey", "--key-id", "ABCDEFGH12"])
-        .fails(6, "no key with key ID ABCDEFGH12");
+        .fails(6, "error: no key with key ID ABCDEFGH12 on the token\nhint: `p8hsm keys` lists the keys; `p8hsm import AuthKey_<ID>.p8` adds one");
     hsm.run(&["--key", "pkcs11:token=p8hsm;serial=nope", "keys"])
-        .fails(5, "no token labelled \"p8hsm\", with serial \"nope\"");
+        .fails(5, "error: no token labelled \"p8hsm\", with serial \"nope\" (tokens present: p8hsm)\nhint: choose the token with --token LABEL, P8HSM_TOKEN or a --key URI (`p8hsm modules` lists them); for SoftHSM, `p8hsm softhsm init` makes one");
     hsm.run(&["--key", "pkcs11:token=p8hsm;colour=blue", "keys"])
-        .fails(3, "invalid PKCS#11 URI: unknown path attribute \"colour\"");
+        .fails(3, "error: invalid PKCS#11 URI: unknown path attribute \"colour\"\nhint: see RFC 7512; `p8hsm keys` and `p8hsm modules` print URIs to start from");
     let run = hsm.run(&[
         "--key",
         "pkcs11:token=p8hsm;?pin-value=123456&bad=1",
         "keys",
     ]);
     // Finding 9: no query text is echoed (it may be a PIN a stray & cut in two).
-    run.fails(3, "unknown query attribute");
+    run.fails(3, "error: invalid PKCS#11 URI: unknown query attribute (the query takes pin-source, pin-value, module-name and module-path; a value holding & must percent-encode it as %26)\nhint: see RFC 7512; `p8hsm keys` and `p8hsm modules` print URIs to start from");
     assert!(
         !run.stderr.contains("123456") && !run.stderr.contains("bad"),
         "{}",
@@ -93,7 +95,7 @@ fn options_win_over_the_uri_and_bad_uris_are_named() {
         "pkcs11:token=p8hsm?MyS3cretPIN",
     ] {
         let run = hsm.run(&["--key", uri, "keys"]);
-        run.fails(3, "invalid PKCS#11 URI");
+        run.fails(3, "error: invalid PKCS#11 URI: a query attribute has no value (name=value; a value holding & or = must percent-encode it as %26 or %3D)\nhint: see RFC 7512; `p8hsm keys` and `p8hsm modules` print URIs to start from");
         assert!(
             !run.stderr.contains("cretTail99") && !run.stderr.contains("S3cret"),
             "{}",
@@ -101,9 +103,9 @@ fn options_win_over_the_uri_and_bad_uris_are_named() {
         );
     }
     hsm.run(&["--key", "pkcs11:object=%G1", "keys"])
-        .fails(3, "object has a malformed percent-encoding");
+        .fails(3, "error: invalid PKCS#11 URI: object has a malformed percent-encoding\nhint: see RFC 7512; `p8hsm keys` and `p8hsm modules` print URIs to start from");
     hsm.run(&["--key", "pkcs11:token=p8hsm", "pubkey"])
-        .fails(3, "key_id is required");
+        .fails(3, "error: key_id is required: it names the key that signs\nhint: give --key-id, or a --key URI whose id or object is the Apple key ID");
 }
 
 #[test]

@@ -162,7 +162,7 @@ fn key_kind(spec: &Spec) -> KeyKind {
 impl JwtKind for ClientAssertion {
     fn validate(&self, spec: &'static Spec) -> Result<(), Error> {
         match &self.client_id {
-            Some(id) => check_prefix(key_kind(spec), "a client ID", id),
+            Some(id) => check_prefix(key_kind(spec), "the client ID", id),
             None => Ok(()),
         }
     }
@@ -170,7 +170,7 @@ impl JwtKind for ClientAssertion {
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let client_id = cx.identity(&identity::CLIENT_ID, self.client_id.as_ref())?;
-        check_prefix(key_kind(cx.spec), "a client ID", &client_id)?;
+        check_prefix(key_kind(cx.spec), "the client ID", &client_id)?;
         let claims = AssertionClaims {
             sub: &client_id,
             iss: &client_id,
@@ -208,7 +208,7 @@ struct AppleAdsClaims<'a> {
 impl AppleAds {
     fn check(client_id: Option<&OAuthId>, team: Option<&OAuthId>) -> Result<(), Error> {
         if let Some(id) = client_id {
-            check_prefix(KeyKind::AppleAds, "a client ID", id)?;
+            check_prefix(KeyKind::AppleAds, "the client ID", id)?;
         }
         if let Some(id) = team {
             check_prefix(KeyKind::AppleAds, "an Apple Ads team ID", id)?;

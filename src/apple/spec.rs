@@ -126,6 +126,8 @@ pub enum Value {
     File {
         /// The most bytes it may hold.
         limit: usize,
+        /// The field's parser.
+        check: fn(&str) -> Result<(), Error>,
     },
     /// A digest of a file: the command line reads the file (`--NAME-file FILE|-`, the
     /// field's name without its `_sha256`) and the request carries `digest` of its bytes.

@@ -243,6 +243,7 @@ pub const ADVANCED_COMMERCE_REQUEST: Spec = jws(
                    standard input)",
             value: Value::File {
                 limit: MAX_REQUEST_BYTES,
+                check: |json| AdvancedCommerceBody::new(json).map(drop),
             },
             required: true,
         },

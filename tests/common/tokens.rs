@@ -186,7 +186,14 @@ impl Hsm {
     }
 
     pub fn run<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
-        Run::from(self.command(args).output().expect("run p8hsm"))
+        self.with_dir(Run::from(self.command(args).output().expect("run p8hsm")))
+    }
+
+    fn with_dir(&self, run: Run) -> Run {
+        Run {
+            dir: Some(self.dir.path().to_owned()),
+            ..run
+        }
     }
 
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Run {
@@ -203,7 +210,7 @@ impl Hsm {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             written => written.unwrap(),
         }
-        Run::from(child.wait_with_output().unwrap())
+        self.with_dir(Run::from(child.wait_with_output().unwrap()))
     }
 
     /// Writes a fresh key as `name` in the token's directory.

@@ -284,7 +284,15 @@ impl Failure {
             Failure::Usage(message) => (message.clone(), None),
             Failure::Option { message, hint } => (message.clone(), hint.clone()),
             Failure::File { path, source } => {
-                (format!("cannot read {}: {source}", path.display()), None)
+                let file = match path.to_str() {
+                    Some("-") => "standard input".into(),
+                    _ => path.display().to_string(),
+                };
+                let verb = match source.kind() {
+                    io::ErrorKind::InvalidData => "use",
+                    _ => "read",
+                };
+                (format!("cannot {verb} {file}: {source}"), None)
             }
             Failure::KeyIdMismatch { given, in_name } => (
                 format!("--key-id {given} does not match the key ID {in_name} in the file name"),

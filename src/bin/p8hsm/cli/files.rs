@@ -23,11 +23,21 @@ pub fn private_file(dir: &Path, bytes: &[u8]) -> Result<NamedTempFile, Failure> 
     let mut file = tempfile::Builder::new()
         .prefix(".p8hsm-")
         .tempfile_in(dir)
-        .map_err(write_error(dir))?;
+        .map_err(|e| write_error(dir)(without_path(e)))?;
     file.write_all(bytes)
         .and_then(|()| file.as_file().sync_all())
         .map_err(write_error(dir))?;
     Ok(file)
+}
+
+/// tempfile's error without the random name it tried, which names nothing the user has
+/// (tempfile writes it after the system's error, " at path …").
+fn without_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((system, _)) => std::io::Error::new(e.kind(), system.to_owned()),
+        None => e,
+    }
 }
 
 /// Renames `file` to `path` (replacing what is there), then makes the rename durable

@@ -66,15 +66,13 @@ impl RequestArgs {
                     }
                     digest(&bytes)
                 }
-                FieldValue::File { limit } => {
-                    let bytes = input::read(&path, limit)?;
-                    String::from_utf8(bytes.to_vec()).map_err(|_| Failure::File {
+                FieldValue::File { limit, check } => {
+                    let text = input::read_text(&path, limit)?;
+                    check(&text).map_err(|e| Failure::File {
                         path: path.clone(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "it is not UTF-8",
-                        ),
-                    })?
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                    })?;
+                    text
                 }
                 _ => continue,
             };
