@@ -16,7 +16,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
-use p8hsm::apple::cache::TokenCache;
+use p8hsm::apple::cache::JwtCache;
 use p8hsm::apple::connect::Connect;
 use p8hsm::apple::{JwtParams, JwtRequest};
 use p8hsm::pkcs11::{TokenLocation, TokenSelector};
@@ -108,7 +108,7 @@ fn main() {
     println!("| {mode} | p8hsm's own work per token (no signature) | {overhead:.0} ns | |");
 
     // (3) The cache: the same request, signed once.
-    let cache = TokenCache::default();
+    let cache = JwtCache::default();
     let cached = request.clone();
     cache
         .get(&cached, "", |now| cached.sign(&signer, None, now))

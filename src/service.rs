@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use p256::ecdsa::Signature;
 
-use crate::apple::cache::{Source, TokenCache};
+use crate::apple::cache::{JwtCache, Source};
 use crate::apple::metadata::KeyMetadata;
 use crate::apple::renew::{self, Decision};
 use crate::apple::{JwtRequest, Request, Signed};
@@ -27,7 +27,7 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// again. A PIN the token refused is never tried again ([`Token`] drops it).
 pub struct Service {
     token: Token,
-    cache: Option<TokenCache>,
+    cache: Option<JwtCache>,
     gate: Option<Arc<Gate>>,
     keys: Mutex<HashMap<KeyId, Arc<Key>>>,
 }
@@ -53,7 +53,7 @@ impl Service {
     /// front of the token.
     pub fn long_lived(token: Token) -> Service {
         Service {
-            cache: Some(TokenCache::default()),
+            cache: Some(JwtCache::default()),
             gate: Some(Arc::new(Gate::default())),
             ..Service::new(token)
         }
@@ -123,7 +123,7 @@ impl Service {
     pub fn cached(&self, request: &Request) -> Option<Signed> {
         match (request, &self.cache) {
             (Request::Token(token), Some(cache)) if request.spec().cacheable => {
-                cache.peek(token).map(Signed::Token)
+                cache.peek(token).map(Signed::Jwt)
             }
             _ => None,
         }

@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use crate::common::{connect_request, open_token, verify_jwt, Hsm};
-use p8hsm::apple::cache::TokenCache;
+use p8hsm::apple::cache::JwtCache;
 use p8hsm::{HsmKey, Service, Token};
 
 fn assert_send_sync<T: Send + Sync>() {}
@@ -14,7 +14,7 @@ fn assert_send_sync<T: Send + Sync>() {}
 fn threads_share_one_token_and_its_session_pool() {
     assert_send_sync::<Token>();
     assert_send_sync::<HsmKey>();
-    assert_send_sync::<TokenCache>();
+    assert_send_sync::<JwtCache>();
     assert_send_sync::<Service>();
 
     let hsm = Hsm::new();
@@ -54,7 +54,7 @@ fn threads_share_one_token_and_its_session_pool() {
     }
 
     // The cache in front of the token: one signature for the same request.
-    let cache = TokenCache::default();
+    let cache = JwtCache::default();
     let request = connect_request(None);
     let cached: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)

@@ -14,9 +14,9 @@
 //! carry one-time nonces — cannot be cached; the compiler refuses them:
 //!
 //! ```compile_fail
-//! # use p8hsm::apple::cache::TokenCache;
+//! # use p8hsm::apple::cache::JwtCache;
 //! # use p8hsm::apple::SignatureRequest;
-//! # fn f(cache: &TokenCache, request: &SignatureRequest) {
+//! # fn f(cache: &JwtCache, request: &SignatureRequest) {
 //! cache.get(request, "", |_| unimplemented!());
 //! # }
 //! ```
@@ -80,7 +80,7 @@ impl Source {
 type Entry = Arc<Mutex<Option<SignedJwt>>>;
 
 /// A cache of signed tokens, safe to share between threads.
-pub struct TokenCache<C: Clock = SystemClock> {
+pub struct JwtCache<C: Clock = SystemClock> {
     clock: C,
     entries: Mutex<Entries>,
     /// The most entries it keeps.
@@ -100,9 +100,9 @@ struct Slot {
     provider: bool,
 }
 
-impl Default for TokenCache<SystemClock> {
+impl Default for JwtCache<SystemClock> {
     fn default() -> Self {
-        TokenCache::new(SystemClock)
+        JwtCache::new(SystemClock)
     }
 }
 
@@ -111,16 +111,16 @@ const PRUNE_ABOVE: usize = 4096;
 /// The most entries the cache keeps: past it, the tokens nearest their end go first.
 pub const MAX_ENTRIES: usize = 16_384;
 
-impl<C: Clock> TokenCache<C> {
+impl<C: Clock> JwtCache<C> {
     /// An empty cache reading `clock`.
     pub fn new(clock: C) -> Self {
-        TokenCache::with_capacity(clock, MAX_ENTRIES)
+        JwtCache::with_capacity(clock, MAX_ENTRIES)
     }
 
     /// An empty cache reading `clock` that keeps at most `capacity` entries.
     pub fn with_capacity(clock: C, capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        TokenCache {
+        JwtCache {
             clock,
             entries: Mutex::new(Entries {
                 by_request: HashMap::new(),
@@ -165,7 +165,7 @@ impl<C: Clock> TokenCache<C> {
 
     /// The cached token for `request`, if one is fresh enough to hand out — without
     /// waiting: `None` also while another caller holds the entry (signing it), so that a
-    /// caller that must not block can take the blocking path ([`TokenCache::get`]).
+    /// caller that must not block can take the blocking path ([`JwtCache::get`]).
     pub fn peek(&self, request: &JwtRequest) -> Option<SignedJwt> {
         let entry = lock(&self.entries).by_request.get(request)?.entry.clone();
         let token = entry.try_lock().ok()?;
@@ -185,7 +185,7 @@ impl<C: Clock> TokenCache<C> {
         match request {
             Request::Token(r) if request.spec().cacheable => {
                 let (token, source) = self.get(r, caller, |now| r.sign(signer, meta, now))?;
-                Ok((Signed::Token(token), source))
+                Ok((Signed::Jwt(token), source))
             }
             _ => Ok((request.sign(signer, meta, self.clock.now())?, Source::Fresh)),
         }
@@ -391,7 +391,7 @@ mod tests {
 
     /// The cache's answer, signing with `signer` on a miss.
     fn get_with_source<C: Clock>(
-        cache: &TokenCache<C>,
+        cache: &JwtCache<C>,
         request: &JwtRequest,
         signer: &dyn Es256Signer,
     ) -> Result<(SignedJwt, Source), Error> {
@@ -399,7 +399,7 @@ mod tests {
     }
 
     fn get<C: Clock>(
-        cache: &TokenCache<C>,
+        cache: &JwtCache<C>,
         request: &JwtRequest,
         signer: &dyn Es256Signer,
     ) -> Result<SignedJwt, Error> {
@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn the_same_request_gets_the_same_token_until_a_third_of_its_life_remains() {
         let clock = FakeClock::at(NOW);
-        let cache = TokenCache::new(clock.clone());
+        let cache = JwtCache::new(clock.clone());
         let signer = Counting::new(Duration::ZERO);
         let request = connect(600, 60, &[]); // lifetime 660 s: refresh below 220 s left
         let first = get(&cache, &request, &signer).unwrap();
@@ -427,7 +427,7 @@ mod tests {
     #[test]
     fn peeking_never_signs_never_waits_and_hands_out_only_what_get_would() {
         let clock = FakeClock::at(NOW);
-        let cache = Arc::new(TokenCache::new(clock.clone()));
+        let cache = Arc::new(JwtCache::new(clock.clone()));
         let signer = Arc::new(Counting::new(Duration::from_millis(300)));
         let request = connect(600, 60, &[]);
         assert!(cache.peek(&request).is_none(), "nothing cached yet");
@@ -453,7 +453,7 @@ mod tests {
     #[test]
     fn a_token_with_under_a_minute_left_is_never_handed_out() {
         let clock = FakeClock::at(NOW);
-        let cache = TokenCache::new(clock.clone());
+        let cache = JwtCache::new(clock.clone());
         let signer = Counting::new(Duration::ZERO);
         let request = connect(100, 0, &[]); // a third would be 33 s; the minute rule wins
         get(&cache, &request, &signer).unwrap();
@@ -468,7 +468,7 @@ mod tests {
 
     #[test]
     fn different_claims_kinds_or_keys_get_their_own_tokens() {
-        let cache = TokenCache::new(FakeClock::at(NOW));
+        let cache = JwtCache::new(FakeClock::at(NOW));
         let signer = Counting::new(Duration::ZERO);
         let a = get(&cache, &connect(600, 60, &["GET /v1/apps"]), &signer).unwrap();
         let b = get(&cache, &connect(600, 60, &["GET /v1/builds"]), &signer).unwrap();
@@ -508,7 +508,7 @@ mod tests {
 
     #[test]
     fn concurrent_callers_wait_on_one_signature() {
-        let cache = TokenCache::new(FakeClock::at(NOW));
+        let cache = JwtCache::new(FakeClock::at(NOW));
         let signer = Counting::new(Duration::from_millis(50));
         let request = connect(600, 60, &[]);
         let tokens: Vec<String> = std::thread::scope(|s| {
@@ -539,7 +539,7 @@ mod tests {
             }
         }
         let clock = FakeClock::at(NOW);
-        let cache = TokenCache::new(clock.clone());
+        let cache = JwtCache::new(clock.clone());
         let signer = Flaky {
             inner: MemorySigner::new(),
             down: false.into(),
@@ -560,7 +560,7 @@ mod tests {
     #[test]
     fn a_clock_stepped_back_gets_a_new_token_never_one_from_the_future() {
         let clock = FakeClock::at(NOW);
-        let cache = TokenCache::new(clock.clone());
+        let cache = JwtCache::new(clock.clone());
         let signer = Counting::new(Duration::ZERO);
         let request = connect(600, 60, &[]);
         let first = get(&cache, &request, &signer).unwrap();
@@ -578,7 +578,7 @@ mod tests {
     #[test]
     fn the_cache_stays_bounded_and_drops_what_expired() {
         let clock = FakeClock::at(NOW);
-        let cache = TokenCache::with_capacity(clock.clone(), 64);
+        let cache = JwtCache::with_capacity(clock.clone(), 64);
         let signer = MemorySigner::new();
         for i in 0..300 {
             let request = connect(600, 60, &[&format!("GET /v1/apps/{i}")]);
@@ -603,7 +603,7 @@ mod tests {
     #[test]
     fn at_capacity_the_tokens_nearest_their_end_go_first() {
         let clock = FakeClock::at(NOW);
-        let cache = TokenCache::with_capacity(clock.clone(), 8);
+        let cache = JwtCache::with_capacity(clock.clone(), 8);
         let signer = MemorySigner::new();
         let request = |i: usize| connect(600, 60, &[&format!("GET /v1/apps/{i}")]);
         // Two tokens ending first, two ending 5 s later, four 10 s later.
@@ -627,7 +627,7 @@ mod tests {
 
     #[test]
     fn a_cache_of_one_keeps_the_newest() {
-        let cache = TokenCache::with_capacity(FakeClock::at(NOW), 1);
+        let cache = JwtCache::with_capacity(FakeClock::at(NOW), 1);
         let signer = MemorySigner::new();
         for i in 0..3 {
             get(
@@ -659,7 +659,7 @@ mod tests {
 
     #[test]
     fn one_caller_cannot_flush_another_callers_tokens() {
-        let cache = TokenCache::with_capacity(FakeClock::at(NOW), 64);
+        let cache = JwtCache::with_capacity(FakeClock::at(NOW), 64);
         let signer = MemorySigner::new();
         let kept = connect(600, 60, &["GET /v1/apps"]);
         cache
@@ -681,7 +681,7 @@ mod tests {
     #[test]
     fn a_provider_token_that_can_be_handed_out_is_never_dropped_for_another_entry() {
         let clock = FakeClock::at(NOW);
-        let cache = TokenCache::with_capacity(clock.clone(), 16);
+        let cache = JwtCache::with_capacity(clock.clone(), 16);
         let signer = MemorySigner::new();
         let provider = apns("2X9R4HXF34");
         // Made by the caller that then floods the cache, and the first to end.
@@ -731,7 +731,7 @@ mod tests {
                 Err(Error::Internal("token unavailable".into()))
             }
         }
-        let cache = TokenCache::new(FakeClock::at(NOW));
+        let cache = JwtCache::new(FakeClock::at(NOW));
         let request = connect(600, 60, &[]);
         assert!(get(&cache, &request, &Failing).is_err());
         let signer = Counting::new(Duration::ZERO);

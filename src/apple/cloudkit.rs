@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::metadata::KeyKind;
-use super::signed::{CloudKitSignature, Signed};
+use super::signed::{Signed, SignedHeaders};
 use super::spec::{check, Context, Family, Field, LifetimeRule, SignatureKind, Spec, Value};
 use crate::ids::printable;
 use crate::{Error, Es256Signer};
@@ -239,10 +239,21 @@ impl SignatureKind for CloudKit {
         let now = IsoDate::at(cx.now)?;
         let date = self.date.unwrap_or(now);
         let signature = signer.sign_es256(self.message(date).as_bytes())?;
-        Ok(Signed::CloudKit(CloudKitSignature {
-            key_id: signer.key_id().clone(),
+        let key_id = signer.key_id().clone();
+        let signature = STANDARD.encode(signature.to_der().as_bytes());
+        let headers = [
+            ("X-Apple-CloudKit-Request-KeyID", key_id.to_string()),
+            ("X-Apple-CloudKit-Request-ISO8601Date", date.to_string()),
+            ("X-Apple-CloudKit-Request-SignatureV1", signature.clone()),
+        ];
+        Ok(Signed::Headers(SignedHeaders {
+            key_id,
             date: date.to_string(),
-            signature: STANDARD.encode(signature.to_der().as_bytes()),
+            signature,
+            headers: headers
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value.into()))
+                .collect(),
         }))
     }
 }
@@ -283,7 +294,7 @@ mod tests {
             "date": "2026-11-27T13:31:14Z",
         }))
         .unwrap();
-        let Signed::CloudKit(signed) = request.sign(&signer, None, now()).unwrap() else {
+        let Signed::Headers(signed) = request.sign(&signer, None, now()).unwrap() else {
             panic!("not a CloudKit signature");
         };
         assert_eq!(signed.date, "2026-11-27T13:31:14Z");
@@ -296,7 +307,7 @@ mod tests {
             .verify(message.as_bytes(), &der)
             .is_ok());
         assert_eq!(
-            Signed::CloudKit(signed).text(),
+            Signed::Headers(signed).text(),
             format!(
                 "X-Apple-CloudKit-Request-KeyID: {KID}\nX-Apple-CloudKit-Request-ISO8601Date: \
                  2026-11-27T13:31:14Z\nX-Apple-CloudKit-Request-SignatureV1: {}\n",

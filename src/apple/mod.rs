@@ -29,7 +29,7 @@ pub mod storekit;
 pub(crate) use lifetime::unix;
 pub use lifetime::{clock, Lifetime, Times, SANE_CLOCK};
 pub use request::{JwtRequest, Request, SignatureRequest};
-pub use signed::{CloudKitSignature, Jwt, LegacySignature, Signed, SignedJwt, SignedStoreKit};
+pub use signed::{Jwt, LegacySignature, Signed, SignedHeaders, SignedJwt, SignedStoreKit};
 
 /// The `aud` of App Store Connect API and App Store Server API family tokens.
 pub const AUD_APP_STORE_CONNECT: &str = "appstoreconnect-v1";

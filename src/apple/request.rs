@@ -215,7 +215,7 @@ impl Request {
     }
 
     /// Signs with `signer`, whose key's recorded metadata is `meta`, at `now`: always a
-    /// fresh signature ([`TokenCache::sign`](super::cache::TokenCache::sign) reuses tokens).
+    /// fresh signature ([`JwtCache::sign`](super::cache::JwtCache::sign) reuses tokens).
     pub fn sign(
         &self,
         signer: &dyn Es256Signer,
@@ -223,7 +223,7 @@ impl Request {
         now: SystemTime,
     ) -> Result<Signed, Error> {
         match self {
-            Request::Token(r) => Ok(Signed::Token(r.sign(signer, meta, now)?)),
+            Request::Token(r) => Ok(Signed::Jwt(r.sign(signer, meta, now)?)),
             Request::Signature(r) => r.sign(signer, meta, now),
         }
     }

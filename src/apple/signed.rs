@@ -13,35 +13,35 @@ use crate::{Error, Es256Signer, KeyId};
 #[serde(untagged)]
 pub enum Signed {
     /// A JWT.
-    Token(SignedJwt),
+    Jwt(SignedJwt),
     /// A StoreKit JWS.
     StoreKit(SignedStoreKit),
     /// A legacy promotional offer signature.
     Legacy(LegacySignature),
-    /// A CloudKit Web Services request signature.
-    CloudKit(CloudKitSignature),
+    /// A request signature sent as request headers.
+    Headers(SignedHeaders),
 }
 
 impl Signed {
     /// The token or signature itself.
     pub fn line(&self) -> &str {
         match self {
-            Signed::Token(t) => &t.token,
+            Signed::Jwt(t) => &t.token,
             Signed::StoreKit(t) => &t.token,
             Signed::Legacy(s) => &s.signature,
-            Signed::CloudKit(s) => &s.signature,
+            Signed::Headers(s) => &s.signature,
         }
     }
 
     /// What the command line prints without `--json`: the token or signature on one
-    /// line, or for CloudKit the three request headers, one per line.
+    /// line, or the request headers, one per line.
     pub fn text(&self) -> String {
         match self {
-            Signed::CloudKit(s) => format!(
-                "X-Apple-CloudKit-Request-KeyID: {}\nX-Apple-CloudKit-Request-ISO8601Date: {}\n\
-                 X-Apple-CloudKit-Request-SignatureV1: {}\n",
-                s.key_id, s.date, s.signature
-            ),
+            Signed::Headers(s) => s
+                .headers
+                .iter()
+                .map(|(name, value)| format!("{name}: {}\n", value.as_str().unwrap_or_default()))
+                .collect(),
             other => format!("{}\n", other.line()),
         }
     }
@@ -157,13 +157,16 @@ pub struct LegacySignature {
     pub timestamp: u64,
 }
 
-/// A CloudKit Web Services request signature: the values of the three request headers.
+/// A request signature a client sends as request headers: the key, the date and the
+/// signature, and the headers that carry them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CloudKitSignature {
-    /// Standard base64 of the DER ECDSA signature (`X-Apple-CloudKit-Request-SignatureV1`).
+pub struct SignedHeaders {
+    /// Standard base64 of the DER ECDSA signature.
     pub signature: String,
-    /// The key that signed it (`X-Apple-CloudKit-Request-KeyID`).
+    /// The key that signed it.
     pub key_id: KeyId,
-    /// The date signed (`X-Apple-CloudKit-Request-ISO8601Date`).
+    /// The date signed.
     pub date: String,
+    /// The request headers, by name, in the order the API lists them.
+    pub headers: Map<String, Value>,
 }

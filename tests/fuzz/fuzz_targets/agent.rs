@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
-use p8hsm::apple::cache::TokenCache;
+use p8hsm::apple::cache::JwtCache;
 use p8hsm::protocol::{self, ErrorBody, Reply};
 use p8hsm::{Error, Es256Signer, KeyId};
 
@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
         key_id: request.key_id().clone(),
         key: SigningKey::from_slice(&[7u8; 32]).unwrap(),
     };
-    let cache = TokenCache::default();
+    let cache = JwtCache::default();
     match cache.sign(&request, "", &key, None) {
         Ok((signed, _)) => assert!(!signed.line().is_empty()),
         Err(e) => assert!(!e.to_string().is_empty()),

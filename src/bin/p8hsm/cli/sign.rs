@@ -84,7 +84,7 @@ fn keep(request: &Request, out: &Renewal, config: &Config) -> Result<(), Failure
         }
         Decision::Renew { reason } => {
             let (signed, _) = service.sign(request)?;
-            let Signed::Token(token) = signed else {
+            let Signed::Jwt(token) = signed else {
                 return Err(p8hsm::Error::internal("a token request signed no token").into());
             };
             files::replace_keeping_owner(path, format!("{}\n", token.token).as_bytes())?;
