@@ -45,7 +45,7 @@ pub enum Error {
         value: String,
     },
     /// Not a valid App Store Connect scope entry.
-    #[error("invalid scope {value}: a scope is \"METHOD /path\", e.g. \"GET /v1/apps\"")]
+    #[error("invalid scope {value}: a scope is \"METHOD /path\" with METHOD GET, POST, PATCH, PUT or DELETE, e.g. \"GET /v1/apps\"")]
     InvalidScope {
         /// The rejected value, quoted.
         value: String,

@@ -235,6 +235,21 @@ impl OAuthId {
     }
 }
 
+id_type!(
+    /// An Apple Ads team ID: `SEARCHADS.<uuid>`.
+    AdsTeamId,
+    "ads team ID",
+    "it is SEARCHADS.<uuid>",
+    |s: &str| oauth_id(s).filter(|id| id.starts_with("SEARCHADS."))
+);
+
+impl AdsTeamId {
+    /// As the OAuth ID it is.
+    pub fn as_oauth(&self) -> OAuthId {
+        OAuthId(self.0.clone())
+    }
+}
+
 fn oauth_id(s: &str) -> Option<String> {
     let (prefix, uuid) = s.split_once('.')?;
     let known = matches!(prefix, "BUSINESSAPI" | "SCHOOLAPI" | "SEARCHADS");
@@ -336,8 +351,7 @@ impl std::str::FromStr for Scope {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         let valid = s.split_once(' ').is_some_and(|(method, path)| {
-            !method.is_empty()
-                && method.bytes().all(|b| b.is_ascii_uppercase())
+            matches!(method, "GET" | "POST" | "PATCH" | "PUT" | "DELETE")
                 && path.starts_with('/')
                 && !path.chars().any(|c| c.is_whitespace() || c.is_control())
         });

@@ -75,8 +75,8 @@ use std::sync::{Mutex, MutexGuard};
 pub use apple::{Request, Signed};
 pub use error::{Error, ErrorCode};
 pub use ids::{
-    BundleId, ClientId, IssuerId, KeyId, KeyIdFormat, OAuthId, OfferId, Origin, ProductId, Scope,
-    ServiceId, TeamId, TransactionId,
+    AdsTeamId, BundleId, ClientId, IssuerId, KeyId, KeyIdFormat, OAuthId, OfferId, Origin,
+    ProductId, Scope, ServiceId, TeamId, TransactionId,
 };
 pub use p8::{fingerprint, P8Key};
 pub use pkcs11::{HsmKey, Token};

@@ -854,7 +854,7 @@ fn odd_values_keep_messages_true_and_on_one_line() {
         "--scope",
         "GET /v1/\napps",
     ]);
-    newline.fails(2, "error: invalid scope \"GET /v1/\\napps\": a scope is \"METHOD /path\", e.g. \"GET /v1/apps\"");
+    newline.fails(2, "error: invalid scope \"GET /v1/\\napps\": a scope is \"METHOD /path\" with METHOD GET, POST, PATCH, PUT or DELETE, e.g. \"GET /v1/apps\"");
     assert_eq!(newline.stderr.lines().count(), 1, "{}", newline.stderr);
 
     let (path, _) = hsm.write_key("AuthKey_UNREPORT01.p8");

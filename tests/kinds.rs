@@ -365,6 +365,7 @@ fn uuid_version(s: &str) -> u32 {
 fn legacy_promotional_offer_signature_is_der_over_apples_payload() {
     let hsm = Hsm::new();
     let key = hsm.import_new_key(KEY_ID);
+    let timestamp = crate::common::now() as u64 * 1000 + 123;
     let out = hsm
         .run(&[
             "sign",
@@ -382,16 +383,18 @@ fn legacy_promotional_offer_signature_is_der_over_apples_payload() {
             "--nonce",
             "3E1BD4A2-1B50-4C1F-9D5F-2D1E5A0C8F11",
             "--timestamp",
-            "1700000000123",
+            &timestamp.to_string(),
             "--json",
         ])
         .ok();
     let out: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(out["key_id"], KEY_ID);
     assert_eq!(out["nonce"], "3e1bd4a2-1b50-4c1f-9d5f-2d1e5a0c8f11");
-    assert_eq!(out["timestamp"], 1700000000123u64);
-    let payload = "com.example.app\u{2063}2X9R4HXF34\u{2063}com.example.monthly\u{2063}WINBACK\u{2063}\
-                   abcdef01-0000-4000-8000-000000000000\u{2063}3e1bd4a2-1b50-4c1f-9d5f-2d1e5a0c8f11\u{2063}1700000000123";
+    assert_eq!(out["timestamp"], timestamp);
+    let payload = format!(
+        "com.example.app\u{2063}2X9R4HXF34\u{2063}com.example.monthly\u{2063}WINBACK\u{2063}\
+         abcdef01-0000-4000-8000-000000000000\u{2063}3e1bd4a2-1b50-4c1f-9d5f-2d1e5a0c8f11\u{2063}{timestamp}"
+    );
     let der = STANDARD.decode(out["signature"].as_str().unwrap()).unwrap();
     let signature = DerSignature::try_from(der.as_slice()).expect("a DER ECDSA signature");
     VerifyingKey::from(key.public_key())

@@ -234,6 +234,20 @@ fn check_header(report: &mut Report, header: &Map<String, Value>, kind: Option<K
         ),
         None => {}
     }
+    let others: Vec<&str> = header
+        .keys()
+        .map(String::as_str)
+        .filter(|name| !matches!(*name, "alg" | "kid" | "typ"))
+        .collect();
+    if !others.is_empty() {
+        report.find(
+            "header",
+            format!(
+                "the header carries {}; Apple's tokens carry only alg, kid and typ",
+                others.join(", ")
+            ),
+        );
+    }
 }
 
 fn time(report: &mut Report, claims: &Map<String, Value>, name: &'static str) -> Option<i64> {
@@ -678,6 +692,20 @@ mod tests {
         assert_eq!(
             codes(&check(&token(jwt(), claims("GET /v1/apps")), None, NOW)),
             ["lifetime"]
+        );
+    }
+
+    #[test]
+    fn a_header_parameter_apple_does_not_use_is_a_finding() {
+        let header = serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34", "typ": "JWT", "crit": ["x"], "jku": "https://example.com"});
+        let t = NOW as i64;
+        let claims =
+            serde_json::json!({"iss": ISS, "iat": t, "exp": t + 600, "aud": "appstoreconnect-v1"});
+        let report = check(&token(header, claims), Some(Kind::Connect), NOW);
+        assert_eq!(codes(&report), ["header"]);
+        assert_eq!(
+            report.findings[0].message,
+            "the header carries crit, jku; Apple's tokens carry only alg, kid and typ"
         );
     }
 

@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 
-use crate::{BundleId, Error, IssuerId, OAuthId, Origin, Scope, ServiceId, TeamId};
+use crate::{AdsTeamId, BundleId, Error, IssuerId, OAuthId, Origin, Scope, ServiceId, TeamId};
 
 /// The parser of `T`, as an identity (and a request field) holds it.
 pub fn check<T: FromStr<Err = Error>>(s: &str) -> Result<(), Error> {
@@ -92,7 +92,7 @@ pub const CLIENT_ID: Identity = Identity {
 pub const ADS_TEAM_ID: Identity = Identity {
     prefixed: true,
     constrained: false,
-    ..identity("ads_team_id", "ads team ID", "ID", parsed::<OAuthId>())
+    ..identity("ads_team_id", "ads team ID", "ID", parsed::<AdsTeamId>())
 };
 /// An app's bundle ID.
 pub const BUNDLE_ID: Identity = identity("bundle_id", "bundle ID", "BUNDLE", parsed::<BundleId>());

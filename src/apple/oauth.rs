@@ -13,7 +13,7 @@ use super::spec::{
 };
 use super::AUD_SIGN_IN_WITH_APPLE;
 use crate::ids::Nonce;
-use crate::{Error, OAuthId};
+use crate::{AdsTeamId, Error, OAuthId};
 
 /// The most Apple allows between `iat` and `exp` of these secrets: 180 days.
 pub const MAX_OAUTH_LIFETIME: u64 = 180 * 24 * 60 * 60;
@@ -193,7 +193,7 @@ pub struct AppleAds {
     pub client_id: Option<OAuthId>,
     /// The Apple Ads team ID; recorded with the key when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ads_team_id: Option<OAuthId>,
+    pub ads_team_id: Option<AdsTeamId>,
 }
 
 #[derive(Serialize)]
@@ -206,12 +206,9 @@ struct AppleAdsClaims<'a> {
 }
 
 impl AppleAds {
-    fn check(client_id: Option<&OAuthId>, team: Option<&OAuthId>) -> Result<(), Error> {
+    fn check(client_id: Option<&OAuthId>) -> Result<(), Error> {
         if let Some(id) = client_id {
             check_prefix(KeyKind::AppleAds, "the client ID", id)?;
-        }
-        if let Some(id) = team {
-            check_prefix(KeyKind::AppleAds, "an Apple Ads team ID", id)?;
         }
         Ok(())
     }
@@ -219,14 +216,15 @@ impl AppleAds {
 
 impl JwtKind for AppleAds {
     fn validate(&self, _spec: &'static Spec) -> Result<(), Error> {
-        AppleAds::check(self.client_id.as_ref(), self.ads_team_id.as_ref())
+        AppleAds::check(self.client_id.as_ref())
     }
 
     fn jwt(&self, cx: &Context<'_>) -> Result<Jwt, Error> {
         let times = self.times(cx)?;
         let client_id = cx.identity(&identity::CLIENT_ID, self.client_id.as_ref())?;
         let team = cx.identity(&identity::ADS_TEAM_ID, self.ads_team_id.as_ref())?;
-        AppleAds::check(Some(&client_id), Some(&team))?;
+        AppleAds::check(Some(&client_id))?;
+        let team = team.as_oauth();
         let claims = AppleAdsClaims {
             sub: &client_id,
             iss: &team,
@@ -362,11 +360,11 @@ mod tests {
             request(school_id_for_business, 600),
             Err(Error::InvalidMetadata(_))
         ));
-        let business_team_for_ads = JwtParams::AppleAds(AppleAds {
-            client_id: Some(id("SEARCHADS")),
-            ads_team_id: Some(id("BUSINESSAPI")),
-        });
-        assert!(request(business_team_for_ads, 600).is_err());
+        let business_team = format!("BUSINESSAPI.{UUID}").parse::<crate::AdsTeamId>();
+        assert_eq!(
+            business_team.unwrap_err().to_string(),
+            format!("invalid ads team ID \"BUSINESSAPI.{UUID}\": it is SEARCHADS.<uuid>")
+        );
     }
 
     #[test]

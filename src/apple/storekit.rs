@@ -481,6 +481,12 @@ pub struct PromoOfferLegacy {
 /// Timestamps below this are seconds, not milliseconds (it is March 1973 in ms).
 const MIN_TIMESTAMP_MS: u64 = 100_000_000_000;
 
+/// How long Apple accepts a legacy offer signature after its timestamp.
+const VALID_MS: u64 = 24 * 3600 * 1000;
+
+/// How far ahead of this clock a given timestamp may be (another clock's drift).
+const FUTURE_MS: u64 = 5 * 60 * 1000;
+
 impl PromoOfferLegacy {
     /// The payload: `bundleId ⁣ keyId ⁣ productId ⁣ offerId ⁣ appAccountToken ⁣ nonce ⁣
     /// timestamp`, joined with U+2063 INVISIBLE SEPARATOR.
@@ -524,7 +530,24 @@ impl SignatureKind for PromoOfferLegacy {
         // a clock that cannot be right.
         let seconds = super::lifetime::clock(cx.now)?;
         let timestamp = match self.timestamp {
-            Some(ms) => ms,
+            Some(ms) => {
+                let now_ms = seconds.saturating_mul(1000);
+                let rule = if ms > now_ms + FUTURE_MS {
+                    Some("it is in the future, and Apple takes an offer's time as when it was signed")
+                } else if ms + VALID_MS < now_ms {
+                    Some("it is over 24 hours ago, and Apple accepts an offer signature for 24 hours")
+                } else {
+                    None
+                };
+                if let Some(rule) = rule {
+                    return Err(Error::InvalidId {
+                        what: "timestamp",
+                        value: ms.to_string(),
+                        rule,
+                    });
+                }
+                ms
+            }
             None => {
                 let millis = cx
                     .now
