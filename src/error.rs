@@ -226,6 +226,14 @@ pub enum Error {
         /// How many.
         count: usize,
     },
+    /// The key is not an EC P-256 key.
+    #[error("key {key_id} is {what}; p8hsm signs only with EC P-256 keys, as Apple's are")]
+    KeyNotP256 {
+        /// The key ID.
+        key_id: String,
+        /// What it is instead.
+        what: &'static str,
+    },
     /// The key exists but has no public key object.
     #[error("key {key_id} has no public key object on the token")]
     PublicKeyMissing {
@@ -417,9 +425,10 @@ impl Error {
             | InvalidUri { .. }
             | Clock { .. } => ErrorCode::InvalidInput,
             NotApplicable { .. } => ErrorCode::Usage,
-            KeyKindMismatch { .. } | MetadataContradiction { .. } | MetadataUnreadable { .. } => {
-                ErrorCode::KeyKind
-            }
+            KeyKindMismatch { .. }
+            | KeyNotP256 { .. }
+            | MetadataContradiction { .. }
+            | MetadataUnreadable { .. } => ErrorCode::KeyKind,
             NoModule { .. }
             | ModuleNotFound { .. }
             | ModuleLoad { .. }

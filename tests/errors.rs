@@ -216,3 +216,36 @@ fn the_agent_never_tries_a_pin_again_once_the_token_refused_it() {
         "one login at start, one after the restart, none after the refusal"
     );
 }
+
+/// A key on another curve, made outside p8hsm under a key ID, is named as such wherever
+/// p8hsm would use it, not taken for a key without a public key or signed with.
+#[test]
+fn a_key_on_another_curve_is_refused_as_one() {
+    let hsm = Hsm::new();
+    let id: String = "P384KEY001".bytes().map(|b| format!("{b:02x}")).collect();
+    hsm.pkcs11_tool(
+        &[
+            "--keypairgen",
+            "--key-type",
+            "EC:secp384r1",
+            "--label",
+            "P384KEY001",
+            "--id",
+            &id,
+        ],
+        &[],
+    );
+    let refused = "error: key P384KEY001 is an EC key on another curve than P-256; p8hsm signs \
+                   only with EC P-256 keys, as Apple's are";
+    hsm.run(&[
+        "token",
+        "apns",
+        "--key-id",
+        "P384KEY001",
+        "--team-id",
+        "A1B2C3D4E5",
+    ])
+    .fails(10, refused);
+    hsm.run(&["pubkey", "--key-id", "P384KEY001"])
+        .fails(10, refused);
+}

@@ -753,7 +753,7 @@ fn the_agent_and_the_service_audit_a_token_with_the_same_fields() {
 /// What stops the agent or the service from starting is neither bad input (3) nor an
 /// unreachable token (5): it exits with the setup status, 12, and says what is in use.
 #[test]
-fn an_address_or_socket_in_use_exits_with_the_setup_status() {
+fn an_address_or_socket_in_use_or_a_missing_tls_key_exits_with_the_setup_status() {
     let (hsm, pki) = setup(Hsm::new());
     let s = Serving::start(&hsm, &pki, &[], &[]);
     let address = s.url.trim_start_matches("https://").trim_end_matches('/');
@@ -777,6 +777,12 @@ fn an_address_or_socket_in_use_exits_with_the_setup_status() {
         .fails(
             12,
             "error: cannot start the agent: an agent already listens on {dir}/run/agent.sock",
+        );
+    // A TLS key the token does not hold is the service's setup, not a request's key.
+    hsm.run(&pki.serve_args(&pki.path("server.pem"), "pkcs11:object=NOSUCHKEY1"))
+        .fails(
+            12,
+            "error: cannot start the service: --tls-key: no key with key ID NOSUCHKEY1 on the token",
         );
 }
 

@@ -123,9 +123,34 @@ impl Token {
     pub fn key(&self, key_id: &KeyId) -> Result<HsmKey, Error> {
         Ok(HsmKey {
             token: self.clone(),
-            handle: RwLock::new(self.private_key(key_id)?),
+            handle: RwLock::new(self.p256_key(key_id)?),
             key_id: key_id.clone(),
         })
+    }
+
+    /// The private key `key_id`, refused when the token says it is not EC P-256.
+    fn p256_key(&self, key_id: &KeyId) -> Result<ObjectHandle, Error> {
+        let handle = self.private_key(key_id)?;
+        let attributes = self
+            .session()?
+            .get_attributes(handle, &[AttributeType::KeyType, AttributeType::EcParams])
+            .map_err(ck("C_GetAttributeValue"))?;
+        let what = attributes
+            .into_iter()
+            .find_map(|attribute| match attribute {
+                Attribute::KeyType(kind) if kind != KeyType::EC => Some("not an EC key"),
+                Attribute::EcParams(params) if params != P256_PARAMS => {
+                    Some("an EC key on another curve than P-256")
+                }
+                _ => None,
+            });
+        match what {
+            Some(what) => Err(Error::KeyNotP256 {
+                key_id: key_id.to_string(),
+                what,
+            }),
+            None => Ok(handle),
+        }
     }
 
     /// The EC P-256 private keys on the token.
@@ -240,7 +265,7 @@ impl Token {
 
     /// The public key of `key_id`, read from its public key object.
     pub fn public_key(&self, key_id: &KeyId) -> Result<PublicKey, Error> {
-        self.private_key(key_id)?;
+        self.p256_key(key_id)?;
         self.public_key_by_id(key_id.as_str().as_bytes())?
             .ok_or_else(|| Error::PublicKeyMissing {
                 key_id: key_id.to_string(),

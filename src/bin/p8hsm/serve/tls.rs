@@ -285,7 +285,8 @@ fn token_key(
             )));
         }
     }
-    let public = token.public_key(key_id)?;
+    let unusable = |e: p8hsm::Error| setup(format!("--tls-key: {e}"));
+    let public = token.public_key(key_id).map_err(unusable)?;
     let spki = public
         .to_public_key_der()
         .map_err(|e| setup(e.to_string()))?;
@@ -301,7 +302,7 @@ fn token_key(
             "the certificate in --tls-cert is not for key {key_id}'s public key"
         )));
     }
-    Ok(TokenKey(Arc::new(token.key(key_id)?)))
+    Ok(TokenKey(Arc::new(token.key(key_id).map_err(unusable)?)))
 }
 
 /// A TLS signing key that signs inside the token (ECDSA P-256 with SHA-256).
