@@ -84,10 +84,12 @@ pub enum Error {
     #[error("ttl must be at least 1 second")]
     LifetimeZero,
     /// Something a request needs was not given.
-    #[error("{field} is required: {why}")]
+    #[error("{what} is required: {why}")]
     MissingInput {
-        /// The field, as the protocol names it (snake_case), e.g. `origin`.
+        /// The field, as the protocol names it (snake_case), e.g. `team_id`.
         field: &'static str,
+        /// What it is, as messages name it, e.g. `Team ID`.
+        what: &'static str,
         /// Why it is needed.
         why: &'static str,
     },
@@ -127,11 +129,21 @@ pub enum Error {
         /// What it needs, e.g. `a developer`.
         expected: String,
     },
+    /// A field the key's recorded kind excludes (`individual` for a team key).
+    #[error("{reason}")]
+    KindExcludes {
+        /// The field, as the protocol names it.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A value given contradicts the one recorded with the key.
-    #[error("{what} {given} contradicts the {what} {recorded} recorded with key {key_id}")]
+    #[error("{about} {given} contradicts the {about} {recorded} recorded with key {key_id}")]
     MetadataContradiction {
         /// The field, as the protocol names it, e.g. `issuer`.
         what: &'static str,
+        /// What it is, as messages name it, e.g. `issuer ID`.
+        about: &'static str,
         /// The value given.
         given: String,
         /// The value recorded.
@@ -426,6 +438,7 @@ impl Error {
             | Clock { .. } => ErrorCode::InvalidInput,
             NotApplicable { .. } => ErrorCode::Usage,
             KeyKindMismatch { .. }
+            | KindExcludes { .. }
             | KeyNotP256 { .. }
             | MetadataContradiction { .. }
             | MetadataUnreadable { .. } => ErrorCode::KeyKind,

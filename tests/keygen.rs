@@ -396,7 +396,7 @@ fn new_kinds_refuse_bad_input_with_their_own_errors_and_sign_nothing() {
         (
             joined(BUSINESS, &[uuid, "--client-id", other_id]),
             10,
-            "error: client_id BUSINESSAPI.1f1e2d3c-4b5a-4697-8877-665544332211 contradicts the client_id BUSINESSAPI.0f1e2d3c-4b5a-4697-8877-665544332211 recorded with key 8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6\nhint: leave out --client-id to use the recorded value, or use the key it belongs to",
+            "error: client ID BUSINESSAPI.1f1e2d3c-4b5a-4697-8877-665544332211 contradicts the client ID BUSINESSAPI.0f1e2d3c-4b5a-4697-8877-665544332211 recorded with key 8a4e1f0c-2b3d-4c5e-9f60-718293a4b5c6\nhint: leave out --client-id to use the recorded value, or use the key it belongs to",
         ),
         (
             vec!["token", "school-manager", "--key-id", uuid],

@@ -499,7 +499,7 @@ fn recorded_metadata_supplies_identities_and_refuses_other_kinds() {
     ])
     .fails(
         10,
-        "error: issuer 00000000-0000-4000-8000-000000000000 contradicts the issuer 57246542-96fe-1a63-e053-0824d011072a recorded with key ABCDEFGH12\nhint: leave out --issuer to use the recorded value, or use the key it belongs to",
+        "error: issuer ID 00000000-0000-4000-8000-000000000000 contradicts the issuer ID 57246542-96fe-1a63-e053-0824d011072a recorded with key ABCDEFGH12\nhint: leave out --issuer to use the recorded value, or use the key it belongs to",
     );
 
     let keys: Value = serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();

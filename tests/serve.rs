@@ -661,7 +661,7 @@ fn a_refusal_names_the_request_field_never_a_command_line_option() {
         "--bundle-id",
         "com.example.app",
     ]);
-    cli.fails(3, "error: issuer is required: the token names it, and none is recorded with the key\nhint: give --issuer or set P8HSM_ISSUER, or record it with the key: `p8hsm import --kind KIND --issuer ID` (or `p8hsm assign`)");
+    cli.fails(3, "error: issuer ID is required: the token names it, and none is recorded with the key\nhint: give --issuer or set P8HSM_ISSUER, or record it with the key: `p8hsm import --kind KIND --issuer ID` (or `p8hsm assign`)");
     assert!(
         cli.stderr
             .contains("hint: give --issuer or set P8HSM_ISSUER"),

@@ -105,7 +105,7 @@ fn options_win_over_the_uri_and_bad_uris_are_named() {
     hsm.run(&["--key", "pkcs11:object=%G1", "keys"])
         .fails(3, "error: invalid PKCS#11 URI: object has a malformed percent-encoding\nhint: see RFC 7512; `p8hsm keys` and `p8hsm modules` print URIs to start from");
     hsm.run(&["--key", "pkcs11:token=p8hsm", "pubkey"])
-        .fails(3, "error: key_id is required: it names the key that signs\nhint: give --key-id, or a --key URI whose id or object is the Apple key ID");
+        .fails(3, "error: key ID is required: it names the key\nhint: give --key-id, or a --key URI whose id or object is the Apple key ID");
 }
 
 #[test]

@@ -234,16 +234,17 @@ fn check_header(report: &mut Report, header: &Map<String, Value>, kind: Option<K
         ),
         None => {}
     }
+    let own = kind.map_or(&[][..], |k| shape(k).header);
     let others: Vec<&str> = header
         .keys()
         .map(String::as_str)
-        .filter(|name| !matches!(*name, "alg" | "kid" | "typ"))
+        .filter(|name| !matches!(*name, "alg" | "kid" | "typ") && !own.contains(name))
         .collect();
     if !others.is_empty() {
         report.find(
             "header",
             format!(
-                "the header carries {}; Apple's tokens carry only alg, kid and typ",
+                "the header carries {}, which this API's tokens do not",
                 others.join(", ")
             ),
         );
@@ -259,6 +260,10 @@ fn time(report: &mut Report, claims: &Map<String, Value>, name: &'static str) ->
         );
         return None;
     };
+    if t < 0 {
+        report.find("time", format!("{name} is {t}, before 1970"));
+        return None;
+    }
     if t > MAX_SECONDS {
         report.find(
             "milliseconds",
@@ -696,6 +701,23 @@ mod tests {
     }
 
     #[test]
+    fn times_at_the_ends_of_the_integers_are_findings_not_overflows() {
+        let header = serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34"});
+        for (iat, exp) in [
+            (i64::MIN, None),
+            (0, Some(i64::MIN)),
+            (i64::MAX, Some(i64::MAX)),
+        ] {
+            let mut claims = serde_json::json!({"iss": "A1B2C3D4E5", "iat": iat});
+            if let Some(exp) = exp {
+                claims["exp"] = exp.into();
+            }
+            let report = check(&token(header.clone(), claims), Some(Kind::Apns), NOW);
+            assert!(!report.findings.is_empty(), "{iat} {exp:?}");
+        }
+    }
+
+    #[test]
     fn a_header_parameter_apple_does_not_use_is_a_finding() {
         let header = serde_json::json!({"alg": "ES256", "kid": "2X9R4HXF34", "typ": "JWT", "crit": ["x"], "jku": "https://example.com"});
         let t = NOW as i64;
@@ -705,7 +727,7 @@ mod tests {
         assert_eq!(codes(&report), ["header"]);
         assert_eq!(
             report.findings[0].message,
-            "the header carries crit, jku; Apple's tokens carry only alg, kid and typ"
+            "the header carries crit, jku, which this API's tokens do not"
         );
     }
 

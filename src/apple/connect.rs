@@ -297,18 +297,24 @@ impl JwtKind for Connect {
         let times = self.times(cx)?;
         let individual = match cx.meta.map(|m| m.kind) {
             Some(KeyKind::ConnectIndividual) if self.issuer.is_some() => {
-                return Err(Error::InvalidMetadata(format!(
-                    "key {} is recorded as an individual key: its tokens carry sub \"user\", \
-                     not an issuer",
-                    cx.key_id
-                )))
+                return Err(Error::KindExcludes {
+                    field: "issuer",
+                    reason: format!(
+                        "key {} is recorded as an individual key: its tokens carry sub \"user\", \
+                         not an issuer",
+                        cx.key_id
+                    ),
+                })
             }
             Some(KeyKind::Connect) if self.individual => {
-                return Err(Error::InvalidMetadata(format!(
-                    "key {} is recorded as a team key, whose tokens name an issuer: \
-                     individual does not apply",
-                    cx.key_id
-                )))
+                return Err(Error::KindExcludes {
+                    field: "individual",
+                    reason: format!(
+                        "key {} is recorded as a team key: its tokens name an issuer, not sub \
+                         \"user\"",
+                        cx.key_id
+                    ),
+                })
             }
             Some(kind) => kind == KeyKind::ConnectIndividual,
             None => self.individual,

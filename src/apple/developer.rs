@@ -171,6 +171,7 @@ pub const WEATHERKIT: Spec = Spec {
         ),
     ],
     jwt: Some(JwtShape {
+        header: &["id"],
         recognize: Some(|header, _| header.contains_key("id")),
         rules: Some(|header, claims| {
             let expected = match (claims.get("iss"), claims.get("sub")) {
@@ -415,6 +416,7 @@ impl JwtKind for MapKit {
         if self.mapkit_js && self.origin.is_none() {
             return Err(Error::MissingInput {
                 field: "origin",
+                what: "origin",
                 why: "a MapKit JS token must name the origin it serves",
             });
         }

@@ -242,6 +242,7 @@ impl KeyMetadata {
             (Some(given), Some(recorded)) if given != recorded => {
                 Err(Error::MetadataContradiction {
                     what: identity.field,
+                    about: identity.about,
                     given: given.to_string(),
                     recorded: recorded.to_string(),
                     key_id: key_id.to_string(),

@@ -259,6 +259,7 @@ impl Request {
             None => {
                 return Err(Error::MissingInput {
                     field: "key_id",
+                    what: "key ID",
                     why: "a request names the key that signs it",
                 })
             }

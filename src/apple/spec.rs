@@ -202,6 +202,8 @@ pub use super::identity::check;
 pub struct JwtShape {
     /// Whether the header carries `typ: "JWT"`.
     pub typ: bool,
+    /// Header parameters the kind carries besides `alg`, `kid` and `typ`.
+    pub header: &'static [&'static str],
     /// The `aud` claim, if the kind has one.
     pub aud: Option<&'static str>,
     /// Claims that must be present.
@@ -258,6 +260,7 @@ impl JwtShape {
     ) -> JwtShape {
         JwtShape {
             typ,
+            header: &[],
             aud,
             required,
             optional,
@@ -351,6 +354,7 @@ impl Context<'_> {
         };
         resolved.ok_or(Error::MissingInput {
             field: identity.field,
+            what: identity.about,
             why: "the token names it, and none is recorded with the key",
         })
     }

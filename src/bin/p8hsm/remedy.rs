@@ -170,10 +170,10 @@ pub fn remedy(e: &Error, to: Audience) -> Option<String> {
             _,
         ) => return None,
         (NotApplicable { field: "kind", .. }, _) => return None,
-        (NotApplicable { field: name, .. }, CommandLine) => {
+        (NotApplicable { field: name, .. } | KindExcludes { field: name, .. }, CommandLine) => {
             format!("hint: drop {}", field(name))
         }
-        (NotApplicable { field: name, .. }, Protocol) => {
+        (NotApplicable { field: name, .. } | KindExcludes { field: name, .. }, Protocol) => {
             format!("hint: leave {} out of the request", field(name))
         }
         (Malformed { .. }, CommandLine) => {
@@ -361,6 +361,7 @@ mod tests {
     fn a_program_is_told_the_json_field_and_a_person_the_option() {
         let missing = Error::MissingInput {
             field: "issuer",
+            what: "issuer ID",
             why: "x",
         };
         let person = remedy(&missing, Audience::CommandLine).unwrap();

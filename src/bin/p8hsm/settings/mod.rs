@@ -281,7 +281,8 @@ impl Config {
         }
         self.uri_key_id().ok_or(Error::MissingInput {
             field: "key_id",
-            why: "it names the key that signs",
+            what: "key ID",
+            why: "it names the key",
         })
     }
 
