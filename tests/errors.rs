@@ -249,3 +249,25 @@ fn a_key_on_another_curve_is_refused_as_one() {
     hsm.run(&["pubkey", "--key-id", "P384KEY001"])
         .fails(10, refused);
 }
+
+/// The background agent that cannot log in says so as the foreground one does, with its
+/// exit status (which a service manager must not restart on) and its warning.
+#[test]
+fn the_background_agent_reports_a_refused_pin_as_the_foreground_one_does() {
+    let hsm = Hsm::new();
+    let wrong = hsm.dir.path().join("wrong.pin");
+    std::fs::write(&wrong, "00000000\n").unwrap();
+    let socket = hsm.dir.path().join("run").join("agent.sock");
+    let run = hsm
+        .command(&["agent", "--socket", socket.to_str().unwrap()])
+        .env("P8HSM_PIN_SOURCE", format!("file:{}", wrong.display()))
+        .output()
+        .unwrap();
+    Run::from(run).fails(
+        4,
+        "error: the token refused the PIN (wrong PIN)\nwarning: repeated wrong PINs can lock a \
+         hardware token; p8hsm tried once and will not retry: check the PIN source before \
+         running again",
+    );
+    assert!(!socket.exists());
+}

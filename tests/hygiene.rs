@@ -156,3 +156,31 @@ fn the_library_names_no_option_variable_or_command_of_the_binary() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+/// A service manager that restarts p8hsm never does so after the token refused the PIN
+/// (exit 4): each restart would count against a hardware token's retry limit.
+#[test]
+fn the_service_units_never_restart_after_a_refused_pin() {
+    let manual = std::fs::read_to_string(crate::common::root().join("docs/manual.md")).unwrap();
+    assert!(
+        manual
+            .lines()
+            .any(|l| l.starts_with("| 4 |") && l.contains("PIN")),
+        "exit 4 is the refused PIN"
+    );
+    let mut units = 0;
+    for entry in std::fs::read_dir(crate::common::root().join("packaging")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "service") {
+            let unit = std::fs::read_to_string(&path).unwrap();
+            assert!(unit.contains("Restart=on-failure"), "{}", path.display());
+            assert!(
+                unit.lines().any(|l| l == "RestartPreventExitStatus=4"),
+                "{}",
+                path.display()
+            );
+            units += 1;
+        }
+    }
+    assert_eq!(units, 2);
+}

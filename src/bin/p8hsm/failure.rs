@@ -60,6 +60,16 @@ pub enum Failure {
     AuditFailed(io::Error),
     /// The agent could not be started.
     AgentSetup(String),
+    /// The background agent failed before it listened: its `error:` line, the line after
+    /// it (a hint or warning), and its exit status, as it said them.
+    AgentFailed {
+        /// Its exit status.
+        status: u8,
+        /// Its message, without `error: `.
+        message: String,
+        /// Its next line, whole.
+        next: Option<String>,
+    },
     /// The service could not be started: a file, the listener, the policy.
     ServeSetup(String),
     /// No caller of the service's policy is named by the client's certificate.
@@ -234,9 +244,9 @@ impl Failure {
             Failure::Busy => ErrorCode::Busy,
             Failure::TooLarge(_) => ErrorCode::TooLarge,
             Failure::AuditFailed(_) => ErrorCode::AuditFailed,
-            Failure::AgentSetup(_) | Failure::AgentUnreachable { .. } => {
-                ErrorCode::TokenUnavailable
-            }
+            Failure::AgentSetup(_)
+            | Failure::AgentFailed { .. }
+            | Failure::AgentUnreachable { .. } => ErrorCode::TokenUnavailable,
             Failure::Findings(_)
             | Failure::Doctor(_)
             | Failure::Output(_)
@@ -251,6 +261,7 @@ impl Failure {
             Failure::Findings(_) => exit::FINDINGS,
             Failure::Doctor(_) => exit::DOCTOR,
             Failure::AgentSetup(_) | Failure::ServeSetup(_) => exit::SETUP,
+            Failure::AgentFailed { status, .. } => *status,
             Failure::Output(_) | Failure::Write { .. } | Failure::Unreported { .. } => {
                 exit::FAILURE
             }
@@ -358,6 +369,7 @@ impl Failure {
                 ),
             ),
             Failure::AgentSetup(reason) => (format!("cannot start the agent: {reason}"), None),
+            Failure::AgentFailed { message, next, .. } => (message.clone(), next.clone()),
             Failure::AgentUnreachable { socket, reason } => (
                 format!("cannot reach the agent at {}: {reason}", socket.display()),
                 hint("is `p8hsm agent` running? Unset P8HSM_AGENT_SOCK to use the token directly"),

@@ -143,15 +143,25 @@ pub fn spawn(
     for _ in 0..2 {
         if out.read_line(&mut env).map_err(p8hsm::Error::internal)? == 0 {
             let status = child.wait().map_err(p8hsm::Error::internal)?;
-            let last = std::fs::read_to_string(&log_path)
-                .ok()
-                .and_then(|log| {
-                    log.lines()
-                        .rev()
-                        .find(|l| l.starts_with("error: "))
-                        .map(str::to_owned)
-                })
-                .unwrap_or_default();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let at = lines.iter().rposition(|l| l.starts_with("error: "));
+            let last = at.map_or("", |at| lines[at]);
+            // Failing as the foreground agent would (a refused PIN: 4), it says so as
+            // the foreground agent would, with its status.
+            let said = status.code().and_then(|code| u8::try_from(code).ok());
+            if let (Some(status), Some(at)) = (said, at) {
+                if status != crate::failure::exit::SETUP {
+                    let next = lines
+                        .get(at + 1)
+                        .filter(|l| l.starts_with("hint: ") || l.starts_with("warning: "));
+                    return Err(Failure::AgentFailed {
+                        status,
+                        message: last.trim_start_matches("error: ").to_owned(),
+                        next: next.map(|l| (*l).to_owned()),
+                    });
+                }
+            }
             return Err(Failure::AgentSetup(format!(
                 "the agent exited ({status}) before listening{}; see {}",
                 if last.is_empty() {
