@@ -150,6 +150,24 @@ fn a_renewed_token_keeps_the_owner_and_mode_of_the_file_it_replaces() {
         "{}",
         run.stderr
     );
+
+    // A file another user made where anyone may create files (a planted one) does not
+    // receive the token.
+    let shared = hsm.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let planted = shared.join("siwa.jwt");
+    std::fs::write(&planted, "").unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+    let mut args = SIWA.to_vec();
+    args.extend(["--out", path_str(&planted), "--renew-within", "1d"]);
+    hsm.run(&args).fails(
+        2,
+        "error: {dir}/shared/siwa.jwt belongs to uid 65534, and others may create files in \
+         {dir}/shared: whoever made it would receive the token; remove it, or keep the token \
+         in a directory only you or root can write to",
+    );
+    assert_eq!(std::fs::read_to_string(&planted).unwrap(), "");
 }
 
 #[test]

@@ -67,6 +67,22 @@ pub fn replace_keeping_owner(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    let me = rustix::process::geteuid().as_raw();
+    if let (Ok(old), Ok(parent)) = (std::fs::symlink_metadata(path), std::fs::metadata(dir)) {
+        // A file another user made where others may create files could have been made
+        // to receive the token: its owner is not kept, and it is not replaced.
+        let open_to_others = parent.mode() & 0o022 != 0 || (parent.uid() != 0 && parent.uid() != me);
+        if old.is_file() && old.uid() != me && open_to_others {
+            return Err(Failure::Usage(format!(
+                "{} belongs to uid {}, and others may create files in {}: whoever made it \
+                 would receive the token; remove it, or keep the token in a directory only \
+                 you or root can write to",
+                path.display(),
+                old.uid(),
+                dir.display()
+            )));
+        }
+    }
     let file = private_file(dir, bytes)?;
     if let Ok(old) = std::fs::symlink_metadata(path) {
         if old.is_file() {
