@@ -136,13 +136,22 @@ fn duplicate_import_is_refused_and_writes_nothing() {
         7,
         "error: the token already holds an object with key ID 2X9R4HXF34; nothing was written\nhint: `p8hsm keys` lists what is there; to replace a key, delete it first with `p8hsm delete --key-id ID --yes`",
     );
+    // A label that looks like another key ID would be taken for that key (a token that
+    // sets CKA_ID itself is searched by label).
     let (path, _) = hsm.write_key("AuthKey_ABCDEFGH12.p8");
-    hsm.run(&["import", path_str(&path), "--label", "2X9R4HXF34"])
+    hsm.run(&["import", path_str(&path), "--label", "DEVKEY0009"])
+        .fails(
+            3,
+            "error: invalid label \"DEVKEY0009\": a label that looks like another key ID would be taken for that key",
+        );
+    hsm.run(&["import", path_str(&path), "--label", "prod"]).ok();
+    let (path, _) = hsm.write_key("AuthKey_ABCDEFGH13.p8");
+    hsm.run(&["import", path_str(&path), "--label", "prod"])
         .fails(
             7,
-            "error: the token already holds an object labelled \"2X9R4HXF34\"; nothing was written\nhint: `p8hsm keys` lists what is there; to replace a key, delete it first with `p8hsm delete --key-id ID --yes`",
+            "error: the token already holds an object labelled \"prod\"; nothing was written\nhint: `p8hsm keys` lists what is there; to replace a key, delete it first with `p8hsm delete --key-id ID --yes`",
         );
-    assert_eq!(hsm.object_count(), 2);
+    assert_eq!(hsm.object_count(), 4);
 }
 
 /// Runs openssl to make a key file of another kind.

@@ -314,6 +314,13 @@ impl Token {
         }
         let label = options.label.unwrap_or(key_id.as_str());
         check_label(label)?;
+        if label != key_id.as_str() && label.parse::<KeyId>().is_ok() {
+            return Err(Error::InvalidId {
+                what: "label",
+                value: printable(label),
+                rule: "a label that looks like another key ID would be taken for that key",
+            });
+        }
         if !profile.keeps_ids() && label != key_id.as_str() {
             return Err(Error::NotApplicable {
                 field: "label",
