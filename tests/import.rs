@@ -144,7 +144,8 @@ fn duplicate_import_is_refused_and_writes_nothing() {
             3,
             "error: invalid label \"DEVKEY0009\": a label that looks like another key ID would be taken for that key",
         );
-    hsm.run(&["import", path_str(&path), "--label", "prod"]).ok();
+    hsm.run(&["import", path_str(&path), "--label", "prod"])
+        .ok();
     let (path, _) = hsm.write_key("AuthKey_ABCDEFGH13.p8");
     hsm.run(&["import", path_str(&path), "--label", "prod"])
         .fails(

@@ -167,7 +167,11 @@ impl<C: Clock> JwtCache<C> {
     /// waiting: `None` also while another caller holds the entry (signing it), so that a
     /// caller that must not block can take the blocking path ([`JwtCache::get`]).
     pub fn peek(&self, request: &JwtRequest) -> Option<SignedJwt> {
-        let entry = lock(&self.entries).by_request.get(request)?.entry.clone();
+        let entry = lock(&self.entries)
+            .by_request
+            .get(&request.cache_key())?
+            .entry
+            .clone();
         let token = entry.try_lock().ok()?;
         let now = self.clock.now();
         token.as_ref().filter(|t| fresh(t, now)).cloned()
@@ -192,6 +196,7 @@ impl<C: Clock> JwtCache<C> {
     }
 
     fn entry(&self, request: &JwtRequest, caller: &str) -> Entry {
+        let request = &request.cache_key();
         let mut entries = lock(&self.entries);
         if let Some(slot) = entries.by_request.get(request) {
             return slot.entry.clone();
@@ -655,6 +660,46 @@ mod tests {
             None,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_provider_token_is_one_per_team_and_key_whatever_the_skew() {
+        let cache = JwtCache::new(FakeClock::at(NOW));
+        let signer = MemorySigner::new();
+        let with_skew = |skew| {
+            JwtRequest::new(
+                "2X9R4HXF34".parse().unwrap(),
+                JwtParams::Apns(Provider {
+                    team_id: Some("A1B2C3D4E5".parse().unwrap()),
+                }),
+                None,
+                Some(skew),
+            )
+            .unwrap()
+        };
+        let first = with_skew(60);
+        let (token, _) = cache
+            .get(&first, "a", |now| first.sign(&signer, None, now))
+            .unwrap();
+        for skew in [0, 61, 62, 600] {
+            let request = with_skew(skew);
+            let (again, source) = cache
+                .get(&request, "a", |now| request.sign(&signer, None, now))
+                .unwrap();
+            assert_eq!(
+                (again.token.as_str(), source),
+                (token.token.as_str(), Source::Hit)
+            );
+        }
+        // Other kinds still tell lifetimes apart.
+        let (a, b) = (connect(600, 60, &[]), connect(600, 0, &[]));
+        let (a, _) = cache
+            .get(&a, "a", |now| a.sign(&signer, None, now))
+            .unwrap();
+        let (b, source) = cache
+            .get(&b, "a", |now| b.sign(&signer, None, now))
+            .unwrap();
+        assert_ne!((a.token, Source::Hit), (b.token, source));
     }
 
     #[test]

@@ -46,6 +46,17 @@ pub struct SignatureRequest {
 const REFERENCE_TIME: Duration = Duration::from_secs(2_000_000_000);
 
 impl JwtRequest {
+    /// The request as the token cache tells requests apart: a provider token stands for
+    /// its team whatever its `iat` was backdated by (one token per team and key, as Apple
+    /// wants; a new one for each skew would be refused as too many updates).
+    pub fn cache_key(&self) -> JwtRequest {
+        let mut key = self.clone();
+        if let LifetimeRule::Provider { .. } = self.params.kind().spec().lifetime {
+            key.lifetime.skew = 0;
+        }
+        key
+    }
+
     /// A JWT request signed by `key_id`, with `ttl` (seconds from now until `exp`) and
     /// `skew` (seconds `iat` is backdated) where the kind has them: defaults come from
     /// the kind's [`Spec`]. Checks every rule that needs neither the key nor the clock.

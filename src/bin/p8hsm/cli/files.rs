@@ -71,7 +71,8 @@ pub fn replace_keeping_owner(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     if let (Ok(old), Ok(parent)) = (std::fs::symlink_metadata(path), std::fs::metadata(dir)) {
         // A file another user made where others may create files could have been made
         // to receive the token: its owner is not kept, and it is not replaced.
-        let open_to_others = parent.mode() & 0o022 != 0 || (parent.uid() != 0 && parent.uid() != me);
+        let open_to_others =
+            parent.mode() & 0o022 != 0 || (parent.uid() != 0 && parent.uid() != me);
         if old.is_file() && old.uid() != me && open_to_others {
             return Err(Failure::Usage(format!(
                 "{} belongs to uid {}, and others may create files in {}: whoever made it \
