@@ -146,7 +146,8 @@ impl KeyId {
     pub fn format(&self) -> KeyIdFormat {
         if apple_ten(&self.0).is_some() {
             KeyIdFormat::Apple
-        } else if self.0.len() == 36 {
+        } else if self.0.contains('-') {
+            // Hexadecimal digits have no hyphen; a UUID (as it was checked) has four.
             KeyIdFormat::Uuid
         } else {
             KeyIdFormat::Hex
@@ -387,6 +388,11 @@ mod tests {
     #[test]
     fn key_ids_come_in_apples_three_forms() {
         let format = |s: &str| s.parse::<KeyId>().map(|k| k.format());
+        assert_eq!(
+            format("0123456789abcdef0123456789abcdef0123").unwrap(),
+            KeyIdFormat::Hex,
+            "36 hexadecimal digits are no UUID"
+        );
         assert_eq!(format("2X9R4HXF34").unwrap(), KeyIdFormat::Apple);
         assert_eq!(
             format("d136aa66-0c3b-4bd4-9892-c20e8db024ab").unwrap(),

@@ -194,6 +194,15 @@ fn cloudkit_signs_the_date_body_hash_and_subpath_with_a_generated_key() {
             ],
         ))
         .ok();
+    // A date ahead of the clock would pre-sign a request for later.
+    hsm.run(&joined(
+        CLOUDKIT,
+        &[subpath, "--date", "2099-12-31T23:59:59Z"],
+    ))
+    .fails(
+        3,
+        "error: invalid date 2099-12-31T23:59:59Z: it is more than 5 minutes ahead of this clock",
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
     assert_eq!(

@@ -131,6 +131,9 @@ impl std::str::FromStr for BodyHash {
 #[serde(try_from = "String", into = "String")]
 pub struct IsoDate(u64);
 
+/// How far ahead of this clock a request's date may be (another clock's drift).
+const AHEAD: u64 = 5 * 60;
+
 impl IsoDate {
     /// The date of `time`, to the second.
     pub fn at(time: SystemTime) -> Result<IsoDate, Error> {
@@ -238,6 +241,15 @@ impl SignatureKind for CloudKit {
         // clock that cannot be right.
         let now = IsoDate::at(cx.now)?;
         let date = self.date.unwrap_or(now);
+        // A request dated ahead would be pre-signed for a time its caller may no longer
+        // be allowed to sign at.
+        if date.0 > now.0 + AHEAD {
+            return Err(Error::InvalidId {
+                what: "date",
+                value: date.to_string(),
+                rule: "it is more than 5 minutes ahead of this clock",
+            });
+        }
         let signature = signer.sign_es256(self.message(date).as_bytes())?;
         let key_id = signer.key_id().clone();
         let signature = STANDARD.encode(signature.to_der().as_bytes());
@@ -294,7 +306,15 @@ mod tests {
             "date": "2026-11-27T13:31:14Z",
         }))
         .unwrap();
-        let Signed::Headers(signed) = request.sign(&signer, None, now()).unwrap() else {
+        let at = humantime::parse_rfc3339("2026-11-27T13:31:14Z").unwrap();
+        let ahead = request
+            .sign(&signer, None, at - std::time::Duration::from_secs(301))
+            .unwrap_err();
+        assert_eq!(
+            ahead.to_string(),
+            "invalid date 2026-11-27T13:31:14Z: it is more than 5 minutes ahead of this clock"
+        );
+        let Signed::Headers(signed) = request.sign(&signer, None, at).unwrap() else {
             panic!("not a CloudKit signature");
         };
         assert_eq!(signed.date, "2026-11-27T13:31:14Z");
