@@ -76,6 +76,31 @@ fn pin_files_token_store_and_agent_files_are_private() {
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
 }
 
+/// Whole tokens never go to an audit log everyone may read.
+#[test]
+fn whole_tokens_are_not_written_to_a_log_everyone_may_read() {
+    let hsm = Hsm::new();
+    let log = hsm.dir.path().join("audit.log");
+    std::fs::write(&log, "").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let socket = hsm.dir.path().join("run").join("agent.sock");
+    let args = [
+        "agent",
+        "--foreground",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--audit-log",
+        log.to_str().unwrap(),
+        "--audit-tokens",
+    ];
+    hsm.run(&args).fails(
+        12,
+        "error: cannot start the agent: cannot open the audit log {dir}/audit.log: it is \
+         readable by everyone (mode 0644), and --audit-tokens writes whole tokens to it: chmod \
+         o-r it first",
+    );
+}
+
 /// The `rsa` crate is used for one thing: encrypting the key under a token's RSA public
 /// key (`import`'s RSA-OAEP unwrap). Its known advisory (RUSTSEC-2023-0071, a timing
 /// leak of the private key in RSA decryption and signing) is accepted in

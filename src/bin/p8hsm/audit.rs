@@ -71,10 +71,24 @@ impl Audit {
     /// Lines to stderr, or to `log` (a path, opened with [`open_log`]).
     pub fn new(log: Option<&Path>, format: LogFormat, tokens: bool) -> io::Result<Audit> {
         let sink = match log {
-            Some(path) => Sink::File {
-                file: Mutex::new(open_log(path)?),
-                path: path.to_path_buf(),
-            },
+            Some(path) => {
+                let file = open_log(path)?;
+                let mode = file.metadata()?.mode() & 0o777;
+                if tokens && mode & 0o004 != 0 {
+                    // Whole tokens are bearer credentials: not for everyone to read.
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!(
+                            "it is readable by everyone (mode {mode:04o}), and --audit-tokens \
+                             writes whole tokens to it: chmod o-r it first"
+                        ),
+                    ));
+                }
+                Sink::File {
+                    file: Mutex::new(file),
+                    path: path.to_path_buf(),
+                }
+            }
             None => Sink::Stderr,
         };
         Ok(Audit {
