@@ -320,11 +320,21 @@ impl Failure {
             ),
             Failure::KeyNotAllowed(key_id) => (
                 format!("this agent does not sign with key {key_id}"),
-                hint("the agent was started with --keys; use one of those keys"),
+                match to {
+                    Audience::CommandLine => {
+                        hint("the agent was started with --keys; use one of those keys")
+                    }
+                    Audience::Protocol => hint("this agent signs only with the keys its operator named"),
+                },
             ),
             Failure::Forbidden { uid } => (
                 format!("uid {uid} may not use this agent"),
-                hint("start the agent with --allow-uid or --allow-gid to let it"),
+                match to {
+                    Audience::CommandLine => {
+                        hint("start the agent with --allow-uid or --allow-gid to let it")
+                    }
+                    Audience::Protocol => hint("the agent's operator decides which users may use it"),
+                },
             ),
             Failure::Busy => (
                 "too many connections are being served".to_owned(),
