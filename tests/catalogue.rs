@@ -188,6 +188,12 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
             "error: invalid label \"a\\nb\": use 1 to 64 bytes without control or bidirectional formatting characters",
         ),
         case(
+            "kind without the identity it records",
+            &["import", "-", "--key-id", "NEWKEY0003", "--kind", "connect"],
+            2,
+            "error: connect keys record their issuer ID: give --issuer\nhint: `p8hsm import --kind connect --issuer UUID` records it once for every token",
+        ),
+        case(
             "URI: unknown attribute",
             &["--key", "pkcs11:token=p8hsm;colour=blue", "keys"],
             3,
@@ -254,11 +260,15 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
             "error: cannot read the PIN: prompt needs a terminal, and there is none\nhint: give --pin-source file:PATH, env:VAR or prompt (or set P8HSM_PIN_SOURCE)",
         ),
     ]);
-    let label = cases
-        .iter_mut()
-        .find(|c| c.name == "label with a newline")
-        .unwrap();
-    label.stdin = good.clone().into_bytes();
+    for c in cases.iter_mut().filter(|c| {
+        [
+            "label with a newline",
+            "kind without the identity it records",
+        ]
+        .contains(&c.name)
+    }) {
+        c.stdin = good.clone().into_bytes();
+    }
     let empty_pin = dir.join("empty.pin");
     std::fs::write(&empty_pin, "").unwrap();
     let two_lines = dir.join("two.pin");

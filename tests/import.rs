@@ -512,6 +512,8 @@ fn vendor_profiles_shape_the_import() {
         path_str(&path),
         "--kind",
         "developer",
+        "--team-id",
+        "A1B2C3D4E5",
     ])
     .fails(
         5,

@@ -647,7 +647,7 @@ fn a_refusal_names_the_request_field_never_a_command_line_option() {
     assert_eq!(error["code"], "invalid_input", "{reply}");
     let message = error["message"].as_str().unwrap();
     let hint = error["hint"].as_str().unwrap();
-    assert!(message.starts_with("issuer is required"), "{message}");
+    assert!(message.starts_with("issuer ID is required"), "{message}");
     assert!(hint.contains("\"issuer\""), "{hint}");
     for text in [message, hint] {
         assert!(!text.contains("--") && !text.contains("P8HSM_"), "{text}");
@@ -661,7 +661,7 @@ fn a_refusal_names_the_request_field_never_a_command_line_option() {
         "--bundle-id",
         "com.example.app",
     ]);
-    cli.fails(3, "error: issuer ID is required: the token names it, and none is recorded with the key\nhint: give --issuer or set P8HSM_ISSUER, or record it with the key: `p8hsm import --kind KIND --issuer ID` (or `p8hsm assign`)");
+    cli.fails(3, "error: issuer ID is required: the token names it, and none is recorded with the key\nhint: give --issuer or set P8HSM_ISSUER (a key imported or assigned with its --kind and --issuer records it)");
     assert!(
         cli.stderr
             .contains("hint: give --issuer or set P8HSM_ISSUER"),

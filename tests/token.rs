@@ -77,7 +77,7 @@ fn connect_individual_token_has_sub_user_and_no_iss() {
 
     // A team token needs an issuer: given, from P8HSM_ISSUER, or recorded with the key.
     hsm.run(&["token", "connect", "--key-id", KEY_ID])
-        .fails(3, "error: issuer ID is required: the token names it, and none is recorded with the key\nhint: give --issuer or set P8HSM_ISSUER, or record it with the key: `p8hsm import --kind KIND --issuer ID` (or `p8hsm assign`)");
+        .fails(3, "error: issuer ID is required: the token names it, and none is recorded with the key\nhint: give --issuer or set P8HSM_ISSUER (a key imported or assigned with its --kind and --issuer records it)");
     let run = hsm.run(&[
         "token",
         "connect",

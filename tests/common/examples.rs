@@ -378,7 +378,7 @@ pub const REFUSALS: &[Refusal] = &[
         exit: 3,
         code: "invalid_input",
         error: "issuer ID is required: the token names it, and none is recorded with the key",
-        hint: Some("hint: give --issuer or set P8HSM_ISSUER, or record it with the key: `p8hsm import --kind KIND --issuer ID` (or `p8hsm assign`)"),
+        hint: Some("hint: give --issuer or set P8HSM_ISSUER (a key imported or assigned with its --kind and --issuer records it)"),
         protocol_hint: Some("hint: give \"issuer\" in the request, or have it recorded with the key when the key is imported"),
     },
     Refusal {
@@ -388,7 +388,7 @@ pub const REFUSALS: &[Refusal] = &[
         exit: 3,
         code: "invalid_input",
         error: "Team ID is required: the token names it, and none is recorded with the key",
-        hint: Some("hint: give --team-id or set P8HSM_TEAM_ID, or record it with the key: `p8hsm import --kind KIND --team-id ID` (or `p8hsm assign`)"),
+        hint: Some("hint: give --team-id or set P8HSM_TEAM_ID (a key imported or assigned with its --kind and --team-id records it)"),
         protocol_hint: Some("hint: give \"team_id\" in the request, or have it recorded with the key when the key is imported"),
     },
     Refusal {

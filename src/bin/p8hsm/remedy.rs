@@ -118,8 +118,7 @@ pub fn remedy(e: &Error, to: Audience) -> Option<String> {
         ),
         (MissingInput { field: name, .. }, _) if recordable(name) => match to {
             CommandLine => format!(
-                "hint: {}, or record it with the key: `p8hsm import --kind KIND {} ID` (or \
-                 `p8hsm assign`)",
+                "hint: {} (a key imported or assigned with its --kind and {} records it)",
                 to.give(name),
                 field(name)
             ),

@@ -25,6 +25,22 @@ impl Identities {
         for (identity, value) in &self.given {
             meta = meta.with(identity, value)?;
         }
+        // What a kind records is recorded with it, or every token would have to give it
+        // (and nothing can add it later).
+        if let Some(missing) = kind
+            .identities()
+            .iter()
+            .find(|identity| meta.recorded(identity.field).is_none())
+        {
+            let option = crate::remedy::Audience::CommandLine.field(missing.field);
+            return Err(Failure::Option {
+                message: format!("{kind} keys record their {}: give {option}", missing.about),
+                hint: Some(format!(
+                    "hint: `p8hsm import --kind {kind} {option} {}` records it once for every token",
+                    missing.placeholder
+                )),
+            });
+        }
         Ok(Some(meta))
     }
 }
