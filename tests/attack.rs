@@ -423,6 +423,43 @@ fn slow_clients_are_cut_off_and_cannot_starve_others() {
     drop(idle);
 }
 
+/// Clients that send requests and never read the replies cannot hold the agent: a reply
+/// waiting to be read is evicted as an idle client is.
+#[test]
+fn clients_that_never_read_cannot_starve_others() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let hsm = Hsm::new();
+    hsm.import_new_key("2X9R4HXF34");
+    // Its audit lines go to a file: a pipe nobody reads would hold every connection.
+    let log = hsm.dir.path().join("audit.log");
+    let agent = crate::common::Agent::start(&hsm, &hsm.env, &[], &["--audit-log", path_str(&log)]);
+    let line = b"{\"id\":1,\"command\":\"token\",\"kind\":\"connect\",\"key_id\":\"2X9R4HXF34\",\"individual\":true}\n";
+    let flood: Vec<_> = (0..70)
+        .map(|_| {
+            let mut stream = agent.connect();
+            stream.set_nonblocking(true).unwrap();
+            // As many requests as the socket takes; the replies are never read.
+            for _ in 0..4000 {
+                if stream.write_all(line).is_err() {
+                    break;
+                }
+            }
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let begin = Instant::now();
+    let reply = agent.request(&serde_json::from_slice(&line[..line.len() - 1]).unwrap());
+    assert_eq!(reply["ok"], true, "a new client is served: {reply}");
+    assert!(
+        begin.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        begin.elapsed()
+    );
+    drop(flood);
+}
+
 /// Finding 6: `--socket` pointing at a regular file must never remove it.
 #[test]
 fn the_agent_removes_only_a_stale_socket() {

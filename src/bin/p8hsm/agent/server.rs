@@ -3,8 +3,9 @@
 //! Limits: a request is one line of at most [`MAX_REQUEST`] bytes, which must arrive
 //! whole within [`REQUEST_TIME`] of the agent starting to wait for it, or the connection
 //! closes; at most [`MAX_CONNECTIONS`] connections at once, and when all are taken a new
-//! one evicts the connection that has waited longest for its request (one being served
-//! is never evicted), so slow or idle clients cannot starve others.
+//! one evicts the connection that has waited longest for its request or for its reply to
+//! be read (one being signed for is never evicted), so slow, idle or unread clients
+//! cannot starve others.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -265,6 +266,9 @@ impl Agent {
             };
             self.connections.waiting(id, false);
             let reply = self.handle(&line, &peer);
+            // A client that does not read its replies holds its place no better than
+            // one that sends nothing: while the reply is written, it may be evicted.
+            self.connections.waiting(id, true);
             if stream.write_all(&reply.line()).is_err() {
                 return;
             }
