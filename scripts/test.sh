@@ -61,7 +61,8 @@ P8HSM_TEST_NSS=1 cargo test --all-features --test integration -- \
     --skip an_import_killed_halfway --skip missing_module_token_key_and_pin_source \
     --skip import_infers_the_key_id --skip vendor_profiles_shape_the_import \
     --skip recorded_metadata_supplies_identities --skip modules_lists_what_p8hsm_finds \
-    --skip options_win_over_the_uri --skip a_live_key_is_never_taken_for_an_unfinished_import
+    --skip options_win_over_the_uri --skip a_live_key_is_never_taken_for_an_unfinished_import \
+    --skip a_key_on_another_curve_is_refused_as_one
 
 echo "== the integration suite against a TPM 2.0: tpm2-pkcs11 on swtpm, behind tpm2-abrmd"
 # Keys go in with tpm2_ptool (tpm2-pkcs11 takes none through PKCS#11) or are generated.

@@ -271,3 +271,18 @@ fn the_background_agent_reports_a_refused_pin_as_the_foreground_one_does() {
     );
     assert!(!socket.exists());
 }
+
+/// `keys` on an empty token prints nothing a script would take for a key, and tells a
+/// person what adds one.
+#[test]
+fn keys_on_an_empty_token_says_what_adds_one() {
+    let hsm = Hsm::new();
+    let run = hsm.run(&["keys"]);
+    assert_eq!((run.code, run.stdout.as_str()), (0, ""));
+    assert_eq!(
+        run.stderr,
+        "the token holds no keys: `p8hsm import AuthKey_<ID>.p8` imports one, `p8hsm keygen \
+         --label LABEL` makes one in the token\n"
+    );
+    assert_eq!(hsm.run(&["keys", "--json"]).ok(), "[]\n");
+}

@@ -5,6 +5,25 @@
 use crate::common::{succeeded, verify_jwt, Hsm};
 
 /// The URI `keys` prints for the only key on the token.
+/// A path attribute of a PKCS#11 URI, percent-decoded.
+fn attribute(uri: &str, name: &str) -> String {
+    let value = uri.split(&format!("{name}=")).nth(1).unwrap();
+    let value = value.split([';', '?']).next().unwrap().as_bytes();
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while i < value.len() {
+        if value[i] == b'%' {
+            let hex = std::str::from_utf8(&value[i + 1..i + 3]).unwrap();
+            decoded.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            decoded.push(value[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded).unwrap()
+}
+
 fn key_uri(hsm: &Hsm) -> String {
     let keys: serde_json::Value = serde_json::from_str(&hsm.run(&["keys", "--json"]).ok()).unwrap();
     keys[0]["uri"].as_str().unwrap().to_owned()
@@ -68,10 +87,13 @@ fn options_win_over_the_uri_and_bad_uris_are_named() {
     let hsm = Hsm::new();
     hsm.import_new_key("2X9R4HXF34");
     let uri = key_uri(&hsm);
-    let serial = uri.split("serial=").nth(1).unwrap();
-    let serial = serial.split([';', '?']).next().unwrap();
+    let (manufacturer, model, serial) = (
+        attribute(&uri, "manufacturer"),
+        attribute(&uri, "model"),
+        attribute(&uri, "serial"),
+    );
     hsm.run(&["--key", &uri, "--token", "elsewhere", "pubkey"])
-        .fails(5, &format!("error: no token labelled \"elsewhere\", with manufacturer \"SoftHSM project\", with model \"SoftHSM v2\", with serial \"{serial}\" (tokens present: p8hsm)\nhint: choose the token with --token LABEL, P8HSM_TOKEN or a --key URI (`p8hsm modules` lists them); for SoftHSM, `p8hsm softhsm init` makes one"));
+        .fails(5, &format!("error: no token labelled \"elsewhere\", with manufacturer \"{manufacturer}\", with model \"{model}\", with serial \"{serial}\" (tokens present: p8hsm)\nhint: choose the token with --token LABEL, P8HSM_TOKEN or a --key URI (`p8hsm modules` lists them); for SoftHSM, `p8hsm softhsm init` makes one"));
     hsm.run(&["--key", &uri, "pubkey", "--key-id", "ABCDEFGH12"])
         .fails(6, "error: no key with key ID ABCDEFGH12 on the token\nhint: `p8hsm keys` lists the keys; `p8hsm import AuthKey_<ID>.p8` adds one");
     hsm.run(&["--key", "pkcs11:token=p8hsm;serial=nope", "keys"])

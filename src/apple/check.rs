@@ -217,10 +217,10 @@ fn check_header(report: &mut Report, header: &Map<String, Value>, kind: Option<K
         Some(Value::String(kid)) => match kid.parse::<KeyId>() {
             Ok(key_id) => {
                 if let Some(Err(e)) = kind.map(|k| k.spec().check_key_id(&key_id)) {
-                    report.find("kid", format!("kid: {e}"));
+                    report.find("kid", e.to_string());
                 }
             }
-            Err(e) => report.find("kid", format!("kid: {e}")),
+            Err(e) => report.find("kid", e.to_string()),
         },
         Some(kid) => report.find("kid", format!("kid {kid} is not a string")),
         None => report.find("kid", "the header has no kid (the Apple key ID)".into()),
@@ -314,8 +314,9 @@ fn check_times(report: &mut Report, claims: &Map<String, Value>, kind: Option<Ki
         report.find(
             "lifetime",
             format!(
-                "exp - iat is {} s; a {kind} token may live at most {limit} s",
-                exp - iat
+                "exp - iat is {} s; {} tokens may live at most {limit} s",
+                exp - iat,
+                kind.spec().api
             ),
         );
     }
@@ -335,7 +336,7 @@ fn check_claims(
     for name in shape.required.iter().filter(|n| !present.contains(*n)) {
         report.find(
             "claim-missing",
-            format!("a {kind} token needs the claim {name}"),
+            format!("{} tokens carry the claim {name}", kind.spec().api),
         );
     }
     for name in present
@@ -348,14 +349,20 @@ fn check_claims(
                 "StoreKit signatures must not carry exp: Apple derives expiry from iat".into(),
             );
         } else {
-            report.find("claim-extra", format!("a {kind} token has no claim {name}"));
+            report.find(
+                "claim-extra",
+                format!("{} tokens carry no claim {name}", kind.spec().api),
+            );
         }
     }
     if let (Some(expected), Some(aud)) = (shape.aud, claims.get("aud")) {
         if aud != expected {
             report.find(
                 "aud",
-                format!("aud is {aud}; a {kind} token has aud \"{expected}\""),
+                format!(
+                    "aud is {aud}; {} tokens carry aud \"{expected}\"",
+                    kind.spec().api
+                ),
             );
         }
     }

@@ -183,12 +183,15 @@ fn keys(json: bool, config: &Config) -> Result<(), Failure> {
                 .unwrap_or_else(|| "-".to_owned()),
         ]);
     }
-    let out = if rows.is_empty() {
-        String::new()
-    } else {
-        columns(&table)
-    };
-    print(&out)
+    if rows.is_empty() {
+        // Nothing on stdout (a script sees no keys); a person is told what adds one.
+        eprintln!(
+            "the token holds no keys: `p8hsm import AuthKey_<ID>.p8` imports one, \
+             `p8hsm keygen --label LABEL` makes one in the token"
+        );
+        return Ok(());
+    }
+    print(&columns(&table))
 }
 
 /// Says on stderr what is wrong with the keys listed: a key ID on the token more than
