@@ -194,6 +194,30 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
             "error: connect keys record their issuer ID: give --issuer\nhint: `p8hsm import --kind connect --issuer UUID` records it once for every token",
         ),
         case(
+            "kind forgotten",
+            &["token", "--key-id", KEY_ID],
+            2,
+            "error: `p8hsm token` needs the kind first: `p8hsm token KIND --key-id …`\nhint: the kinds are connect, server, external-purchase, advanced-commerce, retention-messaging, enterprise, apns, devicecheck, sign-in-with-apple, musickit, weatherkit, mapkit, business-manager, school-manager, apple-ads",
+        ),
+        case(
+            "a signature's kind asked of token",
+            &["token", "promo-offer", "--key-id", KEY_ID],
+            2,
+            "error: promo-offer is made by `p8hsm sign promo-offer`, not `p8hsm token`",
+        ),
+        case(
+            "unknown kind",
+            &["--module-args", "x", "token", "teleport"],
+            2,
+            "error: unknown kind \"teleport\"\nhint: the kinds are connect, server, external-purchase, advanced-commerce, retention-messaging, enterprise, apns, devicecheck, sign-in-with-apple, musickit, weatherkit, mapkit, business-manager, school-manager, apple-ads",
+        ),
+        case(
+            "negative lifetime",
+            &["token", "connect", "--key-id", KEY_ID, "--individual", "--ttl", "-5"],
+            2,
+            "error: invalid duration \"-5\": give seconds (1140) or a duration such as 19m, 12h or 30d",
+        ),
+        case(
             "URI: unknown attribute",
             &["--key", "pkcs11:token=p8hsm;colour=blue", "keys"],
             3,

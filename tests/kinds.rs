@@ -246,12 +246,12 @@ fn a_long_lived_connect_token_takes_scoped_gets_on_listed_resources() {
         hsm.run(&all)
     };
     // What is refused is in the table of refusals (`common/examples.rs`).
-    let month = (30 * 86400).to_string();
+    // A duration as people write it, as every duration option takes one.
     let out = token(&[
         "connect",
         "--individual",
         "--ttl",
-        &month,
+        "30d",
         "--scope",
         "GET /v1/ciProducts",
         "--scope",

@@ -99,14 +99,28 @@ pub fn decide(
     Ok(Decision::Keep { expires_at: exp })
 }
 
-/// Reads a renewal window as people write it: `30d`, `12h`, `90m`, `2w`.
+/// Reads a duration as people write it: seconds (`1140`) or with a unit (`19m`, `12h`,
+/// `30d`, `2w`); every duration the command line takes is read so.
+pub fn duration(s: &str) -> Result<Duration, Error> {
+    let parsed = match s.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(s),
+    };
+    parsed.map_err(|_| Error::InvalidId {
+        what: "duration",
+        value: crate::ids::printable(s),
+        rule: "give seconds (1140) or a duration such as 19m, 12h or 30d",
+    })
+}
+
+/// Reads a renewal window: a [`duration`] over zero.
 pub fn window(s: &str) -> Result<Duration, Error> {
-    match humantime::parse_duration(s) {
-        Ok(duration) if duration.as_secs() > 0 => Ok(duration),
+    match duration(s)? {
+        window if window.as_secs() > 0 => Ok(window),
         _ => Err(Error::InvalidId {
             what: "duration",
             value: crate::ids::printable(s),
-            rule: "give a positive duration such as 30d, 12h or 90m",
+            rule: "a renewal window is over zero, e.g. 30d or 12h",
         }),
     }
 }

@@ -66,8 +66,80 @@ fn refused_while_parsing(e: clap::Error) -> ExitCode {
             hint: crate::remedy::remedy(refused, crate::remedy::Audience::CommandLine),
         }
         .report(),
-        _ => e.exit(),
+        _ => match kind_missing(std::env::args().skip(1)) {
+            Some(failure) => failure.report(),
+            None => e.exit(),
+        },
     }
+}
+
+/// `p8hsm token` or `p8hsm sign` without a kind of its own first — the kind forgotten
+/// (`token --key-id X`) or one of the other command's (`token promo-offer`) — said so,
+/// with the kinds that would do (clap would suggest a similar option or nothing).
+fn kind_missing(args: impl Iterator<Item = String>) -> Option<Failure> {
+    use p8hsm::apple::spec::Family;
+    use p8hsm::apple::Kind;
+    const TAKE_VALUES: &[&str] = &[
+        "--module",
+        "--module-args",
+        "--token",
+        "--key",
+        "--pin-source",
+        "--profile",
+    ];
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        if TAKE_VALUES.contains(&arg.as_str()) {
+            args.next();
+            continue;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        let family = match arg.as_str() {
+            "token" => Family::Token,
+            "sign" => Family::Signature,
+            _ => return None,
+        };
+        let kinds = |family: Family| -> Vec<&'static str> {
+            Kind::ALL
+                .iter()
+                .filter(|k| k.spec().family == family)
+                .map(|k| k.name())
+                .collect()
+        };
+        let next = args.next().unwrap_or_default();
+        if kinds(family).contains(&next.as_str()) {
+            return None;
+        }
+        let other = match family {
+            Family::Token => Family::Signature,
+            Family::Signature => Family::Token,
+        };
+        if kinds(other).contains(&next.as_str()) {
+            return Some(Failure::Option {
+                message: format!(
+                    "{next} is made by `p8hsm {} {next}`, not `p8hsm {arg}`",
+                    other.command()
+                ),
+                hint: None,
+            });
+        }
+        if next == "help" || next == "--help" || next == "-h" {
+            return None;
+        }
+        let message = if next.is_empty() || next.starts_with('-') {
+            format!("`p8hsm {arg}` needs the kind first: `p8hsm {arg} KIND --key-id …`")
+        } else {
+            let shown: String = next.chars().take(64).collect();
+            format!("unknown kind \"{}\"", shown.escape_debug())
+        };
+        return Some(Failure::Option {
+            message,
+            hint: Some(format!("hint: the kinds are {}", kinds(family).join(", "))),
+        });
+    }
+    None
 }
 
 fn run(global: Global, command: Command) -> Result<(), Failure> {

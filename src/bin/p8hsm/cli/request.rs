@@ -169,23 +169,30 @@ fn kind_command(spec: &'static Spec) -> clap::Command {
             .value_parser(|s: &str| s.parse::<KeyId>())
             .help(key_id_help(spec)),
     );
+    // Seconds or a duration (19m, 30d), as every duration option takes them; a negative
+    // number is a value to refuse, not an option.
+    let seconds = |s: &str| p8hsm::apple::renew::duration(s).map(|d| d.as_secs());
     let ttl = Arg::new("ttl")
         .long("ttl")
-        .value_name("SECONDS")
-        .value_parser(clap::value_parser!(u64));
+        .value_name("DURATION")
+        .allow_negative_numbers(true)
+        .value_parser(seconds);
     let skew = Arg::new("skew")
         .long("skew")
-        .value_name("SECONDS")
-        .value_parser(clap::value_parser!(u64))
+        .value_name("DURATION")
+        .allow_negative_numbers(true)
+        .value_parser(seconds)
         .help(format!(
-            "Seconds iat is backdated, for clocks slightly ahead of Apple's; exp - iat = ttl + \
-             skew [default: {DEFAULT_SKEW}]"
+            "How far iat is backdated, for clocks slightly ahead of Apple's [default: \
+             {DEFAULT_SKEW}s]"
         ));
     match spec.lifetime {
         LifetimeRule::Exp { default_ttl, max } => {
             cmd = cmd
                 .arg(ttl.help(format!(
-                    "Seconds from now until exp; exp - iat at most {max} [default: {default_ttl}]"
+                    "How long from now until exp, in seconds or e.g. 19m, 30d; ttl + skew (exp - \
+                     iat) at most {max} s, so {} with the default skew [default: {default_ttl}]",
+                    max.saturating_sub(DEFAULT_SKEW)
                 )))
                 .arg(skew);
         }
