@@ -194,6 +194,12 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
             "error: connect keys record their issuer ID: give --issuer\nhint: `p8hsm import --kind connect --issuer UUID` records it once for every token",
         ),
         case(
+            "a renamed AuthKey file",
+            &["import", "{dir}/AuthKey_lower00001.p8"],
+            2,
+            "error: the key ID in the file name is not as Apple writes it (upper case): was the file renamed? Its key ID would be LOWER00001\nhint: pass --key-id LOWER00001 if it is",
+        ),
+        case(
             "kind forgotten",
             &["token", "--key-id", KEY_ID],
             2,
@@ -310,8 +316,14 @@ fn every_malformed_input_gets_its_own_error_and_changes_nothing() {
         cases.push(c);
     }
 
+    std::fs::write(dir.join("AuthKey_lower00001.p8"), &good).unwrap();
     for c in &cases {
-        let mut command = hsm.command(&c.args.iter().map(String::as_str).collect::<Vec<_>>());
+        let args: Vec<String> = c
+            .args
+            .iter()
+            .map(|a| a.replace("{dir}", path_str(dir)))
+            .collect();
+        let mut command = hsm.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -209,7 +209,7 @@ fn other_files_bad_requests_and_the_agent_leave_everything_as_it_was() {
     keep(&hsm, &out, &["--renew-within", "1d", "--ttl", "15777001"]).fails(3, "error: Sign in with Apple client secret tokens may live at most 15777000 s from iat to exp, but ttl 15777001 with skew 60 gives 15777061\nhint: use --ttl 15776940 or less with --skew 60, or lower --skew");
     keep(&hsm, &out, &["--renew-within", "soon"]).fails(
         2,
-        "error: invalid duration \"soon\": give a positive duration such as 30d, 12h or 90m",
+        "error: invalid duration \"soon\": give seconds (1140) or a duration such as 19m, 12h or 30d",
     );
     let mut args = SIWA.to_vec();
     args.extend(["--out", path_str(&out)]);

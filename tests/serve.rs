@@ -776,7 +776,9 @@ fn an_address_or_socket_in_use_or_a_missing_tls_key_exits_with_the_setup_status(
     hsm.run(&["agent", "--foreground", "--socket", socket])
         .fails(
             12,
-            "error: cannot start the agent: an agent already listens on {dir}/run/agent.sock",
+            "error: an agent already listens on {dir}/run/agent.sock\nhint: use it with \
+             P8HSM_AGENT_SOCK={dir}/run/agent.sock, or stop it (kill \"$P8HSM_AGENT_PID\" in the \
+             shell that started it) before starting another",
         );
     // A TLS key the token does not hold is the service's setup, not a request's key.
     hsm.run(&pki.serve_args(&pki.path("server.pem"), "pkcs11:object=NOSUCHKEY1"))

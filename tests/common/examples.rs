@@ -478,7 +478,7 @@ pub const REFUSALS: &[Refusal] = &[
         exit: 2,
         code: "bad_request",
         error: "invalid key ID \"abcdefgh12\": key IDs are 10 characters A-Z and 0-9, a UUID, or 32 to 128 hexadecimal digits",
-        hint: None,
+        hint: Some("hint: Apple writes key IDs in upper case: did you mean ABCDEFGH12?"),
         protocol_hint: BAD_REQUEST,
     },
     Refusal {
@@ -508,7 +508,7 @@ pub const REFUSALS: &[Refusal] = &[
         exit: 2,
         code: "bad_request",
         error: "invalid Team ID \"a1b2c3d4e5\": Team IDs are 10 characters A-Z and 0-9",
-        hint: None,
+        hint: Some("hint: Apple writes Team IDs in upper case: did you mean A1B2C3D4E5?"),
         protocol_hint: BAD_REQUEST,
     },
     Refusal {

@@ -60,6 +60,8 @@ pub enum Failure {
     AuditFailed(io::Error),
     /// The agent could not be started.
     AgentSetup(String),
+    /// An agent already listens on the socket.
+    AgentRunning(PathBuf),
     /// The background agent failed before it listened: its `error:` line, the line after
     /// it (a hint or warning), and its exit status, as it said them.
     AgentFailed {
@@ -245,6 +247,7 @@ impl Failure {
             Failure::TooLarge(_) => ErrorCode::TooLarge,
             Failure::AuditFailed(_) => ErrorCode::AuditFailed,
             Failure::AgentSetup(_)
+            | Failure::AgentRunning(_)
             | Failure::AgentFailed { .. }
             | Failure::AgentUnreachable { .. } => ErrorCode::TokenUnavailable,
             Failure::Findings(_)
@@ -260,7 +263,9 @@ impl Failure {
         match self {
             Failure::Findings(_) => exit::FINDINGS,
             Failure::Doctor(_) => exit::DOCTOR,
-            Failure::AgentSetup(_) | Failure::ServeSetup(_) => exit::SETUP,
+            Failure::AgentSetup(_) | Failure::AgentRunning(_) | Failure::ServeSetup(_) => {
+                exit::SETUP
+            }
             Failure::AgentFailed { status, .. } => *status,
             Failure::Output(_) | Failure::Write { .. } | Failure::Unreported { .. } => {
                 exit::FAILURE
@@ -379,6 +384,14 @@ impl Failure {
                 ),
             ),
             Failure::AgentSetup(reason) => (format!("cannot start the agent: {reason}"), None),
+            Failure::AgentRunning(socket) => (
+                format!("an agent already listens on {}", socket.display()),
+                hint(&format!(
+                    "use it with P8HSM_AGENT_SOCK={}, or stop it (kill \"$P8HSM_AGENT_PID\" in \
+                     the shell that started it) before starting another",
+                    shell_word(&socket.to_string_lossy())
+                )),
+            ),
             Failure::AgentFailed { message, next, .. } => (message.clone(), next.clone()),
             Failure::AgentUnreachable { socket, reason } => (
                 format!("cannot reach the agent at {}: {reason}", socket.display()),

@@ -136,6 +136,27 @@ pub fn remedy(e: &Error, to: Audience) -> Option<String> {
             "hint: give --key-id, or a --key URI whose id or object is the Apple key ID".to_owned()
         }
         (MissingInput { field: name, .. }, _) => format!("hint: {}", to.give(name)),
+        (
+            InvalidId {
+                what: what @ ("key ID" | "Team ID"),
+                value,
+                ..
+            },
+            _,
+        ) => {
+            // Apple shows these in upper case; a copy in lower case is the usual slip.
+            let upper = value.trim_matches('"').to_ascii_uppercase();
+            let fits = match *what {
+                "key ID" => upper
+                    .parse::<p8hsm::KeyId>()
+                    .is_ok_and(|k| k.format() == p8hsm::KeyIdFormat::Apple),
+                _ => upper.parse::<p8hsm::TeamId>().is_ok(),
+            };
+            if !fits || upper == value.trim_matches('"') {
+                return None;
+            }
+            format!("hint: Apple writes {what}s in upper case: did you mean {upper}?")
+        }
         (InvalidId { what: "kind", .. }, _) => {
             let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
             format!("hint: the kinds are {}", kinds.join(", "))

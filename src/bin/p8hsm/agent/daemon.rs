@@ -147,20 +147,18 @@ pub fn spawn(
             let lines: Vec<&str> = log.lines().collect();
             let at = lines.iter().rposition(|l| l.starts_with("error: "));
             let last = at.map_or("", |at| lines[at]);
-            // Failing as the foreground agent would (a refused PIN: 4), it says so as
-            // the foreground agent would, with its status.
+            // Failing as the foreground agent would (a refused PIN: 4; an agent already
+            // there: 12), it says so as the foreground agent would, with its status.
             let said = status.code().and_then(|code| u8::try_from(code).ok());
             if let (Some(status), Some(at)) = (said, at) {
-                if status != crate::failure::exit::SETUP {
-                    let next = lines
-                        .get(at + 1)
-                        .filter(|l| l.starts_with("hint: ") || l.starts_with("warning: "));
-                    return Err(Failure::AgentFailed {
-                        status,
-                        message: last.trim_start_matches("error: ").to_owned(),
-                        next: next.map(|l| (*l).to_owned()),
-                    });
-                }
+                let next = lines
+                    .get(at + 1)
+                    .filter(|l| l.starts_with("hint: ") || l.starts_with("warning: "));
+                return Err(Failure::AgentFailed {
+                    status,
+                    message: last.trim_start_matches("error: ").to_owned(),
+                    next: next.map(|l| (*l).to_owned()),
+                });
             }
             return Err(Failure::AgentSetup(format!(
                 "the agent exited ({status}) before listening{}; see {}",

@@ -96,10 +96,7 @@ pub fn serve(settings: &Settings, token: Token) -> Result<(), Failure> {
     let label = token.label().to_owned();
     private_dir(socket, settings.shared())?;
     if UnixStream::connect(socket).is_ok() {
-        return Err(Failure::AgentSetup(format!(
-            "an agent already listens on {}",
-            socket.display()
-        )));
+        return Err(Failure::AgentRunning(socket.to_path_buf()));
     }
     // Only a stale socket is ever removed: never a file that is something else.
     if socket.symlink_metadata().is_ok() {

@@ -136,6 +136,28 @@ fn key_id(args: &ImportArgs, config: &Config) -> Result<KeyId, Failure> {
         }),
         (Some(given), _) => Ok(given.clone()),
         (None, Some(in_name)) => Ok(in_name),
-        (None, None) => config.uri_key_id().ok_or(Failure::KeyIdUnknown),
+        (None, None) => config.uri_key_id().ok_or_else(|| {
+            // AuthKey_<ID>.p8 with the ID in lower case: a renamed file, said so.
+            let named = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".p8"))
+                .and_then(|n| {
+                    n.strip_prefix("AuthKey_")
+                        .or(n.strip_prefix("SubscriptionKey_"))
+                })
+                .map(str::to_ascii_uppercase)
+                .filter(|id| id.parse::<KeyId>().is_ok());
+            match named {
+                Some(upper) => Failure::Option {
+                    message: format!(
+                        "the key ID in the file name is not as Apple writes it (upper case): \
+                         was the file renamed? Its key ID would be {upper}"
+                    ),
+                    hint: Some(format!("hint: pass --key-id {upper} if it is")),
+                },
+                None => Failure::KeyIdUnknown,
+            }
+        }),
     }
 }
