@@ -31,7 +31,6 @@ use super::lifetime::unix;
 use super::metadata::KeyMetadata;
 use super::request::{JwtRequest, Request};
 use super::signed::{Signed, SignedJwt};
-use super::spec::LifetimeRule;
 use crate::{lock, Error, Es256Signer};
 
 /// A token is never handed out from the cache with fewer seconds than this left.
@@ -169,7 +168,7 @@ impl<C: Clock> JwtCache<C> {
     pub fn peek(&self, request: &JwtRequest) -> Option<SignedJwt> {
         let entry = lock(&self.entries)
             .by_request
-            .get(&request.cache_key())?
+            .get(request.cache_key().as_ref())?
             .entry
             .clone();
         let token = entry.try_lock().ok()?;
@@ -196,7 +195,8 @@ impl<C: Clock> JwtCache<C> {
     }
 
     fn entry(&self, request: &JwtRequest, caller: &str) -> Entry {
-        let request = &request.cache_key();
+        let key = request.cache_key();
+        let request = key.as_ref();
         let mut entries = lock(&self.entries);
         if let Some(slot) = entries.by_request.get(request) {
             return slot.entry.clone();
@@ -208,14 +208,10 @@ impl<C: Clock> JwtCache<C> {
                 (entries.by_request.len() * 2).clamp(PRUNE_ABOVE.min(self.capacity), self.capacity);
         }
         let entry = Entry::default();
-        let provider = matches!(
-            request.params().kind().spec().lifetime,
-            LifetimeRule::Provider { .. }
-        );
         let slot = Slot {
             entry: entry.clone(),
             owner: Arc::from(caller),
-            provider,
+            provider: request.provider(),
         };
         entries.by_request.insert(request.clone(), slot);
         entry
@@ -699,7 +695,8 @@ mod tests {
         let (b, source) = cache
             .get(&b, "a", |now| b.sign(&signer, None, now))
             .unwrap();
-        assert_ne!((a.token, Source::Hit), (b.token, source));
+        assert_eq!(source, Source::Fresh);
+        assert_ne!(a.token, b.token);
     }
 
     #[test]

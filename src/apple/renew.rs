@@ -161,6 +161,15 @@ fn without(map: &Map<String, Value>, names: &[&str]) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_seconds_or_written_with_a_unit() {
+        assert_eq!(duration("1140").unwrap(), Duration::from_secs(1140));
+        assert_eq!(duration("19m").unwrap(), Duration::from_secs(1140));
+        assert_eq!(window("3600").unwrap(), Duration::from_secs(3600));
+        assert_eq!(window("30d").unwrap(), Duration::from_secs(30 * 86_400));
+        assert!(duration("-5").is_err() && window("0").is_err() && duration("soon").is_err());
+    }
     use crate::apple::developer::SignInWithApple;
     use crate::apple::tests::{now, NOW};
     use crate::apple::JwtParams;

@@ -46,15 +46,26 @@ pub struct SignatureRequest {
 const REFERENCE_TIME: Duration = Duration::from_secs(2_000_000_000);
 
 impl JwtRequest {
+    /// Whether it asks for a provider token (APNs, DeviceCheck): one a team's servers
+    /// share, which Apple wants changed rarely.
+    pub fn provider(&self) -> bool {
+        matches!(
+            self.params.kind().spec().lifetime,
+            LifetimeRule::Provider { .. }
+        )
+    }
+
     /// The request as the token cache tells requests apart: a provider token stands for
     /// its team whatever its `iat` was backdated by (one token per team and key, as Apple
     /// wants; a new one for each skew would be refused as too many updates).
-    pub fn cache_key(&self) -> JwtRequest {
-        let mut key = self.clone();
-        if let LifetimeRule::Provider { .. } = self.params.kind().spec().lifetime {
-            key.lifetime.skew = 0;
+    /// The request itself, but for a provider token asked with a skew.
+    pub fn cache_key(&self) -> std::borrow::Cow<'_, JwtRequest> {
+        if !self.provider() || self.lifetime.skew == 0 {
+            return std::borrow::Cow::Borrowed(self);
         }
-        key
+        let mut key = self.clone();
+        key.lifetime.skew = 0;
+        std::borrow::Cow::Owned(key)
     }
 
     /// A JWT request signed by `key_id`, with `ttl` (seconds from now until `exp`) and

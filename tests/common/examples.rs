@@ -294,6 +294,30 @@ pub struct Refusal {
     pub protocol_hint: Option<&'static str>,
 }
 
+impl Refusal {
+    /// Asserts that a reply of the protocol (the agent's or the service's) refuses as this
+    /// refusal does: its code, message and protocol hint, exactly, and no option named.
+    pub fn answered(&self, reply: &Value) {
+        let what = self.what;
+        assert_eq!(reply["ok"], false, "{what}: {reply}");
+        let error = &reply["error"];
+        assert_eq!(error["code"], self.code, "{what}: {reply}");
+        assert_eq!(error["message"], self.error, "{what}: {reply}");
+        assert_eq!(
+            error["hint"].as_str(),
+            self.protocol_hint,
+            "{what}: {reply}"
+        );
+        for text in [&error["message"], &error["hint"]] {
+            let text = text.as_str().unwrap_or_default();
+            assert!(
+                !text.contains("--") && !text.contains("P8HSM_"),
+                "{what}: the protocol names fields, never options: {text}"
+            );
+        }
+    }
+}
+
 const OTHER_ISSUER: &str = "00000000-0000-4000-8000-000000000000";
 
 /// What the protocol hints at a field it cannot take (the message names the field).

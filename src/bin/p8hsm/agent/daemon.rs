@@ -98,6 +98,8 @@ pub fn spawn(
 ) -> Result<(), Failure> {
     let dir = private_dir(&settings.socket, settings.shared())?;
     let log_path = dir.join("agent.log");
+    // What this agent writes starts here: earlier agents' lines are not its reasons.
+    let before = std::fs::metadata(&log_path).map_or(0, |m| m.len() as usize);
     let log = crate::audit::open_log(&log_path)
         .map_err(|e| Failure::AgentSetup(format!("cannot open {}: {e}", log_path.display())))?;
     let exe = std::env::current_exe().map_err(p8hsm::Error::internal)?;
@@ -143,7 +145,8 @@ pub fn spawn(
     for _ in 0..2 {
         if out.read_line(&mut env).map_err(p8hsm::Error::internal)? == 0 {
             let status = child.wait().map_err(p8hsm::Error::internal)?;
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            let log = String::from_utf8_lossy(log.get(before..).unwrap_or_default());
             let lines: Vec<&str> = log.lines().collect();
             let at = lines.iter().rposition(|l| l.starts_with("error: "));
             let last = at.map_or("", |at| lines[at]);

@@ -68,12 +68,16 @@ pub fn replace_keeping_owner(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
         _ => Path::new("."),
     };
     let me = rustix::process::geteuid().as_raw();
-    if let (Ok(old), Ok(parent)) = (std::fs::symlink_metadata(path), std::fs::metadata(dir)) {
+    // One look at what is there, before anything is written: a file planted after it is
+    // replaced by this user's, never taken for the one to keep the owner of.
+    let old = std::fs::symlink_metadata(path).ok().filter(|m| m.is_file());
+    if let Some(old) = old.as_ref().filter(|old| old.uid() != me) {
         // A file another user made where others may create files could have been made
         // to receive the token: its owner is not kept, and it is not replaced.
-        let open_to_others =
-            parent.mode() & 0o022 != 0 || (parent.uid() != 0 && parent.uid() != me);
-        if old.is_file() && old.uid() != me && open_to_others {
+        let open_to_others = std::fs::metadata(dir).map_or(true, |parent| {
+            parent.mode() & 0o022 != 0 || (parent.uid() != 0 && parent.uid() != me)
+        });
+        if open_to_others {
             return Err(Failure::Usage(format!(
                 "{} belongs to uid {}, and others may create files in {}: whoever made it \
                  would receive the token; remove it, or keep the token in a directory only \
@@ -85,24 +89,18 @@ pub fn replace_keeping_owner(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
         }
     }
     let file = private_file(dir, bytes)?;
-    if let Ok(old) = std::fs::symlink_metadata(path) {
-        if old.is_file() {
-            let kept = || -> std::io::Result<()> {
+    if let Some(old) = old {
+        let kept = || -> std::io::Result<()> {
+            let new = file.as_file().metadata()?;
+            if (old.uid(), old.gid()) != (new.uid(), new.gid()) {
                 let uid = rustix::fs::Uid::from_raw(old.uid());
                 let gid = rustix::fs::Gid::from_raw(old.gid());
-                if (old.uid(), old.gid())
-                    != (
-                        file.as_file().metadata()?.uid(),
-                        file.as_file().metadata()?.gid(),
-                    )
-                {
-                    rustix::fs::fchown(file.as_file(), Some(uid), Some(gid))?;
-                }
-                file.as_file()
-                    .set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))
-            };
-            kept().map_err(write_error(path))?;
-        }
+                rustix::fs::fchown(file.as_file(), Some(uid), Some(gid))?;
+            }
+            file.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o777))
+        };
+        kept().map_err(write_error(path))?;
     }
     put(file, path)
 }
